@@ -1,0 +1,53 @@
+/**
+ * Protocol constants shared by every QRWP component. Changing any value here is a wire or
+ * on-chain incompatibility: bump the protocol id / EIP-712 version alongside it.
+ */
+
+/** libp2p protocol id of the channel protocol (handshake + encrypted frames, see session.ts). */
+export const CHANNEL_PROTOCOL = "/qrwp/channel/1.0.0";
+/** libp2p protocol id of the watchtower protocol (appointments). */
+export const WATCHTOWER_PROTOCOL = "/qrwp/watchtower/1.0.0";
+/** libp2p protocol id / gossip topic prefix for channel-graph gossip. */
+export const GOSSIP_PROTOCOL = "/qrwp/gossip/1.0.0";
+
+/** EIP-712 domain `name` of the ChannelHub contract (must match the contract's `EIP712(name, version)`). */
+export const EIP712_DOMAIN_NAME = "QRWP ChannelHub";
+/** EIP-712 domain `version` of the ChannelHub contract. */
+export const EIP712_DOMAIN_VERSION = "1";
+
+/** 32 zero bytes as 0x-hex: the `bytes32(0)` value. */
+export const ZERO_HASH = `0x${"00".repeat(32)}`;
+/** locksRoot of a direction with no pending locks (`bytes32(0)`, as the ChannelHub expects). */
+export const EMPTY_LOCKS_ROOT = ZERO_HASH;
+/** The zero address (`address(0)`). */
+export const ZERO_ADDRESS = `0x${"00".repeat(20)}`;
+/** Largest uint256, `2^256 - 1`. */
+export const UINT256_MAX = (1n << 256n) - 1n;
+/** At most this many pending locks per channel direction (Raiden spec; bounds the on-chain unlock cost). */
+export const MAX_PENDING_LOCKS = 160;
+
+/** ML-DSA-65 (FIPS 204) context string for balance-proof signatures: separates them from any other use. */
+export const MLDSA_CONTEXT_BALANCE_PROOF = "qrwp-bp-v1";
+/** ML-DSA-65 (FIPS 204) context string for channel-protocol handshake transcript signatures. */
+export const MLDSA_CONTEXT_HANDSHAKE = "qrwp-hs-v1";
+
+/** Channel-protocol handshake version carried in `hello`; a peer with another version is refused. */
+export const HANDSHAKE_VERSION = 1;
+/** Largest accepted encoded handshake message in bytes (the reply is about 6.5 KiB). */
+export const MAX_HANDSHAKE_MESSAGE_BYTES = 16 * 1024;
+/** Size of the random nonce each handshake side contributes, in bytes. */
+export const HANDSHAKE_NONCE_BYTES = 32;
+
+/** Largest plaintext accepted by `Session.seal`, in bytes (1 MiB). */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+/** Frame header: the 64-bit big-endian frame counter, in bytes. */
+export const FRAME_HEADER_BYTES = 8;
+/** Poly1305 tag length (RFC 8439), in bytes. */
+export const FRAME_TAG_BYTES = 16;
+/**
+ * Frames per key epoch. Each direction's key is replaced by HKDF(current key) every time its 64-bit frame
+ * counter reaches a multiple of this value; both sides do it at the same counter, no message needed.
+ */
+export const REKEY_AFTER_FRAMES = 2n ** 32n;
+/** Largest frame counter ever used (the 64-bit counter never wraps; the session refuses to go beyond). */
+export const MAX_FRAME_COUNTER = 2n ** 64n - 1n;

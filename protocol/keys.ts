@@ -1,0 +1,201 @@
+/**
+ * Node identity keys and the two signature schemes every QRWP node uses:
+ * - secp256k1 ECDSA over 32-byte digests, in Ethereum's 65-byte `r || s || v` form (v = 27/28, low-s),
+ *   exactly what OpenZeppelin `ECDSA.recover` / `ecrecover` accept (SEC 1, EIP-2 low-s, RFC 6979 nonces);
+ * - ML-DSA-65 (FIPS 204) with a domain-separating context string.
+ * Implemented with @noble/curves and @noble/post-quantum (pure JS).
+ */
+import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { keccak_256 } from "@noble/hashes/sha3.js";
+import { bytesToHex, hexToBytes, randomBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { ml_dsa65 } from "@noble/post-quantum/ml-dsa.js";
+import { getAddress } from "ethers";
+import { QrwpError, assertArgument } from "./errors.js";
+import { assertBytes } from "./validation.js";
+
+/** A node's long-term signing keys. Secret fields must never be logged or sent. */
+export interface NodeKeys {
+  /** secp256k1 secret scalar, 32 bytes big-endian. */
+  secp256k1PrivateKey: Uint8Array;
+  /** Ethereum address of the secp256k1 key, EIP-55 checksummed. */
+  address: string;
+  /** ML-DSA-65 public key (FIPS 204), 1952 bytes. */
+  mldsaPublicKey: Uint8Array;
+  /** ML-DSA-65 secret key (FIPS 204), 4032 bytes. */
+  mldsaSecretKey: Uint8Array;
+}
+
+/** ML-DSA-65 byte lengths (FIPS 204 table 2). */
+export const MLDSA65_PUBLIC_KEY_BYTES = 1952;
+export const MLDSA65_SECRET_KEY_BYTES = 4032;
+export const MLDSA65_SIGNATURE_BYTES = 3309;
+/** Length of an Ethereum `r || s || v` signature, in bytes. */
+export const ECDSA_SIGNATURE_BYTES = 65;
+
+const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+const SECP256K1_HALF_N = SECP256K1_N >> 1n;
+const SIGNATURE_RE = /^0x[0-9a-fA-F]{130}$/;
+
+/**
+ * Generates fresh random node keys (CSPRNG): a secp256k1 key and an ML-DSA-65 key pair from a random
+ * 32-byte seed.
+ * @returns {@link NodeKeys}
+ */
+export function generateNodeKeys(): NodeKeys {
+  return nodeKeysFromSecrets(secp256k1.utils.randomSecretKey(), randomBytes(32));
+}
+
+/**
+ * Rebuilds node keys deterministically from stored secrets.
+ * @param secp256k1PrivateKey - 32-byte secp256k1 secret scalar in `[1, n-1]`.
+ * @param mldsaSeed - 32-byte ML-DSA-65 key-generation seed ξ (FIPS 204 ML-DSA.KeyGen_internal).
+ * @returns {@link NodeKeys} (copies; the inputs are not retained).
+ * @throws QrwpError INVALID_ARGUMENT on a wrong length or an out-of-range scalar.
+ */
+export function nodeKeysFromSecrets(secp256k1PrivateKey: Uint8Array, mldsaSeed: Uint8Array): NodeKeys {
+  assertBytes(secp256k1PrivateKey, "secp256k1PrivateKey", 32);
+  assertBytes(mldsaSeed, "mldsaSeed", 32);
+  const sk = Uint8Array.from(secp256k1PrivateKey);
+  const { publicKey, secretKey } = ml_dsa65.keygen(Uint8Array.from(mldsaSeed));
+  return {
+    secp256k1PrivateKey: sk,
+    address: addressOf(sk),
+    mldsaPublicKey: publicKey,
+    mldsaSecretKey: secretKey,
+  };
+}
+
+/**
+ * Ethereum address of a secp256k1 secret key: last 20 bytes of keccak256(uncompressed public key without
+ * the 0x04 prefix), EIP-55 checksummed (Yellow Paper, EIP-55).
+ * @throws QrwpError INVALID_ARGUMENT if the key is not 32 bytes or not in `[1, n-1]`.
+ */
+export function addressOf(secp256k1PrivateKey: Uint8Array): string {
+  assertBytes(secp256k1PrivateKey, "secp256k1PrivateKey", 32);
+  assertArgument(
+    secp256k1.utils.isValidSecretKey(secp256k1PrivateKey),
+    "secp256k1PrivateKey is not a valid secp256k1 scalar",
+    "secp256k1PrivateKey",
+  );
+  return addressFromPublicKey(secp256k1.getPublicKey(secp256k1PrivateKey, false));
+}
+
+function addressFromPublicKey(uncompressed: Uint8Array): string {
+  return getAddress(`0x${bytesToHex(keccak_256(uncompressed.subarray(1)).subarray(12))}`);
+}
+
+/**
+ * Signs a precomputed 32-byte digest (e.g. an EIP-712 digest) with secp256k1 — no further hashing.
+ * Deterministic RFC 6979 nonce, low-s (EIP-2), so it equals ethers' `SigningKey.sign(digest)`.
+ * @param digest - 32 bytes.
+ * @param secp256k1PrivateKey - 32-byte secret scalar.
+ * @returns 0x-hex of 65 bytes `r || s || v`, v in {27, 28} (what OpenZeppelin `ECDSA.recover` accepts).
+ * @throws QrwpError INVALID_ARGUMENT on wrong lengths.
+ */
+export function signDigest(digest: Uint8Array, secp256k1PrivateKey: Uint8Array): string {
+  assertBytes(digest, "digest", 32);
+  assertBytes(secp256k1PrivateKey, "secp256k1PrivateKey", 32);
+  // noble's "recovered" format is recovery || r || s; Ethereum wants r || s || (27 + recovery).
+  const sig = secp256k1.sign(digest, secp256k1PrivateKey, {
+    prehash: false,
+    lowS: true,
+    format: "recovered",
+  });
+  const out = new Uint8Array(65);
+  out.set(sig.subarray(1, 65), 0);
+  out[64] = 27 + sig[0]!;
+  return `0x${bytesToHex(out)}`;
+}
+
+/**
+ * Recovers the signer address of a 65-byte `r || s || v` signature over a 32-byte digest (ecrecover).
+ * Applies OpenZeppelin `ECDSA.recover`'s rules: v must be 27 or 28, s must be low (<= n/2), r and s non-zero.
+ * @param digest - 32 bytes.
+ * @param signature - 0x-hex, 65 bytes.
+ * @returns the EIP-55 checksummed signer address.
+ * @throws QrwpError INVALID_SIGNATURE on a malformed, high-s or unrecoverable signature;
+ *   QrwpError INVALID_ARGUMENT if `digest` is not 32 bytes.
+ */
+export function recoverDigestSigner(digest: Uint8Array, signature: string): string {
+  assertBytes(digest, "digest", 32);
+  if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) {
+    throw new QrwpError("INVALID_SIGNATURE", "signature must be 0x-hex of 65 bytes", { field: "signature" });
+  }
+  const raw = hexToBytes(signature.slice(2));
+  const v = raw[64]!;
+  const r = BigInt(`0x${signature.slice(2, 66)}`);
+  const s = BigInt(`0x${signature.slice(66, 130)}`);
+  if ((v !== 27 && v !== 28) || r === 0n || r >= SECP256K1_N || s === 0n || s > SECP256K1_HALF_N) {
+    throw new QrwpError("INVALID_SIGNATURE", "signature has an invalid v, r or s (v must be 27/28, s low)", {
+      field: "signature",
+    });
+  }
+  const recovered = new Uint8Array(65);
+  recovered[0] = v - 27;
+  recovered.set(raw.subarray(0, 64), 1);
+  let publicKey: Uint8Array;
+  try {
+    publicKey = secp256k1.recoverPublicKey(recovered, digest, { prehash: false });
+  } catch (cause) {
+    throw new QrwpError(
+      "INVALID_SIGNATURE",
+      "no public key recovers from this signature",
+      { field: "signature" },
+      { cause },
+    );
+  }
+  return addressFromPublicKey(secp256k1.Point.fromBytes(publicKey).toBytes(false));
+}
+
+function contextBytes(context: string | Uint8Array | undefined): Uint8Array | undefined {
+  if (context === undefined) return undefined;
+  const bytes = typeof context === "string" ? utf8ToBytes(context) : context;
+  assertArgument(
+    bytes instanceof Uint8Array && bytes.length <= 255,
+    "context must be at most 255 bytes",
+    "context",
+  );
+  return bytes;
+}
+
+/**
+ * ML-DSA-65 signature (FIPS 204 ML-DSA.Sign, hedged/randomised) over `message` with an optional context
+ * string ctx (FIPS 204 §5.2; at most 255 bytes; a string is UTF-8 encoded). Use a distinct context per
+ * purpose (see `MLDSA_CONTEXT_*` in constants.ts).
+ * @param message - any bytes.
+ * @param secretKey - 4032-byte ML-DSA-65 secret key.
+ * @returns 3309-byte signature.
+ * @throws QrwpError INVALID_ARGUMENT on a wrong key length or an oversized context.
+ */
+export function mldsaSign(
+  message: Uint8Array,
+  secretKey: Uint8Array,
+  context?: string | Uint8Array,
+): Uint8Array {
+  assertBytes(message, "message");
+  assertBytes(secretKey, "mldsaSecretKey", MLDSA65_SECRET_KEY_BYTES);
+  const ctx = contextBytes(context);
+  return ml_dsa65.sign(message, secretKey, ctx === undefined ? undefined : { context: ctx });
+}
+
+/**
+ * ML-DSA-65 verification (FIPS 204 ML-DSA.Verify) with the same optional context as {@link mldsaSign}.
+ * Never throws: any malformed input (wrong lengths, non-bytes, bad context) returns `false`.
+ * @returns true only for a valid signature.
+ */
+export function mldsaVerify(
+  signature: Uint8Array,
+  message: Uint8Array,
+  publicKey: Uint8Array,
+  context?: string | Uint8Array,
+): boolean {
+  try {
+    if (!(signature instanceof Uint8Array) || signature.length !== MLDSA65_SIGNATURE_BYTES) return false;
+    if (!(message instanceof Uint8Array)) return false;
+    if (!(publicKey instanceof Uint8Array) || publicKey.length !== MLDSA65_PUBLIC_KEY_BYTES) return false;
+    const ctx = contextBytes(context);
+    return ml_dsa65.verify(signature, message, publicKey, ctx === undefined ? undefined : { context: ctx });
+  } catch {
+    return false;
+  }
+}

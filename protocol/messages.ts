@@ -1,0 +1,205 @@
+/**
+ * Channel-protocol messages (`/qrwp/channel/1.0.0`), carried inside the encrypted session frames of
+ * `session.ts`. Each frame holds one {@link Envelope}: a request (`id`) or the reply to one (`replyTo`).
+ *
+ * Wire form: CBOR (RFC 8949, via cbor-x) of a plain object whose integers are decimal strings and whose
+ * binary fields are byte strings. Decoding is strict: every field is validated with zod and anything
+ * malformed is refused with `QrwpError("INVALID_MESSAGE")` naming the field; the decoder never throws
+ * anything else. Message names follow the Raiden spec where one exists (DirectTransfer, Processed).
+ */
+import { Encoder } from "cbor-x";
+import { z } from "zod";
+import { QrwpError, type ErrorCode } from "./errors.js";
+import type { SignedBalanceProof } from "./balance-proof.js";
+import { MAX_FRAME_BYTES } from "./constants.js";
+
+const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+
+const UINT256_MAX = 2n ** 256n - 1n;
+const uint256 = z
+  .string()
+  .regex(/^(0|[1-9][0-9]{0,77})$/, "must be a decimal unsigned integer")
+  .transform((s) => BigInt(s))
+  .refine((v) => v <= UINT256_MAX, "must fit in uint256");
+const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "must be a 20-byte hex address");
+const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "must be 32-byte hex");
+const signature65 = z.string().regex(/^0x[0-9a-fA-F]{130}$/, "must be a 65-byte hex signature");
+const bytes = (max: number) =>
+  z.instanceof(Uint8Array).refine((b) => b.length > 0 && b.length <= max, `must be 1..${max} bytes`);
+const paymentId = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9._:-]+$/, "must be 1-128 characters of [A-Za-z0-9._:-]");
+const multiaddrs = z.array(z.string().min(1).max(512)).max(16);
+
+const signedBalanceProofSchema = z.object({
+  chainId: uint256,
+  hub: address,
+  channelId: uint256,
+  nonce: uint256,
+  transferredAmount: uint256,
+  lockedAmount: uint256,
+  locksRoot: bytes32,
+  signature: signature65,
+  pqSignature: bytes(8192),
+});
+
+/** Announces a channel the sender opened on-chain with the receiver; the receiver checks it on-chain. */
+export interface ChannelAnnounce {
+  type: "ChannelAnnounce";
+  channelId: bigint;
+  multiaddrs: string[];
+}
+/** A direct (single-hop) transfer of `amount` token base units, carried by a new balance proof. */
+export interface DirectTransfer {
+  type: "DirectTransfer";
+  paymentId: string;
+  amount: bigint;
+  balanceProof: SignedBalanceProof;
+}
+/** The receiver's acknowledgement that it durably stored the balance proof with `nonce` (Raiden: Processed). */
+export interface Processed {
+  type: "Processed";
+  channelId: bigint;
+  nonce: bigint;
+}
+/** Asks the partner to co-sign a cooperative settle with these final amounts (token base units). */
+export interface CooperativeSettleRequest {
+  type: "CooperativeSettleRequest";
+  channelId: bigint;
+  participant1: string;
+  participant1Amount: bigint;
+  participant2: string;
+  participant2Amount: bigint;
+  signature: string;
+}
+/** The partner's EIP-712 signature over the same cooperative settle. */
+export interface CooperativeSettleResponse {
+  type: "CooperativeSettleResponse";
+  channelId: bigint;
+  signature: string;
+}
+/** The sender's listen addresses, sent right after the session handshake. */
+export interface PeerInfo {
+  type: "PeerInfo";
+  multiaddrs: string[];
+}
+/** Generic success reply. */
+export interface Ok {
+  type: "Ok";
+}
+/** A refusal with a coded reason; the request changed no state on the sender of this message. */
+export interface ErrorReply {
+  type: "Error";
+  code: ErrorCode;
+  message: string;
+}
+
+export type ChannelMessage =
+  | ChannelAnnounce
+  | DirectTransfer
+  | Processed
+  | CooperativeSettleRequest
+  | CooperativeSettleResponse
+  | PeerInfo
+  | Ok
+  | ErrorReply;
+
+/** One frame's content: `id` numbers requests per direction; a reply carries the request's id in `replyTo`. */
+export interface Envelope {
+  id: number;
+  replyTo?: number;
+  body: ChannelMessage;
+}
+
+const errorCode = z.string().regex(/^[A-Z_]{2,40}$/) as unknown as z.ZodType<ErrorCode>;
+
+const bodySchema = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ChannelAnnounce"), channelId: uint256, multiaddrs }),
+  z.object({
+    type: z.literal("DirectTransfer"),
+    paymentId,
+    amount: uint256,
+    balanceProof: signedBalanceProofSchema,
+  }),
+  z.object({ type: z.literal("Processed"), channelId: uint256, nonce: uint256 }),
+  z.object({
+    type: z.literal("CooperativeSettleRequest"),
+    channelId: uint256,
+    participant1: address,
+    participant1Amount: uint256,
+    participant2: address,
+    participant2Amount: uint256,
+    signature: signature65,
+  }),
+  z.object({ type: z.literal("CooperativeSettleResponse"), channelId: uint256, signature: signature65 }),
+  z.object({ type: z.literal("PeerInfo"), multiaddrs }),
+  z.object({ type: z.literal("Ok") }),
+  z.object({ type: z.literal("Error"), code: errorCode, message: z.string().max(1024) }),
+]);
+
+const envelopeSchema = z.object({
+  id: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  replyTo: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  body: bodySchema,
+});
+
+function toWire(value: unknown): unknown {
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Uint8Array) return value;
+  if (Array.isArray(value)) return value.map(toWire);
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = toWire(v);
+    return out;
+  }
+  return value;
+}
+
+/** Encodes an envelope to CBOR bytes. Integers (bigint) travel as decimal strings. */
+export function encodeEnvelope(envelope: Envelope): Uint8Array {
+  const body = envelope.body;
+  const wireBody =
+    body.type === "DirectTransfer"
+      ? {
+          ...body,
+          balanceProof: {
+            ...body.balanceProof.proof,
+            signature: body.balanceProof.signature,
+            pqSignature: body.balanceProof.pqSignature,
+          },
+        }
+      : body;
+  return cbor.encode(toWire({ ...envelope, body: wireBody })) as Uint8Array;
+}
+
+/**
+ * Decodes and validates an envelope.
+ * @throws QrwpError("INVALID_MESSAGE") with `details.field` naming the first bad field; never anything else.
+ */
+export function decodeEnvelope(data: Uint8Array): Envelope {
+  if (data.length > MAX_FRAME_BYTES) {
+    throw new QrwpError("INVALID_MESSAGE", "message too large", { field: "frame", size: data.length });
+  }
+  let raw: unknown;
+  try {
+    raw = cbor.decode(data);
+  } catch (cause) {
+    throw new QrwpError("INVALID_MESSAGE", "message is not valid CBOR", { field: "frame" }, { cause });
+  }
+  const parsed = envelopeSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = issue ? issue.path.join(".") || "body" : "body";
+    throw new QrwpError("INVALID_MESSAGE", `invalid ${field}: ${issue?.message ?? "malformed"}`, { field });
+  }
+  const { id, replyTo, body } = parsed.data;
+  const envelope: Envelope = { id, body: body as ChannelMessage };
+  if (replyTo !== undefined) envelope.replyTo = replyTo;
+  if (body.type === "DirectTransfer") {
+    const { signature, pqSignature, ...proof } = body.balanceProof;
+    envelope.body = { ...body, balanceProof: { proof, signature, pqSignature } };
+  }
+  return envelope;
+}
