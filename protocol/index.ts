@@ -12,3 +12,4 @@ export * from "./validation.js";
 export * from "./keys.js";
 export * from "./balance-proof.js";
 export * from "./session.js";
+export * from "./messages.js";

@@ -87,7 +87,6 @@ const encoder = new Encoder({
   useRecords: false,
   mapsAsObjects: true,
   tagUint8Array: false,
-  useTag259ForMaps: false,
 });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 
