@@ -1,0 +1,423 @@
+/**
+ * HubClient: typed access to one deployment's ChannelHub for one signer.
+ *
+ * Units: amounts are token base units (wei for ETH, token == ethers.ZeroAddress); times are seconds of
+ * `block.timestamp`. Every transaction method returns after one confirmation with `{ txHash, gasUsed }`.
+ * Transactions of one client are serialised through a promise queue and sent through an ethers
+ * `NonceManager`, so concurrent callers never clash on nonces. Contract reverts are thrown as
+ * {@link HubCallError} whose message names the decoded custom error (e.g. `ChannelHubStaleNonce(...)`).
+ */
+import { ethers } from "ethers";
+import type { Bridge, ChannelHub } from "../typechain-types/index.js";
+import {
+  Bridge__factory,
+  ChannelHub__factory,
+  IERC20__factory,
+  TestToken__factory,
+} from "../typechain-types/index.js";
+import type { Deployment } from "./deployment.js";
+
+/** Channel state as the ChannelHub reports it. */
+export type ChannelState = "none" | "opened" | "closed" | "settled";
+
+const CHANNEL_STATES: readonly ChannelState[] = ["none", "opened", "closed", "settled"];
+
+/** What every transaction method returns. */
+export interface TxResult {
+  /** Hash of the mined transaction. */
+  txHash: string;
+  /** Gas used by the transaction (receipt.gasUsed). */
+  gasUsed: bigint;
+}
+
+/** Result of {@link HubClient.openChannel}. */
+export interface OpenChannelResult extends TxResult {
+  /** The new channel's id (from the ChannelOpened event). */
+  channelId: bigint;
+}
+
+/** Result of {@link HubClient.setTotalDeposit}. */
+export interface DepositResult extends TxResult {
+  /** The ERC-20 approve transaction sent first, or null when none was needed (ETH or enough allowance). */
+  approve: TxResult | null;
+}
+
+/** A channel as {@link HubClient.getChannel} returns it. */
+export interface ChannelView {
+  state: ChannelState;
+  participant1: string;
+  participant2: string;
+  /** ERC-20 address, or ethers.ZeroAddress for ETH. */
+  token: string;
+  settleTimeoutSeconds: number;
+  /** block.timestamp of the close, 0 while not closed. */
+  closedAtSeconds: number;
+  /** ethers.ZeroAddress while not closed. */
+  closingParticipant: string;
+}
+
+/** A participant as {@link HubClient.getParticipant} returns it. */
+export interface ParticipantView {
+  /** Total deposit, token base units. */
+  totalDeposit: bigint;
+  /** Nonce of the balance proof stored for this participant (0 = none). */
+  nonce: bigint;
+  /** Balance hash stored for this participant (bytes32 hex, zero hash = none). */
+  balanceHash: string;
+}
+
+/** A signed balance proof (EIP-712 `BalanceProof(uint256 channelId,uint256 nonce,bytes32 balanceHash)`). */
+export interface SignedBalanceProof {
+  nonce: bigint;
+  /** keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot)). */
+  balanceHash: string;
+  /** 65-byte r || s || v signature by the sender, hex. */
+  signature: string;
+}
+
+/** Balance data revealed at settlement: what `participant` transferred to the partner. */
+export interface SettleBalanceData {
+  participant: string;
+  /** Token base units. */
+  transferredAmount: bigint;
+  /** Token base units. */
+  lockedAmount: bigint;
+  /** bytes32 hex; ethers.ZeroHash when there are no pending locks. */
+  locksRoot: string;
+}
+
+/** A reverted or failed HubClient call. `errorName` is the decoded custom error, when known. */
+export class HubCallError extends Error {
+  override readonly name = "HubCallError";
+  /** Decoded custom error name (e.g. "ChannelHubStaleNonce"), or null if the revert could not be decoded. */
+  readonly errorName: string | null;
+  /** Decoded custom error arguments (empty if not decoded). */
+  readonly errorArgs: readonly unknown[];
+
+  constructor(action: string, errorName: string | null, errorArgs: readonly unknown[], cause: unknown) {
+    const reason =
+      errorName === null
+        ? cause instanceof Error
+          ? cause.message.split("\n")[0]
+          : String(cause)
+        : `${errorName}(${errorArgs.map((a) => String(a)).join(", ")})`;
+    super(`${action} failed: ${reason}`, { cause });
+    this.errorName = errorName;
+    this.errorArgs = errorArgs;
+  }
+}
+
+/** Typed client of one deployment's ChannelHub, sending as one signer. */
+export class HubClient {
+  /** The deployment this client talks to. */
+  readonly deployment: Deployment;
+  /** The ChannelHub contract bound to the nonce-managed signer. */
+  readonly hub: ChannelHub;
+  /** The Bridge contract bound to the nonce-managed signer. */
+  readonly bridge: Bridge;
+  readonly #signer: ethers.NonceManager;
+  readonly #provider: ethers.Provider;
+  readonly #errors: ethers.Interface;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * @param signer A signer connected to a provider (a Wallet, a JsonRpcSigner, a Hardhat signer, or a
+   *   NonceManager, which is then used as is).
+   * @param deployment The deployment's addresses.
+   */
+  constructor(signer: ethers.Signer, deployment: Deployment) {
+    if (signer.provider === null) throw new Error("HubClient: the signer must be connected to a provider");
+    this.deployment = deployment;
+    this.#provider = signer.provider;
+    this.#signer = signer instanceof ethers.NonceManager ? signer : new ethers.NonceManager(signer);
+    this.hub = ChannelHub__factory.connect(deployment.hub, this.#signer);
+    this.bridge = Bridge__factory.connect(deployment.bridge, this.#signer);
+    // One interface that decodes the hub's, the bridge's and the ERC-20 (EIP-6093) custom errors.
+    const fragments = [
+      ...ChannelHub__factory.createInterface().fragments,
+      ...Bridge__factory.createInterface().fragments,
+      ...TestToken__factory.createInterface().fragments,
+    ].filter((f): f is ethers.ErrorFragment => f.type === "error");
+    const unique = new Map(fragments.map((f) => [f.selector, f]));
+    this.#errors = new ethers.Interface([...unique.values()]);
+  }
+
+  /** The signer's address (participant in the calls that act "as the signer"). */
+  async address(): Promise<string> {
+    return this.#signer.getAddress();
+  }
+
+  /**
+   * Opens a channel between the signer (participant1) and `partner`.
+   * @param partner The other participant's address.
+   * @param token ERC-20 address, or ethers.ZeroAddress for ETH.
+   * @param settleTimeoutSeconds Contest window after a close, seconds (10 s to 365 days).
+   * @throws HubCallError e.g. `ChannelHubChannelAlreadyOpen`, `ChannelHubInvalidSettleTimeout`.
+   */
+  async openChannel(partner: string, token: string, settleTimeoutSeconds: number): Promise<OpenChannelResult> {
+    return this.#enqueue("openChannel", async () => {
+      const me = await this.address();
+      const receipt = await this.#send(() => this.hub.openChannel(me, partner, token, settleTimeoutSeconds));
+      const hubAddress = this.deployment.hub.toLowerCase();
+      for (const log of receipt.logs) {
+        if (log.address.toLowerCase() !== hubAddress) continue;
+        const parsed = this.hub.interface.parseLog(log);
+        if (parsed?.name === "ChannelOpened") {
+          return { channelId: parsed.args[0] as bigint, ...this.#result(receipt) };
+        }
+      }
+      throw new Error("ChannelOpened event not found in the receipt");
+    });
+  }
+
+  /**
+   * Raises the signer's total deposit in `channelId` to `totalDeposit` (monotonic; a retry with the same
+   * total reverts with `ChannelHubDepositNotIncreasing` and moves nothing). For an ERC-20 channel, first
+   * approves the Bridge for the increase when the allowance is short; for ETH, sends the increase as value.
+   * @param totalDeposit New total deposit, token base units.
+   * @throws HubCallError e.g. `ChannelHubDepositNotIncreasing`, `ChannelHubInvalidChannelState`.
+   */
+  async setTotalDeposit(channelId: bigint, totalDeposit: bigint): Promise<DepositResult> {
+    return this.#enqueue("setTotalDeposit", async () => {
+      const me = await this.address();
+      const channel = await this.hub.getChannel(channelId);
+      const current = (await this.hub.getParticipant(channelId, me)).totalDeposit;
+      const increase = totalDeposit > current ? totalDeposit - current : 0n;
+      const isEth = channel.token === ethers.ZeroAddress;
+      let approve: TxResult | null = null;
+      if (!isEth && increase > 0n) {
+        const token = IERC20__factory.connect(channel.token, this.#signer);
+        const allowance = await token.allowance(me, this.deployment.bridge);
+        if (allowance < increase) {
+          approve = this.#result(await this.#send(() => token.approve(this.deployment.bridge, increase)));
+        }
+      }
+      const receipt = await this.#send(() =>
+        this.hub.setTotalDeposit(channelId, me, totalDeposit, { value: isEth ? increase : 0n }),
+      );
+      return { ...this.#result(receipt), approve };
+    });
+  }
+
+  /**
+   * Settles an opened channel at once with amounts both participants signed (EIP-712
+   * `CooperativeSettle(uint256 channelId,address participant1,uint256 participant1Amount,address participant2,uint256 participant2Amount)`).
+   * Amounts in token base units must sum to the channel's total deposit.
+   * @throws HubCallError e.g. `ChannelHubInvalidSettleAmounts`, `ChannelHubInvalidSignature`.
+   */
+  async cooperativeSettle(
+    channelId: bigint,
+    participant1: string,
+    participant1Amount: bigint,
+    participant2: string,
+    participant2Amount: bigint,
+    participant1Signature: string,
+    participant2Signature: string,
+  ): Promise<TxResult> {
+    return this.#enqueue("cooperativeSettle", async () =>
+      this.#result(
+        await this.#send(() =>
+          this.hub.cooperativeSettle(
+            channelId,
+            participant1,
+            participant1Amount,
+            participant2,
+            participant2Amount,
+            participant1Signature,
+            participant2Signature,
+          ),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Closes `channelId` as the signer, submitting the partner's latest balance proof (signed by the
+   * partner), or `null` when the partner transferred nothing. Starts the contest window.
+   * @throws HubCallError e.g. `ChannelHubInvalidChannelState` (double close), `ChannelHubInvalidSignature`.
+   */
+  async closeChannel(
+    channelId: bigint,
+    nonClosingParticipant: string,
+    proof: SignedBalanceProof | null,
+  ): Promise<TxResult> {
+    return this.#enqueue("closeChannel", async () => {
+      const nonce = proof?.nonce ?? 0n;
+      const balanceHash = proof?.balanceHash ?? ethers.ZeroHash;
+      const signature = proof?.signature ?? "0x";
+      return this.#result(
+        await this.#send(() =>
+          this.hub.closeChannel(channelId, nonClosingParticipant, nonce, balanceHash, signature),
+        ),
+      );
+    });
+  }
+
+  /**
+   * Contest (anyone may send it, e.g. a watchtower): replaces the closer's stored balance proof with
+   * `proof` (signed by the closer) given the non-closer's EIP-712
+   * `BalanceProofUpdate(uint256 channelId,uint256 nonce,bytes32 balanceHash,bytes closingSignature)`
+   * counter-signature. Only before closedAt + settleTimeout (inclusive) and with a strictly higher nonce.
+   * @throws HubCallError e.g. `ChannelHubStaleNonce`, `ChannelHubContestWindowExpired`.
+   */
+  async updateNonClosingBalanceProof(
+    channelId: bigint,
+    closingParticipant: string,
+    nonClosingParticipant: string,
+    proof: SignedBalanceProof,
+    nonClosingSignature: string,
+  ): Promise<TxResult> {
+    return this.#enqueue("updateNonClosingBalanceProof", async () =>
+      this.#result(
+        await this.#send(() =>
+          this.hub.updateNonClosingBalanceProof(
+            channelId,
+            closingParticipant,
+            nonClosingParticipant,
+            proof.nonce,
+            proof.balanceHash,
+            proof.signature,
+            nonClosingSignature,
+          ),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Settles a closed channel after the contest window (block.timestamp > closedAt + settleTimeout).
+   * Each side's data is what THAT participant transferred to the other and must hash to the stored
+   * balance hash (all zero when none was stored). Either order of participants.
+   * @throws HubCallError e.g. `ChannelHubSettleTimeoutNotExpired`, `ChannelHubInvalidBalanceData`.
+   */
+  async settleChannel(channelId: bigint, p1: SettleBalanceData, p2: SettleBalanceData): Promise<TxResult> {
+    return this.#enqueue("settleChannel", async () =>
+      this.#result(
+        await this.#send(() =>
+          this.hub.settleChannel(
+            channelId,
+            p1.participant,
+            p1.transferredAmount,
+            p1.lockedAmount,
+            p1.locksRoot,
+            p2.participant,
+            p2.transferredAmount,
+            p2.lockedAmount,
+            p2.locksRoot,
+          ),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Sends the signer's deferred payout of `token` (kept by the hub after a failed payout) to `to`.
+   * @throws HubCallError `ChannelHubNoDeferredPayout` when there is none.
+   */
+  async claimDeferredPayout(token: string, to: string): Promise<TxResult> {
+    return this.#enqueue("claimDeferredPayout", async () =>
+      this.#result(await this.#send(() => this.hub.claimDeferredPayout(token, to))),
+    );
+  }
+
+  /** Reads channel `channelId` (state "none" if it does not exist). */
+  async getChannel(channelId: bigint): Promise<ChannelView> {
+    const c = await this.hub.getChannel(channelId).catch(this.#rethrow("getChannel"));
+    return {
+      state: CHANNEL_STATES[Number(c.state)] ?? "none",
+      participant1: c.participant1,
+      participant2: c.participant2,
+      token: c.token,
+      settleTimeoutSeconds: Number(c.settleTimeoutSeconds),
+      closedAtSeconds: Number(c.closedAt),
+      closingParticipant: c.closingParticipant,
+    };
+  }
+
+  /** Reads `participant`'s deposit and stored balance proof in `channelId`. */
+  async getParticipant(channelId: bigint, participant: string): Promise<ParticipantView> {
+    const p = await this.hub.getParticipant(channelId, participant).catch(this.#rethrow("getParticipant"));
+    return { totalDeposit: p.totalDeposit, nonce: p.nonce, balanceHash: p.balanceHash };
+  }
+
+  /** The unsettled channel id of the pair (either order) for `token`, or 0n. */
+  async openChannelIdOf(a: string, b: string, token: string): Promise<bigint> {
+    return this.hub.openChannelIdOf(a, b, token).catch(this.#rethrow("openChannelIdOf"));
+  }
+
+  /** Balance of `owner` in `token` base units (wei when `token` is ethers.ZeroAddress). */
+  async tokenBalance(token: string, owner: string): Promise<bigint> {
+    if (token === ethers.ZeroAddress) return this.#provider.getBalance(owner);
+    return IERC20__factory.connect(token, this.#provider).balanceOf(owner);
+  }
+
+  /** Timestamp of the latest block, seconds. */
+  async latestTimestamp(): Promise<number> {
+    const block = await this.#provider.getBlock("latest");
+    if (block === null) throw new Error("latestTimestamp: no latest block");
+    return block.timestamp;
+  }
+
+  /** Decodes a revert from `error` (any ethers/Hardhat error shape) with the hub, bridge and ERC-20 errors. */
+  decodeError(error: unknown): ethers.ErrorDescription | null {
+    for (const data of revertDataCandidates(error)) {
+      try {
+        const parsed = this.#errors.parseError(data);
+        if (parsed !== null) return parsed;
+      } catch {
+        // not one of ours; try the next candidate
+      }
+    }
+    return null;
+  }
+
+  #enqueue<T>(action: string, fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn).catch((error: unknown) => {
+      throw this.#wrap(action, error);
+    });
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  #rethrow(action: string): (error: unknown) => never {
+    return (error: unknown) => {
+      throw this.#wrap(action, error);
+    };
+  }
+
+  async #send(fn: () => Promise<ethers.ContractTransactionResponse>): Promise<ethers.TransactionReceipt> {
+    let response: ethers.ContractTransactionResponse;
+    try {
+      response = await fn();
+    } catch (error) {
+      // NonceManager increments before populating; a tx that was never sent must not leave a nonce gap.
+      this.#signer.reset();
+      throw error;
+    }
+    const receipt = await response.wait(1);
+    if (receipt === null) throw new Error(`transaction ${response.hash} was not mined`);
+    return receipt;
+  }
+
+  #result(receipt: ethers.TransactionReceipt): TxResult {
+    return { txHash: receipt.hash, gasUsed: receipt.gasUsed };
+  }
+
+  #wrap(action: string, error: unknown): Error {
+    if (error instanceof HubCallError) return error;
+    const decoded = this.decodeError(error);
+    return new HubCallError(`ChannelHub.${action}`, decoded?.name ?? null, decoded ? [...decoded.args] : [], error);
+  }
+}
+
+/** Every hex string that may be revert data, found in the nested shapes ethers and Hardhat use. */
+function revertDataCandidates(error: unknown, depth = 0, out: string[] = []): string[] {
+  if (depth > 6 || error === null || typeof error !== "object") return out;
+  const record = error as Record<string, unknown>;
+  for (const key of ["data", "error", "info", "cause", "originalError", "payload"]) {
+    const value = record[key];
+    if (typeof value === "string" && /^0x[0-9a-fA-F]{8}/.test(value)) out.push(value);
+    else if (value !== null && typeof value === "object") revertDataCandidates(value, depth + 1, out);
+  }
+  return out;
+}

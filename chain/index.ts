@@ -1,0 +1,21 @@
+/**
+ * chain/: what the node and the watchtower share to talk to the chain.
+ *
+ * Owns the deployment record (addresses, chain id, deploy block; JSON with runtime validation), the
+ * deployer of Bridge + ChannelHub (+ TestToken on devnets), and {@link HubClient}, the typed,
+ * nonce-safe, serialised client of the ChannelHub. Contract bindings come from TypeChain
+ * (`typechain-types/`). Imports protocol/ only (never node/, watchtower/ or devnet/).
+ */
+export type { Deployment, DeployOptions } from "./deployment.js";
+export { deployQrwp, deploymentSchema, parseDeployment, readDeployment, writeDeployment } from "./deployment.js";
+export type {
+  ChannelState,
+  ChannelView,
+  DepositResult,
+  OpenChannelResult,
+  ParticipantView,
+  SettleBalanceData,
+  SignedBalanceProof,
+  TxResult,
+} from "./hub-client.js";
+export { HubCallError, HubClient } from "./hub-client.js";
