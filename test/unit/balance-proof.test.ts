@@ -1,3 +1,4 @@
+import type { MessageTypes, TypedMessage } from "@metamask/eth-sig-util";
 import { SignTypedDataVersion, recoverTypedSignature, signTypedData } from "@metamask/eth-sig-util";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { expect } from "chai";
@@ -48,14 +49,14 @@ function metamaskData(
   chainId: bigint,
   hub: string,
   message: Record<string, unknown>,
-) {
+): TypedMessage<MessageTypes> {
   return {
     types: {
       EIP712Domain: eip712Domain,
       [primaryType]: CHANNEL_HUB_EIP712_TYPES[primaryType].map((f) => ({ ...f })),
     },
     primaryType,
-    domain: { name: "QRWP ChannelHub", version: "1", chainId: chainId.toString(), verifyingContract: hub },
+    domain: { name: "QRWP ChannelHub", version: "1", chainId: Number(chainId), verifyingContract: hub },
     message,
   };
 }
@@ -250,7 +251,7 @@ describe("protocol/balance-proof", () => {
 
   it("rejects a bad ML-DSA signature even when the ECDSA one is valid", () => {
     const flipped = Uint8Array.from(signed.pqSignature);
-    flipped[100] ^= 1;
+    flipped[100]! ^= 1;
     const cases = [
       flipped,
       signed.pqSignature.subarray(1),
