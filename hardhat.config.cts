@@ -24,7 +24,7 @@ const config: HardhatUserConfig = {
     settings: { optimizer: { enabled: true, runs: 200 }, evmVersion: "cancun" },
   },
   paths: { sources: "./contracts", tests: "./test", cache: "./cache", artifacts: "./artifacts" },
-  typechain: { outDir: "typechain-types", target: "ethers-v6" },
+  typechain: { outDir: "typechain-types", target: "ethers-v6", node16Modules: true },
   networks: {
     hardhat: { chainId: 31337 },
   },

@@ -1,0 +1,20 @@
+/** Structured JSON logs (pino) with secrets redacted by path. */
+import { pino, type Logger } from "pino";
+
+/** Paths of fields that must never appear in a log line. */
+const REDACT = [
+  "*.secp256k1PrivateKey",
+  "*.mldsaSecretKey",
+  "*.mldsaSeed",
+  "*.libp2pPrivateKey",
+  "*.authorization",
+  "req.headers.authorization",
+];
+
+export function createLogger(options: { level?: string; name?: string } = {}): Logger {
+  return pino({
+    name: options.name ?? "qrwp",
+    level: options.level ?? process.env.QRWP_LOG_LEVEL ?? "info",
+    redact: { paths: REDACT, censor: "[redacted]" },
+  });
+}

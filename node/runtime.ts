@@ -1,0 +1,144 @@
+/**
+ * Starts a complete channel node: store, libp2p host (tcp, noise, yamux, identify, ping) with the
+ * `/qrwp/channel/1.0.0` protocol, chain client, channel service and HTTP API; and stops it gracefully.
+ */
+import { join } from "node:path";
+import { createLibp2p, type Libp2p } from "libp2p";
+import { tcp } from "@libp2p/tcp";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { identify } from "@libp2p/identify";
+import { ping } from "@libp2p/ping";
+import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
+import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { HubClient, readDeployment, type Deployment } from "../chain/index.js";
+import { QrwpError } from "../protocol/index.js";
+import { buildApiServer } from "./api/server.js";
+import { ChannelService } from "./channels/service.js";
+import { loadIdentity, readApiToken, KEYS_FILE } from "./keystore.js";
+import { ChannelTransport } from "./p2p/channel-transport.js";
+import { NodeStore } from "./store/store.js";
+
+/** Everything `qrwp node start` takes (flags or env). */
+export interface NodeConfig {
+  dataDir: string;
+  /** Keys file; default `<dataDir>/keys.json`. */
+  keyFile?: string;
+  rpcUrl: string;
+  deploymentFile: string;
+  /** libp2p listen multiaddr, default `/ip4/127.0.0.1/tcp/0`. */
+  listen?: string;
+  apiHost?: string;
+  apiPort?: number;
+  chainPollMs?: number;
+}
+
+export interface RunningNode {
+  address: string;
+  peerId: string;
+  multiaddrs: string[];
+  apiUrl: string;
+  deployment: Deployment;
+  service: ChannelService;
+  stop(): Promise<void>;
+}
+
+export async function startNode(config: NodeConfig, log: Logger): Promise<RunningNode> {
+  const identity = loadIdentity(config.keyFile ?? join(config.dataDir, KEYS_FILE));
+  const deployment = await readDeployment(config.deploymentFile).catch((cause: unknown) => {
+    throw new QrwpError(
+      "INVALID_ARGUMENT",
+      `cannot read deployment ${config.deploymentFile}`,
+      { field: "deployment" },
+      { cause },
+    );
+  });
+  const provider = new JsonRpcProvider(config.rpcUrl, undefined, {
+    staticNetwork: true,
+    pollingInterval: 500,
+  });
+  const network = await provider.getNetwork().catch((cause: unknown) => {
+    throw new QrwpError("CHAIN_ERROR", `cannot reach RPC ${config.rpcUrl}`, { field: "rpc" }, { cause });
+  });
+  if (network.chainId.toString() !== deployment.chainId) {
+    throw new QrwpError(
+      "INVALID_ARGUMENT",
+      `RPC chain id ${network.chainId} does not match deployment ${deployment.chainId}`,
+      { field: "rpc" },
+    );
+  }
+  const wallet = new NonceManager(
+    new Wallet("0x" + Buffer.from(identity.keys.secp256k1PrivateKey).toString("hex"), provider),
+  );
+  const hub = new HubClient(wallet, deployment);
+  const store = new NodeStore(join(config.dataDir, "node.db"));
+
+  const libp2p: Libp2p = await createLibp2p({
+    privateKey: identity.libp2pKey,
+    addresses: { listen: [config.listen ?? "/ip4/127.0.0.1/tcp/0"] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify(), ping: ping() },
+  });
+  const multiaddrs = () => libp2p.getMultiaddrs().map((m) => m.toString());
+  const transport = new ChannelTransport(libp2p, identity.keys, log.child({ component: "p2p" }));
+  const service = new ChannelService({
+    store,
+    keys: identity.keys,
+    hub,
+    deployment,
+    transport,
+    log: log.child({ component: "channels" }),
+    listenAddrs: multiaddrs,
+    ...(config.chainPollMs ? { chainPollMs: config.chainPollMs } : {}),
+  });
+  await transport.start();
+  await service.start();
+
+  const api: FastifyInstance = await buildApiServer({
+    service,
+    token: readApiToken(config.dataDir),
+    log,
+    info: {
+      address: identity.keys.address,
+      peerId: identity.peerId,
+      multiaddrs,
+      chainId: deployment.chainId,
+      hub: deployment.hub,
+      bridge: deployment.bridge,
+      connectedPeers: () => transport.connectedPeers(),
+    },
+  });
+  const apiHost = config.apiHost ?? "127.0.0.1";
+  await api.listen({ host: apiHost, port: config.apiPort ?? 0 });
+  const bound = api.server.address();
+  const apiUrl = `http://${apiHost}:${typeof bound === "object" && bound ? bound.port : config.apiPort}`;
+  log.info(
+    { address: identity.keys.address, peerId: identity.peerId, multiaddrs: multiaddrs(), apiUrl },
+    "node started",
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address: identity.keys.address,
+    peerId: identity.peerId,
+    multiaddrs: multiaddrs(),
+    apiUrl,
+    deployment,
+    service,
+    stop() {
+      stopping ??= (async () => {
+        await api.close();
+        await service.stop();
+        await transport.stop();
+        await libp2p.stop();
+        provider.destroy();
+        store.close();
+        log.info("node stopped");
+      })();
+      return stopping;
+    },
+  };
+}
