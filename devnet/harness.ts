@@ -1,0 +1,315 @@
+/**
+ * Building blocks for a local network, shared by `npm run devnet`, the e2e/integration tests and the
+ * benchmarks: a `hardhat node` child process on a free port, the QRWP deployment, funded node identities
+ * and `qrwp node start` child processes with an HTTP API client each. Everything started here is stopped
+ * by {@link Devnet.stop} (SIGTERM, then SIGKILL after a grace period).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { createServer } from "node:net";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { JsonRpcProvider, type JsonRpcSigner, parseEther } from "ethers";
+import { deployQrwp, writeDeployment, type Deployment } from "../chain/index.js";
+import { TestToken__factory } from "../typechain-types/index.js";
+
+export const ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
+const HARDHAT_BIN = join(ROOT, "node_modules", ".bin", "hardhat");
+const CLI = join(ROOT, "node", "cli.ts");
+
+/** A free TCP port on 127.0.0.1 (asks the OS for one, then releases it). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs: number,
+  intervalMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError instanceof Error ? `: ${lastError.message}` : ""}`,
+  );
+}
+
+function stopChild(child: ChildProcess, graceMs = 8000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((done) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      done();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+/** A `hardhat node` JSON-RPC chain in a child process. */
+export interface LocalChain {
+  rpcUrl: string;
+  provider: JsonRpcProvider;
+  stop(): Promise<void>;
+}
+
+/** Starts `hardhat node` on a free 127.0.0.1 port and waits until it answers eth_chainId. */
+export async function startLocalChain(logFile?: string): Promise<LocalChain> {
+  const port = await freePort();
+  const child = spawn(HARDHAT_BIN, ["node", "--hostname", "127.0.0.1", "--port", String(port)], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, HARDHAT_DISABLE_TELEMETRY_PROMPT: "true" },
+  });
+  const log: WriteStream | undefined = logFile ? createWriteStream(logFile) : undefined;
+  child.stdout?.on("data", (d: Buffer) => log?.write(d));
+  child.stderr?.on("data", (d: Buffer) => log?.write(d));
+  const rpcUrl = `http://127.0.0.1:${port}`;
+  // `hardhat node` always serves chain id 31337; a static network avoids detection retries while it boots.
+  const provider = new JsonRpcProvider(rpcUrl, 31337, { staticNetwork: true, pollingInterval: 200 });
+  const exited = new Promise<never>((_, reject) =>
+    child.once("exit", (code) => reject(new Error(`hardhat node exited early with code ${code}`))),
+  );
+  exited.catch(() => undefined);
+  await Promise.race([
+    waitFor("hardhat node", async () => (await provider.send("eth_chainId", [])) as string, 60_000, 250),
+    exited,
+  ]);
+  return {
+    rpcUrl,
+    provider,
+    async stop() {
+      provider.destroy();
+      await stopChild(child);
+      log?.end();
+    },
+  };
+}
+
+/** A minimal client of a node's HTTP API (bearer token). Throws an Error carrying the coded body on 4xx/5xx. */
+export class ApiClient {
+  constructor(
+    readonly baseUrl: string,
+    readonly token: string,
+  ) {}
+
+  async call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await fetch(this.baseUrl + path, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const json = (await res.json().catch(() => ({}))) as T & { error?: { code: string; message: string } };
+    if (!res.ok) {
+      const err = new Error(
+        `${method} ${path} -> ${res.status} ${json.error?.code ?? ""}: ${json.error?.message ?? ""}`,
+      );
+      Object.assign(err, { status: res.status, body: json });
+      throw err;
+    }
+    return json;
+  }
+}
+
+/** A `qrwp node start` child process. */
+export interface NodeProcess {
+  name: string;
+  dataDir: string;
+  address: string;
+  peerId: string;
+  multiaddr: string;
+  apiUrl: string;
+  tokenFile: string;
+  api: ApiClient;
+  child: ChildProcess;
+  /** SIGTERM and wait (graceful shutdown). */
+  stop(): Promise<void>;
+  /** SIGKILL: a crash. */
+  kill(): Promise<void>;
+}
+
+/** Runs `qrwp <args>` to completion; resolves with stdout, rejects with stderr on a non-zero exit. */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("exit", (code) => done({ stdout, stderr, code: code ?? 1 }));
+  });
+}
+
+/**
+ * A local network: chain, deployment, and named nodes. `dir` holds each node's data directory, the
+ * deployment file and every process's log.
+ */
+export class Devnet {
+  readonly nodes = new Map<string, NodeProcess>();
+  readonly #children = new Set<ChildProcess>();
+
+  private constructor(
+    readonly dir: string,
+    readonly chain: LocalChain,
+    readonly deployment: Deployment,
+    readonly deploymentFile: string,
+    readonly funder: JsonRpcSigner,
+  ) {}
+
+  /** Starts a chain in `dir` and deploys Bridge, ChannelHub and TestToken. */
+  static async start(dir: string): Promise<Devnet> {
+    mkdirSync(dir, { recursive: true });
+    const chain = await startLocalChain(join(dir, "hardhat-node.log"));
+    try {
+      const funder = await chain.provider.getSigner(0);
+      const deployment = await deployQrwp(funder, { testToken: true });
+      const deploymentFile = join(dir, "deployment.json");
+      await writeDeployment(deploymentFile, deployment);
+      return new Devnet(dir, chain, deployment, deploymentFile, funder);
+    } catch (err) {
+      await chain.stop();
+      throw err;
+    }
+  }
+
+  get token(): string {
+    if (!this.deployment.token) throw new Error("deployment has no test token");
+    return this.deployment.token;
+  }
+
+  /** Runs `qrwp init` for `name` and funds the new address with ETH (gas) and test tokens (base units). */
+  async initNode(
+    name: string,
+    tokenAmount: bigint,
+  ): Promise<{ dataDir: string; address: string; peerId: string }> {
+    const dataDir = join(this.dir, name);
+    const res = await runCli(["init", "--data-dir", dataDir]);
+    if (res.code !== 0) throw new Error(`qrwp init ${name} failed: ${res.stderr.trim()}`);
+    const { address, peerId } = JSON.parse(res.stdout.trim().split("\n").pop() as string) as {
+      address: string;
+      peerId: string;
+    };
+    await (await this.funder.sendTransaction({ to: address, value: parseEther("100") })).wait();
+    const token = TestToken__factory.connect(this.token, this.funder);
+    await (await token.mint(address, tokenAmount)).wait();
+    return { dataDir, address, peerId };
+  }
+
+  /** Starts `qrwp node start` for an initialised node and waits for its ready line and API. */
+  async startNode(
+    name: string,
+    options: { apiPort?: number; listenPort?: number; chainPollMs?: number } = {},
+  ): Promise<NodeProcess> {
+    const dataDir = join(this.dir, name);
+    const apiPort = options.apiPort ?? (await freePort());
+    const listenPort = options.listenPort ?? (await freePort());
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        CLI,
+        "node",
+        "start",
+        "--data-dir",
+        dataDir,
+        "--rpc",
+        this.chain.rpcUrl,
+        "--deployment",
+        this.deploymentFile,
+        "--listen",
+        `/ip4/127.0.0.1/tcp/${listenPort}`,
+        "--api",
+        `127.0.0.1:${apiPort}`,
+        "--chain-poll-ms",
+        String(options.chainPollMs ?? 1000),
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    this.#children.add(child);
+    child.once("exit", () => this.#children.delete(child));
+    const log = createWriteStream(join(this.dir, `${name}.log`), { flags: "a" });
+    child.stderr?.on("data", (d: Buffer) => log.write(d));
+    const lines = createInterface({ input: child.stdout! });
+    const ready = new Promise<{ address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
+      (resolveReady, reject) => {
+        lines.on("line", (line) => {
+          log.write(line + "\n");
+          if (line.startsWith('{"event":"ready"')) resolveReady(JSON.parse(line));
+        });
+        child.once("exit", (code) =>
+          reject(new Error(`node ${name} exited with code ${code} before it was ready (see ${name}.log)`)),
+        );
+      },
+    );
+    const info = await Promise.race([
+      ready,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`node ${name} not ready in 60 s`)), 60_000).unref(),
+      ),
+    ]);
+    const tokenFile = join(dataDir, "api-token");
+    const { readApiToken } = await import("../node/keystore.js");
+    const node: NodeProcess = {
+      name,
+      dataDir,
+      address: info.address,
+      peerId: info.peerId,
+      multiaddr: `${info.multiaddrs[0]}/p2p/${info.peerId}`,
+      apiUrl: info.apiUrl,
+      tokenFile,
+      api: new ApiClient(info.apiUrl, readApiToken(dataDir)),
+      child,
+      stop: () => stopChild(child),
+      kill: () => {
+        child.kill("SIGKILL");
+        return new Promise((r) =>
+          child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r()),
+        );
+      },
+    };
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  /** On-chain token balance (base units). */
+  async tokenBalance(address: string): Promise<bigint> {
+    return TestToken__factory.connect(this.token, this.chain.provider).balanceOf(address);
+  }
+
+  /** Stops every node process and the chain. Safe to call twice. */
+  async stop(): Promise<void> {
+    await Promise.all([...this.#children].map((c) => stopChild(c)));
+    await this.chain.stop();
+  }
+}
