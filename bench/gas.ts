@@ -1,0 +1,171 @@
+/**
+ * Gas benchmark of the ChannelHub lifecycle on the in-process Hardhat network (cancun, optimizer 200 runs).
+ * Prints a table and writes bench/results/gas.json. Run with `npm run bench:gas`.
+ */
+import "core-js/actual/promise/with-resolvers.js";
+import hre from "hardhat";
+import { mkdir, writeFile } from "node:fs/promises";
+import { ethers } from "ethers";
+import { deployQrwp, HubClient } from "../chain/index.js";
+import { TestToken__factory } from "../typechain-types/index.js";
+
+const DOMAIN_NAME = "QRWP ChannelHub";
+const TIMEOUT_SECONDS = 30;
+
+interface Row {
+  operation: string;
+  gasUsed: bigint;
+  note: string;
+}
+
+async function main(): Promise<void> {
+  const [deployer] = await hre.ethers.getSigners();
+  if (!deployer) throw new Error("no Hardhat signer");
+  const provider = hre.ethers.provider;
+  const deployment = await deployQrwp(deployer, { testToken: true });
+  const token = deployment.token ?? "";
+  const wallets = [0, 1, 2].map(
+    () => ethers.Wallet.createRandom().connect(provider) as unknown as ethers.Wallet,
+  );
+  const testToken = TestToken__factory.connect(token, deployer);
+  for (const w of wallets) {
+    await provider.send("hardhat_setBalance", [w.address, ethers.toQuantity(ethers.parseEther("100"))]);
+    await (await testToken.mint(w.address, ethers.parseEther("1000"))).wait();
+  }
+  const [alice, bob, tower] = wallets as [ethers.Wallet, ethers.Wallet, ethers.Wallet];
+  const a = new HubClient(alice, deployment);
+  const b = new HubClient(bob, deployment);
+  const t = new HubClient(tower, deployment);
+  const domain = {
+    name: DOMAIN_NAME,
+    version: "1",
+    chainId: BigInt(deployment.chainId),
+    verifyingContract: deployment.hub,
+  };
+  const rows: Row[] = [];
+  const E = (n: string) => ethers.parseEther(n);
+
+  const bpTypes = {
+    BalanceProof: [
+      { name: "channelId", type: "uint256" },
+      { name: "nonce", type: "uint256" },
+      { name: "balanceHash", type: "bytes32" },
+    ],
+  };
+  const updTypes = {
+    BalanceProofUpdate: [
+      { name: "channelId", type: "uint256" },
+      { name: "nonce", type: "uint256" },
+      { name: "balanceHash", type: "bytes32" },
+      { name: "closingSignature", type: "bytes" },
+    ],
+  };
+  const coopTypes = {
+    CooperativeSettle: [
+      { name: "channelId", type: "uint256" },
+      { name: "participant1", type: "address" },
+      { name: "participant1Amount", type: "uint256" },
+      { name: "participant2", type: "address" },
+      { name: "participant2Amount", type: "uint256" },
+    ],
+  };
+  const hashOf = (transferred: bigint) =>
+    ethers.keccak256(
+      ethers.AbiCoder.defaultAbiCoder().encode(
+        ["uint256", "uint256", "bytes32"],
+        [transferred, 0n, ethers.ZeroHash],
+      ),
+    );
+  const proof = async (signer: ethers.Wallet, channelId: bigint, nonce: bigint, transferred: bigint) => {
+    const balanceHash = hashOf(transferred);
+    const signature = await signer.signTypedData(domain, bpTypes, { channelId, nonce, balanceHash });
+    return { nonce, balanceHash, signature };
+  };
+
+  // Channel 1 (ERC-20): open, deposits, cooperative settle.
+  const open1 = await a.openChannel(bob.address, token, TIMEOUT_SECONDS);
+  rows.push({ operation: "openChannel", gasUsed: open1.gasUsed, note: "ERC-20 channel" });
+  const dep1 = await a.setTotalDeposit(open1.channelId, E("10"));
+  if (dep1.approve)
+    rows.push({ operation: "approve (Bridge)", gasUsed: dep1.approve.gasUsed, note: "ERC-20 approve" });
+  rows.push({ operation: "setTotalDeposit", gasUsed: dep1.gasUsed, note: "first ERC-20 deposit" });
+  const dep2 = await b.setTotalDeposit(open1.channelId, E("10"));
+  rows.push({ operation: "setTotalDeposit", gasUsed: dep2.gasUsed, note: "partner's first ERC-20 deposit" });
+  const dep3 = await a.setTotalDeposit(open1.channelId, E("15"));
+  rows.push({ operation: "setTotalDeposit", gasUsed: dep3.gasUsed, note: "top-up ERC-20 deposit" });
+  const coop = [open1.channelId, alice.address, E("12"), bob.address, E("13")] as const;
+  const coopMsg = {
+    channelId: coop[0],
+    participant1: coop[1],
+    participant1Amount: coop[2],
+    participant2: coop[3],
+    participant2Amount: coop[4],
+  };
+  const coopResult = await t.cooperativeSettle(
+    ...coop,
+    await alice.signTypedData(domain, coopTypes, coopMsg),
+    await bob.signTypedData(domain, coopTypes, coopMsg),
+  );
+  rows.push({ operation: "cooperativeSettle", gasUsed: coopResult.gasUsed, note: "two ERC-20 payouts" });
+
+  // Channel 2 (ERC-20): close, contest, settle.
+  const open2 = await a.openChannel(bob.address, token, TIMEOUT_SECONDS);
+  const id = open2.channelId;
+  await a.setTotalDeposit(id, E("10"));
+  await b.setTotalDeposit(id, E("10"));
+  const bobProof = await proof(bob, id, 3n, E("2"));
+  const close = await a.closeChannel(id, bob.address, bobProof);
+  rows.push({ operation: "closeChannel", gasUsed: close.gasUsed, note: "with partner's balance proof" });
+  const aliceProof = await proof(alice, id, 5n, E("4"));
+  const counter = await bob.signTypedData(domain, updTypes, {
+    channelId: id,
+    nonce: aliceProof.nonce,
+    balanceHash: aliceProof.balanceHash,
+    closingSignature: aliceProof.signature,
+  });
+  const update = await t.updateNonClosingBalanceProof(id, alice.address, bob.address, aliceProof, counter);
+  rows.push({ operation: "updateNonClosingBalanceProof", gasUsed: update.gasUsed, note: "by a watchtower" });
+  await provider.send("evm_increaseTime", [TIMEOUT_SECONDS + 1]);
+  await provider.send("evm_mine", []);
+  const settle = await t.settleChannel(
+    id,
+    { participant: alice.address, transferredAmount: E("4"), lockedAmount: 0n, locksRoot: ethers.ZeroHash },
+    { participant: bob.address, transferredAmount: E("2"), lockedAmount: 0n, locksRoot: ethers.ZeroHash },
+  );
+  rows.push({ operation: "settleChannel", gasUsed: settle.gasUsed, note: "two ERC-20 payouts, no locks" });
+
+  // Channel 3 (ETH): open, deposit, close without proof.
+  const open3 = await a.openChannel(bob.address, ethers.ZeroAddress, TIMEOUT_SECONDS);
+  const ethDep = await a.setTotalDeposit(open3.channelId, E("1"));
+  rows.push({ operation: "setTotalDeposit", gasUsed: ethDep.gasUsed, note: "first ETH deposit" });
+  const ethClose = await b.closeChannel(open3.channelId, alice.address, null);
+  rows.push({ operation: "closeChannel", gasUsed: ethClose.gasUsed, note: "no partner proof (nonce 0)" });
+
+  const table = rows.map((r) => ({ operation: r.operation, gasUsed: Number(r.gasUsed), note: r.note }));
+  console.table(table);
+  await mkdir("bench/results", { recursive: true });
+  const network = await provider.getNetwork();
+  await writeFile(
+    "bench/results/gas.json",
+    `${JSON.stringify(
+      {
+        benchmark: "gas",
+        network: `hardhat in-process (chainId ${network.chainId})`,
+        solc: "0.8.30, optimizer 200 runs, evm cancun",
+        date: new Date().toISOString(),
+        results: table,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  console.log("wrote bench/results/gas.json");
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
