@@ -91,7 +91,9 @@ export async function readDeployment(path: string): Promise<Deployment> {
 export function parseDeployment(value: unknown, source = "deployment"): Deployment {
   const result = deploymentSchema.safeParse(value);
   if (!result.success) {
-    const issues = result.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`);
+    const issues = result.error.issues.map(
+      (issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`,
+    );
     throw new Error(`invalid deployment in ${source}: ${issues.join("; ")}`);
   }
   return result.data;

@@ -154,7 +154,11 @@ export class HubClient {
    * @param settleTimeoutSeconds Contest window after a close, seconds (10 s to 365 days).
    * @throws HubCallError e.g. `ChannelHubChannelAlreadyOpen`, `ChannelHubInvalidSettleTimeout`.
    */
-  async openChannel(partner: string, token: string, settleTimeoutSeconds: number): Promise<OpenChannelResult> {
+  async openChannel(
+    partner: string,
+    token: string,
+    settleTimeoutSeconds: number,
+  ): Promise<OpenChannelResult> {
     return this.#enqueue("openChannel", async () => {
       const me = await this.address();
       const receipt = await this.#send(() => this.hub.openChannel(me, partner, token, settleTimeoutSeconds));
@@ -406,7 +410,12 @@ export class HubClient {
   #wrap(action: string, error: unknown): Error {
     if (error instanceof HubCallError) return error;
     const decoded = this.decodeError(error);
-    return new HubCallError(`ChannelHub.${action}`, decoded?.name ?? null, decoded ? [...decoded.args] : [], error);
+    return new HubCallError(
+      `ChannelHub.${action}`,
+      decoded?.name ?? null,
+      decoded ? [...decoded.args] : [],
+      error,
+    );
   }
 }
 

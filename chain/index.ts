@@ -7,7 +7,13 @@
  * (`typechain-types/`). Imports protocol/ only (never node/, watchtower/ or devnet/).
  */
 export type { Deployment, DeployOptions } from "./deployment.js";
-export { deployQrwp, deploymentSchema, parseDeployment, readDeployment, writeDeployment } from "./deployment.js";
+export {
+  deployQrwp,
+  deploymentSchema,
+  parseDeployment,
+  readDeployment,
+  writeDeployment,
+} from "./deployment.js";
 export type {
   ChannelState,
   ChannelView,

@@ -8,7 +8,6 @@ import {
   deployFixture,
   depositToken,
   expectRevert,
-  fundedWallet,
   hubDomain,
   hubErrors,
   openChannel,
