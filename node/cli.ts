@@ -43,6 +43,11 @@ function parseMultiaddr(value: string): string {
   return value;
 }
 
+function parseNonEmpty(value: string): string {
+  if (value.trim() === "") throw new InvalidArgumentError("must not be empty");
+  return value;
+}
+
 function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive integer");
@@ -59,7 +64,12 @@ export function buildCli(): Command {
   program
     .command("init")
     .description("create a node's keys (secp256k1, ML-DSA-65, libp2p) and API token in a data directory")
-    .addOption(new Option("--data-dir <dir>", "data directory").env("QRWP_DATA_DIR").makeOptionMandatory())
+    .addOption(
+      new Option("--data-dir <dir>", "data directory")
+        .env("QRWP_DATA_DIR")
+        .argParser(parseNonEmpty)
+        .makeOptionMandatory(),
+    )
     .addOption(
       new Option("--key-file <file>", "keys file (default <data-dir>/keys.json)").env("QRWP_KEY_FILE"),
     )

@@ -1,0 +1,97 @@
+/**
+ * The `qrwp` CLI as a user runs it: `init` writes private files and prints the identity; bad flags exit 2
+ * with a one-line message naming the flag; nothing is created on a refused command.
+ */
+import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { runCli } from "../../devnet/harness.js";
+
+describe("e2e: qrwp CLI", function () {
+  this.timeout(60_000);
+  const dir = mkdtempSync(join(tmpdir(), "qrwp-cli-"));
+
+  it("init creates keys and an API token with mode 0600 and prints address and peer id", async () => {
+    const dataDir = join(dir, "node");
+    const res = await runCli(["init", "--data-dir", dataDir]);
+    expect(res.code, res.stderr).to.equal(0);
+    const out = JSON.parse(res.stdout.trim()) as { address: string; peerId: string };
+    expect(out.address).to.match(/^0x[0-9a-fA-F]{40}$/);
+    expect(out.peerId).to.match(/^12D3Koo/);
+    for (const f of ["keys.json", "api-token"])
+      expect(statSync(join(dataDir, f)).mode & 0o777).to.equal(0o600);
+    const keys = readFileSync(join(dataDir, "keys.json"), "utf8");
+    expect(res.stdout).not.to.include(JSON.parse(keys).secp256k1PrivateKey);
+    const again = await runCli(["init", "--data-dir", dataDir]);
+    expect(again.code).to.equal(2);
+    expect(again.stderr).to.match(/CONFLICT/);
+    expect(readFileSync(join(dataDir, "keys.json"), "utf8")).to.equal(keys);
+  });
+
+  it("exits 2 with a one-line message naming the bad flag", async () => {
+    const dataDir = join(dir, "node");
+    const cases: [string[], RegExp][] = [
+      [["node", "start", "--data-dir", dataDir, "--rpc", "not-a-url", "--deployment", "x.json"], /--rpc/],
+      [
+        [
+          "node",
+          "start",
+          "--data-dir",
+          dataDir,
+          "--rpc",
+          "http://127.0.0.1:1",
+          "--deployment",
+          "x.json",
+          "--api",
+          "nope",
+        ],
+        /--api/,
+      ],
+      [
+        [
+          "node",
+          "start",
+          "--data-dir",
+          dataDir,
+          "--rpc",
+          "http://127.0.0.1:1",
+          "--deployment",
+          "x.json",
+          "--listen",
+          "/bad",
+        ],
+        /--listen/,
+      ],
+      [["node", "start", "--data-dir", dataDir, "--deployment", "x.json"], /--rpc/],
+      [
+        [
+          "node",
+          "start",
+          "--data-dir",
+          dataDir,
+          "--rpc",
+          "http://127.0.0.1:1",
+          "--deployment",
+          join(dir, "missing.json"),
+        ],
+        /deployment/,
+      ],
+      [["init"], /--data-dir/],
+    ];
+    for (const [args, pattern] of cases) {
+      const res = await runCli(args, { QRWP_DATA_DIR: "", QRWP_RPC_URL: "" });
+      expect(res.code, `${args.join(" ")}: ${res.stderr}`).to.equal(2);
+      expect(res.stderr.trim().split("\n")).to.have.length(1);
+      expect(res.stderr).to.match(pattern);
+    }
+    expect(existsSync(join(dir, "missing.json"))).to.equal(false);
+  });
+
+  it("prints help", async () => {
+    const res = await runCli(["node", "start", "--help"]);
+    expect(res.code).to.equal(0);
+    expect(res.stdout).to.include("--rpc <url>");
+    expect(res.stdout).to.include("QRWP_RPC_URL");
+  });
+});

@@ -1,0 +1,361 @@
+/**
+ * Two channel nodes as real processes (`qrwp node start`) over libp2p TCP on 127.0.0.1, against a real
+ * `hardhat node` chain: payments both ways, bad HTTP input, a rogue peer sending forged and stale balance
+ * proofs, a crash in the middle of a run of payments, and a unilateral close that the partner contests.
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import { parseUnits } from "ethers";
+import { createLibp2p, type Libp2p } from "libp2p";
+import { tcp } from "@libp2p/tcp";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import { pino } from "pino";
+import { Devnet, type NodeProcess } from "../../devnet/harness.js";
+import { loadIdentity } from "../../node/keystore.js";
+import { ChannelTransport } from "../../node/p2p/channel-transport.js";
+import {
+  generateNodeKeys,
+  signBalanceProof,
+  type BalanceProof,
+  type ChannelMessage,
+} from "../../protocol/index.js";
+
+interface ChannelJson {
+  channelId: string;
+  state: string;
+  ourBalance: string;
+  partnerBalance: string;
+  ourNonce: string;
+  partnerNonce: string;
+  totals: { sent: string; received: string; sentCount: number; receivedCount: number };
+}
+interface ApiError extends Error {
+  status: number;
+  body: { error: { code: string; message: string; details: Record<string, unknown> } };
+}
+
+async function expectApiError(p: Promise<unknown>, status: number, code: string): Promise<ApiError> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as ApiError;
+    expect(e.status, e.message).to.equal(status);
+    expect(e.body.error.code).to.equal(code);
+    return e;
+  }
+  return expect.fail(`expected HTTP ${status} ${code}`);
+}
+
+const unit = parseUnits("1", 18);
+
+describe("integration: two nodes over libp2p on a hardhat chain", function () {
+  this.timeout(300_000);
+  let devnet: Devnet;
+  let alice: NodeProcess;
+  let bob: NodeProcess;
+  let channelId: string;
+  let token: string;
+
+  const pay = (from: NodeProcess, to: NodeProcess, amount: bigint, paymentId?: string) =>
+    from.api.call<{ status: string; paymentId: string }>("POST", "/v1/payments", {
+      target: to.address,
+      token,
+      amount: amount.toString(),
+      ...(paymentId ? { paymentId } : {}),
+    });
+  const channelOf = (n: NodeProcess) => n.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
+
+  /** Both nodes hold the same view of each other's latest balance proofs and balances. */
+  async function expectAgreement(): Promise<{ a: ChannelJson; b: ChannelJson }> {
+    const [a, b] = await Promise.all([channelOf(alice), channelOf(bob)]);
+    expect(a.ourNonce).to.equal(b.partnerNonce);
+    expect(a.partnerNonce).to.equal(b.ourNonce);
+    expect(a.ourBalance).to.equal(b.partnerBalance);
+    expect(a.partnerBalance).to.equal(b.ourBalance);
+    expect(a.totals.sent).to.equal(b.totals.received);
+    expect(a.totals.received).to.equal(b.totals.sent);
+    return { a, b };
+  }
+
+  before(async () => {
+    devnet = await Devnet.start(mkdtempSync(join(tmpdir(), "qrwp-it-")));
+    token = devnet.token;
+    await devnet.initNode("alice", 1000n * unit);
+    await devnet.initNode("bob", 1000n * unit);
+    [alice, bob] = await Promise.all([devnet.startNode("alice"), devnet.startNode("bob")]);
+    const opened = await alice.api.call<ChannelJson>("POST", "/v1/channels", {
+      partner: bob.address,
+      partnerMultiaddr: bob.multiaddr,
+      token,
+      deposit: (100n * unit).toString(),
+      settleTimeoutSeconds: 600,
+    });
+    channelId = opened.channelId;
+  });
+
+  after(async () => {
+    await devnet?.stop();
+  });
+
+  it("opens a channel that both nodes see with the on-chain deposit", async () => {
+    const a = await channelOf(alice);
+    const b = await channelOf(bob);
+    expect(a.state).to.equal("opened");
+    expect(b.state).to.equal("opened");
+    expect(a.ourBalance).to.equal((100n * unit).toString());
+    expect(b.partnerBalance).to.equal((100n * unit).toString());
+    expect(b.ourBalance).to.equal("0");
+  });
+
+  it("pays both ways; each payment is acknowledged and both views agree", async () => {
+    for (let i = 0; i < 20; i++) expect((await pay(alice, bob, unit)).status).to.equal("completed");
+    for (let i = 0; i < 10; i++) expect((await pay(bob, alice, unit / 2n)).status).to.equal("completed");
+    const { a } = await expectAgreement();
+    expect(a.ourBalance).to.equal((100n * unit - 20n * unit + 5n * unit).toString());
+    expect(a.totals.sentCount).to.equal(20);
+    expect(a.totals.receivedCount).to.equal(10);
+    const p = await alice.api
+      .call<{ status: string; direction: string }>("GET", "/v1/payments/fixed-id-1")
+      .catch(() => null);
+    expect(p).to.equal(null);
+    await pay(alice, bob, 1n, "fixed-id-1");
+    const fetched = await alice.api.call<{ status: string; direction: string; amount: string }>(
+      "GET",
+      "/v1/payments/fixed-id-1",
+    );
+    expect(fetched).to.include({ status: "completed", direction: "outgoing", amount: "1" });
+    const received = await bob.api.call<{ direction: string }>("GET", "/v1/payments/fixed-id-1");
+    expect(received.direction).to.equal("incoming");
+  });
+
+  it("refuses bad HTTP input with coded errors naming the field, and changes no state", async () => {
+    const before = await channelOf(alice);
+    const noAuth = await fetch(`${alice.apiUrl}/v1/channels`);
+    expect(noAuth.status).to.equal(401);
+    expect(((await noAuth.json()) as { error: { code: string } }).error.code).to.equal("UNAUTHORIZED");
+    let e = await expectApiError(
+      alice.api.call("POST", "/v1/payments", { target: bob.address, token, amount: "12abc" }),
+      400,
+      "INVALID_ARGUMENT",
+    );
+    expect(e.body.error.details.field).to.equal("amount");
+    e = await expectApiError(
+      alice.api.call("POST", "/v1/payments", { target: bob.address, amount: "1" }),
+      400,
+      "INVALID_ARGUMENT",
+    );
+    expect(e.body.error.details.field).to.equal("token");
+    e = await expectApiError(
+      alice.api.call("POST", "/v1/payments", { target: "0x1234", token, amount: "1" }),
+      400,
+      "INVALID_ARGUMENT",
+    );
+    expect(e.body.error.details.field).to.equal("target");
+    await expectApiError(
+      alice.api.call("POST", "/v1/payments", { target: bob.address, token, amount: "0" }),
+      400,
+      "INVALID_ARGUMENT",
+    );
+    await expectApiError(
+      alice.api.call("POST", "/v1/payments", {
+        target: bob.address,
+        token,
+        amount: (10_000n * unit).toString(),
+      }),
+      409,
+      "INSUFFICIENT_CAPACITY",
+    );
+    await expectApiError(
+      alice.api.call("POST", "/v1/payments", { target: devnet.deployment.hub, token, amount: "1" }),
+      404,
+      "CHANNEL_NOT_FOUND",
+    );
+    await expectApiError(
+      alice.api.call("POST", "/v1/payments", {
+        target: bob.address,
+        token,
+        amount: "1",
+        paymentId: "fixed-id-1",
+      }),
+      409,
+      "CONFLICT",
+    );
+    await expectApiError(alice.api.call("GET", "/v1/channels/999"), 404, "CHANNEL_NOT_FOUND");
+    await expectApiError(alice.api.call("GET", "/v1/channels/abc"), 400, "INVALID_ARGUMENT");
+    await expectApiError(
+      alice.api.call("POST", "/v1/channels", { partner: bob.address, token, deposit: "-1" }),
+      400,
+      "INVALID_ARGUMENT",
+    );
+    const after = await channelOf(alice);
+    expect(after).to.deep.equal(before);
+  });
+
+  it("refuses a peer's forged, PQ-forged, tampered and stale balance proofs, and the channel keeps working", async () => {
+    // A rogue process holding alice's channel keys (so the handshake proves alice's address) but its own
+    // libp2p identity sends bad transfers straight to bob over the channel protocol.
+    const aliceIdentity = loadIdentity(join(alice.dataDir, "keys.json"));
+    const rogueLibp2p: Libp2p = await createLibp2p({
+      privateKey: await generateKeyPair("Ed25519"),
+      addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+    });
+    const rogue = new ChannelTransport(rogueLibp2p, aliceIdentity.keys, pino({ level: "silent" }));
+    await rogue.start();
+    try {
+      const b0 = await channelOf(bob);
+      const target = { peerId: bob.peerId, multiaddrs: [bob.multiaddr.split("/p2p/")[0] as string] };
+      const nonce = BigInt(b0.partnerNonce);
+      const base = (await alice.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`)).totals.sent;
+      const proof: BalanceProof = {
+        chainId: BigInt(devnet.deployment.chainId),
+        hub: devnet.deployment.hub,
+        channelId: BigInt(channelId),
+        nonce: nonce + 1n,
+        transferredAmount: BigInt(base) + unit,
+        lockedAmount: 0n,
+        locksRoot: "0x" + "00".repeat(32),
+      };
+      const send = (body: ChannelMessage) => rogue.request(bob.address, body, target);
+      const other = generateNodeKeys();
+
+      // 1. secp256k1 signature by someone else
+      const forged = signBalanceProof(proof, other);
+      let reply = await send({
+        type: "DirectTransfer",
+        paymentId: "rogue-1",
+        amount: unit,
+        balanceProof: forged,
+      });
+      expect(reply).to.include({ type: "Error", code: "INVALID_SIGNATURE" });
+      // 2. valid secp256k1 signature but an ML-DSA co-signature from another key
+      const real = signBalanceProof(proof, aliceIdentity.keys);
+      const pqForged = {
+        ...real,
+        pqSignature: signBalanceProof(proof, {
+          ...aliceIdentity.keys,
+          mldsaSecretKey: other.mldsaSecretKey,
+          mldsaPublicKey: other.mldsaPublicKey,
+        }).pqSignature,
+      };
+      reply = await send({
+        type: "DirectTransfer",
+        paymentId: "rogue-2",
+        amount: unit,
+        balanceProof: pqForged,
+      });
+      expect(reply).to.include({ type: "Error", code: "INVALID_SIGNATURE" });
+      // 3. claimed amount does not match the proof's increase
+      reply = await send({
+        type: "DirectTransfer",
+        paymentId: "rogue-3",
+        amount: 2n * unit,
+        balanceProof: real,
+      });
+      expect(reply).to.include({ type: "Error", code: "INVALID_TRANSFER" });
+      // 4. stale nonce: a correctly signed proof whose nonce is not above bob's latest
+      const stale = signBalanceProof({ ...proof, nonce }, aliceIdentity.keys);
+      reply = await send({ type: "DirectTransfer", paymentId: "rogue-4", amount: unit, balanceProof: stale });
+      expect(reply).to.include({ type: "Error", code: "STALE_NONCE" });
+      // 5. a proof for another hub (replay across contracts)
+      const otherHub = signBalanceProof({ ...proof, hub: devnet.deployment.bridge }, aliceIdentity.keys);
+      reply = await send({
+        type: "DirectTransfer",
+        paymentId: "rogue-5",
+        amount: unit,
+        balanceProof: otherHub,
+      });
+      expect(reply).to.include({ type: "Error", code: "INVALID_TRANSFER" });
+
+      const b1 = await channelOf(bob);
+      expect(b1).to.deep.equal(b0);
+    } finally {
+      await rogue.stop();
+      await rogueLibp2p.stop();
+    }
+    // The real alice keeps paying on the same channel.
+    expect((await pay(alice, bob, unit)).status).to.equal("completed");
+    await expectAgreement();
+  });
+
+  it("survives a crash of the payer in the middle of a run of payments", async () => {
+    const listenPort = Number(alice.multiaddr.split("/tcp/")[1]?.split("/")[0]);
+    const results: string[] = [];
+    const run = (async () => {
+      for (let i = 0; i < 40; i++) {
+        try {
+          results.push((await pay(alice, bob, unit / 10n, `crash-run-${i}`)).status);
+        } catch {
+          results.push("error");
+          return;
+        }
+      }
+    })();
+    // Let some payments through, then kill -9 alice while payments are in flight.
+    while (results.length < 12) await new Promise((r) => setTimeout(r, 20));
+    await alice.kill();
+    await run;
+    alice = await devnet.startNode("alice", { listenPort });
+    // Unacknowledged transfers are re-sent on restart; the next payment also waits for them.
+    for (let i = 0; i < 10; i++) expect((await pay(alice, bob, unit / 10n)).status).to.equal("completed");
+    const { a, b } = await expectAgreement();
+    expect(a.totals.sentCount).to.equal(b.totals.receivedCount);
+    const completedInRun = results.filter((s) => s === "completed").length;
+    expect(completedInRun).to.be.greaterThanOrEqual(12);
+  });
+
+  it("survives a crash of the payee: payments fail fast, then resume after its restart", async () => {
+    const listenPort = Number(bob.multiaddr.split("/tcp/")[1]?.split("/")[0]);
+    await bob.kill();
+    // Offline partner: refused before signing (PEER_OFFLINE), or, if the session was still half-open,
+    // the transfer times out and stays pending until the partner is back.
+    const err = await pay(alice, bob, unit / 10n).then(
+      () => expect.fail("payment to a dead node succeeded"),
+      (e: ApiError) => e,
+    );
+    expect(err.body.error.code).to.be.oneOf(["PEER_OFFLINE", "TIMEOUT"]);
+    bob = await devnet.startNode("bob", { listenPort });
+    for (let i = 0; i < 5; i++) expect((await pay(alice, bob, unit / 10n)).status).to.equal("completed");
+    await expectAgreement();
+  });
+
+  it("closes unilaterally; the partner contests with the closer's latest proof; settles after the timeout", async () => {
+    const { a, b } = await expectAgreement();
+    const aliceBefore = await devnet.tokenBalance(alice.address);
+    const bobBefore = await devnet.tokenBalance(bob.address);
+    // bob closes with alice's latest proof; alice (online) contests with bob's latest proof.
+    const closed = await bob.api.call<ChannelJson>("POST", `/v1/channels/${channelId}/close`, {
+      cooperative: false,
+    });
+    expect(closed.state).to.equal("closed");
+    await expectApiError(bob.api.call("POST", `/v1/channels/${channelId}/settle`), 409, "CHANNEL_STATE");
+    // Wait for alice's poller to see the close and contest.
+    const hub = devnet.deployment.hub;
+    const { ChannelHub__factory } = await import("../../typechain-types/index.js");
+    const contract = ChannelHub__factory.connect(hub, devnet.chain.provider);
+    const deadline = Date.now() + 30_000;
+    while ((await contract.getParticipant(channelId, bob.address)).nonce.toString() !== a.partnerNonce) {
+      if (Date.now() > deadline) expect.fail("alice did not contest bob's close");
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await devnet.chain.provider.send("evm_increaseTime", [700]);
+    await devnet.chain.provider.send("evm_mine", []);
+    const settleDeadline = Date.now() + 30_000;
+    for (;;) {
+      const [x, y] = await Promise.all([channelOf(alice), channelOf(bob)]);
+      if (x.state === "settled" && y.state === "settled") break;
+      if (Date.now() > settleDeadline) expect.fail(`not settled: alice ${x.state}, bob ${y.state}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const aliceAfter = await devnet.tokenBalance(alice.address);
+    const bobAfter = await devnet.tokenBalance(bob.address);
+    expect((aliceAfter - aliceBefore).toString()).to.equal(a.ourBalance);
+    expect((bobAfter - bobBefore).toString()).to.equal(b.ourBalance);
+  });
+});
