@@ -1,0 +1,14 @@
+/**
+ * devnet/: one command (`npm run devnet`, main.ts) that starts a local chain, deploys, runs nodes as real
+ * processes and drives a scenario; harness.ts holds the reusable pieces for tests and benchmarks.
+ * It may import every other folder; nothing imports devnet/ but tests and benchmarks.
+ */
+export {
+  ApiClient,
+  Devnet,
+  freePort,
+  runCli,
+  startLocalChain,
+  type LocalChain,
+  type NodeProcess,
+} from "./harness.js";
