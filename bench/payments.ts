@@ -1,0 +1,247 @@
+/**
+ * Direct-payment throughput between two `qrwp node start` PROCESSES over libp2p (`npm run bench:payments`).
+ *
+ * Starts a Hardhat chain and two nodes (alice, bob) with `devnet/harness.ts`, opens a channel alice -> bob,
+ * warms up with 20 payments, then runs two phases of N payments each (`--n`, default 2000) through
+ * `POST /v1/payments` on alice's HTTP API:
+ *
+ * - concurrency 1: one request at a time, so a payment's latency is the full path (HTTP, per-channel queue,
+ *   EIP-712 + ML-DSA-65 signing, SQLite commit, encrypted frame, bob's verification and durable commit,
+ *   Processed back, alice's commit, 201);
+ * - concurrency 8: eight requests in flight; the node serializes them per channel, so this measures queueing
+ *   throughput and the latency includes the wait in the queue.
+ *
+ * A payment's latency is measured from the request being sent to its 201 response. Prints one table per phase
+ * and the machine, writes bench/results/payments.json, and checks that bob's channel view counts every
+ * payment made (warm-up included).
+ *
+ *   --n <count>           payments per phase (>= 1, default 2000)
+ *   --concurrency <list>  comma-separated phases (default "1,8")
+ *   --dir <path>          data directories and logs (default: a new temp directory)
+ */
+import "core-js/actual/promise/with-resolvers.js";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { parseUnits } from "ethers";
+import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
+
+const WARMUP_PAYMENTS = 20;
+const RESULTS_FILE = join(ROOT, "bench", "results", "payments.json");
+
+interface ChannelJson {
+  channelId: string;
+  state: string;
+  totals: { sent: string; received: string; sentCount: number; receivedCount: number };
+}
+
+interface PhaseResult {
+  concurrency: number;
+  payments: number;
+  totalSeconds: number;
+  paymentsPerSecond: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
+}
+
+const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
+
+/** Nearest-rank percentile of an ascending array. */
+function percentile(sorted: number[], p: number): number {
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] ?? NaN;
+}
+
+/** One `POST /v1/payments`; resolves with its latency in ms, throws unless 201 + "completed". */
+async function payOnce(
+  from: NodeProcess,
+  to: NodeProcess,
+  token: string,
+  paymentId: string,
+): Promise<number> {
+  const body = JSON.stringify({ target: to.address, token, amount: "1", paymentId });
+  const t0 = performance.now();
+  const res = await fetch(`${from.api.baseUrl}/v1/payments`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${from.api.token}`, "content-type": "application/json" },
+    body,
+  });
+  const json = (await res.json().catch(() => ({}))) as { status?: string; error?: { code: string } };
+  const ms = performance.now() - t0;
+  if (res.status !== 201 || json.status !== "completed")
+    throw new Error(`payment ${paymentId}: HTTP ${res.status} ${json.error?.code ?? json.status ?? ""}`);
+  return ms;
+}
+
+/** `count` payments with `concurrency` requests in flight; returns each payment's latency (ms) and the wall time. */
+async function runPayments(
+  from: NodeProcess,
+  to: NodeProcess,
+  token: string,
+  count: number,
+  concurrency: number,
+  label: string,
+): Promise<{ latencies: number[]; seconds: number }> {
+  const latencies: number[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      latencies.push(await payOnce(from, to, token, `${label}-${i}`));
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return { latencies, seconds: (performance.now() - t0) / 1000 };
+}
+
+function summarize(concurrency: number, latencies: number[], seconds: number): PhaseResult {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  const round = (v: number) => Math.round(v * 100) / 100;
+  return {
+    concurrency,
+    payments: latencies.length,
+    totalSeconds: round(seconds),
+    paymentsPerSecond: round(latencies.length / seconds),
+    latencyMs: {
+      p50: round(percentile(sorted, 50)),
+      p90: round(percentile(sorted, 90)),
+      p99: round(percentile(sorted, 99)),
+      max: round(sorted[sorted.length - 1] ?? NaN),
+      mean: round(sorted.reduce((a, b) => a + b, 0) / sorted.length),
+    },
+  };
+}
+
+function printPhase(r: PhaseResult): void {
+  console.log(`\nconcurrency ${r.concurrency}`);
+  console.table([
+    {
+      N: r.payments,
+      "total s": r.totalSeconds,
+      "payments/s": r.paymentsPerSecond,
+      "p50 ms": r.latencyMs.p50,
+      "p90 ms": r.latencyMs.p90,
+      "p99 ms": r.latencyMs.p99,
+      "max ms": r.latencyMs.max,
+    },
+  ]);
+}
+
+async function run(options: { n: number; concurrency: number[]; dir?: string }): Promise<number> {
+  const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-bench-payments-"));
+  const machine = {
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: cpus().length,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+  };
+  step(
+    `bench directory ${dir}; ${options.n} payments per phase, concurrency ${options.concurrency.join(", ")}`,
+  );
+  step("starting hardhat node and deploying Bridge, ChannelHub, TestToken");
+  const devnet = await Devnet.start(dir);
+  let stopped: Promise<void> | undefined;
+  const cleanup = () => (stopped ??= devnet.stop());
+  const onSignal = () => {
+    step("interrupted: stopping nodes and chain");
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    const funding = parseUnits("1000", 18);
+    await devnet.initNode("alice", funding);
+    await devnet.initNode("bob", funding);
+    step("starting alice and bob (qrwp node start)");
+    const [alice, bob] = await Promise.all([devnet.startNode("alice"), devnet.startNode("bob")]);
+    const token = devnet.token;
+
+    step("alice opens a channel with bob (deposit 100 QTT; payments are 1 base unit each)");
+    const opened = await alice.api.call<ChannelJson>("POST", "/v1/channels", {
+      partner: bob.address,
+      partnerMultiaddr: bob.multiaddr,
+      token,
+      deposit: parseUnits("100", 18).toString(),
+      settleTimeoutSeconds: 600,
+    });
+    const channelId = opened.channelId;
+    const bobBefore = await bob.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
+
+    step(`warm-up: ${WARMUP_PAYMENTS} payments`);
+    await runPayments(alice, bob, token, WARMUP_PAYMENTS, 1, "warmup");
+    let made = WARMUP_PAYMENTS;
+
+    const phases: PhaseResult[] = [];
+    for (const c of options.concurrency) {
+      step(`phase: ${options.n} payments, concurrency ${c}`);
+      const { latencies, seconds } = await runPayments(alice, bob, token, options.n, c, `c${c}`);
+      made += latencies.length;
+      const r = summarize(c, latencies, seconds);
+      phases.push(r);
+      step(`  ${r.paymentsPerSecond} payments/s, p50 ${r.latencyMs.p50} ms`);
+    }
+
+    const bobView = await bob.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
+    const received = bobView.totals.receivedCount - bobBefore.totals.receivedCount;
+    const receivedAmount = BigInt(bobView.totals.received) - BigInt(bobBefore.totals.received);
+    if (received !== made || receivedAmount !== BigInt(made))
+      throw new Error(
+        `bob's channel view counts ${received} payments (${receivedAmount} base units) but alice made ${made}`,
+      );
+
+    console.log(`\nQRWP direct payments alice -> bob, two node processes over libp2p (channel ${channelId})`);
+    console.log(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}`);
+    for (const r of phases) printPhase(r);
+    console.log(`\nverified: bob's channel view shows receivedCount +${received} = every payment made`);
+
+    mkdirSync(dirname(RESULTS_FILE), { recursive: true });
+    writeFileSync(
+      RESULTS_FILE,
+      JSON.stringify(
+        {
+          benchmark: "payments",
+          date: new Date().toISOString(),
+          machine,
+          warmupPayments: WARMUP_PAYMENTS,
+          amountPerPaymentBaseUnits: "1",
+          phases,
+          verified: { receivedCount: received, paymentsMade: made },
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    step(`wrote ${RESULTS_FILE}`);
+    return 0;
+  } catch (err) {
+    console.error(`bench failed: ${err instanceof Error ? err.message : String(err)} (logs in ${dir})`);
+    return 1;
+  } finally {
+    step("stopping nodes and chain");
+    await cleanup();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
+    throw new InvalidArgumentError("must be an integer >= 1");
+  return n;
+}
+
+function concurrencyList(value: string): number[] {
+  return value.split(",").map((v) => positiveInt(v.trim()));
+}
+
+const program = new Command("bench:payments")
+  .description("direct payments per second between two QRWP node processes over libp2p")
+  .option("--n <count>", "payments per phase (>= 1)", positiveInt, 2000)
+  .option("--concurrency <list>", "comma-separated requests in flight per phase", concurrencyList, [1, 8])
+  .option("--dir <path>", "directory for data and logs (default: a new temp directory)")
+  .action(async (opts: { n: number; concurrency: number[]; dir?: string }) => {
+    process.exitCode = await run(opts);
+  });
+await program.parseAsync(process.argv);
