@@ -193,6 +193,12 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
     );
     const after = await channelOf(alice);
     expect(after).to.deep.equal(before);
+    // OpenAPI document is public (no token) and lists the payment route.
+    const docs = await fetch(`${alice.apiUrl}/docs/json`);
+    expect(docs.status).to.equal(200);
+    const spec = (await docs.json()) as { openapi: string; paths: Record<string, unknown> };
+    expect(spec.openapi).to.match(/^3\./);
+    expect(spec.paths).to.have.property("/v1/payments");
   });
 
   it("refuses a peer's forged, PQ-forged, tampered and stale balance proofs, and the channel keeps working", async () => {
