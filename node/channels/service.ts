@@ -179,7 +179,7 @@ export class ChannelService {
       ourTransferred: acked,
       partnerLatest: this.#store.latestBalanceProof(record.channelId, record.partner),
       queue: new Queue<unknown>({ concurrency: 1 }),
-      closing: false,
+      closing: this.#store.getMeta(cosignedKey(record.channelId)) !== null,
     };
     this.#live.set(record.channelId.toString(), live);
     return live;
@@ -511,12 +511,15 @@ export class ChannelService {
     const live = this.#get(channelId);
     return (await live.queue.add(async () => {
       if (live.record.state !== "opened") throw this.#stateError(live, "opened");
+      const cooperative = options.cooperative ?? true;
+      if (cooperative && live.closing) throw this.#stateError(live, "opened");
+      const wasClosing = live.closing;
       live.closing = true;
       try {
-        if (options.cooperative ?? true) await this.#cooperativeSettle(live);
+        if (cooperative) await this.#cooperativeSettle(live);
         else await this.#closeUnilaterally(live);
       } finally {
-        live.closing = false;
+        live.closing = wasClosing;
       }
       return this.#view(live);
     })) as ChannelView;
@@ -719,7 +722,7 @@ export class ChannelService {
         if (live.record.state === "settled") continue;
         try {
           if (live.record.state === "opened") {
-            await this.#syncFromChain(live);
+            await live.queue.add(() => this.#syncFromChain(live));
           } else if (live.record.state === "closed") {
             await live.queue.add(() => this.#syncFromChain(live));
             const now = await this.#hub.latestTimestamp();
@@ -779,11 +782,14 @@ export class ChannelService {
       case "CooperativeSettleRequest":
         return this.#onCooperativeSettle(from, body);
       case "PeerInfo":
-        this.#store.upsertPeer({
-          address: from.address,
-          peerId: from.peerId,
-          multiaddrs: body.multiaddrs.map(stripP2p),
-        });
+        // Only channel partners' addresses are kept, so unknown peers cannot grow the table.
+        if ([...this.#live.values()].some((l) => eqAddr(l.record.partner, from.address))) {
+          this.#store.upsertPeer({
+            address: from.address,
+            peerId: from.peerId,
+            multiaddrs: body.multiaddrs.map(stripP2p),
+          });
+        }
         return { type: "Ok" };
       default:
         throw new QrwpError("INVALID_MESSAGE", `unexpected request ${body.type}`, { field: "type" });
@@ -795,11 +801,6 @@ export class ChannelService {
     channelId: bigint,
     multiaddrs: string[],
   ): Promise<ChannelMessage> {
-    this.#store.upsertPeer({
-      address: from.address,
-      peerId: from.peerId,
-      multiaddrs: multiaddrs.map(stripP2p),
-    });
     if (this.#live.has(channelId.toString())) return { type: "Ok" };
     const onchain = await this.#hub.getChannel(channelId);
     const parties = [onchain.participant1, onchain.participant2];
@@ -830,6 +831,11 @@ export class ChannelService {
       openedAtMs: now,
       updatedAtMs: now,
     };
+    this.#store.upsertPeer({
+      address: from.address,
+      peerId: from.peerId,
+      multiaddrs: multiaddrs.slice(0, 8).map(stripP2p),
+    });
     if (!this.#live.has(channelId.toString())) {
       this.#store.insertChannel(record);
       this.#load(record);
@@ -867,7 +873,9 @@ export class ChannelService {
         field: "balanceProof.channelId",
       });
     }
-    if (live.record.state !== "opened") throw this.#stateError(live, "opened");
+    // After we co-signed a cooperative settle, a new transfer would not be in the co-signed amounts.
+    if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
+    if (msg.amount <= 0n) throw new QrwpError("INVALID_TRANSFER", "amount must be > 0", { field: "amount" });
     verifyBalanceProof(signed, from.address, from.mldsaPublicKey);
     const last = live.partnerLatest;
     const lastNonce = last?.proof.nonce ?? 0n;
@@ -936,11 +944,20 @@ export class ChannelService {
     if (!eqAddr(live.record.partner, from.address)) {
       throw new QrwpError("CHANNEL_NOT_FOUND", "channel is not with this peer", { field: "channelId" });
     }
-    if (live.record.state !== "opened") throw this.#stateError(live, "opened");
+    if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
     // Stop our own payments and wait for any in flight, so the balances we sign are final.
     live.closing = true;
     try {
       await live.queue.onIdle();
+      const onchain = await this.#hub.getChannel(msg.channelId);
+      if (
+        !eqAddr(onchain.participant1, msg.participant1) ||
+        !eqAddr(onchain.participant2, msg.participant2)
+      ) {
+        throw new QrwpError("INVALID_ARGUMENT", "participants are not the channel's on-chain participants", {
+          field: "participant1",
+        });
+      }
       await this.#refreshDeposits(live);
       const expected = this.#settleAmounts(live, msg.participant1, msg.participant2);
       if (
@@ -964,6 +981,8 @@ export class ChannelService {
           field: "signature",
         });
       }
+      // Persisted before the signature leaves: after a restart we still refuse transfers on this channel.
+      this.#store.setMeta(cosignedKey(msg.channelId), "1");
       const signature = signDigest(digest, this.#keys.secp256k1PrivateKey);
       this.#log.info({ channelId: msg.channelId.toString() }, "co-signed cooperative settle");
       return { type: "CooperativeSettleResponse", channelId: msg.channelId, signature };
@@ -971,8 +990,13 @@ export class ChannelService {
       live.closing = false;
       throw err;
     }
-    // `closing` stays set: the chain poller marks the channel settled when the partner's transaction lands.
+    // `closing` stays set for good: the chain poller marks the channel settled when the partner's
+    // transaction lands; we can still close unilaterally if it never does.
   }
+}
+
+function cosignedKey(channelId: bigint): string {
+  return `cooperative-settle-cosigned:${channelId}`;
 }
 
 function stripP2p(addr: string): string {

@@ -48,6 +48,8 @@ export interface ChannelTransportInit {
 }
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
+/** A sealed frame is the plaintext plus the 8-byte counter header and the 16-byte Poly1305 tag. */
+const MAX_WIRE_FRAME_BYTES = MAX_FRAME_BYTES + 64;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 interface Pending {
@@ -110,9 +112,9 @@ class PeerSession {
     try {
       for (;;) {
         const frame = await this.lp.read();
-        let envelope: Envelope;
+        let plaintext: Uint8Array;
         try {
-          envelope = decodeEnvelope(this.session.open(frame.subarray()));
+          plaintext = this.session.open(frame.subarray());
         } catch (err) {
           // A frame that fails authentication breaks the session's counter sequence: drop the session.
           this.log.warn(
@@ -120,6 +122,14 @@ class PeerSession {
             "dropping session after bad frame",
           );
           break;
+        }
+        let envelope: Envelope;
+        try {
+          envelope = decodeEnvelope(plaintext);
+        } catch (err) {
+          // Authentic but malformed: without a valid id there is nothing to reply to; log and go on.
+          this.log.warn({ peer: this.remoteAddress, err: errorFields(err) }, "ignored malformed message");
+          continue;
         }
         if (envelope.replyTo !== undefined) {
           const pending = this.#pending.get(envelope.replyTo);
@@ -240,7 +250,7 @@ export class ChannelTransport {
   }
 
   async #accept(stream: Stream, connection: Connection): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES });
+    const lp = lpStream(stream, { maxDataLength: MAX_WIRE_FRAME_BYTES });
     const signal = AbortSignal.timeout(this.#handshakeTimeoutMs);
     const responder = new HandshakeResponder(this.keys, {
       localPeerId: this.libp2p.peerId.toString(),
@@ -328,7 +338,7 @@ export class ChannelTransport {
       });
     }
     const stream = await connection.newStream(CHANNEL_PROTOCOL, { signal });
-    const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES });
+    const lp = lpStream(stream, { maxDataLength: MAX_WIRE_FRAME_BYTES });
     try {
       const initiator = new HandshakeInitiator(this.keys, {
         localPeerId: this.libp2p.peerId.toString(),

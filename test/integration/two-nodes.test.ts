@@ -279,6 +279,22 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
       });
       expect(reply).to.include({ type: "Error", code: "INVALID_TRANSFER" });
 
+      // 6. a zero-amount transfer (new nonce, nothing moved)
+      const zero = signBalanceProof({ ...proof, transferredAmount: BigInt(base) }, aliceIdentity.keys);
+      reply = await send({ type: "DirectTransfer", paymentId: "rogue-6", amount: 0n, balanceProof: zero });
+      expect(reply).to.include({ type: "Error", code: "INVALID_TRANSFER" });
+      // 7. a cooperative settle naming participants that are not the channel's
+      reply = await send({
+        type: "CooperativeSettleRequest",
+        channelId: BigInt(channelId),
+        participant1: other.address,
+        participant1Amount: 0n,
+        participant2: bob.address,
+        participant2Amount: 0n,
+        signature: "0x" + "11".repeat(65),
+      });
+      expect(reply).to.include({ type: "Error", code: "INVALID_ARGUMENT" });
+
       const b1 = await channelOf(bob);
       expect(b1).to.deep.equal(b0);
     } finally {
