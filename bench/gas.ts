@@ -8,8 +8,8 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { ethers } from "ethers";
 import { deployQrwp, HubClient } from "../chain/index.js";
 import { TestToken__factory } from "../typechain-types/index.js";
+import { CHANNEL_HUB_EIP712_TYPES, EIP712_DOMAIN_NAME, EIP712_DOMAIN_VERSION } from "../protocol/index.js";
 
-const DOMAIN_NAME = "QRWP ChannelHub";
 const TIMEOUT_SECONDS = 30;
 
 interface Row {
@@ -37,38 +37,20 @@ async function main(): Promise<void> {
   const b = new HubClient(bob, deployment);
   const t = new HubClient(tower, deployment);
   const domain = {
-    name: DOMAIN_NAME,
-    version: "1",
+    name: EIP712_DOMAIN_NAME,
+    version: EIP712_DOMAIN_VERSION,
     chainId: BigInt(deployment.chainId),
     verifyingContract: deployment.hub,
   };
   const rows: Row[] = [];
   const E = (n: string) => ethers.parseEther(n);
 
-  const bpTypes = {
-    BalanceProof: [
-      { name: "channelId", type: "uint256" },
-      { name: "nonce", type: "uint256" },
-      { name: "balanceHash", type: "bytes32" },
-    ],
-  };
-  const updTypes = {
-    BalanceProofUpdate: [
-      { name: "channelId", type: "uint256" },
-      { name: "nonce", type: "uint256" },
-      { name: "balanceHash", type: "bytes32" },
-      { name: "closingSignature", type: "bytes" },
-    ],
-  };
-  const coopTypes = {
-    CooperativeSettle: [
-      { name: "channelId", type: "uint256" },
-      { name: "participant1", type: "address" },
-      { name: "participant1Amount", type: "uint256" },
-      { name: "participant2", type: "address" },
-      { name: "participant2Amount", type: "uint256" },
-    ],
-  };
+  // The typed-data definitions the contract uses, from protocol/ (one source of truth).
+  const { BalanceProof, BalanceProofUpdate, CooperativeSettle } = CHANNEL_HUB_EIP712_TYPES;
+  // ethers wants mutable arrays; the protocol constants are readonly.
+  const bpTypes = { BalanceProof: [...BalanceProof] };
+  const updTypes = { BalanceProofUpdate: [...BalanceProofUpdate] };
+  const coopTypes = { CooperativeSettle: [...CooperativeSettle] };
   const hashOf = (transferred: bigint) =>
     ethers.keccak256(
       ethers.AbiCoder.defaultAbiCoder().encode(
