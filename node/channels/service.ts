@@ -233,14 +233,23 @@ export class ChannelService {
     };
   }
 
+  /** Every channel the node knows (any state) with derived balances in token base units. */
   listChannels(): ChannelView[] {
     return [...this.#live.values()].map((l) => this.#view(l));
   }
 
+  /**
+   * One channel with derived balances.
+   * @throws QrwpError("CHANNEL_NOT_FOUND")
+   */
   getChannel(channelId: bigint): ChannelView {
     return this.#view(this.#get(channelId));
   }
 
+  /**
+   * A payment by id: the outgoing one if we sent it, else the most recent incoming one with that id.
+   * @throws QrwpError("PAYMENT_NOT_FOUND")
+   */
   getPayment(paymentId: string): PaymentRecord {
     const p = this.#store.getPayment(paymentId);
     if (!p) throw new QrwpError("PAYMENT_NOT_FOUND", `payment ${paymentId} not found`, { paymentId });

@@ -218,10 +218,12 @@ export class ChannelTransport {
     this.#handshakeTimeoutMs = init.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   }
 
+  /** Sets the function that answers peers' requests (one at a time per session, in arrival order). */
   setHandler(handler: RequestHandler): void {
     this.#handler = handler;
   }
 
+  /** Registers `/qrwp/channel/1.0.0` on the libp2p node; inbound streams run the responder handshake. */
   async start(): Promise<void> {
     await this.libp2p.handle(CHANNEL_PROTOCOL, (stream, connection) => {
       this.#accept(stream, connection).catch((err: unknown) => {
@@ -234,6 +236,7 @@ export class ChannelTransport {
     });
   }
 
+  /** Unregisters the protocol and closes every session (pending requests fail with PEER_OFFLINE). */
   async stop(): Promise<void> {
     await this.libp2p.unhandle(CHANNEL_PROTOCOL).catch(() => undefined);
     for (const s of [...this.#sessions.values()]) s.close();

@@ -207,6 +207,7 @@ export class NodeStore {
     }
   }
 
+  /** Closes the database (checkpointing the WAL). */
   close(): void {
     this.#db.close();
   }
@@ -247,6 +248,7 @@ export class NodeStore {
       : null;
   }
 
+  /** Inserts a new channel; throws if the channel id exists. */
   insertChannel(c: ChannelRecord): void {
     this.#db
       .prepare(
@@ -293,6 +295,7 @@ export class NodeStore {
     return row ? toChannel(row) : null;
   }
 
+  /** All channels, by channel id. */
   listChannels(): ChannelRecord[] {
     return (
       this.#db.prepare("SELECT * FROM channels ORDER BY CAST(channel_id AS INTEGER)").all() as ChannelRow[]
@@ -354,6 +357,7 @@ export class NodeStore {
     return row ? toProof(row) : null;
   }
 
+  /** Inserts a payment; throws on a duplicate (direction, channel, paymentId) or outgoing paymentId. */
   insertPayment(p: PaymentRecord): void {
     this.#db
       .prepare(
