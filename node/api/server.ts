@@ -159,13 +159,11 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     if (isQrwpError(err)) e = err;
     else if ("validation" in err && err.validation) {
       const v = err.validation[0];
-      const field =
-        (v?.instancePath ? v.instancePath.replace(/^\//, "").replace(/\//g, ".") : undefined) ??
-        (v?.params && "missingProperty" in v.params ? String(v.params.missingProperty) : undefined) ??
-        err.validationContext ??
-        "body";
+      // A missing property names itself; otherwise the failing path (e.g. "/amount" -> "amount").
       const missing =
         v?.params && "missingProperty" in v.params ? String(v.params.missingProperty) : undefined;
+      const path = v?.instancePath ? v.instancePath.replace(/^\//, "").replace(/\//g, ".") : undefined;
+      const field = missing ?? path ?? err.validationContext ?? "body";
       e = new QrwpError("INVALID_ARGUMENT", `${err.validationContext ?? "request"} ${err.message}`, {
         field: missing ?? field,
       });

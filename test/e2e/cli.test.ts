@@ -31,52 +31,23 @@ describe("e2e: qrwp CLI", function () {
 
   it("exits 2 with a one-line message naming the bad flag", async () => {
     const dataDir = join(dir, "node");
+    // A valid `node start` command line; each case breaks one flag of it.
+    const start = [
+      "node",
+      "start",
+      "--data-dir",
+      dataDir,
+      "--rpc",
+      "http://127.0.0.1:1",
+      "--deployment",
+      "x.json",
+    ];
     const cases: [string[], RegExp][] = [
       [["node", "start", "--data-dir", dataDir, "--rpc", "not-a-url", "--deployment", "x.json"], /--rpc/],
-      [
-        [
-          "node",
-          "start",
-          "--data-dir",
-          dataDir,
-          "--rpc",
-          "http://127.0.0.1:1",
-          "--deployment",
-          "x.json",
-          "--api",
-          "nope",
-        ],
-        /--api/,
-      ],
-      [
-        [
-          "node",
-          "start",
-          "--data-dir",
-          dataDir,
-          "--rpc",
-          "http://127.0.0.1:1",
-          "--deployment",
-          "x.json",
-          "--listen",
-          "/bad",
-        ],
-        /--listen/,
-      ],
+      [[...start, "--api", "nope"], /--api/],
+      [[...start, "--listen", "/bad"], /--listen/],
       [["node", "start", "--data-dir", dataDir, "--deployment", "x.json"], /--rpc/],
-      [
-        [
-          "node",
-          "start",
-          "--data-dir",
-          dataDir,
-          "--rpc",
-          "http://127.0.0.1:1",
-          "--deployment",
-          join(dir, "missing.json"),
-        ],
-        /deployment/,
-      ],
+      [[...start.slice(0, 6), "--deployment", join(dir, "missing.json")], /deployment/],
       [["init"], /--data-dir/],
     ];
     for (const [args, pattern] of cases) {

@@ -4,7 +4,8 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { expect } from "chai";
 import { AbiCoder, TypedDataEncoder, hexlify, keccak256 } from "ethers";
 import fc from "fast-check";
-import type { BalanceProof, NodeKeys, QrwpError, SignedBalanceProof } from "../../protocol/index.js";
+import type { BalanceProof, NodeKeys, SignedBalanceProof } from "../../protocol/index.js";
+import { expectCode } from "./helpers.js";
 import {
   CHANNEL_HUB_EIP712_TYPES,
   EMPTY_LOCKS_ROOT,
@@ -15,7 +16,6 @@ import {
   channelHubDomain,
   cooperativeSettleDigest,
   generateNodeKeys,
-  isQrwpError,
   recoverDigestSigner,
   signBalanceProof,
   signBalanceProofUpdate,
@@ -32,17 +32,6 @@ const eip712Domain = [
   { name: "chainId", type: "uint256" },
   { name: "verifyingContract", type: "address" },
 ];
-
-function expectCode(fn: () => unknown, code: string): QrwpError {
-  try {
-    fn();
-  } catch (e) {
-    expect(isQrwpError(e), `expected QrwpError, got ${String(e)}`).to.equal(true);
-    expect((e as QrwpError).code).to.equal(code);
-    return e as QrwpError;
-  }
-  expect.fail(`expected ${code}`);
-}
 
 function metamaskData(
   primaryType: keyof typeof CHANNEL_HUB_EIP712_TYPES,

@@ -23,19 +23,9 @@ import {
   recoverDigestSigner,
   signDigest,
 } from "../../protocol/index.js";
+import { expectCode } from "./helpers.js";
 
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
-
-function expectCode(fn: () => unknown, code: string): QrwpError {
-  try {
-    fn();
-  } catch (e) {
-    expect(isQrwpError(e), `expected QrwpError, got ${String(e)}`).to.equal(true);
-    expect((e as QrwpError).code).to.equal(code);
-    return e as QrwpError;
-  }
-  expect.fail(`expected ${code}`);
-}
 
 describe("protocol/errors", () => {
   it("assertArgument throws INVALID_ARGUMENT naming the field, bigint-safe JSON", () => {
