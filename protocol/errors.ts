@@ -25,6 +25,12 @@ export type ErrorCode =
   | "UNAUTHORIZED"
   | "NOT_FOUND"
   | "CONFLICT"
+  | "NO_ROUTE"
+  | "UNKNOWN_TARGET"
+  | "FEE_TOO_LOW"
+  | "EXPIRY_TOO_SOON"
+  | "TOO_MANY_LOCKS"
+  | "LOCK_EXPIRED"
   | "INTERNAL";
 
 /**

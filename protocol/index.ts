@@ -13,3 +13,7 @@ export * from "./keys.js";
 export * from "./balance-proof.js";
 export * from "./session.js";
 export * from "./messages.js";
+export * from "./locks.js";
+export * from "./channel-state.js";
+export * from "./timing.js";
+export * from "./transfers.js";

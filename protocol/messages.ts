@@ -11,6 +11,7 @@ import { Encoder } from "cbor-x";
 import { z } from "zod";
 import { QrwpError, type ErrorCode } from "./errors.js";
 import type { SignedBalanceProof } from "./balance-proof.js";
+import type { Lock } from "./locks.js";
 import { MAX_FRAME_BYTES } from "./constants.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
@@ -32,6 +33,18 @@ const paymentId = z
   .max(128)
   .regex(/^[A-Za-z0-9._:-]+$/, "must be 1-128 characters of [A-Za-z0-9._:-]");
 const multiaddrs = z.array(z.string().min(1).max(512)).max(16);
+const secret32 = bytes32;
+const lockSchema = z.object({
+  amount: uint256.refine((v) => v > 0n, "must be > 0"),
+  expiration: uint256,
+  secretHash: bytes32.transform((s) => s.toLowerCase()),
+});
+/** Longest route a LockedTransfer may carry (hops after the initiator). */
+export const MAX_ROUTE_HOPS = 20;
+const routeSchema = z
+  .array(z.object({ address, amount: uint256, expiration: uint256 }))
+  .min(1)
+  .max(MAX_ROUTE_HOPS);
 
 const signedBalanceProofSchema = z.object({
   chainId: uint256,
@@ -85,6 +98,69 @@ export interface PeerInfo {
   type: "PeerInfo";
   multiaddrs: string[];
 }
+/**
+ * One hop of a mediated payment's route as the initiator computed it: the node `address` is to receive a
+ * lock of `amount` (token base units) expiring at `expiration` (unix seconds). The last hop is the target.
+ */
+export interface RouteHopInfo {
+  address: string;
+  amount: bigint;
+  expiration: bigint;
+}
+/**
+ * A mediated transfer (Raiden LockedTransfer / BOLT 2 update_add_htlc): a new balance proof adding `lock`.
+ * The route is carried in clear (no onion yet); each mediator finds itself in `route` and forwards to the
+ * next entry. `initiatorMultiaddrs` lets the target reach the initiator for a SecretRequest.
+ */
+export interface LockedTransfer {
+  type: "LockedTransfer";
+  paymentId: string;
+  initiator: string;
+  target: string;
+  lock: Lock;
+  route: RouteHopInfo[];
+  initiatorMultiaddrs: string[];
+  balanceProof: SignedBalanceProof;
+}
+/** Target -> initiator: asks for the secret of `secretHash`, stating the lock it holds. Reply: RevealSecret. */
+export interface SecretRequest {
+  type: "SecretRequest";
+  paymentId: string;
+  secretHash: string;
+  amount: bigint;
+  expiration: bigint;
+}
+/** The 32-byte secret (preimage) of a payment hash; sent back along the route (BOLT 2 update_fulfill_htlc). */
+export interface RevealSecret {
+  type: "RevealSecret";
+  secret: string;
+}
+/** Pays a lock off-chain: a new balance proof moving the lock's amount to transferredAmount. */
+export interface Unlock {
+  type: "Unlock";
+  paymentId: string;
+  secret: string;
+  balanceProof: SignedBalanceProof;
+}
+/** Removes an expired (or declined) lock: a new balance proof without it. */
+export interface LockExpired {
+  type: "LockExpired";
+  secretHash: string;
+  balanceProof: SignedBalanceProof;
+}
+/**
+ * Downstream -> upstream: the lock for `secretHash` will not complete; `code` says why (NO_ROUTE,
+ * UNKNOWN_TARGET, INSUFFICIENT_CAPACITY, FEE_TOO_LOW, EXPIRY_TOO_SOON, PEER_OFFLINE, ...) and `failedAt` who
+ * gave up. The sender of this message will accept a LockExpired for the lock at once.
+ */
+export interface TransferFailed {
+  type: "TransferFailed";
+  paymentId: string;
+  secretHash: string;
+  code: ErrorCode;
+  message: string;
+  failedAt: string;
+}
 /** Generic success reply. */
 export interface Ok {
   type: "Ok";
@@ -99,6 +175,12 @@ export interface ErrorReply {
 export type ChannelMessage =
   | ChannelAnnounce
   | DirectTransfer
+  | LockedTransfer
+  | SecretRequest
+  | RevealSecret
+  | Unlock
+  | LockExpired
+  | TransferFailed
   | Processed
   | CooperativeSettleRequest
   | CooperativeSettleResponse
@@ -122,6 +204,39 @@ const bodySchema = z.discriminatedUnion("type", [
     paymentId,
     amount: uint256,
     balanceProof: signedBalanceProofSchema,
+  }),
+  z.object({
+    type: z.literal("LockedTransfer"),
+    paymentId,
+    initiator: address,
+    target: address,
+    lock: lockSchema,
+    route: routeSchema,
+    initiatorMultiaddrs: multiaddrs,
+    balanceProof: signedBalanceProofSchema,
+  }),
+  z.object({
+    type: z.literal("SecretRequest"),
+    paymentId,
+    secretHash: bytes32,
+    amount: uint256,
+    expiration: uint256,
+  }),
+  z.object({ type: z.literal("RevealSecret"), secret: secret32 }),
+  z.object({
+    type: z.literal("Unlock"),
+    paymentId,
+    secret: secret32,
+    balanceProof: signedBalanceProofSchema,
+  }),
+  z.object({ type: z.literal("LockExpired"), secretHash: bytes32, balanceProof: signedBalanceProofSchema }),
+  z.object({
+    type: z.literal("TransferFailed"),
+    paymentId,
+    secretHash: bytes32,
+    code: errorCode,
+    message: z.string().max(1024),
+    failedAt: address,
   }),
   z.object({ type: z.literal("Processed"), channelId: uint256, nonce: uint256 }),
   z.object({
@@ -161,7 +276,7 @@ function toWire(value: unknown): unknown {
 export function encodeEnvelope(envelope: Envelope): Uint8Array {
   const body = envelope.body;
   const wireBody =
-    body.type === "DirectTransfer"
+    "balanceProof" in body
       ? {
           ...body,
           balanceProof: {
@@ -197,9 +312,9 @@ export function decodeEnvelope(data: Uint8Array): Envelope {
   const { id, replyTo, body } = parsed.data;
   const envelope: Envelope = { id, body: body as ChannelMessage };
   if (replyTo !== undefined) envelope.replyTo = replyTo;
-  if (body.type === "DirectTransfer") {
+  if ("balanceProof" in body) {
     const { signature, pqSignature, ...proof } = body.balanceProof;
-    envelope.body = { ...body, balanceProof: { proof, signature, pqSignature } };
+    envelope.body = { ...body, balanceProof: { proof, signature, pqSignature } } as ChannelMessage;
   }
   return envelope;
 }
