@@ -5,7 +5,12 @@ import { readFile, writeFile, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { ethers } from "ethers";
 import { z } from "zod";
-import { Bridge__factory, ChannelHub__factory, TestToken__factory } from "../typechain-types/index.js";
+import {
+  Bridge__factory,
+  ChannelHub__factory,
+  SecretRegistry__factory,
+  TestToken__factory,
+} from "../typechain-types/index.js";
 
 /** Addresses of one deployment. `chainId` is a decimal string so the JSON round-trips exactly. */
 export interface Deployment {
@@ -15,6 +20,8 @@ export interface Deployment {
   bridge: string;
   /** ChannelHub contract address (registered in the Bridge as a module). */
   hub: string;
+  /** SecretRegistry contract address (HTLC secret reveal times the hub's unlock reads). */
+  secretRegistry: string;
   /** TestToken address, or null when no test token was deployed. */
   token: string | null;
   /** Block number of the first deployment transaction (where event followers start). */
@@ -34,13 +41,14 @@ export const deploymentSchema = z.strictObject({
   chainId: z.string().regex(/^[1-9][0-9]*$/, "expected a decimal chain id"),
   bridge: addressSchema,
   hub: addressSchema,
+  secretRegistry: addressSchema,
   token: addressSchema.nullable(),
   deployBlock: z.number().int().nonnegative(),
 });
 
 /**
- * Deploys Bridge (owned by `deployer`), ChannelHub(bridge), registers the hub as a Bridge module and,
- * with `options.testToken`, deploys TestToken. Waits for one confirmation of every transaction.
+ * Deploys Bridge (owned by `deployer`), SecretRegistry, ChannelHub(bridge, secretRegistry), registers the
+ * hub as a Bridge module and, with `options.testToken`, deploys TestToken. Waits for one confirmation of every transaction.
  * @param deployer A signer connected to a provider; it pays gas and owns the Bridge.
  * @returns The deployment's addresses, chain id and first block.
  */
@@ -55,7 +63,11 @@ export async function deployQrwp(deployer: ethers.Signer, options: DeployOptions
   if (!bridgeReceipt) throw new Error("deployQrwp: Bridge deployment was not mined");
   const bridgeAddress = await bridge.getAddress();
 
-  const hub = await new ChannelHub__factory(deployer).deploy(bridgeAddress);
+  const registry = await new SecretRegistry__factory(deployer).deploy();
+  await registry.deploymentTransaction()?.wait(1);
+  const secretRegistry = await registry.getAddress();
+
+  const hub = await new ChannelHub__factory(deployer).deploy(bridgeAddress, secretRegistry);
   await hub.deploymentTransaction()?.wait(1);
   const hubAddress = await hub.getAddress();
 
@@ -73,6 +85,7 @@ export async function deployQrwp(deployer: ethers.Signer, options: DeployOptions
     chainId: network.chainId.toString(),
     bridge: bridgeAddress,
     hub: hubAddress,
+    secretRegistry,
     token,
     deployBlock: bridgeReceipt.blockNumber,
   };

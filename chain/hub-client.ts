@@ -1,5 +1,5 @@
 /**
- * HubClient: typed access to one deployment's ChannelHub for one signer.
+ * HubClient: typed access to one deployment's ChannelHub and SecretRegistry for one signer.
  *
  * Units: amounts are token base units (wei for ETH, token == ethers.ZeroAddress); times are seconds of
  * `block.timestamp`. Every transaction method returns after one confirmation with `{ txHash, gasUsed }`.
@@ -8,11 +8,12 @@
  * {@link HubCallError} whose message names the decoded custom error (e.g. `ChannelHubStaleNonce(...)`).
  */
 import { ethers } from "ethers";
-import type { Bridge, ChannelHub } from "../typechain-types/index.js";
+import type { Bridge, ChannelHub, SecretRegistry } from "../typechain-types/index.js";
 import {
   Bridge__factory,
   ChannelHub__factory,
   IERC20__factory,
+  SecretRegistry__factory,
   TestToken__factory,
 } from "../typechain-types/index.js";
 import type { Deployment } from "./deployment.js";
@@ -86,6 +87,51 @@ export interface SettleBalanceData {
   locksRoot: string;
 }
 
+/**
+ * One pending hash-time lock (HTLC) as the ChannelHub packs it:
+ * `abi.encodePacked(uint256 amount, uint256 expiration, bytes32 secretHash)`, 96 bytes.
+ */
+export interface PendingLock {
+  /** Token base units. */
+  amount: bigint;
+  /** Unix seconds (block.timestamp); the secret must be registered strictly before it. */
+  expiration: bigint;
+  /** sha256(secret), bytes32 hex. */
+  secretHash: string;
+}
+
+/** Pending locks of a participant kept by the hub at settlement ({@link HubClient.getLockedBalance}). */
+export interface LockedBalanceView {
+  /** Token base units still held for an unlock; 0n when nothing is kept (or already unlocked). */
+  lockedAmount: bigint;
+  /** keccak256 of the packed locks (bytes32 hex); ethers.ZeroHash for none. */
+  locksRoot: string;
+}
+
+/** Result of {@link HubClient.registerSecret}. */
+export interface RegisterSecretResult extends TxResult {
+  /** sha256(secret), bytes32 hex. */
+  secretHash: string;
+  /** True if this transaction registered it (false: zero secret, or registered before). */
+  registered: boolean;
+}
+
+/** Result of {@link HubClient.registerSecretBatch}. */
+export interface RegisterSecretBatchResult extends TxResult {
+  /** True if every secret was newly registered by this transaction. */
+  allRegistered: boolean;
+  /** Hashes (sha256, bytes32 hex) of the secrets this transaction registered, in order. */
+  registeredSecretHashes: string[];
+}
+
+/** Result of {@link HubClient.unlock} (from the ChannelUnlocked event). */
+export interface UnlockResult extends TxResult {
+  /** Paid to the receiver (locks whose secret was registered before expiration), token base units. */
+  unlockedAmount: bigint;
+  /** Paid back to the sender, token base units. */
+  returnedAmount: bigint;
+}
+
 /** A reverted or failed HubClient call. `errorName` is the decoded custom error, when known. */
 export class HubCallError extends Error {
   override readonly name = "HubCallError";
@@ -115,6 +161,8 @@ export class HubClient {
   readonly hub: ChannelHub;
   /** The Bridge contract bound to the nonce-managed signer. */
   readonly bridge: Bridge;
+  /** The SecretRegistry contract bound to the nonce-managed signer. */
+  readonly secretRegistry: SecretRegistry;
   readonly #signer: ethers.NonceManager;
   readonly #provider: ethers.Provider;
   readonly #errors: ethers.Interface;
@@ -132,6 +180,7 @@ export class HubClient {
     this.#signer = signer instanceof ethers.NonceManager ? signer : new ethers.NonceManager(signer);
     this.hub = ChannelHub__factory.connect(deployment.hub, this.#signer);
     this.bridge = Bridge__factory.connect(deployment.bridge, this.#signer);
+    this.secretRegistry = SecretRegistry__factory.connect(deployment.secretRegistry, this.#signer);
     // One interface that decodes the hub's, the bridge's and the ERC-20 (EIP-6093) custom errors.
     const fragments = [
       ...ChannelHub__factory.createInterface().fragments,
@@ -162,15 +211,9 @@ export class HubClient {
     return this.#enqueue("openChannel", async () => {
       const me = await this.address();
       const receipt = await this.#send(() => this.hub.openChannel(me, partner, token, settleTimeoutSeconds));
-      const hubAddress = this.deployment.hub.toLowerCase();
-      for (const log of receipt.logs) {
-        if (log.address.toLowerCase() !== hubAddress) continue;
-        const parsed = this.hub.interface.parseLog(log);
-        if (parsed?.name === "ChannelOpened") {
-          return { channelId: parsed.args[0] as bigint, ...this.#result(receipt) };
-        }
-      }
-      throw new Error("ChannelOpened event not found in the receipt");
+      const event = this.#events(receipt, this.hub, "ChannelOpened")[0];
+      if (event === undefined) throw new Error("ChannelOpened event not found in the receipt");
+      return { channelId: event.args[0] as bigint, ...this.#result(receipt) };
     });
   }
 
@@ -324,6 +367,86 @@ export class HubClient {
     );
   }
 
+  /**
+   * Pays out `sender`'s pending locks kept when `channelId` settled (anyone may send it, once):
+   * the receiver gets the locks whose secret was registered in the SecretRegistry strictly before their
+   * expiration (capped at the kept locked amount), the sender the rest. `locks` are all of the sender's
+   * pending locks in locksroot order (at most 160); `keccak256(packed locks)` must equal the kept locksroot.
+   * @param sender The participant who sent the locked transfers.
+   * @param receiver The other participant.
+   * @throws HubCallError e.g. `ChannelHubNothingToUnlock`, `ChannelHubInvalidLocks`, `ChannelHubNotParticipant`.
+   */
+  async unlock(
+    channelId: bigint,
+    sender: string,
+    receiver: string,
+    locks: readonly PendingLock[],
+  ): Promise<UnlockResult> {
+    return this.#enqueue("unlock", async () => {
+      const receipt = await this.#send(() => this.hub.unlock(channelId, sender, receiver, packLocks(locks)));
+      const event = this.#events(receipt, this.hub, "ChannelUnlocked")[0];
+      if (event === undefined) throw new Error("ChannelUnlocked event not found in the receipt");
+      return {
+        unlockedAmount: event.args[4] as bigint,
+        returnedAmount: event.args[5] as bigint,
+        ...this.#result(receipt),
+      };
+    });
+  }
+
+  /**
+   * Registers an HTLC secret in the SecretRegistry (stores sha256(secret) -> block.timestamp). Registering
+   * a zero or already registered secret is a successful no-op with `registered: false`.
+   * @param secret The 32-byte secret, 0x-hex.
+   */
+  async registerSecret(secret: string): Promise<RegisterSecretResult> {
+    return this.#enqueue("SecretRegistry.registerSecret", async () => {
+      const secretHash = ethers.sha256(secret);
+      const receipt = await this.#send(() => this.secretRegistry.registerSecret(secret));
+      const registered = this.#events(receipt, this.secretRegistry, "SecretRevealed").some(
+        (e) => e.args[0] === secretHash,
+      );
+      return { secretHash, registered, ...this.#result(receipt) };
+    });
+  }
+
+  /**
+   * Registers several HTLC secrets in one transaction; zero or already registered ones are skipped.
+   * @param secrets 32-byte secrets, 0x-hex.
+   */
+  async registerSecretBatch(secrets: readonly string[]): Promise<RegisterSecretBatchResult> {
+    return this.#enqueue("SecretRegistry.registerSecretBatch", async () => {
+      const receipt = await this.#send(() => this.secretRegistry.registerSecretBatch([...secrets]));
+      const registeredSecretHashes = this.#events(receipt, this.secretRegistry, "SecretRevealed").map(
+        (e) => e.args[0] as string,
+      );
+      return {
+        allRegistered: registeredSecretHashes.length === secrets.length,
+        registeredSecretHashes,
+        ...this.#result(receipt),
+      };
+    });
+  }
+
+  /**
+   * When the secret of `secretHash` was registered in the SecretRegistry.
+   * @param secretHash sha256(secret), bytes32 hex.
+   * @returns block.timestamp of the registration (seconds), 0n if never registered.
+   */
+  async secretRevealedAt(secretHash: string): Promise<bigint> {
+    return this.secretRegistry
+      .getSecretRevealTimestamp(secretHash)
+      .catch(this.#rethrow("SecretRegistry.getSecretRevealTimestamp"));
+  }
+
+  /** `participant`'s pending locks kept by the hub when `channelId` settled (0n / zero hash if none). */
+  async getLockedBalance(channelId: bigint, participant: string): Promise<LockedBalanceView> {
+    const l = await this.hub
+      .getLockedBalance(channelId, participant)
+      .catch(this.#rethrow("getLockedBalance"));
+    return { lockedAmount: l.lockedAmount, locksRoot: l.locksRoot };
+  }
+
   /** Reads channel `channelId` (state "none" if it does not exist). */
   async getChannel(channelId: bigint): Promise<ChannelView> {
     const c = await this.hub.getChannel(channelId).catch(this.#rethrow("getChannel"));
@@ -403,6 +526,22 @@ export class HubClient {
     return receipt;
   }
 
+  /** The logs of `contract` named `name` in `receipt`, decoded, in log order. */
+  #events(
+    receipt: ethers.TransactionReceipt,
+    contract: { readonly interface: ethers.Interface; readonly target: string | ethers.Addressable },
+    name: string,
+  ): ethers.LogDescription[] {
+    const address = String(contract.target).toLowerCase();
+    const out: ethers.LogDescription[] = [];
+    for (const log of receipt.logs) {
+      if (log.address.toLowerCase() !== address) continue;
+      const parsed = contract.interface.parseLog(log);
+      if (parsed?.name === name) out.push(parsed);
+    }
+    return out;
+  }
+
   #result(receipt: ethers.TransactionReceipt): TxResult {
     return { txHash: receipt.hash, gasUsed: receipt.gasUsed };
   }
@@ -411,12 +550,21 @@ export class HubClient {
     if (error instanceof HubCallError) return error;
     const decoded = this.decodeError(error);
     return new HubCallError(
-      `ChannelHub.${action}`,
+      action.includes(".") ? action : `ChannelHub.${action}`,
       decoded?.name ?? null,
       decoded ? [...decoded.args] : [],
       error,
     );
   }
+}
+
+/** The `locks` argument of `ChannelHub.unlock`: concatenated `abi.encodePacked(amount, expiration, secretHash)`. */
+function packLocks(locks: readonly PendingLock[]): string {
+  return ethers.concat(
+    locks.map((l) =>
+      ethers.solidityPacked(["uint256", "uint256", "bytes32"], [l.amount, l.expiration, l.secretHash]),
+    ),
+  );
 }
 
 /** Every hex string that may be revert data, found in the nested shapes ethers and Hardhat use. */

@@ -2,9 +2,9 @@
  * chain/: what the node and the watchtower share to talk to the chain.
  *
  * Owns the deployment record (addresses, chain id, deploy block; JSON with runtime validation), the
- * deployer of Bridge + ChannelHub (+ TestToken on devnets), and {@link HubClient}, the typed,
- * nonce-safe, serialised client of the ChannelHub. Contract bindings come from TypeChain
- * (`typechain-types/`). Imports protocol/ only (never node/, watchtower/ or devnet/).
+ * deployer of Bridge + SecretRegistry + ChannelHub (+ TestToken on devnets), and {@link HubClient}, the
+ * typed, nonce-safe, serialised client of the ChannelHub and SecretRegistry. Contract bindings
+ * come from TypeChain (`typechain-types/`). Imports protocol/ only (never node/, watchtower/ or devnet/).
  */
 export type { Deployment, DeployOptions } from "./deployment.js";
 export {
@@ -18,10 +18,15 @@ export type {
   ChannelState,
   ChannelView,
   DepositResult,
+  LockedBalanceView,
   OpenChannelResult,
   ParticipantView,
+  PendingLock,
+  RegisterSecretBatchResult,
+  RegisterSecretResult,
   SettleBalanceData,
   SignedBalanceProof,
   TxResult,
+  UnlockResult,
 } from "./hub-client.js";
 export { HubCallError, HubClient } from "./hub-client.js";

@@ -5,13 +5,15 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {Bridge} from "../bridge/Bridge.sol";
+import {SecretRegistry} from "./SecretRegistry.sol";
 
 /**
  * @title ChannelHub
  * @notice Raiden-style bidirectional payment channels (ETH and any ERC-20) settling through the {Bridge}.
  *
  * Lifecycle: {openChannel} -> {setTotalDeposit} -> (off-chain transfers) -> {cooperativeSettle}, or
- * {closeChannel} -> contest window ({updateNonClosingBalanceProof}) -> {settleChannel}.
+ * {closeChannel} -> contest window ({updateNonClosingBalanceProof}) -> {settleChannel} -> {unlock} of the
+ * pending locks kept at settlement.
  *
  * Balance proofs are per direction: the SENDER signs, as EIP-712 typed data on this contract's domain
  * (name "QRWP ChannelHub", version "1", chainId, this address),
@@ -19,6 +21,12 @@ import {Bridge} from "../bridge/Bridge.sol";
  * `balanceHash = keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot))`.
  * The blinded balance hash lets watchtowers check proofs without learning amounts (Raiden spec).
  * A balance proof with nonce 0 means "nothing transferred": balanceHash 0 and no signature.
+ *
+ * Pending hash-time locks (HTLCs): a lock is `(uint256 amount, uint256 expiration, bytes32 secretHash)`,
+ * packed as `abi.encodePacked(amount, expiration, secretHash)` (96 bytes); a direction's
+ * `locksRoot = keccak256(concat(packed locks))`, or bytes32(0) with no locks; at most {MAX_PENDING_LOCKS}.
+ * A lock pays its receiver iff its secret was registered in the {SecretRegistry} at a time
+ * `0 < registeredAt < expiration` (seconds); otherwise it goes back to its sender.
  *
  * Channel ids come from a counter starting at 1. At most one unsettled channel exists per
  * (participant pair, token); a new one can be opened once the previous one is settled.
@@ -93,6 +101,10 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     uint256 public constant MIN_SETTLE_TIMEOUT = 10;
     /// @notice Longest settle timeout accepted by {openChannel}: 365 days.
     uint256 public constant MAX_SETTLE_TIMEOUT = 365 days;
+    /// @notice Most pending locks per direction accepted by {unlock} (bounds its gas).
+    uint256 public constant MAX_PENDING_LOCKS = 160;
+    /// @dev Size of one packed lock: amount, expiration, secretHash.
+    uint256 private constant _PACKED_LOCK_BYTES = 96;
 
     /// @notice EIP-712 type hash of `BalanceProof(uint256 channelId,uint256 nonce,bytes32 balanceHash)`.
     bytes32 public constant BALANCE_PROOF_TYPEHASH =
@@ -154,6 +166,10 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     );
     /// @dev There is no deferred payout for the caller in `token`.
     error ChannelHubNoDeferredPayout(address account, address token);
+    /// @dev No locked amount of `sender` is kept for the channel (not settled with locks, or already unlocked).
+    error ChannelHubNothingToUnlock(uint256 channelId, address sender);
+    /// @dev The packed locks are malformed (length), too many, or do not hash to the kept `locksRoot`.
+    error ChannelHubInvalidLocks(uint256 channelId, address sender, bytes32 locksRoot);
 
     /// @notice Channel `channelId` was opened.
     event ChannelOpened(
@@ -187,12 +203,23 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         uint256 participant2Amount,
         bool cooperative
     );
+    /// @notice `sender`'s pending locks kept at settlement were unlocked: `unlockedAmount` went to
+    /// `receiver` (locks whose secret was registered in time), `returnedAmount` back to `sender`.
+    event ChannelUnlocked(
+        uint256 indexed channelId,
+        address indexed sender,
+        address receiver,
+        bytes32 locksRoot,
+        uint256 unlockedAmount,
+        uint256 returnedAmount
+    );
     /// @notice A payout to `account` failed and is kept for {claimDeferredPayout}.
     event PayoutDeferred(address indexed account, address indexed token, uint256 amount);
     /// @notice `account` claimed a deferred payout, sent to `to`.
     event DeferredPayoutClaimed(address indexed account, address indexed token, address to, uint256 amount);
 
     Bridge private immutable _bridge;
+    SecretRegistry private immutable _secretRegistry;
     uint256 private _channelCounter;
     mapping(uint256 channelId => Channel) private _channels;
     mapping(uint256 channelId => mapping(address participant => ParticipantInfo)) private _participants;
@@ -201,8 +228,10 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     mapping(address account => mapping(address token => uint256 amount)) private _deferredPayouts;
 
     /// @param bridge_ The {Bridge} holding the funds; this hub must be registered there as a module.
-    constructor(address bridge_) EIP712("QRWP ChannelHub", "1") {
+    /// @param secretRegistry_ The {SecretRegistry} that {unlock} reads secret reveal times from.
+    constructor(address bridge_, address secretRegistry_) EIP712("QRWP ChannelHub", "1") {
         _bridge = Bridge(payable(bridge_));
+        _secretRegistry = SecretRegistry(secretRegistry_);
     }
 
     // ----------------------------------------------------------------------------------------------
@@ -213,6 +242,12 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     /// @return The Bridge address.
     function bridge() external view returns (address) {
         return address(_bridge);
+    }
+
+    /// @notice The {SecretRegistry} that decides which pending locks {unlock} pays to their receiver.
+    /// @return The SecretRegistry address.
+    function secretRegistry() external view returns (address) {
+        return address(_secretRegistry);
     }
 
     /// @notice The last channel id handed out (0 before the first channel).
@@ -566,7 +601,8 @@ contract ChannelHub is EIP712, ReentrancyGuard {
      * @dev Callable when block.timestamp > closedAt + settleTimeoutSeconds. Amounts (Raiden spec, clamped
      * so nobody takes more than the channel holds), with D = deposit1 + deposit2:
      * net1 = clamp(deposit1 + transferred2 - transferred1, 0, D), net2 = D - net1;
-     * locked_i = min(lockedAmount_i, net_i) stays in the hub with locksRoot_i for a later unlock;
+     * locked_i = min(lockedAmount_i, net_i) stays in the hub with locksRoot_i for a later {unlock}
+     * (see {getLockedBalance}); the locked amount comes out of the SENDER's own net balance;
      * amount_i = net_i - locked_i. So amount1 + amount2 + locked1 + locked2 == D exactly.
      * Reverts with {ChannelHubInvalidChannelState}, {ChannelHubSettleTimeoutNotExpired},
      * {ChannelHubNotParticipant}, {ChannelHubInvalidBalanceData}. Emits {ChannelSettled} (`cooperative` false).
@@ -604,6 +640,59 @@ contract ChannelHub is EIP712, ReentrancyGuard {
             participant2LocksRoot
         );
         _settle(channelId, a, b);
+    }
+
+    /**
+     * @notice Pays out the pending locks `sender` had towards `receiver` when the channel settled. Anyone may
+     * call, once. `locks` is the concatenation of the packed locks behind the kept locksroot, in its order:
+     * `abi.encodePacked(uint256 amount, uint256 expiration, bytes32 secretHash)` per lock (96 bytes).
+     * @dev A lock is unlockable iff the {SecretRegistry} recorded its secret at `0 < registeredAt < expiration`.
+     * The receiver gets `min(sum of unlockable amounts, lockedAmount)`, the sender the rest of the kept
+     * `lockedAmount`; the record is deleted first. No locks (empty `locks`) match a zero locksroot, so a
+     * locked amount kept with locksroot 0 goes back to the sender. Failed payouts are deferred.
+     * Reverts with {ChannelHubNotParticipant} (`receiver` is not `sender`'s partner),
+     * {ChannelHubNothingToUnlock}, {ChannelHubInvalidLocks} (length not a multiple of 96, more than
+     * {MAX_PENDING_LOCKS} locks, or keccak256(locks) != locksroot). Emits {ChannelUnlocked}.
+     * @param channelId The settled channel's id.
+     * @param sender The participant who sent the locked transfers (whose locked amount was kept).
+     * @param receiver The other participant, paid for the locks whose secret was registered in time.
+     * @param locks The packed locks, `96 * n` bytes with `n <= MAX_PENDING_LOCKS`.
+     */
+    function unlock(
+        uint256 channelId,
+        address sender,
+        address receiver,
+        bytes calldata locks
+    ) external nonReentrant {
+        Channel storage channel = _channels[channelId];
+        if (_partnerOf(channelId, channel, sender) != receiver) {
+            revert ChannelHubNotParticipant(channelId, receiver);
+        }
+        LockedBalance storage kept = _lockedBalances[channelId][sender];
+        uint256 lockedAmount = kept.lockedAmount;
+        if (lockedAmount == 0) revert ChannelHubNothingToUnlock(channelId, sender);
+        bytes32 locksRoot = kept.locksRoot;
+        uint256 length = locks.length;
+        if (
+            length % _PACKED_LOCK_BYTES != 0 ||
+            length > MAX_PENDING_LOCKS * _PACKED_LOCK_BYTES ||
+            (length == 0 ? bytes32(0) : keccak256(locks)) != locksRoot
+        ) {
+            revert ChannelHubInvalidLocks(channelId, sender, locksRoot);
+        }
+
+        uint256 unlockedAmount = _unlockableAmount(locks, lockedAmount);
+        uint256 returnedAmount;
+        unchecked {
+            // Cannot underflow: _unlockableAmount returns at most lockedAmount.
+            returnedAmount = lockedAmount - unlockedAmount;
+        }
+        delete _lockedBalances[channelId][sender];
+        emit ChannelUnlocked(channelId, sender, receiver, locksRoot, unlockedAmount, returnedAmount);
+
+        address token = channel.token;
+        _payout(token, receiver, unlockedAmount);
+        _payout(token, sender, returnedAmount);
     }
 
     /**
@@ -687,6 +776,32 @@ contract ChannelHub is EIP712, ReentrancyGuard {
                 info.balanceHash;
         if (!valid) revert ChannelHubInvalidBalanceData(channelId, data.participant);
         return info.totalDeposit;
+    }
+
+    /**
+     * @dev Sum of the amounts of the unlockable locks in `locks` (length already checked to be a multiple of
+     * 96), capped at `cap`: it stops reading as soon as the cap is reached, so the sum cannot overflow.
+     */
+    function _unlockableAmount(bytes calldata locks, uint256 cap) private view returns (uint256 total) {
+        SecretRegistry registry = _secretRegistry;
+        uint256 end = locks.length;
+        for (uint256 offset = 0; offset < end; offset += _PACKED_LOCK_BYTES) {
+            uint256 amount;
+            uint256 expiration;
+            bytes32 secretHash;
+            // Reads the three words of lock `offset / 96`; in bounds because end % 96 == 0.
+            assembly ("memory-safe") {
+                let p := add(locks.offset, offset)
+                amount := calldataload(p)
+                expiration := calldataload(add(p, 32))
+                secretHash := calldataload(add(p, 64))
+            }
+            uint256 registeredAt = registry.getSecretRevealTimestamp(secretHash);
+            if (registeredAt == 0 || registeredAt >= expiration) continue;
+            // Cannot underflow: total <= cap is kept by the early return below.
+            if (amount >= cap - total) return cap;
+            total += amount;
+        }
     }
 
     function _markSettled(Channel storage channel) private {

@@ -428,7 +428,7 @@ describe("ChannelHub", function () {
       const otherChain = await signBalanceProof(bob, hubDomain(f.deployment.hub, 1n), id, 1n, E("1"));
       await expectRevert(close(otherChain), hubErrors, "ChannelHubInvalidSignature");
       // Another hub deployment with the same channel id.
-      const hub2 = await new ChannelHub__factory(deployer).deploy(f.deployment.bridge);
+      const hub2 = await new ChannelHub__factory(deployer).deploy(f.deployment.bridge, f.deployment.secretRegistry);
       const hub2Address = await hub2.getAddress();
       expect(await hub2.domainSeparator()).to.not.equal(await hub.domainSeparator());
       const forHub2 = await signBalanceProof(bob, hubDomain(hub2Address), id, 1n, E("1"));
