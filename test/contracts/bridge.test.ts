@@ -23,7 +23,11 @@ describe("Bridge", function () {
       "OwnableUnauthorizedAccount",
       [alice.address],
     );
-    await expectRevert(bridge.registerModule(f.deployment.hub), bridgeErrors, "BridgeModuleAlreadyRegistered");
+    await expectRevert(
+      bridge.registerModule(f.deployment.hub),
+      bridgeErrors,
+      "BridgeModuleAlreadyRegistered",
+    );
     await expectRevert(bridge.registerModule(ethers.ZeroAddress), bridgeErrors, "BridgeInvalidModule");
     await expectRevert(bridge.unregisterModule(carol.address), bridgeErrors, "BridgeModuleNotRegistered");
   });
@@ -88,9 +92,12 @@ describe("Bridge", function () {
   it("an unregistered module cannot move funds; its balance stays accounted to it", async function () {
     const { bridge, alice, bob, token } = f;
     const tokenAddress = await token.getAddress();
-    await expectRevert(bridge.connect(alice).depositEth({ value: 1n }), bridgeErrors, "BridgeUnauthorizedModule", [
-      alice.address,
-    ]);
+    await expectRevert(
+      bridge.connect(alice).depositEth({ value: 1n }),
+      bridgeErrors,
+      "BridgeUnauthorizedModule",
+      [alice.address],
+    );
     await expectRevert(
       bridge.connect(alice).payout(ethers.ZeroAddress, alice.address, 0n),
       bridgeErrors,

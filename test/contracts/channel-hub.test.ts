@@ -123,8 +123,12 @@ describe("ChannelHub", function () {
         "ChannelHubInvalidDepositValue",
         [E("1"), E("0.5")],
       );
-      await (await hub.connect(alice).setTotalDeposit(ethId, alice.address, E("1"), { value: E("1") })).wait();
-      await (await hub.connect(alice).setTotalDeposit(ethId, alice.address, E("1.5"), { value: E("0.5") })).wait();
+      await (
+        await hub.connect(alice).setTotalDeposit(ethId, alice.address, E("1"), { value: E("1") })
+      ).wait();
+      await (
+        await hub.connect(alice).setTotalDeposit(ethId, alice.address, E("1.5"), { value: E("0.5") })
+      ).wait();
       expect(await bridge.balanceOf(f.deployment.hub, ethers.ZeroAddress)).to.equal(E("1.5"));
       expect(await hre.ethers.provider.getBalance(f.deployment.bridge)).to.equal(E("1.5"));
     });
@@ -145,7 +149,9 @@ describe("ChannelHub", function () {
       const b2 = await signBalanceProof(bob, domain, id, 2n, E("15"));
 
       // Alice closes with bob's latest proof.
-      await (await hub.connect(alice).closeChannel(id, bob.address, b2.nonce, b2.balanceHash, b2.signature)).wait();
+      await (
+        await hub.connect(alice).closeChannel(id, bob.address, b2.nonce, b2.balanceHash, b2.signature)
+      ).wait();
       const closed = await hub.getChannel(id);
       expect(closed.state).to.equal(CLOSED);
       expect(closed.closingParticipant).to.equal(alice.address);
@@ -188,7 +194,17 @@ describe("ChannelHub", function () {
       await expectRevert(
         hub
           .connect(carol)
-          .settleChannel(id, alice.address, E("30"), E("7"), locksRoot, bob.address, E("15"), 0n, ethers.ZeroHash),
+          .settleChannel(
+            id,
+            alice.address,
+            E("30"),
+            E("7"),
+            locksRoot,
+            bob.address,
+            E("15"),
+            0n,
+            ethers.ZeroHash,
+          ),
         hubErrors,
         "ChannelHubSettleTimeoutNotExpired",
       );
@@ -199,7 +215,17 @@ describe("ChannelHub", function () {
       await (
         await hub
           .connect(carol)
-          .settleChannel(id, bob.address, E("15"), 0n, ethers.ZeroHash, alice.address, E("30"), E("7"), locksRoot)
+          .settleChannel(
+            id,
+            bob.address,
+            E("15"),
+            0n,
+            ethers.ZeroHash,
+            alice.address,
+            E("30"),
+            E("7"),
+            locksRoot,
+          )
       ).wait();
       // alice: 100 + 15 - 30 - 7 locked = 78; bob: 50 + 30 - 15 = 65; 7 kept for unlock.
       expect((await token.balanceOf(alice.address)) - aliceBefore).to.equal(E("78"));
@@ -242,7 +268,17 @@ describe("ChannelHub", function () {
       await (
         await hub
           .connect(carol)
-          .settleChannel(id, alice.address, 0n, 0n, ethers.ZeroHash, bob.address, E("0.2"), 0n, ethers.ZeroHash)
+          .settleChannel(
+            id,
+            alice.address,
+            0n,
+            0n,
+            ethers.ZeroHash,
+            bob.address,
+            E("0.2"),
+            0n,
+            ethers.ZeroHash,
+          )
       ).wait();
       expect((await provider.getBalance(alice.address)) - aliceBefore).to.equal(E("1.2"));
       expect((await provider.getBalance(bob.address)) - bobBefore).to.equal(E("0.3"));
@@ -256,12 +292,24 @@ describe("ChannelHub", function () {
       await depositToken(f, bob, id, E("5"));
       // alice signed away far more than she ever had, with a lock on top.
       const a1 = await signBalanceProof(alice, domain, id, 1n, E("1000"), E("3"));
-      await (await hub.connect(bob).closeChannel(id, alice.address, a1.nonce, a1.balanceHash, a1.signature)).wait();
+      await (
+        await hub.connect(bob).closeChannel(id, alice.address, a1.nonce, a1.balanceHash, a1.signature)
+      ).wait();
       await time.increase(TIMEOUT + 1n);
       const bobBefore = await token.balanceOf(bob.address);
       const aliceBefore = await token.balanceOf(alice.address);
       await (
-        await hub.settleChannel(id, alice.address, E("1000"), E("3"), ethers.ZeroHash, bob.address, 0n, 0n, ethers.ZeroHash)
+        await hub.settleChannel(
+          id,
+          alice.address,
+          E("1000"),
+          E("3"),
+          ethers.ZeroHash,
+          bob.address,
+          0n,
+          0n,
+          ethers.ZeroHash,
+        )
       ).wait();
       expect((await token.balanceOf(bob.address)) - bobBefore).to.equal(E("15"));
       expect(await token.balanceOf(alice.address)).to.equal(aliceBefore);
@@ -280,7 +328,17 @@ describe("ChannelHub", function () {
       await time.increase(TIMEOUT + 1n);
       const aliceBefore = await hre.ethers.provider.getBalance(alice.address);
       await (
-        await hub.settleChannel(id, alice.address, 0n, 0n, ethers.ZeroHash, receiverAddress, 0n, 0n, ethers.ZeroHash)
+        await hub.settleChannel(
+          id,
+          alice.address,
+          0n,
+          0n,
+          ethers.ZeroHash,
+          receiverAddress,
+          0n,
+          0n,
+          ethers.ZeroHash,
+        )
       ).wait();
       expect((await hre.ethers.provider.getBalance(alice.address)) - aliceBefore).to.equal(E("2"));
       expect(await hub.deferredPayoutOf(receiverAddress, ethers.ZeroAddress)).to.equal(E("1"));
@@ -304,11 +362,21 @@ describe("ChannelHub", function () {
       await depositToken(f, bob, id, E("4"));
       // Given as (bob, alice): the signatures cover that order.
       const sigBob = await signCooperativeSettle(bob, domain, id, bob.address, E("6"), alice.address, E("8"));
-      const sigAlice = await signCooperativeSettle(alice, domain, id, bob.address, E("6"), alice.address, E("8"));
+      const sigAlice = await signCooperativeSettle(
+        alice,
+        domain,
+        id,
+        bob.address,
+        E("6"),
+        alice.address,
+        E("8"),
+      );
       const aliceBefore = await token.balanceOf(alice.address);
       const bobBefore = await token.balanceOf(bob.address);
       const receipt = await (
-        await hub.connect(carol).cooperativeSettle(id, bob.address, E("6"), alice.address, E("8"), sigBob, sigAlice)
+        await hub
+          .connect(carol)
+          .cooperativeSettle(id, bob.address, E("6"), alice.address, E("8"), sigBob, sigAlice)
       ).wait();
       expect((await token.balanceOf(alice.address)) - aliceBefore).to.equal(E("8"));
       expect((await token.balanceOf(bob.address)) - bobBefore).to.equal(E("6"));
@@ -339,31 +407,71 @@ describe("ChannelHub", function () {
       const s = (w: typeof alice, a1: bigint, a2: bigint) =>
         signCooperativeSettle(w, domain, id, alice.address, a1, bob.address, a2);
       await expectRevert(
-        hub.cooperativeSettle(id, alice.address, E("6"), bob.address, E("5"), await s(alice, E("6"), E("5")), await s(bob, E("6"), E("5"))),
+        hub.cooperativeSettle(
+          id,
+          alice.address,
+          E("6"),
+          bob.address,
+          E("5"),
+          await s(alice, E("6"), E("5")),
+          await s(bob, E("6"), E("5")),
+        ),
         hubErrors,
         "ChannelHubInvalidSettleAmounts",
         [id, E("10"), E("6"), E("5")],
       );
       await expectRevert(
-        hub.cooperativeSettle(id, alice.address, E("11"), bob.address, 0n, await s(alice, E("11"), 0n), await s(bob, E("11"), 0n)),
+        hub.cooperativeSettle(
+          id,
+          alice.address,
+          E("11"),
+          bob.address,
+          0n,
+          await s(alice, E("11"), 0n),
+          await s(bob, E("11"), 0n),
+        ),
         hubErrors,
         "ChannelHubInvalidSettleAmounts",
       );
       await expectRevert(
-        hub.cooperativeSettle(id, alice.address, E("4"), bob.address, E("6"), await s(alice, E("4"), E("6")), await s(carol, E("4"), E("6"))),
+        hub.cooperativeSettle(
+          id,
+          alice.address,
+          E("4"),
+          bob.address,
+          E("6"),
+          await s(alice, E("4"), E("6")),
+          await s(carol, E("4"), E("6")),
+        ),
         hubErrors,
         "ChannelHubInvalidSignature",
         [id, bob.address],
       );
       // A signature over different amounts does not verify.
       await expectRevert(
-        hub.cooperativeSettle(id, alice.address, E("4"), bob.address, E("6"), await s(alice, E("5"), E("5")), await s(bob, E("4"), E("6"))),
+        hub.cooperativeSettle(
+          id,
+          alice.address,
+          E("4"),
+          bob.address,
+          E("6"),
+          await s(alice, E("5"), E("5")),
+          await s(bob, E("4"), E("6")),
+        ),
         hubErrors,
         "ChannelHubInvalidSignature",
         [id, alice.address],
       );
       await expectRevert(
-        hub.cooperativeSettle(id, alice.address, E("4"), carol.address, E("6"), await s(alice, E("4"), E("6")), await s(bob, E("4"), E("6"))),
+        hub.cooperativeSettle(
+          id,
+          alice.address,
+          E("4"),
+          carol.address,
+          E("6"),
+          await s(alice, E("4"), E("6")),
+          await s(bob, E("4"), E("6")),
+        ),
         hubErrors,
         "ChannelHubNotParticipant",
       );
@@ -389,10 +497,17 @@ describe("ChannelHub", function () {
       const byCarol = await signBalanceProof(carol, domain, id, 1n, E("1"));
       await expectRevert(close(byCarol), hubErrors, "ChannelHubInvalidSignature", [id, bob.address]);
       // alice's own proof is not bob's.
-      await expectRevert(close(await signBalanceProof(alice, domain, id, 1n, E("1"))), hubErrors, "ChannelHubInvalidSignature");
+      await expectRevert(
+        close(await signBalanceProof(alice, domain, id, 1n, E("1"))),
+        hubErrors,
+        "ChannelHubInvalidSignature",
+      );
       const b1 = await signBalanceProof(bob, domain, id, 1n, E("1"));
       await expectRevert(close(b1, carol), hubErrors, "ChannelHubNotParticipant", [id, carol.address]);
-      await expectRevert(close(b1, alice, carol.address), hubErrors, "ChannelHubNotParticipant", [id, carol.address]);
+      await expectRevert(close(b1, alice, carol.address), hubErrors, "ChannelHubNotParticipant", [
+        id,
+        carol.address,
+      ]);
       await expectRevert(
         hub.connect(alice).closeChannel(id, bob.address, 0n, balanceHash(1n), "0x"),
         hubErrors,
@@ -428,7 +543,10 @@ describe("ChannelHub", function () {
       const otherChain = await signBalanceProof(bob, hubDomain(f.deployment.hub, 1n), id, 1n, E("1"));
       await expectRevert(close(otherChain), hubErrors, "ChannelHubInvalidSignature");
       // Another hub deployment with the same channel id.
-      const hub2 = await new ChannelHub__factory(deployer).deploy(f.deployment.bridge, f.deployment.secretRegistry);
+      const hub2 = await new ChannelHub__factory(deployer).deploy(
+        f.deployment.bridge,
+        f.deployment.secretRegistry,
+      );
       const hub2Address = await hub2.getAddress();
       expect(await hub2.domainSeparator()).to.not.equal(await hub.domainSeparator());
       const forHub2 = await signBalanceProof(bob, hubDomain(hub2Address), id, 1n, E("1"));
@@ -444,12 +562,20 @@ describe("ChannelHub", function () {
       const a2 = await signBalanceProof(alice, domain, id, 2n, E("2"));
       await (await close(await signBalanceProof(bob, domain, id, 1n, E("1")))).wait();
       const contest = (p: TestProof, counter: string, closer = alice.address, nonCloser = bob.address) =>
-        hub.connect(carol).updateNonClosingBalanceProof(id, closer, nonCloser, p.nonce, p.balanceHash, p.signature, counter);
-      await expectRevert(contest(a3, await signUpdate(carol, domain, id, a3)), hubErrors, "ChannelHubInvalidSignature", [
-        id,
-        bob.address,
-      ]);
-      await expectRevert(contest(a3, await signUpdate(bob, domain, id, a2)), hubErrors, "ChannelHubInvalidSignature");
+        hub
+          .connect(carol)
+          .updateNonClosingBalanceProof(id, closer, nonCloser, p.nonce, p.balanceHash, p.signature, counter);
+      await expectRevert(
+        contest(a3, await signUpdate(carol, domain, id, a3)),
+        hubErrors,
+        "ChannelHubInvalidSignature",
+        [id, bob.address],
+      );
+      await expectRevert(
+        contest(a3, await signUpdate(bob, domain, id, a2)),
+        hubErrors,
+        "ChannelHubInvalidSignature",
+      );
       await expectRevert(
         contest(a3, await signUpdate(alice, domain, id, a3), bob.address, alice.address),
         hubErrors,
@@ -463,13 +589,25 @@ describe("ChannelHub", function () {
       );
       // A proof signed by bob passed off as alice's.
       const fake = await signBalanceProof(bob, domain, id, 5n, E("5"));
-      await expectRevert(contest(fake, await signUpdate(bob, domain, id, fake)), hubErrors, "ChannelHubInvalidSignature", [
-        id,
-        alice.address,
-      ]);
+      await expectRevert(
+        contest(fake, await signUpdate(bob, domain, id, fake)),
+        hubErrors,
+        "ChannelHubInvalidSignature",
+        [id, alice.address],
+      );
       await (await contest(a3, await signUpdate(bob, domain, id, a3))).wait();
-      await expectRevert(contest(a2, await signUpdate(bob, domain, id, a2)), hubErrors, "ChannelHubStaleNonce", [id, 3n, 2n]);
-      await expectRevert(contest(a3, await signUpdate(bob, domain, id, a3)), hubErrors, "ChannelHubStaleNonce", [id, 3n, 3n]);
+      await expectRevert(
+        contest(a2, await signUpdate(bob, domain, id, a2)),
+        hubErrors,
+        "ChannelHubStaleNonce",
+        [id, 3n, 2n],
+      );
+      await expectRevert(
+        contest(a3, await signUpdate(bob, domain, id, a3)),
+        hubErrors,
+        "ChannelHubStaleNonce",
+        [id, 3n, 3n],
+      );
       const stored = await hub.getParticipant(id, alice.address);
       expect(stored.nonce).to.equal(3n);
       expect(stored.balanceHash).to.equal(a3.balanceHash);
@@ -478,10 +616,12 @@ describe("ChannelHub", function () {
       const closedAt = (await hub.getChannel(id)).closedAt;
       // Last second of the window is still accepted for a contest; one later is not.
       await time.setNextBlockTimestamp(closedAt + TIMEOUT + 1n);
-      await expectRevert(contest(a4, await signUpdate(bob, domain, id, a4)), hubErrors, "ChannelHubContestWindowExpired", [
-        id,
-        closedAt + TIMEOUT,
-      ]);
+      await expectRevert(
+        contest(a4, await signUpdate(bob, domain, id, a4)),
+        hubErrors,
+        "ChannelHubContestWindowExpired",
+        [id, closedAt + TIMEOUT],
+      );
     });
 
     it("contest at the last second of the window succeeds; settle works from the next second", async function () {
@@ -493,10 +633,28 @@ describe("ChannelHub", function () {
       await (
         await hub
           .connect(carol)
-          .updateNonClosingBalanceProof(id, alice.address, bob.address, a1.nonce, a1.balanceHash, a1.signature, await signUpdate(bob, domain, id, a1))
+          .updateNonClosingBalanceProof(
+            id,
+            alice.address,
+            bob.address,
+            a1.nonce,
+            a1.balanceHash,
+            a1.signature,
+            await signUpdate(bob, domain, id, a1),
+          )
       ).wait();
       const settle = () =>
-        hub.settleChannel(id, alice.address, E("2"), 0n, ethers.ZeroHash, bob.address, E("1"), 0n, ethers.ZeroHash);
+        hub.settleChannel(
+          id,
+          alice.address,
+          E("2"),
+          0n,
+          ethers.ZeroHash,
+          bob.address,
+          E("1"),
+          0n,
+          ethers.ZeroHash,
+        );
       await (await settle()).wait();
       expect((await hub.getChannel(id)).state).to.equal(SETTLED);
     });
@@ -508,7 +666,10 @@ describe("ChannelHub", function () {
       await expectRevert(settle(0n, E("1")), hubErrors, "ChannelHubInvalidChannelState", [id, OPENED]);
       await (await close(await signBalanceProof(bob, domain, id, 1n, E("1")))).wait();
       const closedAt = (await hub.getChannel(id)).closedAt;
-      await expectRevert(settle(0n, E("1")), hubErrors, "ChannelHubSettleTimeoutNotExpired", [id, closedAt + TIMEOUT]);
+      await expectRevert(settle(0n, E("1")), hubErrors, "ChannelHubSettleTimeoutNotExpired", [
+        id,
+        closedAt + TIMEOUT,
+      ]);
       await time.increase(TIMEOUT + 1n);
       await expectRevert(settle(0n, E("2")), hubErrors, "ChannelHubInvalidBalanceData", [id, bob.address]);
       await expectRevert(settle(1n, E("1")), hubErrors, "ChannelHubInvalidBalanceData", [id, alice.address]);

@@ -89,7 +89,10 @@ export function hubDomain(hub: string, chainId: bigint = 31337n): ethers.TypedDa
 /** keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot)). */
 export function balanceHash(transferred: bigint, locked = 0n, locksRoot: string = ethers.ZeroHash): string {
   return ethers.keccak256(
-    ethers.AbiCoder.defaultAbiCoder().encode(["uint256", "uint256", "bytes32"], [transferred, locked, locksRoot]),
+    ethers.AbiCoder.defaultAbiCoder().encode(
+      ["uint256", "uint256", "bytes32"],
+      [transferred, locked, locksRoot],
+    ),
   );
 }
 

@@ -58,7 +58,13 @@ describe("chain/HubClient", function () {
     expect(closed.closingParticipant).to.equal(f.alice.address);
     expect(closed.closedAtSeconds).to.equal(await tower.latestTimestamp());
 
-    await tower.updateNonClosingBalanceProof(id, f.alice.address, f.bob.address, a2, await signUpdate(f.bob, f.domain, id, a2));
+    await tower.updateNonClosingBalanceProof(
+      id,
+      f.alice.address,
+      f.bob.address,
+      a2,
+      await signUpdate(f.bob, f.domain, id, a2),
+    );
     const stale = tower.updateNonClosingBalanceProof(
       id,
       f.alice.address,
@@ -79,7 +85,12 @@ describe("chain/HubClient", function () {
     const bobBefore = await tower.tokenBalance(token, f.bob.address);
     const settled = await tower.settleChannel(
       id,
-      { participant: f.alice.address, transferredAmount: E("9"), lockedAmount: 0n, locksRoot: ethers.ZeroHash },
+      {
+        participant: f.alice.address,
+        transferredAmount: E("9"),
+        lockedAmount: 0n,
+        locksRoot: ethers.ZeroHash,
+      },
       { participant: f.bob.address, transferredAmount: E("1"), lockedAmount: 0n, locksRoot: ethers.ZeroHash },
     );
     expect(settled.txHash).to.match(/^0x[0-9a-f]{64}$/);
@@ -95,7 +106,9 @@ describe("chain/HubClient", function () {
     const retry = await bob.setTotalDeposit(id, E("2")).catch((e: unknown) => e as Error);
     expect(retry).to.be.instanceOf(HubCallError);
     expect((retry as Error).message).to.contain("ChannelHubDepositNotIncreasing");
-    const again = await alice.openChannel(f.bob.address, ethers.ZeroAddress, 60).catch((e: unknown) => e as Error);
+    const again = await alice
+      .openChannel(f.bob.address, ethers.ZeroAddress, 60)
+      .catch((e: unknown) => e as Error);
     expect((again as Error).message).to.contain("ChannelHubChannelAlreadyOpen(1)");
     // The nonce manager recovered from the failed sends.
     await alice.setTotalDeposit(id, E("1"));
@@ -116,7 +129,9 @@ describe("chain/HubClient", function () {
     expect(results.map((r) => r.channelId).sort()).to.deep.equal([1n, 2n, 3n]);
     await Promise.all(results.map((r, i) => alice.setTotalDeposit(r.channelId, E(String(i + 1)))));
     for (const [i, r] of results.entries()) {
-      expect((await alice.getParticipant(r.channelId, f.alice.address)).totalDeposit).to.equal(E(String(i + 1)));
+      expect((await alice.getParticipant(r.channelId, f.alice.address)).totalDeposit).to.equal(
+        E(String(i + 1)),
+      );
     }
   });
 
@@ -128,6 +143,8 @@ describe("chain/HubClient", function () {
     const bad = join(dir, "bad.json");
     await writeFile(bad, JSON.stringify({ ...f.deployment, hub: "0x1234", chainId: 31337 }));
     const error = await readDeployment(bad).catch((e: unknown) => e as Error);
-    expect((error as Error).message).to.match(/invalid deployment .*chainId.*hub|invalid deployment .*hub.*chainId/);
+    expect((error as Error).message).to.match(
+      /invalid deployment .*chainId.*hub|invalid deployment .*hub.*chainId/,
+    );
   });
 });
