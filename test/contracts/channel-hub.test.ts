@@ -7,15 +7,21 @@ import {
   balanceHash,
   deployFixture,
   depositToken,
+  eventsOf,
   expectRevert,
   hubDomain,
   hubErrors,
+  lockedAmountOf,
+  lockFor,
+  locksRootOf,
+  newSecret,
   openChannel,
+  packLocks,
   signBalanceProof,
   signCooperativeSettle,
   signUpdate,
 } from "./helpers.js";
-import type { Fixture, TestProof } from "./helpers.js";
+import type { Fixture, TestLock, TestProof } from "./helpers.js";
 
 const E = (n: string) => ethers.parseEther(n);
 const TIMEOUT = 60n;
@@ -676,6 +682,292 @@ describe("ChannelHub", function () {
       await expectRevert(settle(0n, E("1"), carol.address), hubErrors, "ChannelHubNotParticipant");
       await (await settle(0n, E("1"))).wait();
       await expectRevert(settle(0n, E("1")), hubErrors, "ChannelHubInvalidChannelState", [id, SETTLED]);
+    });
+  });
+
+  describe("unlock (pending HTLC locks)", function () {
+    let id: bigint;
+    let tokenAddress: string;
+
+    beforeEach(async function () {
+      tokenAddress = await f.token.getAddress();
+      id = await openChannel(f.hub, f.alice.address, f.bob.address, tokenAddress);
+      await depositToken(f, f.alice, id, E("100"));
+      await depositToken(f, f.bob, id, E("50"));
+    });
+
+    /** bob closes with alice's proof, carol contests with bob's (alice counter-signs), carol settles. */
+    async function closeAndSettle(a: TestProof, b: TestProof | null) {
+      const { hub, alice, bob, carol, domain } = f;
+      await (
+        await hub.connect(bob).closeChannel(id, alice.address, a.nonce, a.balanceHash, a.signature)
+      ).wait();
+      if (b !== null) {
+        const counter = await signUpdate(alice, domain, id, b);
+        await (
+          await hub
+            .connect(carol)
+            .updateNonClosingBalanceProof(
+              id,
+              bob.address,
+              alice.address,
+              b.nonce,
+              b.balanceHash,
+              b.signature,
+              counter,
+            )
+        ).wait();
+      }
+      await time.increase(TIMEOUT + 1n);
+      const receipt = await (
+        await hub
+          .connect(carol)
+          .settleChannel(
+            id,
+            alice.address,
+            a.transferredAmount,
+            a.lockedAmount,
+            a.locksRoot,
+            bob.address,
+            b?.transferredAmount ?? 0n,
+            b?.lockedAmount ?? 0n,
+            b?.locksRoot ?? ethers.ZeroHash,
+          )
+      ).wait();
+      return eventsOf(receipt, hubErrors, "ChannelSettled").map((e) => [...e.args]);
+    }
+
+    /** Registers `secrets` in one block at `at` (seconds). */
+    async function registerAt(at: bigint, ...secrets: string[]) {
+      await time.setNextBlockTimestamp(at);
+      await (await f.registry.connect(f.carol).registerSecretBatch(secrets)).wait();
+    }
+
+    /** carol (a third party) unlocks; returns the ChannelUnlocked args. */
+    async function unlock(sender: string, receiver: string, locks: readonly TestLock[]) {
+      const receipt = await (
+        await f.hub.connect(f.carol).unlock(id, sender, receiver, packLocks(locks))
+      ).wait();
+      return eventsOf(receipt, hubErrors, "ChannelUnlocked").map((e) => [...e.args]);
+    }
+
+    const balances = async () => [
+      await f.token.balanceOf(f.alice.address),
+      await f.token.balanceOf(f.bob.address),
+    ];
+
+    it("settle keeps each side's locks; unlock pays locks registered in time to the receiver, the rest back (to the wei)", async function () {
+      const { hub, alice, bob, domain } = f;
+      const t0 = BigInt(await time.latest());
+      const [s1, s2, s3, s4, s5, sb1, sb2] = Array.from({ length: 7 }, newSecret) as [string, ...string[]];
+      const aliceLocks = [
+        lockFor(E("3"), t0 + 1000n, s1), // registered at t0+200: in time
+        lockFor(E("5"), t0 + 600n, s2!), // registered at t0+600 == expiration: too late
+        lockFor(E("2"), t0 + 1000n, s3!), // never registered
+        lockFor(E("1.5"), t0 + 700n, s4!), // registered at t0+699: the last second in time
+        lockFor(7n, t0 + 1000n, s5!), // 7 wei, registered at t0+200
+      ];
+      const bobLocks = [
+        lockFor(E("1"), t0 + 1000n, sb1!), // registered at t0+250: in time
+        lockFor(E("0.25"), t0 + 300n, sb2!), // registered at t0+400: too late
+      ];
+      const lockedA = E("11.5") + 7n;
+      const lockedB = E("1.25");
+      expect(lockedAmountOf(aliceLocks)).to.equal(lockedA);
+      const rootA = locksRootOf(aliceLocks);
+      const rootB = locksRootOf(bobLocks);
+      // The packed form: 96 bytes per lock, amount ‖ expiration ‖ secretHash.
+      const packed = packLocks(aliceLocks);
+      expect(ethers.dataLength(packed)).to.equal(5 * 96);
+      expect(ethers.dataSlice(packed, 96, 128)).to.equal(ethers.toBeHex(E("5"), 32));
+      expect(ethers.dataSlice(packed, 128, 160)).to.equal(ethers.toBeHex(t0 + 600n, 32));
+      expect(ethers.dataSlice(packed, 160, 192)).to.equal(ethers.sha256(s2!));
+
+      const a = await signBalanceProof(alice, domain, id, 4n, E("10"), lockedA, rootA);
+      const b = await signBalanceProof(bob, domain, id, 2n, E("4"), lockedB, rootB);
+      const [aliceBefore, bobBefore] = (await balances()) as [bigint, bigint];
+      // alice: net 100 + 4 - 10 = 94, minus her locked 11.5 + 7 wei; bob: net 50 + 10 - 4 = 56, minus 1.25.
+      expect(await closeAndSettle(a, b)).to.deep.equal([[id, E("82.5") - 7n, E("54.75"), false]]);
+      const [aliceSettled, bobSettled] = (await balances()) as [bigint, bigint];
+      expect(aliceSettled - aliceBefore).to.equal(E("82.5") - 7n);
+      expect(bobSettled - bobBefore).to.equal(E("54.75"));
+      expect([...(await hub.getLockedBalance(id, alice.address))]).to.deep.equal([lockedA, rootA]);
+      expect([...(await hub.getLockedBalance(id, bob.address))]).to.deep.equal([lockedB, rootB]);
+      expect(await f.bridge.balanceOf(f.deployment.hub, tokenAddress)).to.equal(lockedA + lockedB);
+
+      // Secrets may be registered after settlement: only registration time vs expiration counts.
+      await registerAt(t0 + 200n, s1, s5!);
+      await registerAt(t0 + 250n, sb1!);
+      await registerAt(t0 + 400n, sb2!);
+      await registerAt(t0 + 600n, s2!);
+      await registerAt(t0 + 699n, s4!);
+
+      expect(await unlock(alice.address, bob.address, aliceLocks)).to.deep.equal([
+        [id, alice.address, bob.address, rootA, E("4.5") + 7n, E("7")],
+      ]);
+      expect(await unlock(bob.address, alice.address, bobLocks)).to.deep.equal([
+        [id, bob.address, alice.address, rootB, E("1"), E("0.25")],
+      ]);
+      const [aliceAfter, bobAfter] = (await balances()) as [bigint, bigint];
+      expect(aliceAfter - aliceSettled).to.equal(E("7") + E("1"));
+      expect(bobAfter - bobSettled).to.equal(E("4.5") + 7n + E("0.25"));
+      // Everything deposited is paid out, nothing more.
+      expect(aliceAfter - aliceBefore + (bobAfter - bobBefore)).to.equal(E("150"));
+      expect(await f.bridge.balanceOf(f.deployment.hub, tokenAddress)).to.equal(0n);
+      expect([...(await hub.getLockedBalance(id, alice.address))]).to.deep.equal([0n, ethers.ZeroHash]);
+
+      // Never twice.
+      await expectRevert(
+        hub.unlock(id, alice.address, bob.address, packLocks(aliceLocks)),
+        hubErrors,
+        "ChannelHubNothingToUnlock",
+        [id, alice.address],
+      );
+    });
+
+    it("refuses reordered, tampered, incomplete or malformed locks, a wrong partner, and nothing kept", async function () {
+      const { hub, alice, bob, carol, domain } = f;
+      const t0 = BigInt(await time.latest());
+      const locks = [1n, 2n, 3n].map((n) => lockFor(E(String(n)), t0 + 1000n, newSecret()));
+      const root = locksRootOf(locks);
+      const a = await signBalanceProof(alice, domain, id, 1n, E("1"), E("6"), root);
+      const attempt = (packed: string, sender = alice.address, receiver = bob.address, channelId = id) =>
+        hub.connect(carol).unlock(channelId, sender, receiver, packed);
+      // Nothing is kept before settlement.
+      await expectRevert(attempt(packLocks(locks)), hubErrors, "ChannelHubNothingToUnlock", [
+        id,
+        alice.address,
+      ]);
+      await closeAndSettle(a, null);
+
+      const invalid = (packed: string) =>
+        expectRevert(attempt(packed), hubErrors, "ChannelHubInvalidLocks", [id, alice.address, root]);
+      const [l0, l1, l2] = locks as [TestLock, TestLock, TestLock];
+      await invalid(packLocks([l1, l0, l2])); // wrong order
+      await invalid(packLocks([l0, l1])); // one missing
+      await invalid(packLocks([l0, l1, l2, l2])); // one extra
+      await invalid(packLocks([{ ...l0, amount: l0.amount + 1n }, l1, l2])); // tampered amount
+      await invalid(packLocks([l0, { ...l1, expiration: l1.expiration + 1n }, l2])); // tampered expiration
+      await invalid(ethers.concat([packLocks(locks), "0x00"])); // not a multiple of 96 bytes
+      await invalid(ethers.dataSlice(packLocks(locks), 0, 3 * 96 - 1));
+      await invalid("0x"); // no locks only match a zero locksroot
+
+      await expectRevert(
+        attempt(packLocks(locks), alice.address, carol.address),
+        hubErrors,
+        "ChannelHubNotParticipant",
+        [id, carol.address],
+      );
+      await expectRevert(
+        attempt(packLocks(locks), alice.address, alice.address),
+        hubErrors,
+        "ChannelHubNotParticipant",
+        [id, alice.address],
+      );
+      await expectRevert(
+        attempt(packLocks(locks), carol.address, bob.address),
+        hubErrors,
+        "ChannelHubNotParticipant",
+        [id, carol.address],
+      );
+      await expectRevert(
+        attempt(packLocks(locks), alice.address, bob.address, id + 1n),
+        hubErrors,
+        "ChannelHubNotParticipant",
+      );
+      // bob had no locks: nothing was kept for him.
+      await expectRevert(attempt("0x", bob.address, alice.address), hubErrors, "ChannelHubNothingToUnlock", [
+        id,
+        bob.address,
+      ]);
+
+      // The right locks, by the sender herself; no secret registered, so all of it goes back to alice.
+      const before = await f.token.balanceOf(alice.address);
+      await (await hub.connect(alice).unlock(id, alice.address, bob.address, packLocks(locks))).wait();
+      expect((await f.token.balanceOf(alice.address)) - before).to.equal(E("6"));
+      await expectRevert(attempt(packLocks(locks)), hubErrors, "ChannelHubNothingToUnlock", [
+        id,
+        alice.address,
+      ]);
+    });
+
+    it("accepts 160 locks and refuses 161 even when they hash to the locksroot", async function () {
+      const { alice, bob, domain } = f;
+      const t0 = BigInt(await time.latest());
+      const secretsB = Array.from({ length: 160 }, newSecret);
+      const bobLocks = secretsB.map((s, i) => lockFor(BigInt(i + 1) * 1000n, t0 + 1000n, s));
+      const aliceLocks = Array.from({ length: 161 }, () => lockFor(1000n, t0 + 1000n, newSecret()));
+      const a = await signBalanceProof(alice, domain, id, 1n, 0n, 161_000n, locksRootOf(aliceLocks));
+      const b = await signBalanceProof(
+        bob,
+        domain,
+        id,
+        1n,
+        0n,
+        lockedAmountOf(bobLocks),
+        locksRootOf(bobLocks),
+      );
+      await closeAndSettle(a, b);
+
+      await expectRevert(
+        f.hub.unlock(id, alice.address, bob.address, packLocks(aliceLocks)),
+        hubErrors,
+        "ChannelHubInvalidLocks",
+        [id, alice.address, locksRootOf(aliceLocks)],
+      );
+      // The secrets of the even-indexed locks (amounts 1000, 3000, ...) are registered in time.
+      await registerAt(t0 + 500n, ...secretsB.filter((_, i) => i % 2 === 0));
+      const toAlice = bobLocks.filter((_, i) => i % 2 === 0).reduce((sum, l) => sum + l.amount, 0n);
+      expect(toAlice).to.equal(80n * 80n * 1000n);
+      const [aliceBefore, bobBefore] = (await balances()) as [bigint, bigint];
+      expect(await unlock(bob.address, alice.address, bobLocks)).to.deep.equal([
+        [id, bob.address, alice.address, locksRootOf(bobLocks), toAlice, lockedAmountOf(bobLocks) - toAlice],
+      ]);
+      const [aliceAfter, bobAfter] = (await balances()) as [bigint, bigint];
+      expect(aliceAfter - aliceBefore).to.equal(6_400_000n);
+      expect(bobAfter - bobBefore).to.equal(12_880_000n - 6_400_000n);
+    });
+
+    it("never pays more than the clamped locked amount, even for locks summing past uint256", async function () {
+      const { alice, bob, domain } = f;
+      const t0 = BigInt(await time.latest());
+      const secrets = [newSecret(), newSecret(), newSecret()];
+      const locks = [
+        lockFor(E("1"), t0 + 1000n, secrets[0]!),
+        lockFor(ethers.MaxUint256, t0 + 1000n, secrets[1]!),
+        lockFor(E("1"), t0 + 1000n, secrets[2]!),
+      ];
+      // alice transferred 98 of her 100 and signed 3 locked: only her remaining 2 can be kept.
+      const a = await signBalanceProof(alice, domain, id, 1n, E("98"), E("3"), locksRootOf(locks));
+      const [aliceBefore, bobBefore] = (await balances()) as [bigint, bigint];
+      expect(await closeAndSettle(a, null)).to.deep.equal([[id, 0n, E("148"), false]]);
+      expect((await f.hub.getLockedBalance(id, alice.address)).lockedAmount).to.equal(E("2"));
+      await registerAt(t0 + 500n, ...secrets);
+      expect(await unlock(alice.address, bob.address, locks)).to.deep.equal([
+        [id, alice.address, bob.address, locksRootOf(locks), E("2"), 0n],
+      ]);
+      const [aliceAfter, bobAfter] = (await balances()) as [bigint, bigint];
+      expect(aliceAfter - aliceBefore).to.equal(0n);
+      expect(bobAfter - bobBefore).to.equal(E("150"));
+      expect(await f.bridge.balanceOf(f.deployment.hub, tokenAddress)).to.equal(0n);
+    });
+
+    it("a locked amount kept with a zero locksroot goes back to the sender with no locks", async function () {
+      const { alice, bob, domain } = f;
+      const a = await signBalanceProof(alice, domain, id, 1n, E("1"), E("3"), ethers.ZeroHash);
+      await closeAndSettle(a, null);
+      const stray = [lockFor(E("3"), 1n, newSecret())];
+      await expectRevert(
+        f.hub.unlock(id, alice.address, bob.address, packLocks(stray)),
+        hubErrors,
+        "ChannelHubInvalidLocks",
+        [id, alice.address, ethers.ZeroHash],
+      );
+      const before = await f.token.balanceOf(alice.address);
+      expect(await unlock(alice.address, bob.address, [])).to.deep.equal([
+        [id, alice.address, bob.address, ethers.ZeroHash, 0n, E("3")],
+      ]);
+      expect((await f.token.balanceOf(alice.address)) - before).to.equal(E("3"));
     });
   });
 });

@@ -1,14 +1,20 @@
 /**
  * Test helpers for the contract suites: custom-error revert assertions (no hardhat-chai-matchers),
- * an independent EIP-712 signer for balance proofs (ethers TypedDataEncoder, not protocol/), and fixtures.
+ * an independent EIP-712 signer for balance proofs (ethers TypedDataEncoder, not protocol/), an independent
+ * lock packer (ethers solidityPacked/keccak256/sha256), and fixtures.
  */
 import hre from "hardhat";
 import { expect } from "chai";
 import { ethers } from "ethers";
 import { deployQrwp } from "../../chain/index.js";
 import type { Deployment } from "../../chain/index.js";
-import { Bridge__factory, ChannelHub__factory, TestToken__factory } from "../../typechain-types/index.js";
-import type { Bridge, ChannelHub, TestToken } from "../../typechain-types/index.js";
+import {
+  Bridge__factory,
+  ChannelHub__factory,
+  SecretRegistry__factory,
+  TestToken__factory,
+} from "../../typechain-types/index.js";
+import type { Bridge, ChannelHub, SecretRegistry, TestToken } from "../../typechain-types/index.js";
 
 /** Every hex string in an error that may be revert data (ethers and Hardhat nest it differently). */
 export function revertData(error: unknown, depth = 0, out: string[] = []): string[] {
@@ -169,6 +175,7 @@ export interface Fixture {
   deployer: ethers.Signer;
   bridge: Bridge;
   hub: ChannelHub;
+  registry: SecretRegistry;
   token: TestToken;
   alice: ethers.Wallet;
   bob: ethers.Wallet;
@@ -184,6 +191,7 @@ export async function deployFixture(): Promise<Fixture> {
   const deployment = await deployQrwp(deployer, { testToken: true });
   const bridge = Bridge__factory.connect(deployment.bridge, deployer);
   const hub = ChannelHub__factory.connect(deployment.hub, deployer);
+  const registry = SecretRegistry__factory.connect(deployment.secretRegistry, deployer);
   const token = TestToken__factory.connect(deployment.token ?? ethers.ZeroAddress, deployer);
   const alice = await fundedWallet();
   const bob = await fundedWallet();
@@ -194,6 +202,7 @@ export async function deployFixture(): Promise<Fixture> {
     deployer,
     bridge,
     hub,
+    registry,
     token,
     alice,
     bob,
@@ -223,3 +232,61 @@ export async function depositToken(f: Fixture, who: ethers.Wallet, channelId: bi
 
 export const hubErrors = ChannelHub__factory.createInterface();
 export const bridgeErrors = Bridge__factory.createInterface();
+
+/** A pending hash-time lock, as the hub packs it. */
+export interface TestLock {
+  amount: bigint;
+  expiration: bigint;
+  secretHash: string;
+}
+
+/** A random 32-byte secret, 0x-hex. */
+export function newSecret(): string {
+  return ethers.hexlify(ethers.randomBytes(32));
+}
+
+/** A lock of `amount` expiring at `expiration` for `secret` (secretHash = sha256(secret)). */
+export function lockFor(amount: bigint, expiration: bigint, secret: string): TestLock {
+  return { amount, expiration, secretHash: ethers.sha256(secret) };
+}
+
+/** concat(abi.encodePacked(amount, expiration, secretHash)), 96 bytes per lock. */
+export function packLocks(locks: readonly TestLock[]): string {
+  return ethers.concat(
+    locks.map((l) =>
+      ethers.solidityPacked(["uint256", "uint256", "bytes32"], [l.amount, l.expiration, l.secretHash]),
+    ),
+  );
+}
+
+/** keccak256(packed locks), bytes32(0) for none. */
+export function locksRootOf(locks: readonly TestLock[]): string {
+  return locks.length === 0 ? ethers.ZeroHash : ethers.keccak256(packLocks(locks));
+}
+
+/** Sum of the lock amounts (a balance proof's lockedAmount). */
+export function lockedAmountOf(locks: readonly TestLock[]): bigint {
+  return locks.reduce((sum, l) => sum + l.amount, 0n);
+}
+
+/** The events of `iface` in a receipt, decoded (others skipped). */
+export function eventsOf(
+  receipt: ethers.TransactionReceipt | null,
+  iface: ethers.Interface,
+  name: string,
+): ethers.LogDescription[] {
+  const out: ethers.LogDescription[] = [];
+  for (const log of receipt?.logs ?? []) {
+    const parsed = (() => {
+      try {
+        return iface.parseLog(log);
+      } catch {
+        return null;
+      }
+    })();
+    if (parsed?.name === name) out.push(parsed);
+  }
+  return out;
+}
+
+export const registryInterface = SecretRegistry__factory.createInterface();

@@ -5,7 +5,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { time } from "@nomicfoundation/hardhat-network-helpers";
 import { HubCallError, HubClient, readDeployment, writeDeployment } from "../../chain/index.js";
-import { deployFixture, signBalanceProof, signCooperativeSettle, signUpdate } from "./helpers.js";
+import {
+  deployFixture,
+  lockFor,
+  locksRootOf,
+  newSecret,
+  signBalanceProof,
+  signCooperativeSettle,
+  signUpdate,
+} from "./helpers.js";
 import type { Fixture } from "./helpers.js";
 
 const E = (n: string) => ethers.parseEther(n);
@@ -146,5 +154,62 @@ describe("chain/HubClient", function () {
     expect((error as Error).message).to.match(
       /invalid deployment .*chainId.*hub|invalid deployment .*hub.*chainId/,
     );
+    const { secretRegistry: _omitted, ...withoutRegistry } = f.deployment;
+    await writeFile(bad, JSON.stringify(withoutRegistry));
+    const missing = await readDeployment(bad).catch((e: unknown) => e as Error);
+    expect((missing as Error).message).to.contain("secretRegistry");
+  });
+
+  it("registers secrets, reads reveal times and kept locks, and unlocks pending locks", async function () {
+    const { channelId: id } = await alice.openChannel(f.bob.address, token, 30);
+    await alice.setTotalDeposit(id, E("10"));
+    const t0 = BigInt(await alice.latestTimestamp());
+    const [s1, s2, s3] = [newSecret(), newSecret(), newSecret()] as const;
+    const locks = [
+      lockFor(E("1"), t0 + 1000n, s1),
+      lockFor(E("2"), t0 + 1000n, s2),
+      lockFor(E("3"), t0 + 1000n, s3),
+    ];
+    const root = locksRootOf(locks);
+    const a1 = await signBalanceProof(f.alice, f.domain, id, 1n, E("1"), E("6"), root);
+    await bob.closeChannel(id, f.alice.address, a1);
+    await time.increase(31);
+    await tower.settleChannel(
+      id,
+      { participant: f.alice.address, transferredAmount: E("1"), lockedAmount: E("6"), locksRoot: root },
+      { participant: f.bob.address, transferredAmount: 0n, lockedAmount: 0n, locksRoot: ethers.ZeroHash },
+    );
+    expect(await bob.getLockedBalance(id, f.alice.address)).to.deep.equal({
+      lockedAmount: E("6"),
+      locksRoot: root,
+    });
+    expect(await bob.getLockedBalance(id, f.bob.address)).to.deep.equal({
+      lockedAmount: 0n,
+      locksRoot: ethers.ZeroHash,
+    });
+
+    const first = await bob.registerSecret(s1);
+    expect(first).to.deep.include({ secretHash: ethers.sha256(s1), registered: true });
+    expect(await tower.secretRevealedAt(ethers.sha256(s1))).to.equal(BigInt(await tower.latestTimestamp()));
+    expect((await bob.registerSecret(s1)).registered).to.equal(false);
+    const batch = await bob.registerSecretBatch([s1, s2]);
+    expect(batch).to.deep.include({ allRegistered: false, registeredSecretHashes: [ethers.sha256(s2)] });
+    expect(await tower.secretRevealedAt(ethers.sha256(s3))).to.equal(0n);
+
+    const bobBefore = await tower.tokenBalance(token, f.bob.address);
+    const aliceBefore = await tower.tokenBalance(token, f.alice.address);
+    const unlocked = await tower.unlock(id, f.alice.address, f.bob.address, locks);
+    expect(unlocked).to.deep.include({ unlockedAmount: E("3"), returnedAmount: E("3") });
+    expect((await tower.tokenBalance(token, f.bob.address)) - bobBefore).to.equal(E("3"));
+    expect((await tower.tokenBalance(token, f.alice.address)) - aliceBefore).to.equal(E("3"));
+
+    const again = await tower.unlock(id, f.alice.address, f.bob.address, locks).catch((e: unknown) => e);
+    expect(again).to.be.instanceOf(HubCallError);
+    expect((again as HubCallError).errorName).to.equal("ChannelHubNothingToUnlock");
+    const badSecret = await bob.registerSecret("0x1234").catch((e: unknown) => e);
+    expect(badSecret).to.be.instanceOf(HubCallError);
+    expect((badSecret as Error).message).to.match(/^SecretRegistry\.registerSecret failed/);
+    // The queue and the nonce manager still work after the failures.
+    expect((await bob.registerSecret(s3)).registered).to.equal(true);
   });
 });
