@@ -2,8 +2,9 @@
  * chain/: what the node and the watchtower share to talk to the chain.
  *
  * Owns the deployment record (addresses, chain id, deploy block; JSON with runtime validation), the
- * deployer of Bridge + SecretRegistry + ChannelHub (+ TestToken on devnets), and {@link HubClient}, the
- * typed, nonce-safe, serialised client of the ChannelHub and SecretRegistry. Contract bindings
+ * deployer of Bridge + SecretRegistry + ChannelHub (+ TestToken on devnets), {@link HubClient}, the typed,
+ * nonce-safe, serialised client of the ChannelHub and SecretRegistry, and {@link ChainEventFollower},
+ * which polls their logs in confirmed block ranges for the node and the watchtower. Contract bindings
  * come from TypeChain (`typechain-types/`). Imports protocol/ only (never node/, watchtower/ or devnet/).
  */
 export type { Deployment, DeployOptions } from "./deployment.js";
@@ -30,3 +31,18 @@ export type {
   UnlockResult,
 } from "./hub-client.js";
 export { HubCallError, HubClient } from "./hub-client.js";
+export type {
+  ChainEvent,
+  ChainEventBatch,
+  ChainEventFollowerInit,
+  ChainEventLogger,
+  ChainEventMeta,
+  ChannelClosedEvent,
+  ChannelNewDepositEvent,
+  ChannelOpenedEvent,
+  ChannelSettledEvent,
+  ChannelUnlockedEvent,
+  NonClosingBalanceProofUpdatedEvent,
+  SecretRevealedEvent,
+} from "./events.js";
+export { CHAIN_EVENT_TYPES, ChainEventFollower } from "./events.js";
