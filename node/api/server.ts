@@ -11,7 +11,8 @@ import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
 import { QrwpError, isQrwpError, type ErrorCode } from "../../protocol/index.js";
 import type { ChannelService, ChannelView } from "../channels/service.js";
-import type { PaymentRecord } from "../store/store.js";
+import type { PaymentService, RouteCandidate } from "../payments/service.js";
+import type { InvoiceRecord, MediatedPaymentRecord, PaymentRecord } from "../store/store.js";
 
 /** HTTP status for each error code. */
 const STATUS: Record<ErrorCode, number> = {
@@ -54,6 +55,8 @@ export interface ApiInfo {
 
 export interface ApiServerInit {
   service: ChannelService;
+  /** Multi-hop payments, routes and invoices; without it only direct payments are served. */
+  payments?: PaymentService;
   info: ApiInfo;
   token: string;
   log: Logger;
@@ -102,6 +105,9 @@ export function channelJson(c: ChannelView) {
     partnerBalance: c.partnerBalance.toString(),
     ourNonce: c.ourNonce.toString(),
     partnerNonce: c.partnerNonce.toString(),
+    ourLocked: c.ourLocked.toString(),
+    partnerLocked: c.partnerLocked.toString(),
+    pendingLocks: c.pendingLocks,
     closedAtSeconds: c.closedAtSeconds,
     closingParticipant: c.closingParticipant,
     totals: {
@@ -127,6 +133,63 @@ export function paymentJson(p: PaymentRecord) {
     createdAtMs: p.createdAtMs,
     completedAtMs: p.completedAtMs,
   };
+}
+
+/** A multi-hop payment as the API shows it (never the secret while pending). */
+export function mediatedPaymentJson(p: MediatedPaymentRecord) {
+  return {
+    paymentId: p.paymentId,
+    kind: "routed",
+    direction: "outgoing",
+    target: p.target,
+    token: p.token,
+    amount: p.amount.toString(),
+    fee: p.fee.toString(),
+    maxFee: p.maxFee === null ? null : p.maxFee.toString(),
+    paymentHash: p.secretHash,
+    preimage: p.status === "completed" ? p.secret : null,
+    status: p.status,
+    route: p.attempts.at(-1)?.route ?? [],
+    attempts: p.attempts,
+    error: p.errorCode ? { code: p.errorCode, message: p.errorMessage } : null,
+    createdAtMs: p.createdAtMs,
+    completedAtMs: p.completedAtMs,
+  };
+}
+
+/** An invoice as the API shows it (the secret stays inside the node). */
+export function invoiceJson(i: InvoiceRecord, payee: string) {
+  return {
+    paymentHash: i.paymentHash,
+    payee,
+    token: i.token,
+    amount: i.amount.toString(),
+    description: i.description,
+    status: i.status,
+    paidAmount: i.paidAmount.toString(),
+    createdAtMs: i.createdAtMs,
+    expiresAtMs: i.expiresAtMs,
+    paidAtMs: i.paidAtMs,
+  };
+}
+
+function routeJson(r: RouteCandidate) {
+  return {
+    fee: r.fee.toString(),
+    totalAmount: (r.hops[0]?.amount ?? 0n).toString(),
+    hops: r.hops.map((h) => ({
+      address: h.address,
+      channelId: h.channelId.toString(),
+      amount: h.amount.toString(),
+      expiration: h.expiration.toString(),
+      fee: h.fee.toString(),
+    })),
+  };
+}
+
+function requirePayments(payments: PaymentService | undefined): PaymentService {
+  if (!payments) throw new QrwpError("NOT_FOUND", "multi-hop payments are not enabled on this node");
+  return payments;
 }
 
 function tokenMatches(expected: string, header: string | undefined): boolean {
@@ -295,11 +358,26 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     async (req) => channelJson(await service.settle(BigInt(req.params.id))),
   );
 
-  app.post<{ Body: { target: string; token: string; amount: string; paymentId?: string } }>(
+  const paymentIdSchema = { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" } as const;
+  const bytes32 = { type: "string", pattern: "^0x[0-9a-fA-F]{64}$" } as const;
+
+  app.post<{
+    Body: {
+      target: string;
+      token: string;
+      amount: string;
+      paymentId?: string;
+      maxFee?: string;
+      timeoutSeconds?: number;
+      paymentHash?: string;
+      mode?: "auto" | "direct" | "routed";
+    };
+  }>(
     "/v1/payments",
     {
       schema: {
-        summary: "Pay a direct channel partner; returns when the partner acknowledged",
+        summary:
+          "Pay any node: directly over our channel with the target (mode auto/direct), else through mediators with HTLCs",
         body: {
           type: "object",
           required: ["target", "token", "amount"],
@@ -308,20 +386,51 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
             target: address,
             token: address,
             amount: positiveAmount,
-            paymentId: { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" },
+            paymentId: paymentIdSchema,
+            maxFee: amount,
+            timeoutSeconds: { type: "integer", minimum: 1, maximum: 86400 },
+            paymentHash: { ...bytes32, description: "pay an invoice (sha256 of the payee's secret)" },
+            mode: { type: "string", enum: ["auto", "direct", "routed"] },
           },
         },
       },
     },
     async (req, reply) => {
       const b = req.body;
-      const payment = await service.pay({
+      const mode = b.mode ?? "auto";
+      const direct =
+        mode === "direct" ||
+        (mode === "auto" && !b.paymentHash && service.openChannelWith(b.target, b.token) !== null);
+      if (direct) {
+        if (b.paymentHash) {
+          throw new QrwpError("INVALID_ARGUMENT", "a paymentHash needs a routed payment", {
+            field: "paymentHash",
+          });
+        }
+        const payment = await service.pay({
+          target: b.target,
+          token: b.token,
+          amount: BigInt(b.amount),
+          ...(b.paymentId ? { paymentId: b.paymentId } : {}),
+        });
+        return reply.status(201).send({ kind: "direct", fee: "0", ...paymentJson(payment) });
+      }
+      const p = await requirePayments(init.payments).pay({
         target: b.target,
         token: b.token,
         amount: BigInt(b.amount),
         ...(b.paymentId ? { paymentId: b.paymentId } : {}),
+        ...(b.maxFee !== undefined ? { maxFee: BigInt(b.maxFee) } : {}),
+        ...(b.timeoutSeconds ? { timeoutSeconds: b.timeoutSeconds } : {}),
+        ...(b.paymentHash ? { paymentHash: b.paymentHash } : {}),
       });
-      return reply.status(201).send(paymentJson(payment));
+      if (p.status === "failed") {
+        throw new QrwpError((p.errorCode ?? "NO_ROUTE") as ErrorCode, p.errorMessage ?? "payment failed", {
+          paymentId: p.paymentId,
+          attempts: p.attempts.length,
+        });
+      }
+      return reply.status(p.status === "completed" ? 201 : 202).send(mediatedPaymentJson(p));
     },
   );
 
@@ -329,15 +438,89 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     "/v1/payments/:id",
     {
       schema: {
-        summary: "One payment (outgoing first, else incoming) by id",
-        params: {
+        summary: "One payment by id: a routed payment (route, fees, attempts, failure) or a direct one",
+        params: { type: "object", required: ["id"], properties: { id: paymentIdSchema } },
+      },
+    },
+    async (req) => {
+      const routed = init.payments?.getPayment(req.params.id);
+      if (routed) return mediatedPaymentJson(routed);
+      return { kind: "direct", ...paymentJson(service.getPayment(req.params.id)) };
+    },
+  );
+
+  app.get<{ Querystring: { target: string; token: string; amount: string; maxFee?: string; k?: number } }>(
+    "/v1/routes",
+    {
+      schema: {
+        summary: "Routes to a target for an amount, best first, with per-hop amounts, expirations and fees",
+        querystring: {
           type: "object",
-          required: ["id"],
-          properties: { id: { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" } },
+          required: ["target", "token", "amount"],
+          additionalProperties: false,
+          properties: {
+            target: address,
+            token: address,
+            amount: positiveAmount,
+            maxFee: amount,
+            k: { type: "integer", minimum: 1, maximum: 10 },
+          },
         },
       },
     },
-    async (req) => paymentJson(service.getPayment(req.params.id)),
+    async (req) => {
+      const q = req.query;
+      const routes = requirePayments(init.payments).findRoutes(
+        q.target,
+        q.token,
+        BigInt(q.amount),
+        q.maxFee !== undefined ? BigInt(q.maxFee) : null,
+        q.k ?? 3,
+      );
+      return { routes: routes.map(routeJson) };
+    },
+  );
+
+  app.post<{ Body: { token: string; amount: string; description?: string; expirySeconds?: number } }>(
+    "/v1/invoices",
+    {
+      schema: {
+        summary: "Create an invoice: a payment hash whose secret this node reveals when paid",
+        body: {
+          type: "object",
+          required: ["token", "amount"],
+          additionalProperties: false,
+          properties: {
+            token: address,
+            amount: positiveAmount,
+            description: { type: "string", maxLength: 512 },
+            expirySeconds: { type: "integer", minimum: 1, maximum: 2592000 },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const b = req.body;
+      const invoice = requirePayments(init.payments).createInvoice({
+        token: b.token,
+        amount: BigInt(b.amount),
+        ...(b.description !== undefined ? { description: b.description } : {}),
+        ...(b.expirySeconds ? { expirySeconds: b.expirySeconds } : {}),
+      });
+      return reply.status(201).send(invoiceJson(invoice, info.address));
+    },
+  );
+
+  app.get<{ Params: { paymentHash: string } }>(
+    "/v1/invoices/:paymentHash",
+    {
+      schema: {
+        summary: "One invoice and whether it was paid",
+        params: { type: "object", required: ["paymentHash"], properties: { paymentHash: bytes32 } },
+      },
+    },
+    async (req) =>
+      invoiceJson(requirePayments(init.payments).getInvoice(req.params.paymentHash), info.address),
   );
 
   return app;

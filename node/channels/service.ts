@@ -14,27 +14,44 @@ import { Queue } from "@libp2p/utils";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
+  EMPTY_CHANNEL_END,
   EMPTY_LOCKS_ROOT,
   QrwpError,
   assertArgument,
+  balanceDataOf,
   balanceHash,
+  checkProofMatches,
   cooperativeSettleDigest,
+  decodeEnvelope,
+  distributableAmount,
+  encodeEnvelope,
+  findLock,
   isQrwpError,
+  lockedAmountOf,
   recoverDigestSigner,
+  secretHashOf,
   signBalanceProof,
   signBalanceProofUpdate,
   signDigest,
   verifyBalanceProof,
+  withDirect,
+  withLock,
+  withUnlock,
+  withoutLock,
   type BalanceProof,
+  type ChannelEnd,
   type ChannelMessage,
-  type DirectTransfer,
+  type ErrorCode,
+  type Lock,
+  type LockedTransfer,
   type NodeKeys,
   type SignedBalanceProof,
+  type TransferDescription,
 } from "../../protocol/index.js";
 import type { Deployment, HubClient } from "../../chain/index.js";
 import type { ChannelTransport, RemotePeer } from "../p2p/channel-transport.js";
 import { errorFields } from "../p2p/channel-transport.js";
-import type { ChannelRecord, NodeStore, PaymentRecord } from "../store/store.js";
+import type { ChannelRecord, NodeStore, PaymentRecord, StoredProof } from "../store/store.js";
 
 /** Default settle timeout for channels we open (seconds of block.timestamp). */
 export const DEFAULT_SETTLE_TIMEOUT_SECONDS = 3600;
@@ -52,6 +69,33 @@ export interface ChannelServiceInit {
   chainPollMs?: number;
 }
 
+/**
+ * What the payments layer (node/payments) plugs into the channel layer: it owns the mediated-transfer
+ * state machines; the channel layer owns balance proofs. Hooks named `*Received` run inside the store
+ * transaction that accepts the partner's proof and return work to run after the reply is sent.
+ */
+export interface TransferHooks {
+  lockReceived(
+    msg: LockedTransfer,
+    channel: { channelId: bigint; partner: string; token: string },
+  ): () => void;
+  unlockReceived(
+    channelId: bigint,
+    partner: string,
+    secretHash: string,
+    secret: string,
+    lock: Lock,
+  ): () => void;
+  lockExpiredReceived(channelId: bigint, partner: string, secretHash: string): () => void;
+  /** May the partner remove its lock now (it expired, or we declined it), given we do not know its secret? */
+  mayRemoveLock(channelId: bigint, partner: string, lock: Lock, nowSeconds: bigint): boolean;
+  /** Handles RevealSecret / SecretRequest / TransferFailed requests. */
+  request(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage>;
+}
+
+/** Outcome of sending one balance proof to the partner. */
+export type ProofDelivery = { ok: true; nonce: bigint } | { ok: false; code: string; message: string };
+
 /** A channel with derived balances, as the API shows it. Amounts are token base units. */
 export interface ChannelView {
   channelId: bigint;
@@ -65,6 +109,10 @@ export interface ChannelView {
   partnerBalance: bigint;
   ourNonce: bigint;
   partnerNonce: bigint;
+  /** Sum of our pending locks / the partner's pending locks (base units). */
+  ourLocked: bigint;
+  partnerLocked: bigint;
+  pendingLocks: { ours: number; partner: number };
   closedAtSeconds: number | null;
   closingParticipant: string | null;
   totals: { sent: bigint; received: bigint; sentCount: number; receivedCount: number };
@@ -91,10 +139,14 @@ export interface PayParams {
 /** In-memory view of a channel's balance proofs; always equal to what the store holds. */
 interface Live {
   record: ChannelRecord;
-  /** Our highest-nonce balance proof (the next one uses nonce + 1). */
-  ourLatest: SignedBalanceProof | null;
-  /** What the partner has accepted from us: transferredAmount of our last acknowledged proof. */
-  ourTransferred: bigint;
+  /** Our state as of our last acknowledged proof: what the next proof builds on. */
+  ourEnd: ChannelEnd;
+  /** Highest nonce we ever signed (acknowledged, refused or pending); the next proof uses + 1. */
+  ourLatestNonce: bigint;
+  /** Our proofs sent but not yet acknowledged or refused (normally at most one). */
+  ourPending: StoredProof[];
+  /** The partner's state as of its latest accepted proof. */
+  partnerEnd: ChannelEnd;
   /** The partner's highest-nonce balance proof we accepted. */
   partnerLatest: SignedBalanceProof | null;
   /** Outgoing queue: every change to OUR balance proofs on this channel runs here, one at a time. */
@@ -116,6 +168,7 @@ export class ChannelService {
   readonly #chainPollMs: number;
   readonly #live = new Map<string, Live>();
   #pollTimer: NodeJS.Timeout | undefined;
+  #hooks: TransferHooks | undefined;
   #polling = false;
   #stopped = false;
 
@@ -147,10 +200,7 @@ export class ChannelService {
       this.#log.debug({ peer: address, peerId }, "peer session");
     };
     for (const live of this.#live.values()) {
-      if (
-        live.record.state === "opened" &&
-        this.#store.pendingOutgoingPayments(live.record.channelId).length > 0
-      ) {
+      if (live.record.state === "opened" && live.ourPending.length > 0) {
         void live.queue
           .add(() => this.#resendPending(live))
           .catch((err: unknown) =>
@@ -171,13 +221,15 @@ export class ChannelService {
   }
 
   #load(record: ChannelRecord): Live {
-    const ourLatest = this.#store.latestBalanceProof(record.channelId, this.address);
-    const acked = this.#store.latestAcknowledgedTransferred(record.channelId, this.address);
+    const acked = this.#store.latestStoredProof(record.channelId, this.address, "acked");
+    const partner = this.#store.latestStoredProof(record.channelId, record.partner);
     const live: Live = {
       record,
-      ourLatest,
-      ourTransferred: acked,
-      partnerLatest: this.#store.latestBalanceProof(record.channelId, record.partner),
+      ourEnd: acked ? endOf(acked) : EMPTY_CHANNEL_END,
+      ourLatestNonce: this.#store.latestBalanceProof(record.channelId, this.address)?.proof.nonce ?? 0n,
+      ourPending: this.#store.pendingProofs(record.channelId, this.address),
+      partnerEnd: partner ? endOf(partner) : EMPTY_CHANNEL_END,
+      partnerLatest: partner?.signed ?? null,
       queue: new Queue<unknown>({ concurrency: 1 }),
       closing: this.#store.getMeta(cosignedKey(record.channelId)) !== null,
     };
@@ -200,15 +252,17 @@ export class ChannelService {
     sentTransferred: bigint;
     receivedTransferred: bigint;
   } {
-    // Capacity counts our latest signed proof as spent even before it is acknowledged (conservative).
-    const sentTransferred = live.ourLatest?.proof.transferredAmount ?? 0n;
-    const spent = sentTransferred > live.ourTransferred ? sentTransferred : live.ourTransferred;
-    const receivedTransferred = live.partnerLatest?.proof.transferredAmount ?? 0n;
+    // What we can send counts an unacknowledged proof as spent (conservative): the worse of acked and pending.
+    let ourBalance = distributableAmount(live.record.ourDeposit, live.ourEnd, live.partnerEnd);
+    for (const p of live.ourPending) {
+      const b = distributableAmount(live.record.ourDeposit, endOf(p), live.partnerEnd);
+      if (b < ourBalance) ourBalance = b;
+    }
     return {
-      ourBalance: live.record.ourDeposit - spent + receivedTransferred,
-      partnerBalance: live.record.partnerDeposit - receivedTransferred + live.ourTransferred,
-      sentTransferred: live.ourTransferred,
-      receivedTransferred,
+      ourBalance,
+      partnerBalance: distributableAmount(live.record.partnerDeposit, live.partnerEnd, live.ourEnd),
+      sentTransferred: live.ourEnd.transferredAmount,
+      receivedTransferred: live.partnerEnd.transferredAmount,
     };
   }
 
@@ -225,12 +279,30 @@ export class ChannelService {
       partnerDeposit: r.partnerDeposit,
       ourBalance: b.ourBalance,
       partnerBalance: b.partnerBalance,
-      ourNonce: live.ourLatest?.proof.nonce ?? 0n,
+      ourNonce: live.ourLatestNonce,
       partnerNonce: live.partnerLatest?.proof.nonce ?? 0n,
+      ourLocked: lockedAmountOf(live.ourEnd.locks),
+      partnerLocked: lockedAmountOf(live.partnerEnd.locks),
+      pendingLocks: { ours: live.ourEnd.locks.length, partner: live.partnerEnd.locks.length },
       closedAtSeconds: r.closedAtSeconds,
       closingParticipant: r.closingParticipant,
       totals: this.#store.paymentTotals(r.channelId),
     };
+  }
+
+  /** The open channel with `partner` for `token`, or null. */
+  openChannelWith(partner: string, token: string): ChannelView | null {
+    const live = [...this.#live.values()].find(
+      (l) =>
+        eqAddr(l.record.partner, partner) && eqAddr(l.record.token, token) && l.record.state === "opened",
+    );
+    return live && !live.closing ? this.#view(live) : null;
+  }
+
+  /** The partner's pending lock with this secret hash on a channel (what we may claim), or undefined. */
+  partnerLock(channelId: bigint, secretHash: string): Lock | undefined {
+    const live = this.#live.get(channelId.toString());
+    return live ? findLock(live.partnerEnd, secretHash) : undefined;
   }
 
   /** Every channel the node knows (any state) with derived balances in token base units. */
@@ -394,109 +466,253 @@ export class ChannelService {
         paymentId,
       });
     }
-    return (await live.queue.add(() => this.#payLocked(live, paymentId, params.amount))) as PaymentRecord;
+    return (await live.queue.add(async () => {
+      const payment: PaymentRecord = {
+        paymentId,
+        direction: "outgoing",
+        channelId: live.record.channelId,
+        partner: live.record.partner,
+        token: live.record.token,
+        amount: params.amount,
+        nonce: 0n,
+        status: "pending",
+        errorCode: null,
+        errorMessage: null,
+        createdAtMs: Date.now(),
+        completedAtMs: null,
+      };
+      const result = await this.#sendProof(
+        live,
+        (end) => withDirect(end, params.amount),
+        (balanceProof) => ({ type: "DirectTransfer", paymentId, amount: params.amount, balanceProof }),
+        (nonce) => this.#store.insertPayment({ ...payment, nonce }),
+      );
+      if (!result.ok && this.#store.getPayment(paymentId) === null) {
+        throw new QrwpError(result.code as ErrorCode, result.message, { paymentId }); // never sent
+      }
+      if (!result.ok) {
+        throw new QrwpError(
+          "PEER_REJECTED",
+          `partner refused the transfer: ${result.code}: ${result.message}`,
+          {
+            paymentId,
+            peerCode: result.code,
+          },
+        );
+      }
+      return this.#store.getPayment(paymentId) as PaymentRecord;
+    })) as PaymentRecord;
   }
 
-  async #payLocked(live: Live, paymentId: string, amount: bigint): Promise<PaymentRecord> {
-    if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
+  /**
+   * Sends a LockedTransfer adding `lock` on the channel (serialized with every other proof on it).
+   * @returns the delivery outcome; `ok: false` means the partner refused it (no lock exists).
+   * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY | TOO_MANY_LOCKS before
+   *   anything is sent; PEER_OFFLINE | HANDSHAKE_FAILED | TIMEOUT when the outcome is unknown (the proof
+   *   stays pending and is re-sent before the next one).
+   */
+  async sendLockedTransfer(
+    channelId: bigint,
+    lock: Lock,
+    transfer: TransferDescription,
+  ): Promise<ProofDelivery> {
+    const live = this.#get(channelId);
+    return (await live.queue.add(() =>
+      this.#sendProof(
+        live,
+        (end) => withLock(end, lock),
+        (balanceProof) => ({
+          type: "LockedTransfer",
+          paymentId: transfer.paymentId,
+          initiator: transfer.initiator,
+          target: transfer.target,
+          lock,
+          route: transfer.route,
+          initiatorMultiaddrs: transfer.initiatorMultiaddrs,
+          balanceProof,
+        }),
+      ),
+    )) as ProofDelivery;
+  }
+
+  /**
+   * Pays our pending lock for `sha256(secret)` off-chain (Unlock). A lock that is no longer pending is a no-op.
+   * @throws as {@link sendLockedTransfer} when the outcome is unknown.
+   */
+  async sendUnlock(channelId: bigint, secret: string, paymentId: string): Promise<ProofDelivery> {
+    const live = this.#get(channelId);
+    const secretHash = secretHashOf(secret);
+    return (await live.queue.add(async () => {
+      await this.#resendPending(live);
+      if (!findLock(live.ourEnd, secretHash)) return { ok: true, nonce: live.ourLatestNonce };
+      return this.#sendProof(
+        live,
+        (end) => withUnlock(end, secretHash),
+        (balanceProof) => ({ type: "Unlock", paymentId, secret, balanceProof }),
+        undefined,
+        true,
+      );
+    })) as ProofDelivery;
+  }
+
+  /** Removes our pending lock for `secretHash` (LockExpired). A lock no longer pending is a no-op. */
+  async sendLockExpired(channelId: bigint, secretHash: string): Promise<ProofDelivery> {
+    const live = this.#get(channelId);
+    return (await live.queue.add(async () => {
+      await this.#resendPending(live);
+      if (!findLock(live.ourEnd, secretHash)) return { ok: true, nonce: live.ourLatestNonce };
+      return this.#sendProof(
+        live,
+        (end) => withoutLock(end, secretHash),
+        (balanceProof) => ({ type: "LockExpired", secretHash, balanceProof }),
+        undefined,
+        true,
+      );
+    })) as ProofDelivery;
+  }
+
+  /**
+   * The one path for our balance proofs (run inside the channel's queue): re-sends what is pending, builds
+   * the next end from our acknowledged one, checks capacity, signs, persists the proof with the message that
+   * carries it (plus `persist`'s writes, in one transaction), sends it and records the partner's answer.
+   */
+  async #sendProof(
+    live: Live,
+    next: (end: ChannelEnd) => ChannelEnd,
+    message: (balanceProof: SignedBalanceProof) => ChannelMessage,
+    persist?: (nonce: bigint) => void,
+    allowClosing = false,
+  ): Promise<ProofDelivery> {
+    if (live.record.state !== "opened" || (live.closing && !allowClosing))
+      throw this.#stateError(live, "opened");
     await this.#resendPending(live);
-    if (this.#balances(live).ourBalance < amount) {
+    let end = next(live.ourEnd);
+    if (distributableAmount(live.record.ourDeposit, end, live.partnerEnd) < 0n) {
       await this.#refreshDeposits(live);
-      const { ourBalance } = this.#balances(live);
-      if (ourBalance < amount) {
-        throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${ourBalance} is less than amount ${amount}`, {
+      end = next(live.ourEnd);
+      const balance = distributableAmount(live.record.ourDeposit, live.ourEnd, live.partnerEnd);
+      if (distributableAmount(live.record.ourDeposit, end, live.partnerEnd) < 0n) {
+        throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${balance} is too low for this transfer`, {
           channelId: live.record.channelId.toString(),
-          balance: ourBalance.toString(),
-          amount: amount.toString(),
+          balance: balance.toString(),
         });
       }
     }
+    // Reach the partner before anything is signed or stored: an offline partner is a clean failure.
+    if (!this.#transport.isConnected(live.record.partner)) {
+      const target = this.#target(live.record.partner);
+      try {
+        if (!target) throw new QrwpError("PEER_OFFLINE", "partner's address is unknown");
+        await this.#transport.connect(live.record.partner, target);
+      } catch (err) {
+        const e = isQrwpError(err) ? err : null;
+        return { ok: false, code: e?.code ?? "PEER_OFFLINE", message: e?.message ?? "partner unreachable" };
+      }
+    }
+    const nonce = live.ourLatestNonce + 1n;
+    end = { ...end, nonce };
     const proof: BalanceProof = {
       chainId: BigInt(this.#deployment.chainId),
       hub: this.#deployment.hub,
       channelId: live.record.channelId,
-      nonce: (live.ourLatest?.proof.nonce ?? 0n) + 1n,
-      transferredAmount: live.ourTransferred + amount,
-      lockedAmount: 0n,
-      locksRoot: EMPTY_LOCKS_ROOT,
+      nonce,
+      ...balanceDataOf(end),
     };
     const signed = signBalanceProof(proof, this.#keys);
-    const payment: PaymentRecord = {
-      paymentId,
-      direction: "outgoing",
-      channelId: live.record.channelId,
-      partner: live.record.partner,
-      token: live.record.token,
-      amount,
-      nonce: proof.nonce,
-      status: "pending",
-      errorCode: null,
-      errorMessage: null,
-      createdAtMs: Date.now(),
-      completedAtMs: null,
-    };
-    // Durable before send: the proof and the pending payment commit together.
+    const body = message(signed);
+    const encoded = encodeEnvelope({ id: 0, body });
+    // Durable before send: the proof, its locks, the message and the caller's records commit together.
     this.#store.transaction(() => {
-      this.#store.insertBalanceProof(this.address, signed);
-      this.#store.insertPayment(payment);
+      this.#store.insertBalanceProof(this.address, signed, {
+        locks: end.locks,
+        status: "pending",
+        message: encoded,
+      });
+      persist?.(nonce);
     });
-    live.ourLatest = signed;
-    await this.#deliver(live, payment, signed);
-    return this.#store.getPayment(paymentId) as PaymentRecord;
+    const stored: StoredProof = { signed, locks: end.locks, status: "pending", message: encoded };
+    live.ourLatestNonce = nonce;
+    live.ourPending.push(stored);
+    return this.#deliver(live, stored, body);
   }
 
-  /** Sends one pending transfer and records the outcome. Throws (payment stays pending) if no reply came. */
-  async #deliver(live: Live, payment: PaymentRecord, signed: SignedBalanceProof): Promise<void> {
-    const message: DirectTransfer = {
+  /** Sends one pending proof and records the outcome. Throws (the proof stays pending) if no reply came. */
+  async #deliver(live: Live, stored: StoredProof, body: ChannelMessage): Promise<ProofDelivery> {
+    const nonce = stored.signed.proof.nonce;
+    let reply: ChannelMessage;
+    try {
+      reply = await this.#transport.request(live.record.partner, body, this.#target(live.record.partner));
+    } catch (err) {
+      // Outcome unknown: the proof stays pending and is re-sent before the next one (and by the poller).
+      const e = isQrwpError(err) ? err : null;
+      throw new QrwpError(
+        e?.code ?? "TIMEOUT",
+        `${body.type} not acknowledged: ${e?.message ?? String(err)}`,
+        { channelId: live.record.channelId.toString(), nonce: nonce.toString(), pending: true },
+        { cause: err },
+      );
+    }
+    live.ourPending = live.ourPending.filter((p) => p !== stored);
+    const payment = body.type === "DirectTransfer" ? body.paymentId : null;
+    if (reply.type === "Processed" && reply.nonce === nonce && reply.channelId === live.record.channelId) {
+      this.#store.transaction(() => {
+        this.#store.setProofStatus(live.record.channelId, this.address, nonce, "acked");
+        if (payment) this.#store.finishOutgoingPayment(payment, "completed");
+      });
+      live.ourEnd = endOf(stored);
+      return { ok: true, nonce };
+    }
+    // Refused: the partner did not store this proof. The next proof (nonce + 1) builds on the acknowledged
+    // end. The partner still has the bytes of the refused proof; an honest partner never uses it and a
+    // dishonest one gains at most this proof's increment (see docs/DECISIONS.md).
+    const code = reply.type === "Error" ? reply.code : "INVALID_MESSAGE";
+    const text = reply.type === "Error" ? reply.message : `unexpected reply ${reply.type}`;
+    this.#store.transaction(() => {
+      this.#store.setProofStatus(live.record.channelId, this.address, nonce, "refused");
+      if (payment) this.#store.finishOutgoingPayment(payment, "failed", { code, message: text });
+    });
+    this.#log.warn(
+      {
+        channelId: live.record.channelId.toString(),
+        type: body.type,
+        nonce: nonce.toString(),
+        peerCode: code,
+      },
+      "partner refused balance proof",
+    );
+    return { ok: false, code, message: text };
+  }
+
+  /** Re-sends unacknowledged proofs in nonce order (after a restart or a lost reply). */
+  async #resendPending(live: Live): Promise<void> {
+    for (const stored of [...live.ourPending]) {
+      const body = stored.message
+        ? decodeEnvelope(stored.message).body
+        : this.#legacyDirectTransfer(live, stored);
+      this.#log.info(
+        {
+          channelId: live.record.channelId.toString(),
+          type: body.type,
+          nonce: stored.signed.proof.nonce.toString(),
+        },
+        "re-sending unacknowledged balance proof",
+      );
+      await this.#deliver(live, stored, body);
+    }
+  }
+
+  /** A schema-v1 pending direct payment has no stored message: rebuild it from the payment row. */
+  #legacyDirectTransfer(live: Live, stored: StoredProof): ChannelMessage {
+    const payment = this.#store
+      .pendingOutgoingPayments(live.record.channelId)
+      .find((p) => p.nonce === stored.signed.proof.nonce);
+    if (!payment) throw new QrwpError("INTERNAL", "pending proof without its message or payment");
+    return {
       type: "DirectTransfer",
       paymentId: payment.paymentId,
       amount: payment.amount,
-      balanceProof: signed,
+      balanceProof: stored.signed,
     };
-    const reply = await this.#transport.request(
-      live.record.partner,
-      message,
-      this.#target(live.record.partner),
-    );
-    if (
-      reply.type === "Processed" &&
-      reply.nonce === signed.proof.nonce &&
-      reply.channelId === live.record.channelId
-    ) {
-      this.#store.finishOutgoingPayment(payment.paymentId, "completed");
-      live.ourTransferred = signed.proof.transferredAmount;
-      return;
-    }
-    // Refused: the partner did not store this proof. The next proof (nonce + 1) builds on what the
-    // partner acknowledged (ourTransferred). The partner still has the bytes of the refused proof; an honest
-    // partner never uses it and a dishonest one gains at most `amount` (see docs/DECISIONS.md).
-    const code = reply.type === "Error" ? reply.code : "INVALID_MESSAGE";
-    const message2 = reply.type === "Error" ? reply.message : `unexpected reply ${reply.type}`;
-    this.#store.finishOutgoingPayment(payment.paymentId, "failed", { code, message: message2 });
-    this.#log.warn({ paymentId: payment.paymentId, peerCode: code }, "partner refused transfer");
-    throw new QrwpError("PEER_REJECTED", `partner refused the transfer: ${code}: ${message2}`, {
-      paymentId: payment.paymentId,
-      peerCode: code,
-    });
-  }
-
-  /** Re-sends unacknowledged transfers in nonce order (after a restart or a lost reply). */
-  async #resendPending(live: Live): Promise<void> {
-    for (const payment of this.#store.pendingOutgoingPayments(live.record.channelId)) {
-      const signed = this.#store.balanceProofAt(live.record.channelId, this.address, payment.nonce);
-      if (!signed)
-        throw new QrwpError("INTERNAL", `missing balance proof for pending payment ${payment.paymentId}`);
-      this.#log.info(
-        { paymentId: payment.paymentId, nonce: payment.nonce.toString() },
-        "re-sending unacknowledged transfer",
-      );
-      try {
-        await this.#deliver(live, payment, signed);
-      } catch (err) {
-        if (isQrwpError(err) && err.code === "PEER_REJECTED") continue;
-        throw err;
-      }
-    }
   }
 
   async #refreshDeposits(live: Live): Promise<void> {
@@ -536,6 +752,7 @@ export class ChannelService {
 
   async #cooperativeSettle(live: Live): Promise<void> {
     await this.#resendPending(live);
+    this.#assertNoLocks(live);
     await this.#refreshDeposits(live);
     const onchain = await this.#hub.getChannel(live.record.channelId);
     const amounts = this.#settleAmounts(live, onchain.participant1, onchain.participant2);
@@ -728,10 +945,21 @@ export class ChannelService {
     this.#polling = true;
     try {
       for (const live of this.#live.values()) {
-        if (live.record.state === "settled") continue;
+        if (live.record.state === "settled") {
+          if (this.#store.getMeta(`unlocked:${live.record.channelId}`) === null) {
+            await this.#unlockSettled(live).catch((err: unknown) =>
+              this.#log.warn(
+                { channelId: live.record.channelId.toString(), err: errorFields(err) },
+                "unlock failed; will retry",
+              ),
+            );
+          }
+          continue;
+        }
         try {
           if (live.record.state === "opened") {
             await live.queue.add(() => this.#syncFromChain(live));
+            if (live.ourPending.length > 0) await live.queue.add(() => this.#resendPending(live));
           } else if (live.record.state === "closed") {
             await live.queue.add(() => this.#syncFromChain(live));
             const now = await this.#hub.latestTimestamp();
@@ -769,6 +997,60 @@ export class ChannelService {
     }
   }
 
+  /** A cooperative settle pays no locks: refuse it while any lock is pending in either direction. */
+  #assertNoLocks(live: Live): void {
+    if (live.ourEnd.locks.length > 0 || live.partnerEnd.locks.length > 0) {
+      throw new QrwpError(
+        "CHANNEL_STATE",
+        "locks are pending on this channel: wait for them or close unilaterally",
+        {
+          channelId: live.record.channelId.toString(),
+          ourLocks: live.ourEnd.locks.length,
+          partnerLocks: live.partnerEnd.locks.length,
+        },
+      );
+    }
+  }
+
+  /**
+   * After settle, the hub keeps each side's locked amount; `unlock` pays every lock whose secret was
+   * registered before its expiration to the receiver and the rest back to the sender, once. We call it for
+   * both sides when every lock has expired (so no later registration can change the outcome).
+   */
+  async #unlockSettled(live: Live): Promise<void> {
+    const channelId = live.record.channelId;
+    const key = `unlocked:${channelId}`;
+    if (this.#store.getMeta(key) !== null) return;
+    const now = await this.#hub.latestTimestamp();
+    let remaining = 0;
+    for (const [sender, receiver] of [
+      [this.address, live.record.partner],
+      [live.record.partner, this.address],
+    ] as const) {
+      const kept = await this.#hub.getLockedBalance(channelId, sender);
+      if (kept.lockedAmount === 0n) continue;
+      const proof = this.#store.storedProofByLocksRoot(channelId, sender, kept.locksRoot);
+      if (!proof) {
+        this.#log.error(
+          { channelId: channelId.toString(), sender },
+          "no stored locks match the settled locksroot",
+        );
+        continue;
+      }
+      const lastExpiration = proof.locks.reduce((m, l) => (l.expiration > m ? l.expiration : m), 0n);
+      if (BigInt(now) <= lastExpiration) {
+        remaining++;
+        continue;
+      }
+      await this.#chain("unlock", () => this.#hub.unlock(channelId, sender, receiver, proof.locks));
+      this.#log.info(
+        { channelId: channelId.toString(), sender, locks: proof.locks.length },
+        "unlocked settled locks",
+      );
+    }
+    if (remaining === 0) this.#store.setMeta(key, String(Date.now()));
+  }
+
   #stateError(live: Live, expected: string): QrwpError {
     return new QrwpError(
       "CHANNEL_STATE",
@@ -786,6 +1068,16 @@ export class ChannelService {
     switch (body.type) {
       case "DirectTransfer":
         return this.#onDirectTransfer(from, body);
+      case "LockedTransfer":
+        return this.#onLockedTransfer(from, body);
+      case "Unlock":
+        return this.#onUnlock(from, body);
+      case "LockExpired":
+        return this.#onLockExpired(from, body);
+      case "RevealSecret":
+      case "SecretRequest":
+      case "TransferFailed":
+        return this.#requireHooks().request(from, body);
       case "ChannelAnnounce":
         return this.#onChannelAnnounce(from, body.channelId, body.multiaddrs);
       case "CooperativeSettleRequest":
@@ -856,20 +1148,19 @@ export class ChannelService {
     return { type: "Ok" };
   }
 
-  async #onDirectTransfer(from: RemotePeer, msg: DirectTransfer): Promise<ChannelMessage> {
-    try {
-      return this.#acceptTransfer(from, msg);
-    } catch (err) {
-      if (!(isQrwpError(err) && err.code === "INSUFFICIENT_CAPACITY")) throw err;
-      // The partner may have deposited since we last looked: refresh once from the chain and re-check.
-      await this.#refreshDeposits(this.#get(msg.balanceProof.proof.channelId));
-      return this.#acceptTransfer(from, msg);
-    }
-  }
-
-  /** Validates and stores a partner's transfer; synchronous, so validation and the write are atomic. */
-  #acceptTransfer(from: RemotePeer, msg: DirectTransfer): ChannelMessage {
-    const signed = msg.balanceProof;
+  /**
+   * Accepts a partner's balance proof: checks chain/hub/channel/partner/state, both signatures, that it
+   * commits to exactly `expected(partnerEnd)` with a higher nonce, and that the partner can afford it;
+   * then stores it (with `persist`'s writes, in one transaction) and acknowledges with Processed.
+   * An identical re-delivery is acknowledged again without any change.
+   */
+  async #acceptProof(
+    from: RemotePeer,
+    signed: SignedBalanceProof,
+    expected: (partnerEnd: ChannelEnd) => ChannelEnd,
+    persist: (live: Live, end: ChannelEnd) => (() => void) | void,
+    isRedelivery: (live: Live) => boolean,
+  ): Promise<ChannelMessage> {
     const p = signed.proof;
     if (p.chainId !== BigInt(this.#deployment.chainId) || !eqAddr(p.hub, this.#deployment.hub)) {
       throw new QrwpError("INVALID_TRANSFER", "balance proof is for another chain or hub", {
@@ -882,67 +1173,165 @@ export class ChannelService {
         field: "balanceProof.channelId",
       });
     }
-    // After we co-signed a cooperative settle, a new transfer would not be in the co-signed amounts.
+    // After we co-signed a cooperative settle, a new proof would not be in the co-signed amounts.
     if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
-    if (msg.amount <= 0n) throw new QrwpError("INVALID_TRANSFER", "amount must be > 0", { field: "amount" });
     verifyBalanceProof(signed, from.address, from.mldsaPublicKey);
-    const last = live.partnerLatest;
-    const lastNonce = last?.proof.nonce ?? 0n;
+    const lastNonce = live.partnerLatest?.proof.nonce ?? 0n;
     if (p.nonce <= lastNonce) {
       const earlier = this.#store.balanceProofAt(p.channelId, live.record.partner, p.nonce);
-      if (
-        earlier &&
-        earlier.signature === signed.signature &&
-        this.#store.getIncomingPayment(p.channelId, msg.paymentId)
-      ) {
+      if (earlier && earlier.signature === signed.signature && isRedelivery(live)) {
         return { type: "Processed", channelId: p.channelId, nonce: p.nonce }; // idempotent re-delivery
       }
-      throw new QrwpError("STALE_NONCE", `nonce ${p.nonce} is not above ${lastNonce}`, {
-        field: "balanceProof.nonce",
-      });
     }
-    if (p.lockedAmount !== 0n || p.locksRoot.toLowerCase() !== EMPTY_LOCKS_ROOT) {
-      throw new QrwpError("INVALID_TRANSFER", "direct transfers carry no locks", {
-        field: "balanceProof.locksRoot",
-      });
+    const check = () => {
+      const end = checkProofMatches(p, lastNonce, expected(live.partnerEnd));
+      if (distributableAmount(live.record.partnerDeposit, end, live.ourEnd) < 0n) {
+        throw new QrwpError("INSUFFICIENT_CAPACITY", "transfer exceeds the partner's balance", {
+          field: "balanceProof.transferredAmount",
+        });
+      }
+      return end;
+    };
+    let end: ChannelEnd;
+    try {
+      end = check();
+    } catch (err) {
+      if (!(isQrwpError(err) && err.code === "INSUFFICIENT_CAPACITY")) throw err;
+      // The partner may have deposited since we last looked: refresh once from the chain and re-check.
+      await this.#refreshDeposits(live);
+      end = check();
     }
-    const lastTransferred = last?.proof.transferredAmount ?? 0n;
-    if (p.transferredAmount - lastTransferred !== msg.amount) {
-      throw new QrwpError("INVALID_TRANSFER", "transferredAmount does not grow by amount", {
-        field: "amount",
-      });
-    }
-    const partnerCanSpend = live.record.partnerDeposit + live.ourTransferred;
-    if (p.transferredAmount > partnerCanSpend) {
-      throw new QrwpError("INSUFFICIENT_CAPACITY", "transfer exceeds the partner's balance", {
-        field: "amount",
-      });
-    }
-    if (this.#store.getIncomingPayment(p.channelId, msg.paymentId)) {
-      throw new QrwpError("CONFLICT", `payment ${msg.paymentId} was already received`, {
-        field: "paymentId",
-      });
-    }
-    const now = Date.now();
+    if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
+    let after: (() => void) | void = undefined;
     this.#store.transaction(() => {
-      this.#store.insertBalanceProof(live.record.partner, signed);
-      this.#store.insertPayment({
-        paymentId: msg.paymentId,
-        direction: "incoming",
-        channelId: p.channelId,
-        partner: live.record.partner,
-        token: live.record.token,
-        amount: msg.amount,
-        nonce: p.nonce,
-        status: "completed",
-        errorCode: null,
-        errorMessage: null,
-        createdAtMs: now,
-        completedAtMs: now,
-      });
+      this.#store.insertBalanceProof(live.record.partner, signed, { locks: end.locks, status: "acked" });
+      after = persist(live, end);
     });
+    live.partnerEnd = end;
     live.partnerLatest = signed;
+    const run = after as (() => void) | undefined;
+    if (run) setImmediate(run);
     return { type: "Processed", channelId: p.channelId, nonce: p.nonce };
+  }
+
+  async #onDirectTransfer(from: RemotePeer, msg: Extract<ChannelMessage, { type: "DirectTransfer" }>) {
+    const channelId = msg.balanceProof.proof.channelId;
+    if (msg.amount <= 0n) throw new QrwpError("INVALID_TRANSFER", "amount must be > 0", { field: "amount" });
+    return this.#acceptProof(
+      from,
+      msg.balanceProof,
+      (end) => withDirect(end, msg.amount),
+      (live, end) => {
+        if (this.#store.getIncomingPayment(channelId, msg.paymentId)) {
+          throw new QrwpError("CONFLICT", `payment ${msg.paymentId} was already received`, {
+            field: "paymentId",
+          });
+        }
+        const now = Date.now();
+        this.#store.insertPayment({
+          paymentId: msg.paymentId,
+          direction: "incoming",
+          channelId,
+          partner: live.record.partner,
+          token: live.record.token,
+          amount: msg.amount,
+          nonce: end.nonce,
+          status: "completed",
+          errorCode: null,
+          errorMessage: null,
+          createdAtMs: now,
+          completedAtMs: now,
+        });
+      },
+      () => this.#store.getIncomingPayment(channelId, msg.paymentId) !== null,
+    );
+  }
+
+  async #onLockedTransfer(from: RemotePeer, msg: LockedTransfer): Promise<ChannelMessage> {
+    const hooks = this.#requireHooks();
+    const nowSeconds = BigInt(Math.floor(Date.now() / 1000));
+    if (msg.lock.expiration <= nowSeconds) {
+      throw new QrwpError("EXPIRY_TOO_SOON", "the lock has already expired", { field: "lock.expiration" });
+    }
+    return this.#acceptProof(
+      from,
+      msg.balanceProof,
+      (end) => withLock(end, msg.lock),
+      (live) =>
+        hooks.lockReceived(msg, {
+          channelId: live.record.channelId,
+          partner: live.record.partner,
+          token: live.record.token,
+        }),
+      (live) => findLock(live.partnerEnd, msg.lock.secretHash) !== undefined,
+    );
+  }
+
+  async #onUnlock(
+    from: RemotePeer,
+    msg: Extract<ChannelMessage, { type: "Unlock" }>,
+  ): Promise<ChannelMessage> {
+    const hooks = this.#requireHooks();
+    const secretHash = secretHashOf(msg.secret);
+    let lock: Lock | undefined;
+    return this.#acceptProof(
+      from,
+      msg.balanceProof,
+      (end) => {
+        lock = findLock(end, secretHash);
+        return withUnlock(end, secretHash);
+      },
+      (live) => {
+        this.#store.putSecret(secretHash, msg.secret);
+        return hooks.unlockReceived(
+          live.record.channelId,
+          live.record.partner,
+          secretHash,
+          msg.secret,
+          lock as Lock,
+        );
+      },
+      () => true,
+    );
+  }
+
+  async #onLockExpired(
+    from: RemotePeer,
+    msg: Extract<ChannelMessage, { type: "LockExpired" }>,
+  ): Promise<ChannelMessage> {
+    const hooks = this.#requireHooks();
+    const nowSeconds = BigInt(Math.floor(Date.now() / 1000));
+    return this.#acceptProof(
+      from,
+      msg.balanceProof,
+      (end) => {
+        const lock = findLock(end, msg.secretHash);
+        if (lock) {
+          const channelId = msg.balanceProof.proof.channelId;
+          if (this.#store.getSecret(msg.secretHash) !== null) {
+            throw new QrwpError("INVALID_TRANSFER", "we know this lock's secret: it is not expired for us", {
+              field: "secretHash",
+            });
+          }
+          if (!hooks.mayRemoveLock(channelId, from.address, lock, nowSeconds)) {
+            throw new QrwpError("INVALID_TRANSFER", "the lock has not expired yet", { field: "secretHash" });
+          }
+        }
+        return withoutLock(end, msg.secretHash);
+      },
+      (live) => hooks.lockExpiredReceived(live.record.channelId, live.record.partner, msg.secretHash),
+      () => true,
+    );
+  }
+
+  #requireHooks(): TransferHooks {
+    if (!this.#hooks) throw new QrwpError("INTERNAL", "mediated transfers are not enabled");
+    return this.#hooks;
+  }
+
+  /** Plugs in the payments layer (mediated transfers). */
+  setTransferHooks(hooks: TransferHooks): void {
+    this.#hooks = hooks;
   }
 
   async #onCooperativeSettle(
@@ -958,6 +1347,7 @@ export class ChannelService {
     live.closing = true;
     try {
       await live.queue.onIdle();
+      this.#assertNoLocks(live);
       const onchain = await this.#hub.getChannel(msg.channelId);
       if (
         !eqAddr(onchain.participant1, msg.participant1) ||
@@ -1014,4 +1404,12 @@ function stripP2p(addr: string): string {
 
 function stringify(o: Record<string, unknown>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, String(v)]));
+}
+
+function endOf(stored: StoredProof): ChannelEnd {
+  return {
+    nonce: stored.signed.proof.nonce,
+    transferredAmount: stored.signed.proof.transferredAmount,
+    locks: stored.locks,
+  };
 }

@@ -7,7 +7,13 @@
  * are SQLite integers (< 2^53 in practice; a channel would need 9e15 payments to overflow).
  */
 import Database from "better-sqlite3";
-import type { BalanceProof, SignedBalanceProof } from "../../protocol/index.js";
+import {
+  packLocks,
+  unpackLocks,
+  type BalanceProof,
+  type Lock,
+  type SignedBalanceProof,
+} from "../../protocol/index.js";
 
 export type ChannelState = "opened" | "closed" | "settled";
 
@@ -52,7 +58,75 @@ export interface PeerRecord {
   multiaddrs: string[];
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
+
+/** Delivery status of a balance proof: ours are `pending` until the partner's Processed (or refusal). */
+export type ProofStatus = "pending" | "acked" | "refused";
+
+/** A stored balance proof with its pending locks and, for ours, the message that carried it. */
+export interface StoredProof {
+  signed: SignedBalanceProof;
+  /** The pending locks the proof commits to (in order). */
+  locks: Lock[];
+  status: ProofStatus;
+  /** The encoded message body (CBOR envelope body) that carried the proof, for re-delivery. */
+  message: Uint8Array | null;
+}
+
+/** Role state of one mediated transfer (protocol/transfers.ts), stored as JSON with bigints as strings. */
+export interface TransferRecord {
+  id: string;
+  role: "initiator" | "mediator" | "target";
+  secretHash: string;
+  paymentId: string;
+  state: unknown;
+  done: boolean;
+}
+
+/** An outgoing multi-hop payment as the payer sees it (all attempts). */
+export interface MediatedPaymentRecord {
+  paymentId: string;
+  target: string;
+  token: string;
+  amount: bigint;
+  maxFee: bigint | null;
+  secretHash: string;
+  /** Known for spontaneous payments from the start; learnt at the end for invoice payments. */
+  secret: string | null;
+  status: "pending" | "completed" | "failed";
+  /** Fee of the successful (or last) attempt, token base units. */
+  fee: bigint;
+  attempts: PaymentAttempt[];
+  errorCode: string | null;
+  errorMessage: string | null;
+  createdAtMs: number;
+  completedAtMs: number | null;
+  deadlineMs: number;
+}
+
+/** One route tried for a payment. */
+export interface PaymentAttempt {
+  route: { address: string; channelId: string; amount: string; expiration: string; fee: string }[];
+  fee: string;
+  status: "pending" | "succeeded" | "failed";
+  errorCode?: string;
+  errorMessage?: string;
+  failedAt?: string;
+}
+
+/** An invoice: a payment hash whose secret we chose, and what it must pay. */
+export interface InvoiceRecord {
+  paymentHash: string;
+  secret: string;
+  token: string;
+  amount: bigint;
+  description: string;
+  status: "open" | "paid" | "expired";
+  paidAmount: bigint;
+  createdAtMs: number;
+  expiresAtMs: number;
+  paidAtMs: number | null;
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +161,9 @@ CREATE TABLE IF NOT EXISTS balance_proofs (
   signature TEXT NOT NULL,
   pq_signature BLOB NOT NULL,
   created_at INTEGER NOT NULL,
+  locks BLOB,
+  status TEXT NOT NULL DEFAULT 'acked' CHECK (status IN ('pending','acked','refused')),
+  message BLOB,
   PRIMARY KEY (channel_id, signer, nonce)
 );
 CREATE TABLE IF NOT EXISTS payments (
@@ -106,6 +183,52 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS payments_outgoing_id ON payments(payment_id) WHERE direction = 'outgoing';
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status, direction);
+CREATE TABLE IF NOT EXISTS transfers (
+  id TEXT PRIMARY KEY,
+  role TEXT NOT NULL CHECK (role IN ('initiator','mediator','target')),
+  secret_hash TEXT NOT NULL,
+  payment_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  done INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_by_hash ON transfers(secret_hash);
+CREATE INDEX IF NOT EXISTS transfers_open ON transfers(done);
+CREATE TABLE IF NOT EXISTS secrets (
+  secret_hash TEXT PRIMARY KEY,
+  secret TEXT NOT NULL,
+  learned_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mediated_payments (
+  payment_id TEXT PRIMARY KEY,
+  target TEXT NOT NULL,
+  token TEXT NOT NULL,
+  amount TEXT NOT NULL,
+  max_fee TEXT,
+  secret_hash TEXT NOT NULL,
+  secret TEXT,
+  status TEXT NOT NULL CHECK (status IN ('pending','completed','failed')),
+  fee TEXT NOT NULL,
+  attempts TEXT NOT NULL,
+  error_code TEXT,
+  error_message TEXT,
+  created_at INTEGER NOT NULL,
+  completed_at INTEGER,
+  deadline_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invoices (
+  payment_hash TEXT PRIMARY KEY,
+  secret TEXT NOT NULL,
+  token TEXT NOT NULL,
+  amount TEXT NOT NULL,
+  description TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('open','paid','expired')),
+  paid_amount TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  paid_at INTEGER
+);
 `;
 
 interface ChannelRow {
@@ -132,6 +255,46 @@ interface ProofRow {
   locks_root: string;
   signature: string;
   pq_signature: Buffer;
+  locks: Buffer | null;
+  status: ProofStatus;
+  message: Buffer | null;
+}
+interface TransferRow {
+  id: string;
+  role: TransferRecord["role"];
+  secret_hash: string;
+  payment_id: string;
+  state: string;
+  done: number;
+}
+interface MediatedRow {
+  payment_id: string;
+  target: string;
+  token: string;
+  amount: string;
+  max_fee: string | null;
+  secret_hash: string;
+  secret: string | null;
+  status: MediatedPaymentRecord["status"];
+  fee: string;
+  attempts: string;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: number;
+  completed_at: number | null;
+  deadline_at: number;
+}
+interface InvoiceRow {
+  payment_hash: string;
+  secret: string;
+  token: string;
+  amount: string;
+  description: string;
+  status: InvoiceRecord["status"];
+  paid_amount: string;
+  created_at: number;
+  expires_at: number;
+  paid_at: number | null;
 }
 interface PaymentRow {
   payment_id: string;
@@ -174,6 +337,71 @@ const toProof = (r: ProofRow): SignedBalanceProof => ({
   signature: r.signature,
   pqSignature: new Uint8Array(r.pq_signature),
 });
+const toStoredProof = (r: ProofRow): StoredProof => ({
+  signed: toProof(r),
+  locks: r.locks ? unpackLocks(new Uint8Array(r.locks)) : [],
+  status: r.status,
+  message: r.message ? new Uint8Array(r.message) : null,
+});
+
+/** JSON with bigints as `{"$n":"123"}` so they round-trip exactly. */
+function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? { $n: v.toString() } : v));
+}
+function fromJson(text: string): unknown {
+  return JSON.parse(text, (_k, v: unknown) =>
+    v !== null && typeof v === "object" && "$n" in v && Object.keys(v).length === 1
+      ? BigInt((v as { $n: string }).$n)
+      : v,
+  );
+}
+
+const toTransfer = (r: TransferRow): TransferRecord => ({
+  id: r.id,
+  role: r.role,
+  secretHash: r.secret_hash,
+  paymentId: r.payment_id,
+  state: fromJson(r.state),
+  done: r.done === 1,
+});
+
+const mediatedParams = (p: MediatedPaymentRecord) =>
+  [
+    p.paymentId,
+    p.target,
+    p.token,
+    p.amount.toString(),
+    p.maxFee === null ? null : p.maxFee.toString(),
+    p.secretHash.toLowerCase(),
+    p.secret,
+    p.status,
+    p.fee.toString(),
+    JSON.stringify(p.attempts),
+    p.errorCode,
+    p.errorMessage,
+    p.createdAtMs,
+    p.completedAtMs,
+    p.deadlineMs,
+  ] as const;
+
+const toMediated = (r: MediatedRow): MediatedPaymentRecord => ({
+  paymentId: r.payment_id,
+  target: r.target,
+  token: r.token,
+  amount: BigInt(r.amount),
+  maxFee: r.max_fee === null ? null : BigInt(r.max_fee),
+  secretHash: r.secret_hash,
+  secret: r.secret,
+  status: r.status,
+  fee: BigInt(r.fee),
+  attempts: JSON.parse(r.attempts) as PaymentAttempt[],
+  errorCode: r.error_code,
+  errorMessage: r.error_message,
+  createdAtMs: r.created_at,
+  completedAtMs: r.completed_at,
+  deadlineMs: r.deadline_at,
+});
+
 const toPayment = (r: PaymentRow): PaymentRecord => ({
   paymentId: r.payment_id,
   direction: r.direction,
@@ -199,12 +427,35 @@ export class NodeStore {
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("synchronous = FULL");
     this.#db.pragma("foreign_keys = ON");
+    const hasProofs = this.#db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'balance_proofs'")
+      .get();
+    if (hasProofs) this.#migrateV1();
     this.#db.exec(SCHEMA);
     const version = this.getMeta("schema_version");
-    if (version === null) this.setMeta("schema_version", String(SCHEMA_VERSION));
+    if (version === null || Number(version) === 1) this.setMeta("schema_version", String(SCHEMA_VERSION));
     else if (Number(version) !== SCHEMA_VERSION) {
       throw new Error(`store schema version ${version} is not supported (expected ${SCHEMA_VERSION})`);
     }
+  }
+
+  /**
+   * v1 -> v2: balance proofs gain `locks`, `status` and `message`. Our v1 proofs (signer is not the channel's
+   * partner) take their status from the direct payment they carried; re-delivery rebuilds the message.
+   */
+  #migrateV1(): void {
+    const cols = this.#db.prepare("PRAGMA table_info(balance_proofs)").all() as { name: string }[];
+    if (cols.some((c) => c.name === "status")) return;
+    this.#db.transaction(() => {
+      this.#db.exec(`ALTER TABLE balance_proofs ADD COLUMN locks BLOB;
+        ALTER TABLE balance_proofs ADD COLUMN status TEXT NOT NULL DEFAULT 'acked' CHECK (status IN ('pending','acked','refused'));
+        ALTER TABLE balance_proofs ADD COLUMN message BLOB;
+        UPDATE balance_proofs SET status = CASE (
+            SELECT p.status FROM payments p WHERE p.direction = 'outgoing' AND p.channel_id = balance_proofs.channel_id
+              AND p.nonce = balance_proofs.nonce)
+          WHEN 'pending' THEN 'pending' WHEN 'failed' THEN 'refused' ELSE 'acked' END
+        WHERE signer <> (SELECT c.partner FROM channels c WHERE c.channel_id = balance_proofs.channel_id);`);
+    })();
   }
 
   /** Closes the database (checkpointing the WAL). */
@@ -302,13 +553,22 @@ export class NodeStore {
     ).map(toChannel);
   }
 
-  /** Stores a signed balance proof (ours or the partner's). Storing the identical proof twice is a no-op. */
-  insertBalanceProof(signer: string, signed: SignedBalanceProof): void {
+  /**
+   * Stores a signed balance proof (ours or the partner's) with its pending locks. Ours start `pending` with
+   * the message that carries it; a partner's proof is stored `acked`. The identical proof twice is a no-op.
+   */
+  insertBalanceProof(
+    signer: string,
+    signed: SignedBalanceProof,
+    extra: { locks?: readonly Lock[]; status?: ProofStatus; message?: Uint8Array | null } = {},
+  ): void {
     const p: BalanceProof = signed.proof;
+    const locks = extra.locks && extra.locks.length > 0 ? Buffer.from(packLocks(extra.locks)) : null;
     this.#db
       .prepare(
         `INSERT OR IGNORE INTO balance_proofs(channel_id, signer, nonce, chain_id, hub, transferred_amount, locked_amount,
-           locks_root, signature, pq_signature, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           locks_root, signature, pq_signature, created_at, locks, status, message)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         p.channelId.toString(),
@@ -322,39 +582,218 @@ export class NodeStore {
         signed.signature,
         Buffer.from(signed.pqSignature),
         Date.now(),
+        locks,
+        extra.status ?? "acked",
+        extra.message ? Buffer.from(extra.message) : null,
       );
+  }
+
+  /** Sets the delivery status of our proof with this nonce. */
+  setProofStatus(channelId: bigint, signer: string, nonce: bigint, status: ProofStatus): void {
+    this.#db
+      .prepare("UPDATE balance_proofs SET status = ? WHERE channel_id = ? AND signer = ? AND nonce = ?")
+      .run(status, channelId.toString(), signer, Number(nonce));
   }
 
   /** The highest-nonce balance proof signed by `signer` on the channel, or null if none. */
   latestBalanceProof(channelId: bigint, signer: string): SignedBalanceProof | null {
-    const row = this.#db
-      .prepare("SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? ORDER BY nonce DESC LIMIT 1")
-      .get(channelId.toString(), signer) as ProofRow | undefined;
-    return row ? toProof(row) : null;
+    return this.latestStoredProof(channelId, signer)?.signed ?? null;
   }
 
-  /**
-   * transferredAmount of the highest-nonce proof by `signer` that the partner acknowledged (its outgoing
-   * payment completed), or 0. This is what the next outgoing proof builds on.
-   */
-  latestAcknowledgedTransferred(channelId: bigint, signer: string): bigint {
-    const row = this.#db
-      .prepare(
-        `SELECT bp.transferred_amount AS t FROM balance_proofs bp
-         JOIN payments p ON p.direction = 'outgoing' AND p.channel_id = bp.channel_id AND p.nonce = bp.nonce
-         WHERE bp.channel_id = ? AND bp.signer = ? AND p.status = 'completed'
-         ORDER BY bp.nonce DESC LIMIT 1`,
-      )
-      .get(channelId.toString(), signer) as { t: string } | undefined;
-    return row ? BigInt(row.t) : 0n;
+  /** The highest-nonce stored proof of `signer` (optionally only with `status`), with locks and message. */
+  latestStoredProof(channelId: bigint, signer: string, status?: ProofStatus): StoredProof | null {
+    const row = (
+      status
+        ? this.#db
+            .prepare(
+              "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND status = ? ORDER BY nonce DESC LIMIT 1",
+            )
+            .get(channelId.toString(), signer, status)
+        : this.#db
+            .prepare(
+              "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? ORDER BY nonce DESC LIMIT 1",
+            )
+            .get(channelId.toString(), signer)
+    ) as ProofRow | undefined;
+    return row ? toStoredProof(row) : null;
+  }
+
+  /** Our proofs still waiting for the partner's Processed, in nonce order. */
+  pendingProofs(channelId: bigint, signer: string): StoredProof[] {
+    return (
+      this.#db
+        .prepare(
+          "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND status = 'pending' ORDER BY nonce",
+        )
+        .all(channelId.toString(), signer) as ProofRow[]
+    ).map(toStoredProof);
   }
 
   /** The balance proof with exactly this nonce, or null. */
   balanceProofAt(channelId: bigint, signer: string, nonce: bigint): SignedBalanceProof | null {
+    return this.storedProofAt(channelId, signer, nonce)?.signed ?? null;
+  }
+
+  /** The stored proof with exactly this nonce (with locks), or null. */
+  storedProofAt(channelId: bigint, signer: string, nonce: bigint): StoredProof | null {
     const row = this.#db
       .prepare("SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND nonce = ?")
       .get(channelId.toString(), signer, Number(nonce)) as ProofRow | undefined;
-    return row ? toProof(row) : null;
+    return row ? toStoredProof(row) : null;
+  }
+
+  /** Our/the partner's stored proof committing to `locksRoot` (the latest such), or null. */
+  storedProofByLocksRoot(channelId: bigint, signer: string, locksRoot: string): StoredProof | null {
+    const row = this.#db
+      .prepare(
+        "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND lower(locks_root) = lower(?) ORDER BY nonce DESC LIMIT 1",
+      )
+      .get(channelId.toString(), signer, locksRoot) as ProofRow | undefined;
+    return row ? toStoredProof(row) : null;
+  }
+
+  // ---- mediated transfers ----
+
+  /** Inserts or replaces a transfer's role state. */
+  putTransfer(t: TransferRecord): void {
+    const now = Date.now();
+    this.#db
+      .prepare(
+        `INSERT INTO transfers(id, role, secret_hash, payment_id, state, done, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, done = excluded.done, updated_at = excluded.updated_at`,
+      )
+      .run(t.id, t.role, t.secretHash, t.paymentId, toJson(t.state), t.done ? 1 : 0, now, now);
+  }
+
+  getTransfer(id: string): TransferRecord | null {
+    const row = this.#db.prepare("SELECT * FROM transfers WHERE id = ?").get(id) as TransferRow | undefined;
+    return row ? toTransfer(row) : null;
+  }
+
+  /** Transfers with this secret hash (any role), oldest first. */
+  transfersByHash(secretHash: string): TransferRecord[] {
+    return (
+      this.#db
+        .prepare("SELECT * FROM transfers WHERE secret_hash = ? ORDER BY created_at")
+        .all(secretHash.toLowerCase()) as TransferRow[]
+    ).map(toTransfer);
+  }
+
+  /** Transfers not done yet (resumed after a restart, ticked by the clock). */
+  openTransfers(): TransferRecord[] {
+    return (
+      this.#db.prepare("SELECT * FROM transfers WHERE done = 0 ORDER BY created_at").all() as TransferRow[]
+    ).map(toTransfer);
+  }
+
+  /** Remembers a secret (idempotent). */
+  putSecret(secretHash: string, secret: string): void {
+    this.#db
+      .prepare("INSERT OR IGNORE INTO secrets(secret_hash, secret, learned_at) VALUES (?, ?, ?)")
+      .run(secretHash.toLowerCase(), secret.toLowerCase(), Date.now());
+  }
+
+  getSecret(secretHash: string): string | null {
+    const row = this.#db
+      .prepare("SELECT secret FROM secrets WHERE secret_hash = ?")
+      .get(secretHash.toLowerCase()) as { secret: string } | undefined;
+    return row?.secret ?? null;
+  }
+
+  insertMediatedPayment(p: MediatedPaymentRecord): void {
+    this.#db
+      .prepare(
+        `INSERT INTO mediated_payments(payment_id, target, token, amount, max_fee, secret_hash, secret, status, fee,
+           attempts, error_code, error_message, created_at, completed_at, deadline_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(...mediatedParams(p));
+  }
+
+  updateMediatedPayment(p: MediatedPaymentRecord): void {
+    this.#db
+      .prepare(
+        `UPDATE mediated_payments SET secret = ?, status = ?, fee = ?, attempts = ?, error_code = ?, error_message = ?,
+           completed_at = ? WHERE payment_id = ?`,
+      )
+      .run(
+        p.secret,
+        p.status,
+        p.fee.toString(),
+        JSON.stringify(p.attempts),
+        p.errorCode,
+        p.errorMessage,
+        p.completedAtMs,
+        p.paymentId,
+      );
+  }
+
+  getMediatedPayment(paymentId: string): MediatedPaymentRecord | null {
+    const row = this.#db.prepare("SELECT * FROM mediated_payments WHERE payment_id = ?").get(paymentId) as
+      MediatedRow | undefined;
+    return row ? toMediated(row) : null;
+  }
+
+  mediatedPaymentByHash(secretHash: string): MediatedPaymentRecord | null {
+    const row = this.#db
+      .prepare("SELECT * FROM mediated_payments WHERE secret_hash = ? ORDER BY created_at DESC LIMIT 1")
+      .get(secretHash.toLowerCase()) as MediatedRow | undefined;
+    return row ? toMediated(row) : null;
+  }
+
+  pendingMediatedPayments(): MediatedPaymentRecord[] {
+    return (
+      this.#db.prepare("SELECT * FROM mediated_payments WHERE status = 'pending'").all() as MediatedRow[]
+    ).map(toMediated);
+  }
+
+  insertInvoice(i: InvoiceRecord): void {
+    this.#db
+      .prepare(
+        `INSERT INTO invoices(payment_hash, secret, token, amount, description, status, paid_amount, created_at,
+           expires_at, paid_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        i.paymentHash.toLowerCase(),
+        i.secret,
+        i.token,
+        i.amount.toString(),
+        i.description,
+        i.status,
+        i.paidAmount.toString(),
+        i.createdAtMs,
+        i.expiresAtMs,
+        i.paidAtMs,
+      );
+  }
+
+  getInvoice(paymentHash: string): InvoiceRecord | null {
+    const row = this.#db
+      .prepare("SELECT * FROM invoices WHERE payment_hash = ?")
+      .get(paymentHash.toLowerCase()) as InvoiceRow | undefined;
+    return row
+      ? {
+          paymentHash: row.payment_hash,
+          secret: row.secret,
+          token: row.token,
+          amount: BigInt(row.amount),
+          description: row.description,
+          status: row.status,
+          paidAmount: BigInt(row.paid_amount),
+          createdAtMs: row.created_at,
+          expiresAtMs: row.expires_at,
+          paidAtMs: row.paid_at,
+        }
+      : null;
+  }
+
+  markInvoicePaid(paymentHash: string, paidAmount: bigint): void {
+    this.#db
+      .prepare(
+        "UPDATE invoices SET status = 'paid', paid_amount = ?, paid_at = ? WHERE payment_hash = ? AND status <> 'paid'",
+      )
+      .run(paidAmount.toString(), Date.now(), paymentHash.toLowerCase());
   }
 
   /** Inserts a payment; throws on a duplicate (direction, channel, paymentId) or outgoing paymentId. */

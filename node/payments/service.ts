@@ -1,0 +1,929 @@
+/**
+ * Multi-hop payments: drives the pure initiator / mediator / target state machines of
+ * protocol/transfers.ts on top of the channel layer (node/channels), finds routes through a
+ * {@link RouteProvider}, retries on other routes, and keeps invoices.
+ *
+ * Rules this file keeps:
+ * - A role's new state and the actions it produced are stored together (the transfer's "outbox") before any
+ *   action runs; after a crash the outbox is run again. Actions are idempotent at the channel layer.
+ * - One transfer's outbox runs one action at a time, in order. An action whose outcome is unknown (peer
+ *   offline mid-request, chain error) stays in the outbox and is retried on the next tick.
+ * - Every balance-proof change goes through the channel's serialized queue (ChannelService).
+ */
+import { randomUUID } from "node:crypto";
+import { getAddress } from "ethers";
+import type { Logger } from "pino";
+import {
+  QrwpError,
+  assertArgument,
+  initiatorSecretFor,
+  initiatorStart,
+  initiatorStep,
+  isQrwpError,
+  isTransferDone,
+  mediatorStart,
+  mediatorStep,
+  randomSecret,
+  secretHashOf,
+  targetStart,
+  targetStep,
+  type ChannelMessage,
+  type ErrorCode,
+  type FeeSchedule,
+  type InitiatorState,
+  type Lock,
+  type LockTiming,
+  type LockedTransfer,
+  type MediatorState,
+  type TargetState,
+  type TransferAction,
+  type TransferDescription,
+  type TransferState,
+} from "../../protocol/index.js";
+import type { HubClient } from "../../chain/index.js";
+import type { ChannelService, TransferHooks } from "../channels/service.js";
+import type { ChannelTransport, RemotePeer } from "../p2p/channel-transport.js";
+import { errorFields } from "../p2p/channel-transport.js";
+import type {
+  InvoiceRecord,
+  MediatedPaymentRecord,
+  NodeStore,
+  PaymentAttempt,
+  TransferRecord,
+} from "../store/store.js";
+
+/** A route as the router proposes it: the lock each hop receives (the last hop is the target). */
+export interface RouteCandidate {
+  hops: { address: string; channelId: bigint; amount: bigint; expiration: bigint; fee: bigint }[];
+  /** Total fees: first hop's amount minus the amount the target receives (token base units). */
+  fee: bigint;
+}
+
+/** Query for {@link RouteProvider.findRoutes}. Amounts in token base units, times in unix seconds. */
+export interface RouteQuery {
+  source: string;
+  target: string;
+  token: string;
+  amount: bigint;
+  maxFee: bigint | null;
+  nowSeconds: bigint;
+  finalExpiryDeltaSeconds: number;
+  excludeChannels: Set<string>;
+  k: number;
+}
+
+/** Where routes come from (router/ behind it); results sorted best first. */
+export interface RouteProvider {
+  findRoutes(query: RouteQuery): RouteCandidate[];
+  /** Tells the scorer a channel failed to forward `amount` (or succeeded). */
+  reportFailure?(channelId: bigint, from: string, amount: bigint): void;
+  reportSuccess?(channelId: bigint, from: string, amount: bigint): void;
+}
+
+export interface PaymentServiceInit {
+  store: NodeStore;
+  channels: ChannelService;
+  transport: ChannelTransport;
+  hub: HubClient;
+  address: string;
+  log: Logger;
+  timing: LockTiming;
+  fees: FeeSchedule;
+  routes: RouteProvider;
+  listenAddrs: () => string[];
+  /** How often lock expiries and retries are checked (ms). Default 1000. */
+  tickMs?: number;
+}
+
+/** What {@link PaymentService.pay} takes. */
+export interface MediatedPayParams {
+  target: string;
+  token: string;
+  /** What the target receives, token base units. */
+  amount: bigint;
+  /** Most the payer accepts to pay in fees (base units); default: no limit. */
+  maxFee?: bigint;
+  /** Give up starting new attempts after this many seconds (default 60). */
+  timeoutSeconds?: number;
+  paymentId?: string;
+  /** Pay an invoice: the target holds the secret of this hash. Otherwise a spontaneous payment. */
+  paymentHash?: string;
+}
+
+/** Stored form of a transfer: the role's state and the actions still to run. */
+interface TransferDoc {
+  machine: TransferState;
+  outbox: TransferAction[];
+}
+
+const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+const RETRYABLE: ReadonlySet<string> = new Set([
+  "PEER_OFFLINE",
+  "HANDSHAKE_FAILED",
+  "TIMEOUT",
+  "CHAIN_ERROR",
+]);
+const MAX_ATTEMPTS = 8;
+
+export class PaymentService {
+  readonly #store: NodeStore;
+  readonly #channels: ChannelService;
+  readonly #transport: ChannelTransport;
+  readonly #hub: HubClient;
+  readonly #self: string;
+  readonly #log: Logger;
+  readonly #timing: LockTiming;
+  readonly #fees: FeeSchedule;
+  readonly #routes: RouteProvider;
+  readonly #listenAddrs: () => string[];
+  readonly #tickMs: number;
+  readonly #running = new Map<string, Promise<void>>();
+  readonly #rerun = new Set<string>();
+  readonly #waiters = new Map<string, (outcome: { ok: boolean }) => void>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  constructor(init: PaymentServiceInit) {
+    this.#store = init.store;
+    this.#channels = init.channels;
+    this.#transport = init.transport;
+    this.#hub = init.hub;
+    this.#self = getAddress(init.address);
+    this.#log = init.log;
+    this.#timing = init.timing;
+    this.#fees = init.fees;
+    this.#routes = init.routes;
+    this.#listenAddrs = init.listenAddrs;
+    this.#tickMs = init.tickMs ?? 1000;
+  }
+
+  /** The node's fee schedule and lock timing (published in channel updates). */
+  get policy(): { fees: FeeSchedule; timing: LockTiming } {
+    return { fees: this.#fees, timing: this.#timing };
+  }
+
+  /** Hooks the channel layer calls; install with `channels.setTransferHooks(payments.hooks())`. */
+  hooks(): TransferHooks {
+    return {
+      lockReceived: (msg, channel) => this.#onLockReceived(msg, channel),
+      unlockReceived: (channelId, _partner, secretHash, secret) =>
+        this.#onUnlocked(channelId, secretHash, secret),
+      lockExpiredReceived: (channelId, _partner, secretHash) => this.#onLockExpired(channelId, secretHash),
+      mayRemoveLock: (channelId, _partner, lock, now) => this.#mayRemoveLock(channelId, lock, now),
+      request: (from, body) => this.#onRequest(from, body),
+    };
+  }
+
+  /** Resumes stored transfers and starts the clock. */
+  start(): void {
+    for (const t of this.#store.openTransfers()) this.#drain(t.id);
+    this.#schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    await Promise.allSettled([...this.#running.values()]);
+  }
+
+  // ---- API ----
+
+  /**
+   * Pays `amount` to `target` through the network (spontaneous, or an invoice with `paymentHash`): finds
+   * routes, sends the LockedTransfer, retries on other routes after a definitive failure, until success,
+   * no route is left or `timeoutSeconds` passed (then the record is returned as it stands).
+   * @throws QrwpError INVALID_ARGUMENT | CONFLICT (paymentId reused)
+   */
+  async pay(params: MediatedPayParams): Promise<MediatedPaymentRecord> {
+    const target = getAddress(params.target);
+    const token = getAddress(params.token);
+    assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
+    assertArgument(!eq(target, this.#self), "cannot pay ourselves", "target", target);
+    if (params.maxFee !== undefined) assertArgument(params.maxFee >= 0n, "maxFee must be >= 0", "maxFee");
+    const timeoutSeconds = params.timeoutSeconds ?? 60;
+    assertArgument(
+      Number.isInteger(timeoutSeconds) && timeoutSeconds > 0 && timeoutSeconds <= 86_400,
+      "timeoutSeconds must be 1..86400",
+      "timeoutSeconds",
+      timeoutSeconds,
+    );
+    const paymentId = params.paymentId ?? randomUUID();
+    if (
+      this.#store.getMediatedPayment(paymentId) ||
+      this.#store.getPayment(paymentId)?.direction === "outgoing"
+    ) {
+      throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, { field: "paymentId" });
+    }
+    const secret = params.paymentHash ? null : randomSecret();
+    const secretHash = params.paymentHash ? params.paymentHash.toLowerCase() : secretHashOf(secret as string);
+    const now = Date.now();
+    const record: MediatedPaymentRecord = {
+      paymentId,
+      target,
+      token,
+      amount: params.amount,
+      maxFee: params.maxFee ?? null,
+      secretHash,
+      secret,
+      status: "pending",
+      fee: 0n,
+      attempts: [],
+      errorCode: null,
+      errorMessage: null,
+      createdAtMs: now,
+      completedAtMs: null,
+      deadlineMs: now + timeoutSeconds * 1000,
+    };
+    this.#store.insertMediatedPayment(record);
+    const excluded = new Set<string>();
+    let lastFailure: { code: string; message: string } = {
+      code: "NO_ROUTE",
+      message: "no route to the target",
+    };
+    while (Date.now() < record.deadlineMs && record.attempts.length < MAX_ATTEMPTS && !this.#stopped) {
+      const routes = this.#routes.findRoutes({
+        source: this.#self,
+        target,
+        token,
+        amount: params.amount,
+        maxFee: params.maxFee ?? null,
+        nowSeconds: nowSeconds(),
+        finalExpiryDeltaSeconds: this.#timing.minFinalExpirySeconds + this.#timing.expiryDeltaSeconds,
+        excludeChannels: excluded,
+        k: 1,
+      });
+      const route = routes[0];
+      if (!route) break;
+      const outcome = await this.#attempt(record, route, secret);
+      if (outcome === "succeeded") return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+      if (outcome === "pending") return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+      const failed = (this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord).attempts.at(-1);
+      lastFailure = {
+        code: failed?.errorCode ?? "PEER_REJECTED",
+        message: failed?.errorMessage ?? "attempt failed",
+      };
+      record.attempts = (this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord).attempts;
+      const hopIndex = route.hops.findIndex((h) => eq(h.address, failed?.failedAt ?? ""));
+      if (failed?.failedAt && eq(failed.failedAt, target) && hopIndex === route.hops.length - 1) break; // target refused
+      // The failing channel is the one the failing node should have forwarded over (or our first hop).
+      const bad = hopIndex >= 0 ? route.hops[hopIndex + 1] : route.hops[0];
+      const from = hopIndex >= 0 ? (route.hops[hopIndex]?.address ?? this.#self) : this.#self;
+      if (bad) {
+        excluded.add(bad.channelId.toString());
+        this.#routes.reportFailure?.(bad.channelId, from, bad.amount);
+      } else {
+        break;
+      }
+    }
+    const final = this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+    if (final.status === "pending" && !final.attempts.some((a) => a.status === "pending")) {
+      final.status = "failed";
+      final.errorCode = lastFailure.code;
+      final.errorMessage = lastFailure.message;
+      final.completedAtMs = Date.now();
+      this.#store.updateMediatedPayment(final);
+    }
+    return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+  }
+
+  /** A multi-hop payment by id, or null. */
+  getPayment(paymentId: string): MediatedPaymentRecord | null {
+    return this.#store.getMediatedPayment(paymentId);
+  }
+
+  /** Routes to `target` for `amount` (nothing is sent). */
+  findRoutes(target: string, token: string, amount: bigint, maxFee: bigint | null, k = 3): RouteCandidate[] {
+    return this.#routes.findRoutes({
+      source: this.#self,
+      target: getAddress(target),
+      token: getAddress(token),
+      amount,
+      maxFee,
+      nowSeconds: nowSeconds(),
+      finalExpiryDeltaSeconds: this.#timing.minFinalExpirySeconds + this.#timing.expiryDeltaSeconds,
+      excludeChannels: new Set(),
+      k,
+    });
+  }
+
+  /**
+   * Creates an invoice: a fresh secret whose hash the payer locks to; we reveal it when a lock of at least
+   * `amount` arrives before `expirySeconds`.
+   */
+  createInvoice(params: {
+    token: string;
+    amount: bigint;
+    description?: string;
+    expirySeconds?: number;
+  }): InvoiceRecord {
+    assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
+    const expirySeconds = params.expirySeconds ?? 3600;
+    assertArgument(
+      Number.isInteger(expirySeconds) && expirySeconds > 0 && expirySeconds <= 30 * 86_400,
+      "expirySeconds must be 1..2592000",
+      "expirySeconds",
+      expirySeconds,
+    );
+    const secret = randomSecret();
+    const now = Date.now();
+    const invoice: InvoiceRecord = {
+      paymentHash: secretHashOf(secret),
+      secret,
+      token: getAddress(params.token),
+      amount: params.amount,
+      description: params.description ?? "",
+      status: "open",
+      paidAmount: 0n,
+      createdAtMs: now,
+      expiresAtMs: now + expirySeconds * 1000,
+      paidAtMs: null,
+    };
+    this.#store.insertInvoice(invoice);
+    return invoice;
+  }
+
+  /** @throws QrwpError NOT_FOUND */
+  getInvoice(paymentHash: string): InvoiceRecord {
+    const invoice = this.#store.getInvoice(paymentHash);
+    if (!invoice)
+      throw new QrwpError("NOT_FOUND", "no invoice with this payment hash", { field: "paymentHash" });
+    if (invoice.status === "open" && Date.now() > invoice.expiresAtMs)
+      return { ...invoice, status: "expired" };
+    return invoice;
+  }
+
+  // ---- attempts ----
+
+  async #attempt(
+    record: MediatedPaymentRecord,
+    route: RouteCandidate,
+    secret: string | null,
+  ): Promise<"succeeded" | "failed" | "pending"> {
+    const attemptIndex = record.attempts.length;
+    const transfer: TransferDescription = {
+      paymentId: record.paymentId,
+      initiator: this.#self,
+      target: record.target,
+      secretHash: record.secretHash,
+      route: route.hops.map((h) => ({ address: h.address, amount: h.amount, expiration: h.expiration })),
+      initiatorMultiaddrs: this.#listenAddrs(),
+    };
+    const first = route.hops[0];
+    if (!first) throw new QrwpError("INTERNAL", "empty route");
+    const attempt: PaymentAttempt = {
+      route: route.hops.map((h) => ({
+        address: h.address,
+        channelId: h.channelId.toString(),
+        amount: h.amount.toString(),
+        expiration: h.expiration.toString(),
+        fee: h.fee.toString(),
+      })),
+      fee: route.fee.toString(),
+      status: "pending",
+    };
+    record.attempts = [...record.attempts, attempt];
+    record.fee = route.fee;
+    const id = `i:${record.paymentId}:${attemptIndex}`;
+    const { state, actions } = initiatorStart(transfer, secret, first.channelId);
+    const done = new Promise<{ ok: boolean }>((resolve) => this.#waiters.set(id, resolve));
+    this.#store.transaction(() => {
+      this.#store.updateMediatedPayment(record);
+      this.#put(id, state, actions);
+    });
+    this.#log.info(
+      {
+        paymentId: record.paymentId,
+        attempt: attemptIndex,
+        hops: route.hops.length,
+        fee: route.fee.toString(),
+      },
+      "payment attempt",
+    );
+    this.#drain(id);
+    const remaining = Math.max(1, record.deadlineMs - Date.now()) + 2000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), remaining);
+    });
+    const outcome = await Promise.race([done, timeout]);
+    clearTimeout(timer);
+    this.#waiters.delete(id);
+    if (outcome === null) return "pending";
+    return outcome.ok ? "succeeded" : "failed";
+  }
+
+  // ---- transfer persistence and the outbox ----
+
+  #put(id: string, machine: TransferState, outbox: TransferAction[]): void {
+    const doc: TransferDoc = { machine, outbox };
+    const t: TransferRecord = {
+      id,
+      role: machine.role,
+      secretHash: machine.transfer.secretHash,
+      paymentId: machine.transfer.paymentId,
+      state: doc,
+      done: isTransferDone(machine) && outbox.length === 0,
+    };
+    this.#store.putTransfer(t);
+  }
+
+  #doc(id: string): TransferDoc | null {
+    const t = this.#store.getTransfer(id);
+    return t ? (t.state as TransferDoc) : null;
+  }
+
+  /** Applies an event to a stored transfer: new state + appended actions, stored atomically. */
+  #step(
+    id: string,
+    fn: (machine: TransferState) => { state: TransferState; actions: TransferAction[] },
+  ): void {
+    const doc = this.#doc(id);
+    if (!doc) return;
+    const { state, actions } = fn(doc.machine);
+    this.#put(id, state, [...doc.outbox, ...actions]);
+  }
+
+  /** Runs a transfer's outbox (one runner per transfer; a request during a run triggers another pass). */
+  #drain(id: string): void {
+    if (this.#running.has(id)) {
+      this.#rerun.add(id);
+      return;
+    }
+    const run = (async () => {
+      do {
+        this.#rerun.delete(id);
+        await this.#runOutbox(id);
+      } while (this.#rerun.has(id) && !this.#stopped);
+    })()
+      .catch((err: unknown) =>
+        this.#log.warn({ transfer: id, err: errorFields(err) }, "transfer outbox failed"),
+      )
+      .finally(() => this.#running.delete(id));
+    this.#running.set(id, run);
+  }
+
+  async #runOutbox(id: string): Promise<void> {
+    for (;;) {
+      if (this.#stopped) return;
+      const doc = this.#doc(id);
+      const action = doc?.outbox[0];
+      if (!doc || !action) return;
+      const result = await this.#execute(id, doc.machine, action);
+      if (result === "retry") return; // left in the outbox for the next tick
+      const fresh = this.#doc(id) as TransferDoc;
+      // Remove the action we ran (it is still first: events append at the end).
+      this.#put(id, fresh.machine, fresh.outbox.slice(1));
+    }
+  }
+
+  async #execute(id: string, machine: TransferState, action: TransferAction): Promise<"done" | "retry"> {
+    try {
+      switch (action.type) {
+        case "SendLockedTransfer": {
+          let delivery: { ok: boolean; code?: string; message?: string };
+          try {
+            delivery = await this.#channels.sendLockedTransfer(
+              action.channelId,
+              action.lock,
+              action.transfer,
+            );
+          } catch (err) {
+            if (isQrwpError(err) && err.details.pending === true) {
+              // Outcome unknown: the channel layer re-sends it; expiry handles a partner that never answers.
+              this.#log.warn({ transfer: id, err: errorFields(err) }, "LockedTransfer not acknowledged yet");
+              return "done";
+            }
+            if (!isQrwpError(err)) throw err;
+            delivery = { ok: false, code: err.code, message: err.message };
+          }
+          if (!delivery.ok) {
+            const code = (delivery.code ?? "PEER_REJECTED") as ErrorCode;
+            const message = delivery.message ?? "refused";
+            if (machine.role === "initiator") {
+              this.#step(id, (m) =>
+                initiatorStep(m as InitiatorState, {
+                  type: "TransferFailed",
+                  from: action.partner,
+                  reason: { code, message, failedAt: RETRYABLE.has(code) ? this.#self : action.partner },
+                }),
+              );
+            } else {
+              this.#step(id, (m) =>
+                mediatorStep(
+                  m as MediatorState,
+                  { type: "ForwardFailed", code, message },
+                  this.#self,
+                  this.#timing,
+                ),
+              );
+            }
+          }
+          return "done";
+        }
+        case "SendUnlock": {
+          const r = await this.#channels.sendUnlock(
+            action.channelId,
+            action.secret,
+            machine.transfer.paymentId,
+          );
+          if (!r.ok) this.#log.error({ transfer: id, peerCode: r.code }, "partner refused our Unlock");
+          return "done";
+        }
+        case "SendLockExpired": {
+          const r = await this.#channels.sendLockExpired(action.channelId, action.secretHash);
+          if (!r.ok) {
+            this.#log.warn({ transfer: id, peerCode: r.code }, "partner refused LockExpired; will retry");
+            return "retry";
+          }
+          return "done";
+        }
+        case "SendRevealSecret": {
+          await this.#requestOk(action.to, { type: "RevealSecret", secret: action.secret });
+          return "done";
+        }
+        case "SendTransferFailed": {
+          await this.#requestOk(action.to, {
+            type: "TransferFailed",
+            paymentId: action.paymentId,
+            secretHash: action.secretHash,
+            code: action.code,
+            message: action.message.slice(0, 1000),
+            failedAt: action.failedAt,
+          });
+          return "done";
+        }
+        case "SendSecretRequest": {
+          const target = parseTarget(action.multiaddrs);
+          const reply = await this.#transport.request(
+            action.to,
+            {
+              type: "SecretRequest",
+              paymentId: action.paymentId,
+              secretHash: action.secretHash,
+              amount: action.amount,
+              expiration: action.expiration,
+            },
+            target,
+          );
+          if (reply.type === "RevealSecret" && secretHashOf(reply.secret) === action.secretHash) {
+            this.#store.transaction(() => {
+              this.#store.putSecret(action.secretHash, reply.secret);
+              this.#step(id, (m) =>
+                targetStep(
+                  m as TargetState,
+                  { type: "SecretRevealed", secret: reply.secret, secretHash: action.secretHash },
+                  this.#self,
+                  this.#timing,
+                ),
+              );
+            });
+          } else {
+            const code = (reply.type === "Error" ? reply.code : "INVALID_MESSAGE") as ErrorCode;
+            this.#step(id, (m) =>
+              targetStep(
+                m as TargetState,
+                { type: "SecretRequestFailed", code, message: "initiator did not reveal the secret" },
+                this.#self,
+                this.#timing,
+              ),
+            );
+          }
+          return "done";
+        }
+        case "RegisterSecret": {
+          await this.#hub.registerSecret(action.secret);
+          this.#log.warn(
+            { transfer: id, secretHash: machine.transfer.secretHash },
+            "registered secret on-chain",
+          );
+          return "done";
+        }
+        case "CloseChannel": {
+          const view = this.#channels.getChannel(action.channelId);
+          if (view.state === "opened") await this.#channels.close(action.channelId, { cooperative: false });
+          return "done";
+        }
+        case "PaymentSucceeded":
+          this.#finishAttempt(id, machine as InitiatorState, true, action.secret);
+          return "done";
+        case "AttemptFailed":
+          this.#finishAttempt(id, machine as InitiatorState, false, null, action);
+          return "done";
+        case "PaymentReceived":
+          this.#received(machine as TargetState, action.amount);
+          return "done";
+      }
+    } catch (err) {
+      const code = isQrwpError(err) ? err.code : "INTERNAL";
+      this.#log.warn({ transfer: id, action: action.type, err: errorFields(err) }, "transfer action failed");
+      if (RETRYABLE.has(code) || code === "PEER_REJECTED") return "retry";
+      return "done";
+    }
+  }
+
+  async #requestOk(to: string, body: ChannelMessage): Promise<void> {
+    const peer = this.#store.getPeer(to);
+    const reply = await this.#transport.request(
+      to,
+      body,
+      peer ? { peerId: peer.peerId, multiaddrs: peer.multiaddrs } : null,
+    );
+    if (reply.type === "Error") {
+      throw new QrwpError("PEER_REJECTED", `${body.type} refused: ${reply.code}: ${reply.message}`, {
+        peerCode: reply.code,
+      });
+    }
+  }
+
+  #finishAttempt(
+    id: string,
+    machine: InitiatorState,
+    ok: boolean,
+    secret: string | null,
+    failure?: { code: string; message: string; failedAt: string },
+  ): void {
+    const record = this.#store.getMediatedPayment(machine.transfer.paymentId);
+    if (record) {
+      const index = Number(id.split(":").at(-1));
+      const attempt = record.attempts[index];
+      if (attempt && attempt.status === "pending") {
+        attempt.status = ok ? "succeeded" : "failed";
+        if (failure) {
+          attempt.errorCode = failure.code;
+          attempt.errorMessage = failure.message;
+          attempt.failedAt = failure.failedAt;
+        }
+      }
+      if (ok) {
+        record.status = "completed";
+        record.secret = secret;
+        record.fee = BigInt(attempt?.fee ?? "0");
+        record.completedAtMs = Date.now();
+        record.errorCode = null;
+        record.errorMessage = null;
+        for (const hop of attempt?.route ?? []) {
+          this.#routes.reportSuccess?.(BigInt(hop.channelId), hop.address, BigInt(hop.amount));
+        }
+      }
+      this.#store.updateMediatedPayment(record);
+    }
+    this.#waiters.get(id)?.({ ok });
+  }
+
+  #received(machine: TargetState, amount: bigint): void {
+    const invoice = this.#store.getInvoice(machine.transfer.secretHash);
+    if (invoice) this.#store.markInvoicePaid(invoice.paymentHash, amount);
+    try {
+      const now = Date.now();
+      this.#store.insertPayment({
+        paymentId: machine.transfer.paymentId,
+        direction: "incoming",
+        channelId: machine.payer.channelId,
+        partner: machine.payer.partner,
+        token: this.#channels.getChannel(machine.payer.channelId).token,
+        amount,
+        nonce: 0n,
+        status: "completed",
+        errorCode: null,
+        errorMessage: null,
+        createdAtMs: now,
+        completedAtMs: now,
+      });
+    } catch {
+      // already recorded
+    }
+    this.#log.info({ paymentId: machine.transfer.paymentId, amount: amount.toString() }, "payment received");
+  }
+
+  // ---- events from the channel layer ----
+
+  #onLockReceived(
+    msg: LockedTransfer,
+    channel: { channelId: bigint; partner: string; token: string },
+  ): () => void {
+    const payer = { channelId: channel.channelId, partner: channel.partner, lock: msg.lock };
+    const transfer: TransferDescription = {
+      paymentId: msg.paymentId,
+      initiator: msg.initiator,
+      target: msg.target,
+      secretHash: msg.lock.secretHash.toLowerCase(),
+      route: msg.route,
+      initiatorMultiaddrs: msg.initiatorMultiaddrs,
+    };
+    const now = nowSeconds();
+    let id: string;
+    let result: { state: TransferState; actions: TransferAction[] };
+    if (eq(msg.target, this.#self)) {
+      id = `t:${transfer.secretHash}:${channel.channelId}`;
+      const invoice = this.#store.getInvoice(transfer.secretHash);
+      const usable =
+        invoice &&
+        invoice.status === "open" &&
+        Date.now() <= invoice.expiresAtMs &&
+        eq(invoice.token, channel.token)
+          ? { secret: invoice.secret, amount: invoice.amount }
+          : null;
+      result = targetStart({
+        self: this.#self,
+        transfer,
+        payer,
+        invoice: usable,
+        timing: this.#timing,
+        nowSeconds: now,
+      });
+      if (usable) this.#store.putSecret(transfer.secretHash, usable.secret);
+    } else {
+      id = `m:${transfer.secretHash}:${channel.channelId}`;
+      const index = msg.route.findIndex((h) => eq(h.address, this.#self));
+      const nextAddress = index >= 0 ? msg.route[index + 1]?.address : undefined;
+      const next = nextAddress ? this.#channels.openChannelWith(nextAddress, channel.token) : null;
+      result = mediatorStart({
+        self: this.#self,
+        transfer,
+        payer,
+        next: { channelId: next?.channelId ?? null, distributable: next?.ourBalance ?? 0n, online: true },
+        fees: this.#fees,
+        timing: this.#timing,
+        nowSeconds: now,
+      });
+    }
+    if (this.#store.getTransfer(id)) return () => this.#drain(id);
+    this.#put(id, result.state, result.actions);
+    return () => this.#drain(id);
+  }
+
+  #onUnlocked(channelId: bigint, secretHash: string, secret: string): () => void {
+    const ids = [`m:${secretHash}:${channelId}`, `t:${secretHash}:${channelId}`];
+    for (const id of ids) {
+      const doc = this.#doc(id);
+      if (!doc) continue;
+      if (doc.machine.role === "target") {
+        this.#step(id, (m) =>
+          targetStep({ ...(m as TargetState), secret }, { type: "Unlocked" }, this.#self, this.#timing),
+        );
+      } else {
+        this.#step(id, (m) =>
+          mediatorStep(m as MediatorState, { type: "Unlocked" }, this.#self, this.#timing),
+        );
+      }
+      return () => this.#drain(id);
+    }
+    return () => undefined;
+  }
+
+  #onLockExpired(channelId: bigint, secretHash: string): () => void {
+    for (const id of [`m:${secretHash}:${channelId}`, `t:${secretHash}:${channelId}`]) {
+      const doc = this.#doc(id);
+      if (!doc) continue;
+      this.#step(id, (m) =>
+        m.role === "target"
+          ? targetStep(m, { type: "LockExpiredReceived" }, this.#self, this.#timing)
+          : mediatorStep(m as MediatorState, { type: "LockExpiredReceived" }, this.#self, this.#timing),
+      );
+      return () => this.#drain(id);
+    }
+    return () => undefined;
+  }
+
+  #mayRemoveLock(channelId: bigint, lock: Lock, now: bigint): boolean {
+    if (now >= lock.expiration) return true;
+    const m = this.#doc(`m:${lock.secretHash}:${channelId}`)?.machine as MediatorState | undefined;
+    if (m && m.payerStatus === "declined") return true;
+    const t = this.#doc(`t:${lock.secretHash}:${channelId}`)?.machine as TargetState | undefined;
+    return t?.status === "declined";
+  }
+
+  async #onRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
+    switch (body.type) {
+      case "RevealSecret": {
+        const secretHash = secretHashOf(body.secret);
+        const matched: string[] = [];
+        this.#store.transaction(() => {
+          for (const t of this.#store.transfersByHash(secretHash)) {
+            const m = (t.state as TransferDoc).machine;
+            if (m.role === "initiator" && eq(m.out.partner, from.address)) {
+              this.#step(t.id, (s) =>
+                initiatorStep(s as InitiatorState, {
+                  type: "RevealSecret",
+                  from: from.address,
+                  secret: body.secret,
+                  secretHash,
+                }),
+              );
+              matched.push(t.id);
+            } else if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address)) {
+              this.#step(t.id, (s) =>
+                mediatorStep(
+                  s as MediatorState,
+                  { type: "RevealSecret", from: from.address, secret: body.secret, secretHash },
+                  this.#self,
+                  this.#timing,
+                ),
+              );
+              matched.push(t.id);
+            }
+          }
+          if (matched.length > 0) this.#store.putSecret(secretHash, body.secret);
+        });
+        if (matched.length === 0) {
+          throw new QrwpError("PAYMENT_NOT_FOUND", "no transfer of ours waits for this secret", {
+            field: "secret",
+          });
+        }
+        for (const id of matched) this.#drain(id);
+        return { type: "Ok" };
+      }
+      case "SecretRequest": {
+        for (const t of this.#store.transfersByHash(body.secretHash.toLowerCase())) {
+          const m = (t.state as TransferDoc).machine;
+          if (m.role !== "initiator") continue;
+          const secret = initiatorSecretFor(m, {
+            type: "SecretRequest",
+            from: from.address,
+            amount: body.amount,
+            expiration: body.expiration,
+          });
+          if (secret) return { type: "RevealSecret", secret };
+        }
+        throw new QrwpError("PAYMENT_NOT_FOUND", "no pending payment of ours matches this request", {
+          field: "secretHash",
+        });
+      }
+      case "TransferFailed": {
+        const reason = { code: body.code, message: body.message, failedAt: body.failedAt };
+        for (const t of this.#store.transfersByHash(body.secretHash.toLowerCase())) {
+          const m = (t.state as TransferDoc).machine;
+          if (m.role === "initiator" && eq(m.out.partner, from.address) && !t.done) {
+            this.#step(t.id, (s) =>
+              initiatorStep(s as InitiatorState, { type: "TransferFailed", from: from.address, reason }),
+            );
+            this.#drain(t.id);
+            return { type: "Ok" };
+          }
+          if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address) && !t.done) {
+            this.#step(t.id, (s) =>
+              mediatorStep(
+                s as MediatorState,
+                { type: "TransferFailed", from: from.address, reason },
+                this.#self,
+                this.#timing,
+              ),
+            );
+            this.#drain(t.id);
+            return { type: "Ok" };
+          }
+        }
+        throw new QrwpError("PAYMENT_NOT_FOUND", "no transfer to this peer with this secret hash", {
+          field: "secretHash",
+        });
+      }
+      default:
+        throw new QrwpError("INVALID_MESSAGE", `unexpected request ${body.type}`, { field: "type" });
+    }
+  }
+
+  // ---- clock ----
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      try {
+        this.#tick();
+      } finally {
+        this.#schedule();
+      }
+    }, this.#tickMs);
+    this.#timer.unref();
+  }
+
+  #tick(): void {
+    const now = nowSeconds();
+    for (const t of this.#store.openTransfers()) {
+      const doc = t.state as TransferDoc;
+      const m = doc.machine;
+      const stepped =
+        m.role === "initiator"
+          ? initiatorStep(m, { type: "Tick", nowSeconds: now })
+          : m.role === "mediator"
+            ? mediatorStep(m, { type: "Tick", nowSeconds: now }, this.#self, this.#timing)
+            : targetStep(m, { type: "Tick", nowSeconds: now }, this.#self, this.#timing);
+      if (stepped.actions.length > 0 || stepped.state !== m)
+        this.#put(t.id, stepped.state, [...doc.outbox, ...stepped.actions]);
+      if (stepped.actions.length > 0 || doc.outbox.length > 0) this.#drain(t.id);
+    }
+  }
+}
+
+function nowSeconds(): bigint {
+  return BigInt(Math.floor(Date.now() / 1000));
+}
+
+/** `{peerId, multiaddrs}` for the transport from multiaddrs ending in /p2p/<peerId>. */
+function parseTarget(multiaddrs: string[]): { peerId?: string; multiaddrs: string[] } | null {
+  const withPeer = multiaddrs.find((m) => m.includes("/p2p/"));
+  if (!withPeer) return null;
+  return {
+    peerId: withPeer.split("/p2p/")[1] as string,
+    multiaddrs: multiaddrs.map((m) => m.split("/p2p/")[0] as string),
+  };
+}
