@@ -1,5 +1,6 @@
 /**
- * Gas benchmark of the ChannelHub lifecycle on the in-process Hardhat network (cancun, optimizer 200 runs).
+ * Gas benchmark of the ChannelHub lifecycle, the SecretRegistry and unlocks of pending HTLC locks on the
+ * in-process Hardhat network (cancun, optimizer 200 runs).
  * Prints a table and writes bench/results/gas.json. Run with `npm run bench:gas`.
  */
 import "core-js/actual/promise/with-resolvers.js";
@@ -51,15 +52,22 @@ async function main(): Promise<void> {
   const bpTypes = { BalanceProof: [...BalanceProof] };
   const updTypes = { BalanceProofUpdate: [...BalanceProofUpdate] };
   const coopTypes = { CooperativeSettle: [...CooperativeSettle] };
-  const hashOf = (transferred: bigint) =>
+  const hashOf = (transferred: bigint, locked = 0n, locksRoot = ethers.ZeroHash) =>
     ethers.keccak256(
       ethers.AbiCoder.defaultAbiCoder().encode(
         ["uint256", "uint256", "bytes32"],
-        [transferred, 0n, ethers.ZeroHash],
+        [transferred, locked, locksRoot],
       ),
     );
-  const proof = async (signer: ethers.Wallet, channelId: bigint, nonce: bigint, transferred: bigint) => {
-    const balanceHash = hashOf(transferred);
+  const proof = async (
+    signer: ethers.Wallet,
+    channelId: bigint,
+    nonce: bigint,
+    transferred: bigint,
+    locked = 0n,
+    locksRoot = ethers.ZeroHash,
+  ) => {
+    const balanceHash = hashOf(transferred, locked, locksRoot);
     const signature = await signer.signTypedData(domain, bpTypes, { channelId, nonce, balanceHash });
     return { nonce, balanceHash, signature };
   };
@@ -122,6 +130,62 @@ async function main(): Promise<void> {
   rows.push({ operation: "setTotalDeposit", gasUsed: ethDep.gasUsed, note: "first ETH deposit" });
   const ethClose = await b.closeChannel(open3.channelId, alice.address, null);
   rows.push({ operation: "closeChannel", gasUsed: ethClose.gasUsed, note: "no partner proof (nonce 0)" });
+
+  // SecretRegistry.
+  const secret = () => ethers.hexlify(ethers.randomBytes(32));
+  const reg1 = await t.registerSecret(secret());
+  rows.push({ operation: "registerSecret", gasUsed: reg1.gasUsed, note: "one new secret" });
+  const reg10 = await t.registerSecretBatch(Array.from({ length: 10 }, secret));
+  rows.push({ operation: "registerSecretBatch", gasUsed: reg10.gasUsed, note: "10 new secrets" });
+
+  // Channels 4-6 (ERC-20): alice's proof carries N pending locks; bob closes with it, settle keeps the
+  // locked amount, then a watchtower unlocks. All secrets but the last one (for N > 1) are registered in time.
+  for (const count of [1, 10, 160]) {
+    const { channelId } = await a.openChannel(bob.address, token, TIMEOUT_SECONDS);
+    await a.setTotalDeposit(channelId, E("10"));
+    await b.setTotalDeposit(channelId, E("10"));
+    const expiration = BigInt(await t.latestTimestamp()) + 3600n;
+    const secrets = Array.from({ length: count }, secret);
+    const locks = secrets.map((s, i) => ({
+      amount: ethers.parseUnits(String(i + 1), "gwei"),
+      expiration,
+      secretHash: ethers.sha256(s),
+    }));
+    const locked = locks.reduce((sum, l) => sum + l.amount, 0n);
+    const locksRoot = ethers.keccak256(
+      ethers.concat(
+        locks.map((l) =>
+          ethers.solidityPacked(["uint256", "uint256", "bytes32"], [l.amount, l.expiration, l.secretHash]),
+        ),
+      ),
+    );
+    const aliceLocked = await proof(alice, channelId, 1n, E("1"), locked, locksRoot);
+    await b.closeChannel(channelId, alice.address, aliceLocked);
+    await provider.send("evm_increaseTime", [TIMEOUT_SECONDS + 1]);
+    await provider.send("evm_mine", []);
+    const settled = await t.settleChannel(
+      channelId,
+      { participant: alice.address, transferredAmount: E("1"), lockedAmount: locked, locksRoot },
+      { participant: bob.address, transferredAmount: 0n, lockedAmount: 0n, locksRoot: ethers.ZeroHash },
+    );
+    if (count === 1) {
+      rows.push({
+        operation: "settleChannel",
+        gasUsed: settled.gasUsed,
+        note: "two ERC-20 payouts, one side's pending locks kept",
+      });
+    }
+    await t.registerSecretBatch(count === 1 ? secrets : secrets.slice(0, -1));
+    const unlocked = await t.unlock(channelId, alice.address, bob.address, locks);
+    rows.push({
+      operation: "unlock",
+      gasUsed: unlocked.gasUsed,
+      note:
+        count === 1
+          ? "1 lock, secret registered, one payout"
+          : `${count} locks, ${count - 1} secrets registered, two payouts`,
+    });
+  }
 
   const table = rows.map((r) => ({ operation: r.operation, gasUsed: Number(r.gasUsed), note: r.note }));
   console.table(table);
