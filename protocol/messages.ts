@@ -34,10 +34,12 @@ const paymentId = z
   .regex(/^[A-Za-z0-9._:-]+$/, "must be 1-128 characters of [A-Za-z0-9._:-]");
 const multiaddrs = z.array(z.string().min(1).max(512)).max(16);
 const secret32 = bytes32;
+/** A secret hash, lower-cased on decode (as `secretHashOf` and the channel state produce it). */
+const secretHash32 = bytes32.transform((s) => s.toLowerCase());
 const lockSchema = z.object({
   amount: uint256.refine((v) => v > 0n, "must be > 0"),
   expiration: uint256,
-  secretHash: bytes32.transform((s) => s.toLowerCase()),
+  secretHash: secretHash32,
 });
 /** Longest route a LockedTransfer may carry (hops after the initiator). */
 export const MAX_ROUTE_HOPS = 20;
@@ -218,7 +220,7 @@ const bodySchema = z.discriminatedUnion("type", [
   z.object({
     type: z.literal("SecretRequest"),
     paymentId,
-    secretHash: bytes32,
+    secretHash: secretHash32,
     amount: uint256,
     expiration: uint256,
   }),
@@ -229,11 +231,15 @@ const bodySchema = z.discriminatedUnion("type", [
     secret: secret32,
     balanceProof: signedBalanceProofSchema,
   }),
-  z.object({ type: z.literal("LockExpired"), secretHash: bytes32, balanceProof: signedBalanceProofSchema }),
+  z.object({
+    type: z.literal("LockExpired"),
+    secretHash: secretHash32,
+    balanceProof: signedBalanceProofSchema,
+  }),
   z.object({
     type: z.literal("TransferFailed"),
     paymentId,
-    secretHash: bytes32,
+    secretHash: secretHash32,
     code: errorCode,
     message: z.string().max(1024),
     failedAt: address,
@@ -314,7 +320,11 @@ export function decodeEnvelope(data: Uint8Array): Envelope {
   if (replyTo !== undefined) envelope.replyTo = replyTo;
   if ("balanceProof" in body) {
     const { signature, pqSignature, ...proof } = body.balanceProof;
-    envelope.body = { ...body, balanceProof: { proof, signature, pqSignature } } as ChannelMessage;
+    // A copy: cbor-x returns a Buffer view into `data`, which the caller may reuse.
+    envelope.body = {
+      ...body,
+      balanceProof: { proof, signature, pqSignature: Uint8Array.from(pqSignature) },
+    } as ChannelMessage;
   }
   return envelope;
 }

@@ -161,7 +161,7 @@ export function initiatorStep(
     case "SecretRequest":
       return { state, actions: [] };
     case "RevealSecret": {
-      if (event.secretHash !== state.transfer.secretHash || state.unlockSent || state.lockRemoved) {
+      if (!eq(event.secretHash, state.transfer.secretHash) || state.unlockSent || state.lockRemoved) {
         return { state, actions: [] };
       }
       const next: InitiatorState = { ...state, secret: event.secret, status: "succeeded", unlockSent: true };
@@ -356,9 +356,13 @@ export function mediatorStep(
       : [];
   switch (event.type) {
     case "RevealSecret": {
-      if (event.secretHash !== state.transfer.secretHash || state.secret !== null)
+      if (!eq(event.secretHash, state.transfer.secretHash) || state.secret !== null)
         return { state, actions: [] };
-      const next: MediatorState = { ...state, secret: event.secret, secretSentUpstream: true };
+      const next: MediatorState = {
+        ...state,
+        secret: event.secret,
+        secretSentUpstream: state.secretSentUpstream || state.payerStatus === "pending",
+      };
       const actions: TransferAction[] = [];
       if (state.payee && state.payeeStatus === "pending") {
         next.payeeStatus = "unlocked";
@@ -557,7 +561,7 @@ export function targetStep(
 ): { state: TargetState; actions: TransferAction[] } {
   switch (event.type) {
     case "SecretRevealed":
-      if (state.status !== "requested" || event.secretHash !== state.transfer.secretHash)
+      if (state.status !== "requested" || !eq(event.secretHash, state.transfer.secretHash))
         return { state, actions: [] };
       return {
         state: { ...state, secret: event.secret, status: "revealed" },
