@@ -8,10 +8,11 @@
 import "core-js/actual/promise/with-resolvers.js";
 import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { isQrwpError } from "../protocol/index.js";
-import { initKeystore } from "./keystore.js";
+import { QrwpError, isQrwpError, type ErrorCode } from "../protocol/index.js";
+import { initKeystore, readApiToken } from "./keystore.js";
 import { createLogger } from "./logger.js";
 import { startNode } from "./runtime.js";
+import { DEFAULT_SAFETY_MARGINS } from "../protocol/index.js";
 
 function parsePort(value: string): number {
   const n = Number(value);
@@ -52,6 +53,84 @@ function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive integer");
   return n;
+}
+
+function parseAmount(value: string): string {
+  if (!/^(0|[1-9][0-9]{0,77})$/.test(value))
+    throw new InvalidArgumentError("must be a decimal amount in token base units");
+  return value;
+}
+
+function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
+  return n;
+}
+
+function parseAddress(value: string): string {
+  if (!/^0x[0-9a-fA-F]{40}$/.test(value))
+    throw new InvalidArgumentError("must be a 0x-prefixed 20-byte address");
+  return value;
+}
+
+function parseHash(value: string): string {
+  if (!/^0x[0-9a-fA-F]{64}$/.test(value))
+    throw new InvalidArgumentError("must be a 0x-prefixed 32-byte hash");
+  return value;
+}
+
+/** Options every API client command takes: where the node's API is and its token. */
+function withApi(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option("--api-url <url>", "the node's HTTP API")
+        .env("QRWP_API_URL")
+        .argParser(parseUrl)
+        .default("http://127.0.0.1:7001"),
+    )
+    .addOption(
+      new Option("--data-dir <dir>", "the node's data directory (for its api-token)").env("QRWP_DATA_DIR"),
+    )
+    .addOption(
+      new Option("--api-token <token>", "API bearer token (instead of --data-dir)").env("QRWP_API_TOKEN"),
+    );
+}
+
+/** Calls the node's API; prints the JSON answer; a coded error becomes a QrwpError (exit 1, or 2 for bad input). */
+async function callApi(
+  opts: { apiUrl: string; dataDir?: string; apiToken?: string },
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+): Promise<void> {
+  const token = opts.apiToken ?? (opts.dataDir ? readApiToken(resolve(opts.dataDir)) : undefined);
+  if (!token) throw new InvalidArgumentError("give --data-dir or --api-token");
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, opts.apiUrl), {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch (cause) {
+    throw new QrwpError(
+      "PEER_OFFLINE",
+      `cannot reach the node API at ${opts.apiUrl}`,
+      { field: "api-url" },
+      { cause },
+    );
+  }
+  const json = (await res.json().catch(() => ({}))) as {
+    error?: { code: ErrorCode; message: string; details?: Record<string, unknown> };
+  };
+  if (!res.ok) {
+    throw new QrwpError(
+      json.error?.code ?? "INTERNAL",
+      json.error?.message ?? `HTTP ${res.status}`,
+      json.error?.details ?? {},
+    );
+  }
+  console.log(JSON.stringify(json, null, 2));
 }
 
 export function buildCli(): Command {
@@ -124,6 +203,36 @@ export function buildCli(): Command {
         .default(2000),
     )
     .addOption(
+      new Option("--fee-flat <amount>", "flat fee charged per forwarded payment (token base units)")
+        .env("QRWP_FEE_FLAT")
+        .argParser(parseAmount)
+        .default("0"),
+    )
+    .addOption(
+      new Option("--fee-ppm <ppm>", "proportional fee per forwarded amount, parts per million")
+        .env("QRWP_FEE_PPM")
+        .argParser(parseNonNegativeInt)
+        .default(0),
+    )
+    .addOption(
+      new Option("--reorg-seconds <s>", "R: deepest reorganisation guarded against (expiry delta = 3R+2G+2S)")
+        .env("QRWP_REORG_SECONDS")
+        .argParser(parseNonNegativeInt)
+        .default(DEFAULT_SAFETY_MARGINS.reorgSeconds),
+    )
+    .addOption(
+      new Option("--grace-seconds <s>", "G: wait for an unresponsive peer before going on-chain")
+        .env("QRWP_GRACE_SECONDS")
+        .argParser(parseNonNegativeInt)
+        .default(DEFAULT_SAFETY_MARGINS.graceSeconds),
+    )
+    .addOption(
+      new Option("--confirmation-seconds <s>", "S: time for a transaction to be mined")
+        .env("QRWP_CONFIRMATION_SECONDS")
+        .argParser(parseNonNegativeInt)
+        .default(DEFAULT_SAFETY_MARGINS.confirmationSeconds),
+    )
+    .addOption(
       new Option("--log-level <level>", "log level")
         .env("QRWP_LOG_LEVEL")
         .choices(["trace", "debug", "info", "warn", "error"])
@@ -131,6 +240,11 @@ export function buildCli(): Command {
     )
     .action(
       async (opts: {
+        feeFlat: string;
+        feePpm: number;
+        reorgSeconds: number;
+        graceSeconds: number;
+        confirmationSeconds: number;
         dataDir: string;
         keyFile?: string;
         rpc: string;
@@ -151,6 +265,12 @@ export function buildCli(): Command {
             apiHost: opts.api.host,
             apiPort: opts.api.port,
             chainPollMs: opts.chainPollMs,
+            fees: { feeFlat: BigInt(opts.feeFlat), feePpm: opts.feePpm },
+            margins: {
+              reorgSeconds: opts.reorgSeconds,
+              graceSeconds: opts.graceSeconds,
+              confirmationSeconds: opts.confirmationSeconds,
+            },
           },
           log,
         );
@@ -178,6 +298,109 @@ export function buildCli(): Command {
         process.once("SIGTERM", () => shutdown("SIGTERM"));
       },
     );
+  type ApiOpts = { apiUrl: string; dataDir?: string; apiToken?: string };
+  withApi(
+    program
+      .command("pay")
+      .description("pay any node through the running node (directly over a channel, else routed with HTLCs)")
+      .addOption(
+        new Option("--target <address>", "payee address").argParser(parseAddress).makeOptionMandatory(),
+      )
+      .addOption(
+        new Option("--token <address>", "token address").argParser(parseAddress).makeOptionMandatory(),
+      )
+      .addOption(
+        new Option("--amount <amount>", "amount the payee receives (base units)")
+          .argParser(parseAmount)
+          .makeOptionMandatory(),
+      )
+      .addOption(new Option("--max-fee <amount>", "most fees to pay (base units)").argParser(parseAmount))
+      .addOption(
+        new Option("--timeout <seconds>", "stop retrying after this many seconds").argParser(
+          parsePositiveInt,
+        ),
+      )
+      .addOption(
+        new Option("--payment-hash <hash>", "pay an invoice with this payment hash").argParser(parseHash),
+      )
+      .addOption(new Option("--payment-id <id>", "idempotency id of the payment"))
+      .addOption(new Option("--routed", "always route with HTLCs, even to a channel partner")),
+  ).action(
+    async (
+      o: ApiOpts & {
+        target: string;
+        token: string;
+        amount: string;
+        maxFee?: string;
+        timeout?: number;
+        paymentHash?: string;
+        paymentId?: string;
+        routed?: boolean;
+      },
+    ) =>
+      callApi(o, "POST", "/v1/payments", {
+        target: o.target,
+        token: o.token,
+        amount: o.amount,
+        ...(o.maxFee !== undefined ? { maxFee: o.maxFee } : {}),
+        ...(o.timeout ? { timeoutSeconds: o.timeout } : {}),
+        ...(o.paymentHash ? { paymentHash: o.paymentHash } : {}),
+        ...(o.paymentId ? { paymentId: o.paymentId } : {}),
+        ...(o.routed ? { mode: "routed" } : {}),
+      }),
+  );
+  withApi(
+    program
+      .command("route")
+      .description("show routes (hops, amounts, expirations, fees) to a target without paying")
+      .addOption(
+        new Option("--target <address>", "payee address").argParser(parseAddress).makeOptionMandatory(),
+      )
+      .addOption(
+        new Option("--token <address>", "token address").argParser(parseAddress).makeOptionMandatory(),
+      )
+      .addOption(
+        new Option("--amount <amount>", "amount the payee receives (base units)")
+          .argParser(parseAmount)
+          .makeOptionMandatory(),
+      )
+      .addOption(new Option("--max-fee <amount>", "drop routes above this fee").argParser(parseAmount)),
+  ).action(async (o: ApiOpts & { target: string; token: string; amount: string; maxFee?: string }) => {
+    const q = new URLSearchParams({ target: o.target, token: o.token, amount: o.amount });
+    if (o.maxFee !== undefined) q.set("maxFee", o.maxFee);
+    await callApi(o, "GET", `/v1/routes?${q.toString()}`);
+  });
+  const invoice = program.command("invoice").description("create or show invoices (payee-chosen secrets)");
+  withApi(
+    invoice
+      .command("create")
+      .description("create an invoice; give its paymentHash to the payer")
+      .addOption(
+        new Option("--token <address>", "token address").argParser(parseAddress).makeOptionMandatory(),
+      )
+      .addOption(
+        new Option("--amount <amount>", "amount to receive (base units)")
+          .argParser(parseAmount)
+          .makeOptionMandatory(),
+      )
+      .addOption(new Option("--description <text>", "what the payment is for"))
+      .addOption(
+        new Option("--expiry <seconds>", "seconds until the invoice expires").argParser(parsePositiveInt),
+      ),
+  ).action(async (o: ApiOpts & { token: string; amount: string; description?: string; expiry?: number }) =>
+    callApi(o, "POST", "/v1/invoices", {
+      token: o.token,
+      amount: o.amount,
+      ...(o.description !== undefined ? { description: o.description } : {}),
+      ...(o.expiry ? { expirySeconds: o.expiry } : {}),
+    }),
+  );
+  withApi(
+    invoice
+      .command("show")
+      .description("show an invoice and whether it was paid")
+      .argument("<paymentHash>", "payment hash", parseHash),
+  ).action(async (paymentHash: string, o: ApiOpts) => callApi(o, "GET", `/v1/invoices/${paymentHash}`));
   return program;
 }
 

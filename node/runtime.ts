@@ -9,16 +9,25 @@ import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify } from "@libp2p/identify";
 import { ping } from "@libp2p/ping";
+import { gossipsub, type GossipSub } from "@libp2p/gossipsub";
 import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { HubClient, readDeployment, type Deployment } from "../chain/index.js";
-import { QrwpError } from "../protocol/index.js";
+import {
+  DEFAULT_SAFETY_MARGINS,
+  QrwpError,
+  lockTiming,
+  type FeeSchedule,
+  type SafetyMargins,
+} from "../protocol/index.js";
 import { buildApiServer } from "./api/server.js";
 import { ChannelService } from "./channels/service.js";
 import { loadIdentity, readApiToken, KEYS_FILE } from "./keystore.js";
 import { ChannelTransport } from "./p2p/channel-transport.js";
 import { NodeStore } from "./store/store.js";
+import { PaymentService } from "./payments/service.js";
+import { NetworkRouting } from "./routing.js";
 
 /** Everything `qrwp node start` takes (flags or env). */
 export interface NodeConfig {
@@ -32,6 +41,10 @@ export interface NodeConfig {
   apiHost?: string;
   apiPort?: number;
   chainPollMs?: number;
+  /** Fee schedule we charge as a mediator (default flat 0, 0 ppm). */
+  fees?: FeeSchedule;
+  /** Safety margins R, G, S (seconds) that set the expiry delta and reveal timeout. */
+  margins?: SafetyMargins;
 }
 
 export interface RunningNode {
@@ -41,6 +54,7 @@ export interface RunningNode {
   apiUrl: string;
   deployment: Deployment;
   service: ChannelService;
+  payments: PaymentService;
   stop(): Promise<void>;
 }
 
@@ -80,7 +94,11 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: { identify: identify(), ping: ping() },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true }),
+    },
   });
   const multiaddrs = () => libp2p.getMultiaddrs().map((m) => m.toString());
   const transport = new ChannelTransport(libp2p, identity.keys, log.child({ component: "p2p" }));
@@ -94,11 +112,46 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     listenAddrs: multiaddrs,
     ...(config.chainPollMs ? { chainPollMs: config.chainPollMs } : {}),
   });
+  const fees: FeeSchedule = config.fees ?? { feeFlat: 0n, feePpm: 0 };
+  const timing = lockTiming(config.margins ?? DEFAULT_SAFETY_MARGINS);
+  const routing = new NetworkRouting({
+    store,
+    keys: identity.keys,
+    deployment,
+    channels: service,
+    pubsub: libp2p.services.pubsub as GossipSub,
+    rpcUrls: [config.rpcUrl],
+    fees,
+    timing,
+    log: log.child({ component: "routing" }),
+    ...(config.chainPollMs ? { chainPollMs: config.chainPollMs } : {}),
+  });
+  const payments = new PaymentService({
+    store,
+    channels: service,
+    transport,
+    hub,
+    address: identity.keys.address,
+    log: log.child({ component: "payments" }),
+    timing,
+    fees,
+    routes: routing,
+    listenAddrs: () =>
+      libp2p
+        .getMultiaddrs()
+        .map((m) =>
+          m.toString().includes("/p2p/") ? m.toString() : `${m.toString()}/p2p/${identity.peerId}`,
+        ),
+  });
+  service.setTransferHooks(payments.hooks());
   await transport.start();
   await service.start();
+  payments.start();
+  await routing.start();
 
   const api: FastifyInstance = await buildApiServer({
     service,
+    payments,
     token: readApiToken(config.dataDir),
     log,
     info: {
@@ -128,9 +181,12 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     apiUrl,
     deployment,
     service,
+    payments,
     stop() {
       stopping ??= (async () => {
         await api.close();
+        await routing.stop();
+        await payments.stop();
         await service.stop();
         await transport.stop();
         await libp2p.stop();

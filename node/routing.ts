@@ -1,0 +1,198 @@
+/**
+ * The node's view of the network for routing: the deployment's public channel graph (router/NetworkGraph)
+ * fed by confirmed ChannelHub events (chain/ChainEventFollower, cursor persisted in the store) and by
+ * signed channel updates over gossipsub (router/ChannelGossip); our own channel updates (fee schedule,
+ * expiry delta, capacity hint) are published whenever a channel of ours changes and every
+ * `updateIntervalMs`. Implements the payments layer's {@link RouteProvider} with router/findPaymentRoutes,
+ * using our exact spendable balances for our own channels.
+ */
+import type { GossipSub } from "@libp2p/gossipsub";
+import type { Logger } from "pino";
+import { ChainEventFollower, type ChainEvent, type Deployment } from "../chain/index.js";
+import type { FeeSchedule, LockTiming, NodeKeys } from "../protocol/index.js";
+import {
+  ChannelGossip,
+  NetworkGraph,
+  findPaymentRoutes,
+  signChannelUpdate,
+  type NetworkChainEvent,
+} from "../router/index.js";
+import type { ChannelService } from "./channels/service.js";
+import { errorFields } from "./p2p/channel-transport.js";
+import type { RouteCandidate, RouteProvider, RouteQuery } from "./payments/service.js";
+import type { NodeStore } from "./store/store.js";
+
+const CURSOR_KEY = "chain-events:last-processed-block";
+
+export interface NetworkRoutingInit {
+  store: NodeStore;
+  keys: NodeKeys;
+  deployment: Deployment;
+  channels: ChannelService;
+  pubsub: GossipSub;
+  rpcUrls: string[];
+  fees: FeeSchedule;
+  timing: LockTiming;
+  log: Logger;
+  /** Poll interval of the chain event follower, ms. */
+  chainPollMs?: number;
+  /** Re-sign and publish our channel updates at least this often, ms (default 10,000). */
+  updateIntervalMs?: number;
+}
+
+export class NetworkRouting implements RouteProvider {
+  readonly graph: NetworkGraph;
+  readonly #init: NetworkRoutingInit;
+  readonly #gossip: ChannelGossip;
+  readonly #follower: ChainEventFollower;
+  #timer: NodeJS.Timeout | undefined;
+  #lastNonce = 0n;
+
+  constructor(init: NetworkRoutingInit) {
+    this.#init = init;
+    this.graph = new NetworkGraph({ chainId: BigInt(init.deployment.chainId), hub: init.deployment.hub });
+    this.#gossip = new ChannelGossip({
+      pubsub: init.pubsub,
+      graph: this.graph,
+      republishIntervalMs: 15_000,
+      log: init.log.child({ component: "gossip" }),
+    });
+    const cursor = init.store.getMeta(CURSOR_KEY);
+    this.#follower = new ChainEventFollower({
+      rpcUrls: init.rpcUrls,
+      deployment: init.deployment,
+      fromBlock: cursor === null ? init.deployment.deployBlock : Number(cursor) + 1,
+      pollIntervalMs: init.chainPollMs ?? 1000,
+      log: init.log.child({ component: "chain-events" }),
+      onBatch: async (batch) => {
+        let ours = false;
+        for (const event of batch.events) {
+          const e = toNetworkEvent(event);
+          if (e) this.graph.applyEvent(e);
+          if (involves(event, init.keys.address)) ours = true;
+        }
+        init.store.setMeta(CURSOR_KEY, String(batch.toBlock));
+        if (ours) this.publishOwnUpdates();
+      },
+    });
+  }
+
+  /** Catches up with the chain, then follows it; starts gossip and our periodic updates. */
+  async start(): Promise<void> {
+    this.#gossip.start();
+    await this.#follower.catchUp();
+    this.#follower.start();
+    this.publishOwnUpdates();
+    this.#timer = setInterval(() => this.publishOwnUpdates(), this.#init.updateIntervalMs ?? 10_000);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#follower.stop();
+    await this.#gossip.stop();
+  }
+
+  /** Signs and gossips a fresh update for each direction we forward on (our open channels). */
+  publishOwnUpdates(): void {
+    const { keys, deployment, fees, timing } = this.#init;
+    for (const c of this.#init.channels.listChannels()) {
+      if (c.state !== "opened" || !this.graph.channel(c.channelId)) continue;
+      let nonce = BigInt(Date.now());
+      if (nonce <= this.#lastNonce) nonce = this.#lastNonce + 1n;
+      this.#lastNonce = nonce;
+      const update = signChannelUpdate(
+        {
+          chainId: BigInt(deployment.chainId),
+          hub: deployment.hub,
+          token: c.token,
+          channelId: c.channelId,
+          participant: keys.address,
+          partner: c.partner,
+          nonce,
+          feeFlat: fees.feeFlat,
+          feePpm: fees.feePpm,
+          expiryDeltaSeconds: timing.expiryDeltaSeconds,
+          htlcMinimum: 1n,
+          htlcMaximum: c.ourDeposit + c.partnerDeposit,
+          capacityHint: c.ourBalance > 0n ? c.ourBalance : 0n,
+          disabled: false,
+        },
+        keys,
+      );
+      this.#gossip
+        .publish(update)
+        .catch((err: unknown) =>
+          this.#init.log.debug(
+            { channelId: c.channelId.toString(), err: errorFields(err) },
+            "channel update not published",
+          ),
+        );
+    }
+  }
+
+  findRoutes(q: RouteQuery): RouteCandidate[] {
+    const spendable = new Map<bigint, bigint>();
+    for (const c of this.#init.channels.listChannels()) {
+      if (c.state === "opened") spendable.set(c.channelId, c.ourBalance > 0n ? c.ourBalance : 0n);
+    }
+    const routes = findPaymentRoutes({
+      graph: this.graph,
+      token: q.token,
+      source: q.source,
+      target: q.target,
+      amount: q.amount,
+      ...(q.maxFee !== null ? { maxFee: q.maxFee } : {}),
+      finalExpiryDeltaSeconds: q.finalExpiryDeltaSeconds,
+      nowSeconds: q.nowSeconds,
+      k: q.k,
+      excludeChannels: [...q.excludeChannels].map((c) => BigInt(c)),
+      localBalances: spendable,
+    });
+    return routes.map((r) => ({
+      fee: r.totalFee,
+      hops: r.hops.map((h) => ({
+        address: h.address,
+        channelId: h.channelId,
+        amount: h.lockAmount,
+        expiration: h.expiration,
+        fee: h.fee,
+      })),
+    }));
+  }
+}
+
+function toNetworkEvent(e: ChainEvent): NetworkChainEvent | null {
+  switch (e.type) {
+    case "ChannelOpened":
+      return {
+        type: "ChannelOpened",
+        channelId: e.channelId,
+        participant1: e.participant1,
+        participant2: e.participant2,
+        token: e.token,
+        settleTimeoutSeconds: e.settleTimeoutSeconds,
+      };
+    case "ChannelNewDeposit":
+      return {
+        type: "ChannelNewDeposit",
+        channelId: e.channelId,
+        participant: e.participant,
+        totalDeposit: e.totalDeposit,
+      };
+    case "ChannelClosed":
+      return { type: "ChannelClosed", channelId: e.channelId };
+    case "ChannelSettled":
+      return { type: "ChannelSettled", channelId: e.channelId };
+    default:
+      return null;
+  }
+}
+
+function involves(e: ChainEvent, address: string): boolean {
+  const a = address.toLowerCase();
+  const fields = e as unknown as Record<string, unknown>;
+  return ["participant1", "participant2", "participant", "closingParticipant"].some(
+    (k) => typeof fields[k] === "string" && (fields[k] as string).toLowerCase() === a,
+  );
+}
