@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { JsonRpcProvider, type JsonRpcSigner, parseEther } from "ethers";
+import { DEVNET_SAFETY_MARGINS } from "../protocol/index.js";
 import { deployQrwp, writeDeployment, type Deployment } from "../chain/index.js";
 import { TestToken__factory } from "../typechain-types/index.js";
 
@@ -228,7 +229,16 @@ export class Devnet {
   /** Starts `qrwp node start` for an initialised node and waits for its ready line and API. */
   async startNode(
     name: string,
-    options: { apiPort?: number; listenPort?: number; chainPollMs?: number } = {},
+    options: {
+      apiPort?: number;
+      listenPort?: number;
+      chainPollMs?: number;
+      /** Mediator fee schedule (defaults 0). */
+      feeFlat?: bigint;
+      feePpm?: number;
+      /** Extra `qrwp node start` flags. */
+      extraArgs?: string[];
+    } = {},
   ): Promise<NodeProcess> {
     const dataDir = join(this.dir, name);
     const apiPort = options.apiPort ?? (await freePort());
@@ -253,6 +263,18 @@ export class Devnet {
         `127.0.0.1:${apiPort}`,
         "--chain-poll-ms",
         String(options.chainPollMs ?? 1000),
+        // Devnet margins (instant blocks, no reorgs): expiry delta 10 s, reveal timeout 5 s.
+        "--reorg-seconds",
+        String(DEVNET_SAFETY_MARGINS.reorgSeconds),
+        "--grace-seconds",
+        String(DEVNET_SAFETY_MARGINS.graceSeconds),
+        "--confirmation-seconds",
+        String(DEVNET_SAFETY_MARGINS.confirmationSeconds),
+        "--fee-flat",
+        String(options.feeFlat ?? 0n),
+        "--fee-ppm",
+        String(options.feePpm ?? 0),
+        ...(options.extraArgs ?? []),
       ],
       { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );
