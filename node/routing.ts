@@ -47,6 +47,8 @@ export class NetworkRouting implements RouteProvider {
   readonly #follower: ChainEventFollower;
   #timer: NodeJS.Timeout | undefined;
   #lastNonce = 0n;
+  /** Called with each secret registered on-chain (the payments layer learns secrets it was not sent). */
+  onSecretRevealed: ((secret: string) => void) | undefined;
 
   constructor(init: NetworkRoutingInit) {
     this.#init = init;
@@ -69,6 +71,7 @@ export class NetworkRouting implements RouteProvider {
         for (const event of batch.events) {
           const e = toNetworkEvent(event);
           if (e) this.graph.applyEvent(e);
+          if (event.type === "SecretRevealed") this.onSecretRevealed?.(event.secret);
           if (involves(event, init.keys.address)) ours = true;
         }
         init.store.setMeta(CURSOR_KEY, String(batch.toBlock));

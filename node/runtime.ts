@@ -144,6 +144,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
         ),
   });
   service.setTransferHooks(payments.hooks());
+  routing.onSecretRevealed = (secret) => payments.secretRevealedOnChain(secret);
   await transport.start();
   await service.start();
   payments.start();

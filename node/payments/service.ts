@@ -695,6 +695,38 @@ export class PaymentService {
     this.#log.info({ paymentId: machine.transfer.paymentId, amount: amount.toString() }, "payment received");
   }
 
+  /**
+   * A secret was registered in the SecretRegistry: every initiator and mediator waiting for it uses it
+   * (Raiden's ContractReceiveSecretReveal), so a downstream that went on-chain is still paid through.
+   */
+  secretRevealedOnChain(secret: string): void {
+    const secretHash = secretHashOf(secret);
+    const matched: string[] = [];
+    this.#store.transaction(() => {
+      for (const t of this.#store.transfersByHash(secretHash)) {
+        if (t.done) continue;
+        const m = (t.state as TransferDoc).machine;
+        if (m.role === "initiator") {
+          this.#step(t.id, (s) =>
+            initiatorStep(s as InitiatorState, { type: "RevealSecret", from: "chain", secret, secretHash }),
+          );
+        } else if (m.role === "mediator") {
+          this.#step(t.id, (s) =>
+            mediatorStep(
+              s as MediatorState,
+              { type: "RevealSecret", from: "chain", secret, secretHash },
+              this.#self,
+              this.#timing,
+            ),
+          );
+        } else continue;
+        matched.push(t.id);
+      }
+      if (matched.length > 0) this.#store.putSecret(secretHash, secret);
+    });
+    for (const id of matched) this.#drain(id);
+  }
+
   // ---- events from the channel layer ----
 
   #onLockReceived(
