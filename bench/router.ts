@@ -8,7 +8,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { gunzipSync } from "node:zlib";
 import { ChannelGraph, Scorer, findRoute, importClnListChannels } from "../router/index.js";
-import type { Route } from "../router/index.js";
+import type { Path } from "../router/index.js";
 
 const FILE = process.env.LN_GRAPH ?? "/work/shared/data/ln-graph-2021-04-16.listchannels.json.gz";
 const QUERIES = Number(process.env.QUERIES ?? 10_000);
@@ -111,7 +111,7 @@ for (let i = 0; i < PAYMENTS; i++) {
   let attempts = 0;
   let paid = false;
   while (attempts < MAX_ATTEMPTS) {
-    const r: Route | null = findRoute(graph, { source: s, target: t, amount, scorer });
+    const r: Path | null = findRoute(graph, { source: s, target: t, amount, scorer });
     if (!r) {
       if (attempts === 0) noRoute++;
       break;

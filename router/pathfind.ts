@@ -17,8 +17,10 @@
  *   {@link DEFAULT_PENALTY_AMOUNT_MULTIPLIER} 192 / 2^20 of the amount.
  * costModel "fee" uses the fee alone (used to check optimality against brute force).
  *
- * Amounts inside the search are JS numbers, exact up to 2^53 - 1 base units (9e15 msat = 90k BTC);
- * the returned route is recomputed and checked with bigints.
+ * Amounts inside the search are JS numbers, exact up to 2^53 - 1 base units (9e15 msat = 90k BTC). Larger
+ * amounts (wei-scale tokens) are searched with float64 approximations (relative error about 2^-53 per
+ * operation; `Number()` rounds monotonically, so `a <= b` on exact values stays true on their conversions);
+ * either way the returned path is recomputed and checked with exact bigints, and a path that fails is dropped.
  * Note: htlcMinimum is not monotone in the amount, so with a binding htlcMinimum a label-setting search
  * (this one, LND's, LDK's) may miss a cheaper path that only a larger amount could use.
  */
@@ -32,8 +34,8 @@ export const DEFAULT_PENALTY_BASE = 30_000;
 /** LDK's `liquidity_penalty_amount_multiplier_msat` (192) per 2^20 of the amount. */
 export const DEFAULT_PENALTY_AMOUNT_MULTIPLIER = 192 / 2 ** 20;
 
-/** One hop of a route: the channel `from -> to`. */
-export interface RouteHop {
+/** One hop of a path found over a {@link ChannelGraph}: the channel `from -> to`. */
+export interface PathHop {
   channelId: string;
   from: string;
   to: string;
@@ -45,14 +47,26 @@ export interface RouteHop {
   lockTimeoutSeconds: number;
 }
 
-/** A route from the payer to the target. */
-export interface Route {
-  hops: RouteHop[];
+/**
+ * A path from the payer to the target over a {@link ChannelGraph}, in the graph's units. (QRWP payment
+ * routes with exact wei amounts and lock expirations are `PaymentRoute`s, built by route.ts.)
+ */
+export interface Path {
+  hops: PathHop[];
   /** Amount the payer sends (= amount + totalFee). */
   totalAmount: bigint;
   totalFee: bigint;
   /** Lock timeout on the payer's channel (the longest of the route). */
   totalLockTimeoutSeconds: number;
+  /** Search cost of the path (fee + lock-time + probability penalties, without `extraPenalty`), graph units. */
+  cost: number;
+}
+
+/** Exact limits of one edge leaving the payer, replacing the published ones (the payer knows its balances). */
+export interface SourceEdgeOverride {
+  capacity: bigint;
+  htlcMinimum: bigint;
+  htlcMaximum: bigint | null;
 }
 
 /** Route query. */
@@ -73,6 +87,14 @@ export interface RouteQuery {
   penaltyAmountMultiplier?: number;
   /** Extra cost per edge use, keyed by channelId (used by {@link findRoutes}). */
   extraPenalty?: ReadonlyMap<string, number>;
+  /** Channels never used. */
+  excludeChannels?: ReadonlySet<string>;
+  /**
+   * For edges leaving `source`, keyed by channelId: exact capacity and htlc bounds that replace the graph's,
+   * and the edge is used even if the graph has it disabled, with success probability 1 (the payer knows its
+   * balance, as LDK treats first hops). Edges leaving `source` not in the map keep theirs.
+   */
+  sourceEdgeOverrides?: ReadonlyMap<string, SourceEdgeOverride>;
 }
 
 interface Bounds {
@@ -127,11 +149,15 @@ export class Scorer {
     return this.bounds.size;
   }
 
-  /** Success probability of carrying `amount` over a channel of `capacity` forwarded by `from`. */
+  /**
+   * Success probability of carrying `amount` over a channel of `capacity` forwarded by `from`: uniform
+   * liquidity on [lower, min(capacity, upper - 1)]. Differences are taken before adding 1, so the result
+   * stays > 0 for `amount == capacity` also beyond 2^53 (where `capacity + 1 == capacity` in float64).
+   */
   probability(channelId: string, from: string, amount: number, capacity: number): number {
     if (amount > capacity) return 0;
     let lower = 0;
-    let upper = capacity + 1;
+    let upper = Infinity;
     for (const k of [channelId, `${channelId}|${from}`]) {
       const b = this.bounds.get(k);
       if (!b) continue;
@@ -140,20 +166,25 @@ export class Scorer {
     }
     if (amount >= upper) return 0;
     if (amount <= lower) return 1;
-    return (upper - amount) / (upper - lower);
+    if (upper <= capacity) return (upper - amount) / (upper - lower);
+    return (capacity - amount + 1) / (capacity - lower + 1);
   }
 }
 
-/** Uniform-prior success probability without a scorer. */
+/** Uniform-prior success probability without a scorer (differences first: exact-boundary safe in float64). */
 function priorProbability(amount: number, capacity: number): number {
   if (amount > capacity) return 0;
-  return (capacity + 1 - amount) / (capacity + 1);
+  return (capacity - amount + 1) / (capacity + 1);
 }
 
-/** fee = feeBase + floor(amount * ppm / 1e6), exact in numbers while amount * ppm < 2^53. */
+/**
+ * fee = feeBase + floor(amount * ppm / 1e6): exact while amount <= 2^53 - 1, a float64 approximation above
+ * (where amounts themselves are approximations; paths are re-checked exactly).
+ */
 function feeOf(feeBase: number, ppm: number, amount: number): number {
   const p = amount * ppm;
-  if (p <= Number.MAX_SAFE_INTEGER) return feeBase + Math.floor(p / 1_000_000);
+  if (p <= Number.MAX_SAFE_INTEGER || amount > Number.MAX_SAFE_INTEGER)
+    return feeBase + Math.floor(p / 1_000_000);
   return feeBase + Number((BigInt(amount) * BigInt(ppm)) / 1_000_000n);
 }
 
@@ -211,9 +242,9 @@ class Heap {
  * Finds the cheapest route delivering `amount` to `target`, or null when none satisfies the constraints.
  * @throws QrwpError INVALID_ARGUMENT on a bad query.
  */
-export function findRoute(graph: ChannelGraph, q: RouteQuery): Route | null {
+export function findRoute(graph: ChannelGraph, q: RouteQuery): Path | null {
   assertArgument(typeof q.amount === "bigint" && q.amount > 0n, "amount must be > 0", "amount", q.amount);
-  assertArgument(q.amount <= BigInt(Number.MAX_SAFE_INTEGER), "amount above 2^53-1", "amount", q.amount);
+  assertArgument(Number.isFinite(Number(q.amount)), "amount too large", "amount", q.amount);
   assertArgument(q.source !== q.target, "source equals target", "target", q.target);
   const src = graph.nodeIndex(q.source);
   const dst = graph.nodeIndex(q.target);
@@ -225,6 +256,8 @@ export function findRoute(graph: ChannelGraph, q: RouteQuery): Route | null {
   const pAmt = q.penaltyAmountMultiplier ?? DEFAULT_PENALTY_AMOUNT_MULTIPLIER;
   const scorer = q.scorer && q.scorer.size > 0 ? q.scorer : undefined;
   const extra = q.extraPenalty && q.extraPenalty.size > 0 ? q.extraPenalty : undefined;
+  const exclude = q.excludeChannels && q.excludeChannels.size > 0 ? q.excludeChannels : undefined;
+  const overrides = sourceOverrides(q.sourceEdgeOverrides);
   const amount = Number(q.amount);
   const maxFee = q.maxFee === undefined ? Infinity : Number(q.maxFee);
   const maxLock = q.maxLockTimeoutSeconds ?? Infinity;
@@ -234,6 +267,7 @@ export function findRoute(graph: ChannelGraph, q: RouteQuery): Route | null {
   const n = graph.nodeCount;
   const a = graph.arrays;
   const cost = new Float64Array(n).fill(Infinity);
+  const baseCost = new Float64Array(n); // cost without extraPenalty
   const send = new Float64Array(n); // amount that must arrive at the node over its incoming channel
   const lock = new Float64Array(n); // lock timeout required on the node's incoming channel
   const next = new Int32Array(n).fill(-1); // edge index taken out of the node
@@ -253,34 +287,36 @@ export function findRoute(graph: ChannelGraph, q: RouteQuery): Route | null {
     const vLock = lock[v]!;
     for (const e of graph.inEdgeIndices(v)) {
       const u = a.src[e]!;
-      if (done[u] || a.disabled[e]) continue;
-      if (u === dst) continue;
-      const capacity = a.capacity[e]!;
-      if (carry > capacity || carry < a.htlcMin[e]! || carry > a.htlcMax[e]!) continue;
+      if (done[u] || u === dst) continue;
       const isPayer = u === src;
+      const ov = isPayer && overrides ? overrides.get(graph.edgeAt(e)!.channelId) : undefined;
+      if (a.disabled[e] && !ov) continue;
+      if (exclude && exclude.has(graph.edgeAt(e)!.channelId)) continue;
+      const capacity = ov ? ov.capacity : a.capacity[e]!;
+      if (ov) {
+        if (carry > capacity || carry < ov.htlcMin || carry > ov.htlcMax) continue;
+      } else if (carry > capacity || carry < a.htlcMin[e]! || carry > a.htlcMax[e]!) continue;
       const fee = isPayer ? 0 : feeOf(a.feeBase[e]!, a.feePpm[e]!, carry);
       const uSend = carry + fee;
       if (uSend - amount > maxFee) continue;
       const uLock = isPayer ? vLock : vLock + a.lock[e]!;
       if (uLock > maxLock) continue;
       let edgeCost = fee;
-      if (full) {
-        let channelId: string | undefined;
+      // an override is the payer's exact balance: success is certain, no probability penalty
+      if (full && !ov) {
         let p: number;
         if (scorer) {
           const edge = graph.edgeAt(e)!;
-          channelId = edge.channelId;
-          p = scorer.probability(channelId, edge.source, carry, capacity);
+          p = scorer.probability(edge.channelId, edge.source, carry, capacity);
         } else p = priorProbability(carry, capacity);
         if (p <= 0) continue;
         edgeCost += (isPayer ? 0 : carry * a.lock[e]! * risk) - Math.log(p) * (pBase + carry * pAmt);
-        if (extra) edgeCost += extra.get(channelId ?? graph.edgeAt(e)!.channelId) ?? 0;
-      } else if (extra) {
-        edgeCost += extra.get(graph.edgeAt(e)!.channelId) ?? 0;
       }
-      const nc = c + edgeCost;
+      const extraCost = extra ? (extra.get(graph.edgeAt(e)!.channelId) ?? 0) : 0;
+      const nc = c + edgeCost + extraCost;
       if (nc < cost[u]!) {
         cost[u] = nc;
+        baseCost[u] = baseCost[v]! + edgeCost;
         send[u] = uSend;
         lock[u] = uLock;
         next[u] = e;
@@ -289,17 +325,39 @@ export function findRoute(graph: ChannelGraph, q: RouteQuery): Route | null {
     }
   }
   if (next[src] === -1) return null;
-  return buildRoute(graph, src, dst, next, q);
+  return buildPath(graph, src, dst, next, q, baseCost[src]!);
 }
 
-/** Rebuilds the route along `next` with exact bigint arithmetic and re-checks every constraint. */
-function buildRoute(
+interface NumericOverride {
+  capacity: number;
+  htlcMin: number;
+  htlcMax: number;
+}
+
+function sourceOverrides(
+  m: ReadonlyMap<string, SourceEdgeOverride> | undefined,
+): Map<string, NumericOverride> | undefined {
+  if (!m || m.size === 0) return undefined;
+  const out = new Map<string, NumericOverride>();
+  for (const [channelId, o] of m) {
+    out.set(channelId, {
+      capacity: Number(o.capacity),
+      htlcMin: Number(o.htlcMinimum),
+      htlcMax: o.htlcMaximum === null ? Infinity : Number(o.htlcMaximum),
+    });
+  }
+  return out;
+}
+
+/** Rebuilds the path along `next` with exact bigint arithmetic and re-checks every constraint. */
+function buildPath(
   graph: ChannelGraph,
   src: number,
   dst: number,
   next: Int32Array,
   q: RouteQuery,
-): Route | null {
+  cost: number,
+): Path | null {
   const edges: number[] = [];
   for (let u = src; u !== dst;) {
     const e = next[u]!;
@@ -307,14 +365,16 @@ function buildRoute(
     edges.push(e);
     u = graph.arrays.dst[e]!;
   }
-  const hops: RouteHop[] = new Array<RouteHop>(edges.length);
+  const hops: PathHop[] = new Array<PathHop>(edges.length);
   let downstream = q.amount;
   let lockS = q.finalLockTimeoutSeconds ?? 0;
   for (let i = edges.length - 1; i >= 0; i--) {
     const edge = graph.edgeAt(edges[i]!)!;
     const carry = downstream;
-    if (edge.disabled || carry > edge.capacity || carry < edge.htlcMinimum) return null;
-    if (edge.htlcMaximum !== null && carry > edge.htlcMaximum) return null;
+    const ov = i === 0 ? q.sourceEdgeOverrides?.get(edge.channelId) : undefined;
+    const limits = ov ?? edge;
+    if ((edge.disabled && !ov) || carry > limits.capacity || carry < limits.htlcMinimum) return null;
+    if (limits.htlcMaximum !== null && carry > limits.htlcMaximum) return null;
     const fee = i === 0 ? 0n : edge.feeBaseAmount + (carry * BigInt(edge.feePpm)) / 1_000_000n;
     hops[i] = {
       channelId: edge.channelId,
@@ -332,7 +392,7 @@ function buildRoute(
   if (q.maxFee !== undefined && totalFee > q.maxFee) return null;
   const totalLock = hops[0]!.lockTimeoutSeconds;
   if (q.maxLockTimeoutSeconds !== undefined && totalLock > q.maxLockTimeoutSeconds) return null;
-  return { hops, totalAmount, totalFee, totalLockTimeoutSeconds: totalLock };
+  return { hops, totalAmount, totalFee, totalLockTimeoutSeconds: totalLock, cost };
 }
 
 /**
@@ -340,10 +400,10 @@ function buildRoute(
  * (`penaltyPerUse`, default: that route's fee + {@link DEFAULT_PENALTY_BASE}) so later searches prefer
  * other channels. Routes are returned in the order found; duplicates are dropped.
  */
-export function findRoutes(graph: ChannelGraph, q: RouteQuery, k: number, penaltyPerUse?: number): Route[] {
+export function findRoutes(graph: ChannelGraph, q: RouteQuery, k: number, penaltyPerUse?: number): Path[] {
   assertArgument(Number.isInteger(k) && k >= 1, "k must be >= 1", "k", k);
   const extra = new Map<string, number>(q.extraPenalty ?? []);
-  const routes: Route[] = [];
+  const routes: Path[] = [];
   const seen = new Set<string>();
   for (let i = 0; i < k * 2 && routes.length < k; i++) {
     const r = findRoute(graph, { ...q, extraPenalty: extra });

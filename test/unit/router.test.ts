@@ -9,7 +9,7 @@ import {
   importClnListChannels,
   importLndDescribeGraph,
 } from "../../router/index.js";
-import type { ChannelEdge, Route } from "../../router/index.js";
+import type { ChannelEdge, Path } from "../../router/index.js";
 
 function edge(channelId: string, source: string, target: string, o: Partial<ChannelEdge> = {}): ChannelEdge {
   return {
@@ -32,7 +32,7 @@ function fee(e: ChannelEdge, amount: bigint): bigint {
 }
 
 /** Checks a route against the graph: every hop exists, bounds hold, fees and locks add up. */
-function checkRoute(g: ChannelGraph, r: Route, source: string, target: string, amount: bigint): void {
+function checkRoute(g: ChannelGraph, r: Path, source: string, target: string, amount: bigint): void {
   expect(r.hops.length).to.be.greaterThan(0);
   expect(r.hops[0]!.from).to.equal(source);
   expect(r.hops.at(-1)!.to).to.equal(target);
