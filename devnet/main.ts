@@ -1,8 +1,15 @@
 /**
- * `npm run devnet`: the main job. Starts a Hardhat JSON-RPC chain on a free port, deploys Bridge, ChannelHub
- * and TestToken, funds two nodes (alice, bob), starts them as `qrwp node start` processes, opens a channel,
- * sends 100 payments alice -> bob and 50 back over libp2p, closes cooperatively and prints each party's
- * on-chain token balance before and after next to the off-chain totals. Exit 0 when everything matches.
+ * `npm run devnet`: the main job. Starts a Hardhat JSON-RPC chain on a free port, deploys Bridge, ChannelHub,
+ * SecretRegistry and TestToken, funds five nodes and starts them as `qrwp node start` processes in a
+ * topology with two paths from alice to dave:
+ *
+ *   alice --- bob --- carol --- dave       (bob and carol charge small fees)
+ *     \_______ erin ___________/           (erin charges more)
+ *
+ * Scenario: direct payments alice <-> bob; the routes alice -> dave with their fees; multi-hop payments
+ * alice -> dave over the cheap path (spontaneous and one invoice); carol goes offline and the next payments
+ * retry over erin; carol comes back; every channel is closed cooperatively; the table compares each node's
+ * on-chain token change with its off-chain result (payments, fees earned and paid). Exit 0 when all match.
  *
  *   --keep          leave the network running (prints each node's API URL and token file); Ctrl-C stops it
  *   --dir <path>    where data directories and logs go (default: a new temp directory)
@@ -18,57 +25,105 @@ import { Devnet, type NodeProcess } from "./harness.js";
 
 interface ChannelJson {
   channelId: string;
+  partner: string;
   state: string;
+  ourDeposit: string;
   ourBalance: string;
+  ourLocked: string;
+  partnerLocked: string;
   totals: { sent: string; received: string; sentCount: number; receivedCount: number };
+}
+interface RoutedPayment {
+  paymentId: string;
+  status: string;
+  fee: string;
+  route: { address: string; fee: string; amount: string }[];
+  attempts: { status: string; errorCode?: string; failedAt?: string }[];
+}
+interface RouteJson {
+  fee: string;
+  hops: { address: string; amount: string; fee: string; expiration: string }[];
 }
 
 const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
 const fmt = (v: bigint) => formatUnits(v, 18);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function payMany(
-  from: NodeProcess,
-  to: NodeProcess,
-  token: string,
-  amounts: bigint[],
-  label: string,
-): Promise<void> {
+const FEES: Record<string, { feeFlat: bigint; feePpm: number }> = {
+  alice: { feeFlat: 0n, feePpm: 0 },
+  bob: { feeFlat: parseUnits("0.001", 18), feePpm: 100 },
+  carol: { feeFlat: parseUnits("0.002", 18), feePpm: 250 },
+  dave: { feeFlat: 0n, feePpm: 0 },
+  erin: { feeFlat: parseUnits("0.01", 18), feePpm: 5000 },
+};
+const EDGES: [string, string][] = [
+  ["alice", "bob"],
+  ["bob", "carol"],
+  ["carol", "dave"],
+  ["alice", "erin"],
+  ["erin", "dave"],
+];
+
+function progress(label: string, total: number): SingleBar {
   const bar = new SingleBar(
     { format: `  ${label} [{bar}] {value}/{total} payments`, stream: process.stderr },
     Presets.shades_classic,
   );
-  bar.start(amounts.length, 0);
-  try {
-    for (const [i, amount] of amounts.entries()) {
-      const p = await from.api.call<{ status: string }>("POST", "/v1/payments", {
-        target: to.address,
-        token,
-        amount: amount.toString(),
-        paymentId: `${label.replace(/\W+/g, "-")}-${i}`,
-      });
-      if (p.status !== "completed") throw new Error(`payment ${i} from ${from.name} ended ${p.status}`);
-      bar.increment();
-    }
-  } finally {
-    bar.stop();
+  bar.start(total, 0);
+  return bar;
+}
+
+async function channels(node: NodeProcess): Promise<ChannelJson[]> {
+  return (await node.api.call<{ channels: ChannelJson[] }>("GET", "/v1/channels")).channels;
+}
+
+async function waitNoLocks(nodes: NodeProcess[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const all = (await Promise.all(nodes.map(channels))).flat();
+    if (all.every((c) => c.state !== "opened" || (c.ourLocked === "0" && c.partnerLocked === "0"))) return;
+    if (Date.now() > deadline) throw new Error("locks still pending after 60 s");
+    await sleep(200);
   }
 }
 
-async function waitSettled(node: NodeProcess, channelId: string, timeoutMs = 30_000): Promise<ChannelJson> {
+async function waitRoute(
+  from: NodeProcess,
+  to: NodeProcess,
+  token: string,
+  hops: number,
+): Promise<RouteJson[]> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const q = new URLSearchParams({
+      target: to.address,
+      token,
+      amount: parseUnits("1", 18).toString(),
+      k: "3",
+    });
+    const { routes } = await from.api.call<{ routes: RouteJson[] }>("GET", `/v1/routes?${q}`);
+    if (routes.some((r) => r.hops.length === hops)) return routes;
+    if (Date.now() > deadline)
+      throw new Error(`no ${hops}-hop route from ${from.name} to ${to.name} after 60 s`);
+    await sleep(300);
+  }
+}
+
+async function waitSettled(node: NodeProcess, channelId: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ch = await node.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
-    if (ch.state === "settled") return ch;
+    if (ch.state === "settled") return;
     if (Date.now() > deadline)
-      throw new Error(`${node.name} did not see channel ${channelId} settled (state ${ch.state})`);
-    await new Promise((r) => setTimeout(r, 300));
+      throw new Error(`${node.name} did not see channel ${channelId} settled (${ch.state})`);
+    await sleep(300);
   }
 }
 
 async function run(options: { keep: boolean; dir?: string }): Promise<number> {
   const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-devnet-"));
   step(`devnet directory ${dir}`);
-  step("starting hardhat node and deploying Bridge, ChannelHub, TestToken");
+  step("starting hardhat node and deploying Bridge, ChannelHub, SecretRegistry, TestToken");
   const devnet = await Devnet.start(dir);
   let cleanedUp = false;
   const cleanup = async () => {
@@ -86,86 +141,185 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     step(
       `chain ${devnet.chain.rpcUrl} (chain id ${devnet.deployment.chainId}); hub ${devnet.deployment.hub}`,
     );
+    const token = devnet.token;
     const funding = parseUnits("1000", 18);
     const deposit = parseUnits("100", 18);
-    step("creating and funding alice and bob (qrwp init)");
-    await devnet.initNode("alice", funding);
-    await devnet.initNode("bob", funding);
-    step("starting alice and bob (qrwp node start)");
-    const [alice, bob] = await Promise.all([devnet.startNode("alice"), devnet.startNode("bob")]);
-    const token = devnet.token;
-    const before = {
-      alice: await devnet.tokenBalance(alice.address),
-      bob: await devnet.tokenBalance(bob.address),
-    };
+    const names = Object.keys(FEES);
+    step(`creating and funding ${names.join(", ")} (qrwp init)`);
+    for (const name of names) await devnet.initNode(name, funding);
+    step("starting the nodes (qrwp node start) with their fee schedules");
+    const n: Record<string, NodeProcess> = {};
+    for (const name of names) {
+      const f = FEES[name] as { feeFlat: bigint; feePpm: number };
+      n[name] = await devnet.startNode(name, { feeFlat: f.feeFlat, feePpm: f.feePpm, chainPollMs: 250 });
+      step(`  ${name.padEnd(6)} ${n[name].address}  fee ${fmt(f.feeFlat)} QTT + ${f.feePpm} ppm`);
+    }
+    const node = (name: string) => n[name] as NodeProcess;
+    const before = new Map<string, bigint>();
+    for (const name of names) before.set(name, await devnet.tokenBalance(node(name).address));
 
-    step(`alice opens a channel with bob and deposits ${fmt(deposit)} QTT`);
-    const opened = await alice.api.call<ChannelJson>("POST", "/v1/channels", {
-      partner: bob.address,
-      partnerMultiaddr: bob.multiaddr,
-      token,
-      deposit: deposit.toString(),
-      settleTimeoutSeconds: 600,
-    });
-    const channelId = opened.channelId;
+    const channelIds: { a: string; b: string; id: string }[] = [];
+    for (const [a, b] of EDGES) {
+      const opened = await node(a).api.call<ChannelJson>("POST", "/v1/channels", {
+        partner: node(b).address,
+        partnerMultiaddr: node(b).multiaddr,
+        token,
+        deposit: deposit.toString(),
+        settleTimeoutSeconds: 600,
+      });
+      await node(b).api.call("POST", `/v1/channels/${opened.channelId}/deposit`, {
+        totalDeposit: deposit.toString(),
+      });
+      channelIds.push({ a, b, id: opened.channelId });
+      step(`channel ${opened.channelId}: ${a} <-> ${b}, ${fmt(deposit)} QTT each side`);
+    }
 
-    // 100 payments alice -> bob of 0.01, 0.02, ... 1.00 QTT; 50 back of 0.005, 0.010, ... 0.250 QTT.
-    const toBob = Array.from({ length: 100 }, (_, i) => parseUnits("0.01", 18) * BigInt(i + 1));
-    const toAlice = Array.from({ length: 50 }, (_, i) => parseUnits("0.005", 18) * BigInt(i + 1));
-    const t0 = performance.now();
-    await payMany(alice, bob, token, toBob, "alice -> bob");
-    await payMany(bob, alice, token, toAlice, "bob -> alice");
-    const seconds = (performance.now() - t0) / 1000;
-    step(
-      `150 payments in ${seconds.toFixed(1)} s (${(150 / seconds).toFixed(1)} payments/s through the HTTP API, one at a time)`,
+    // Direct payments over one channel (no fees): 40 alice -> bob, 20 back.
+    let bar = progress("direct alice -> bob", 40);
+    for (let i = 1; i <= 40; i++) {
+      await node("alice").api.call("POST", "/v1/payments", {
+        target: node("bob").address,
+        token,
+        amount: (parseUnits("0.01", 18) * BigInt(i)).toString(),
+      });
+      bar.increment();
+    }
+    bar.stop();
+    bar = progress("direct bob -> alice", 20);
+    for (let i = 1; i <= 20; i++) {
+      await node("bob").api.call("POST", "/v1/payments", {
+        target: node("alice").address,
+        token,
+        amount: (parseUnits("0.005", 18) * BigInt(i)).toString(),
+      });
+      bar.increment();
+    }
+    bar.stop();
+
+    step("waiting for the channel graph and fee updates to reach alice (chain events + gossip)");
+    const routes = await waitRoute(node("alice"), node("dave"), token, 3);
+    const nameOf = (address: string) => names.find((m) => node(m).address === address) ?? address;
+    console.log("\nroutes alice -> dave for 1 QTT (best first):");
+    console.table(
+      routes.map((r) => ({
+        path: ["alice", ...r.hops.map((h) => nameOf(h.address))].join(" -> "),
+        "fee (QTT)": fmt(BigInt(r.fee)),
+        "alice locks (QTT)": fmt(BigInt(r.hops[0]?.amount ?? "0")),
+        "lock expiry (s from now)": Number(r.hops[0]?.expiration ?? 0) - Math.floor(Date.now() / 1000),
+      })),
     );
 
-    const aliceView = await alice.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
-    const bobView = await bob.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
-
-    step("alice closes the channel cooperatively");
-    await alice.api.call("POST", `/v1/channels/${channelId}/close`, { cooperative: true });
-    await waitSettled(alice, channelId);
-    await waitSettled(bob, channelId);
-    const after = {
-      alice: await devnet.tokenBalance(alice.address),
-      bob: await devnet.tokenBalance(bob.address),
+    const payments: { path: string; amount: bigint; fee: bigint; attempts: number; firstError: string }[] =
+      [];
+    const routed = async (amount: bigint, extra: Record<string, unknown> = {}) => {
+      const p = await node("alice").api.call<RoutedPayment>("POST", "/v1/payments", {
+        target: node("dave").address,
+        token,
+        amount: amount.toString(),
+        maxFee: parseUnits("1", 18).toString(),
+        ...extra,
+      });
+      if (p.status !== "completed") throw new Error(`routed payment ${p.paymentId} ended ${p.status}`);
+      payments.push({
+        path: ["alice", ...p.route.map((h) => nameOf(h.address))].join(" -> "),
+        amount,
+        fee: BigInt(p.fee),
+        attempts: p.attempts.length,
+        firstError: p.attempts[0]?.errorCode
+          ? `${p.attempts[0].errorCode} at ${nameOf(p.attempts[0].failedAt ?? "")}`
+          : "",
+      });
     };
-
-    const sentToBob = toBob.reduce((a, b) => a + b, 0n);
-    const sentToAlice = toAlice.reduce((a, b) => a + b, 0n);
-    const rows = [
-      {
-        party: "alice",
-        node: aliceView,
-        before: before.alice,
-        after: after.alice,
-        expected: sentToAlice - sentToBob,
-      },
-      {
-        party: "bob",
-        node: bobView,
-        before: before.bob,
-        after: after.bob,
-        expected: sentToBob - sentToAlice,
-      },
-    ].map((r) => {
-      const offchainNet = BigInt(r.node.totals.received) - BigInt(r.node.totals.sent);
-      const onchainNet = r.after - r.before;
-      return {
-        party: r.party,
-        "on-chain before (QTT)": fmt(r.before),
-        "on-chain after (QTT)": fmt(r.after),
-        "on-chain change": fmt(onchainNet),
-        "off-chain sent": `${fmt(BigInt(r.node.totals.sent))} (${r.node.totals.sentCount})`,
-        "off-chain received": `${fmt(BigInt(r.node.totals.received))} (${r.node.totals.receivedCount})`,
-        "off-chain net": fmt(offchainNet),
-        match: onchainNet === offchainNet && offchainNet === r.expected ? "yes" : "NO",
-      };
+    bar = progress("routed alice -> dave", 20);
+    for (let i = 1; i <= 20; i++) {
+      await routed(parseUnits("0.1", 18) * BigInt(i));
+      bar.increment();
+    }
+    bar.stop();
+    step("dave issues an invoice for 2.5 QTT; alice pays it (dave reveals his own secret)");
+    const invoice = await node("dave").api.call<{ paymentHash: string }>("POST", "/v1/invoices", {
+      token,
+      amount: parseUnits("2.5", 18).toString(),
+      description: "devnet invoice",
     });
-    console.log(`\nchannel ${channelId} settled cooperatively; token ${token}`);
+    await routed(parseUnits("2.5", 18), { paymentHash: invoice.paymentHash });
+
+    step("carol goes offline; the next payments fail at bob (PEER_OFFLINE) and retry over erin");
+    await node("carol").stop();
+    bar = progress("routed alice -> dave without carol", 5);
+    for (let i = 1; i <= 5; i++) {
+      await routed(parseUnits("0.3", 18) * BigInt(i));
+      bar.increment();
+    }
+    bar.stop();
+    step("carol comes back");
+    n.carol = await devnet.startNode("carol", {
+      ...(FEES.carol as { feeFlat: bigint; feePpm: number }),
+      chainPollMs: 250,
+    });
+
+    console.log("\nmulti-hop payments alice -> dave (by path):");
+    const byPath = new Map<
+      string,
+      { count: number; amount: bigint; fee: bigint; retried: number; firstError: string }
+    >();
+    for (const p of payments) {
+      const row = byPath.get(p.path) ?? { count: 0, amount: 0n, fee: 0n, retried: 0, firstError: "" };
+      row.count++;
+      row.amount += p.amount;
+      row.fee += p.fee;
+      if (p.attempts > 1) row.retried++;
+      row.firstError ||= p.firstError;
+      byPath.set(p.path, row);
+    }
+    console.table(
+      [...byPath].map(([path, r]) => ({
+        path,
+        payments: r.count,
+        "amount (QTT)": fmt(r.amount),
+        "fees (QTT)": fmt(r.fee),
+        "after a retry": r.retried,
+        "first attempt failed with": r.firstError,
+      })),
+    );
+
+    await waitNoLocks(Object.values(n));
+    // Off-chain result per node: what it holds over its channels minus what it deposited.
+    const offchain = new Map<string, bigint>();
+    for (const name of names) {
+      let net = 0n;
+      for (const c of await channels(node(name))) net += BigInt(c.ourBalance) - BigInt(c.ourDeposit);
+      offchain.set(name, net);
+    }
+
+    step("closing every channel cooperatively");
+    for (const c of channelIds) {
+      await node(c.a).api.call("POST", `/v1/channels/${c.id}/close`, { cooperative: true });
+      await waitSettled(node(c.a), c.id);
+      await waitSettled(node(c.b), c.id);
+    }
+
+    const totalFees = payments.reduce((s, p) => s + p.fee, 0n);
+    const rows = [];
+    for (const name of names) {
+      const after = await devnet.tokenBalance(node(name).address);
+      const onchain = after - (before.get(name) as bigint);
+      const off = offchain.get(name) as bigint;
+      rows.push({
+        node: name,
+        "on-chain before (QTT)": fmt(before.get(name) as bigint),
+        "on-chain after (QTT)": fmt(after),
+        "on-chain change": fmt(onchain),
+        "off-chain result": fmt(off),
+        match: onchain === off ? "yes" : "NO",
+      });
+    }
+    const sum = [...offchain.values()].reduce((a, b) => a + b, 0n);
+    console.log(
+      `\nevery channel settled cooperatively; token ${token}; fees paid by alice ${fmt(totalFees)} QTT`,
+    );
     console.table(rows);
-    const ok = rows.every((r) => r.match === "yes");
+    const ok = rows.every((r) => r.match === "yes") && sum === 0n;
     console.log(
       ok
         ? "RESULT: on-chain balances match the off-chain totals"
@@ -176,8 +330,8 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       console.log("\nnetwork left running (Ctrl-C stops it):");
       console.log(`  chain RPC   ${devnet.chain.rpcUrl}`);
       console.log(`  deployment  ${devnet.deploymentFile}`);
-      for (const n of [alice, bob])
-        console.log(`  ${n.name.padEnd(6)} API ${n.apiUrl}  token file ${n.tokenFile}  p2p ${n.multiaddr}`);
+      for (const x of Object.values(n))
+        console.log(`  ${x.name.padEnd(6)} API ${x.apiUrl}  token file ${x.tokenFile}  p2p ${x.multiaddr}`);
       await new Promise(() => undefined);
     }
     return ok ? 0 : 1;

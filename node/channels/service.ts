@@ -212,6 +212,27 @@ export class ChannelService {
       }
     }
     this.#schedulePoll();
+    void this.#reconnectPartners();
+  }
+
+  /**
+   * Dials the partners of our open channels after a start, so they learn our (possibly new) addresses from
+   * the PeerInfo sent on each new session, and pending proofs can be re-sent. Failures are only logged.
+   */
+  async #reconnectPartners(): Promise<void> {
+    for (const live of this.#live.values()) {
+      if (live.record.state !== "opened" || this.#transport.isConnected(live.record.partner)) continue;
+      const target = this.#target(live.record.partner);
+      if (!target) continue;
+      await this.#transport
+        .connect(live.record.partner, target)
+        .catch((err: unknown) =>
+          this.#log.debug(
+            { peer: live.record.partner, err: errorFields(err) },
+            "partner not reachable at start",
+          ),
+        );
+    }
   }
 
   async stop(): Promise<void> {

@@ -21,11 +21,13 @@ describe("e2e: npm run devnet", function () {
     const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
     expect(code, `devnet failed:\n${stderr.slice(-2000)}`).to.equal(0);
     expect(stdout).to.include("RESULT: on-chain balances match the off-chain totals");
-    const rows = stdout.split("\n").filter((l) => /'(alice|bob)'/.test(l));
-    expect(rows).to.have.length(2);
+    const rows = stdout.split("\n").filter((l) => /│ \d+ +│ '(alice|bob|carol|dave|erin)' /.test(l));
+    expect(rows).to.have.length(5);
     for (const row of rows) expect(row).to.include("'yes'");
-    expect(stdout).to.include("(100)");
-    expect(stdout).to.include("(50)");
-    expect(stderr).to.include("alice closes the channel cooperatively");
+    // Both paths alice -> dave were used: the 3-hop one, and erin's after carol went offline.
+    expect(stdout).to.include("'alice -> bob -> carol -> dave'");
+    expect(stdout).to.include("'alice -> erin -> dave'");
+    expect(stdout).to.include("PEER_OFFLINE at bob");
+    expect(stderr).to.include("closing every channel cooperatively");
   });
 });

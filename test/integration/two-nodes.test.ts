@@ -171,8 +171,8 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
     );
     await expectApiError(
       alice.api.call("POST", "/v1/payments", { target: devnet.deployment.hub, token, amount: "1" }),
-      404,
-      "CHANNEL_NOT_FOUND",
+      422,
+      "NO_ROUTE",
     );
     await expectApiError(
       alice.api.call("POST", "/v1/payments", {
