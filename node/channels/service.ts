@@ -834,6 +834,7 @@ export class ChannelService {
   }
 
   async #closeUnilaterally(live: Live): Promise<void> {
+    await this.#registerKnownSecrets(live);
     const partnerProof = live.partnerLatest;
     await this.#chain("closeChannel", () =>
       this.#hub.closeChannel(
@@ -916,6 +917,7 @@ export class ChannelService {
     }
     if (onchain.state !== "closed") return;
     if (live.record.state === "opened") {
+      await this.#registerKnownSecrets(live);
       live.record.state = "closed";
       live.record.closedAtSeconds = onchain.closedAtSeconds;
       live.record.closingParticipant = onchain.closingParticipant;
@@ -1016,6 +1018,24 @@ export class ChannelService {
         { cause: err },
       );
     }
+  }
+
+  /**
+   * On a close, registers on-chain every secret we know for the partner's pending locks that is not
+   * registered yet, so an early unlock after settle cannot send those amounts back to the partner.
+   */
+  async #registerKnownSecrets(live: Live): Promise<void> {
+    const secrets: string[] = [];
+    for (const lock of live.partnerEnd.locks) {
+      const secret = this.#store.getSecret(lock.secretHash);
+      if (secret && (await this.#hub.secretRevealedAt(lock.secretHash)) === 0n) secrets.push(secret);
+    }
+    if (secrets.length === 0) return;
+    await this.#chain("registerSecretBatch", () => this.#hub.registerSecretBatch(secrets));
+    this.#log.warn(
+      { channelId: live.record.channelId.toString(), secrets: secrets.length },
+      "channel closing: registered known secrets of the partner's locks",
+    );
   }
 
   /** A cooperative settle pays no locks: refuse it while any lock is pending in either direction. */
@@ -1273,6 +1293,15 @@ export class ChannelService {
     const nowSeconds = BigInt(Math.floor(Date.now() / 1000));
     if (msg.lock.expiration <= nowSeconds) {
       throw new QrwpError("EXPIRY_TOO_SOON", "the lock has already expired", { field: "lock.expiration" });
+    }
+    // A lock outliving the settle window could be unlocked back to its sender before we may register its
+    // secret (ChannelHub.unlock reads the registry when called): refuse it.
+    const live = this.#live.get(msg.balanceProof.proof.channelId.toString());
+    if (live && msg.lock.expiration >= nowSeconds + BigInt(live.record.settleTimeoutSeconds)) {
+      throw new QrwpError("INVALID_TRANSFER", "the lock expires after the channel's settle timeout", {
+        field: "lock.expiration",
+        settleTimeoutSeconds: live.record.settleTimeoutSeconds,
+      });
     }
     return this.#acceptProof(
       from,
