@@ -283,3 +283,156 @@ export function findPaymentRoutes(params: FindPaymentRoutesParams): PaymentRoute
   );
   return routes.slice(0, k);
 }
+
+/** Parameters of {@link splitPayment}. */
+export interface SplitPaymentParams extends Omit<FindPaymentRoutesParams, "k"> {
+  /** At most this many parts (1..16, default 4). */
+  maxParts?: number;
+  /** Parts smaller than this are not proposed (default 1). */
+  minPartAmount?: bigint;
+}
+
+/** A multi-part payment proposal: one route per part, parts channel-disjoint. */
+export interface PaymentSplit {
+  parts: PaymentRoute[];
+  /** Sum of the parts' fees (`maxFee` bounds it). */
+  totalFee: bigint;
+  /** Sum of what the initiator locks over all parts. */
+  totalAmount: bigint;
+}
+
+/** Largest `maxParts` of {@link splitPayment}. */
+export const MAX_PARTS = 16;
+/** How many times a probe amount is halved before {@link splitPayment} gives up on a part. */
+const MAX_HALVINGS = 16;
+
+/**
+ * Proposes a multi-part payment (BOLT 4 basic MPP shape) when no single route carries `amount`. Greedy,
+ * part by part: the best route for the whole remaining amount if one exists; otherwise the best route for
+ * a probe amount (halved until one routes), saturated to the largest amount that exact route carries
+ * (binary search on {@link buildRoute}, no further graph search). Every channel a part uses is then
+ * excluded, so parts never share a channel and each part's capacity check stays exact on its own. The
+ * `maxFee` budget is shared in proportion to the amounts (a part of x may use `feeLeft * x / remaining`).
+ * A single route is returned as one part when one exists.
+ * @returns the parts (their target amounts sum to `amount`), or null when this greedy finds no split
+ *   within `maxParts`.
+ * @throws QrwpError INVALID_ARGUMENT on bad parameters.
+ */
+export function splitPayment(params: SplitPaymentParams): PaymentSplit | null {
+  const maxParts = params.maxParts ?? 4;
+  assertArgument(
+    Number.isInteger(maxParts) && maxParts >= 1 && maxParts <= MAX_PARTS,
+    `maxParts must be 1..${MAX_PARTS}`,
+    "maxParts",
+    maxParts,
+  );
+  const minPart = params.minPartAmount ?? 1n;
+  assertArgument(typeof minPart === "bigint" && minPart >= 1n, "minPartAmount >= 1", "minPartAmount");
+  assertArgument(
+    typeof params.amount === "bigint" && params.amount > 0n,
+    "amount must be > 0",
+    "amount",
+    params.amount,
+  );
+  const { maxParts: _m, minPartAmount: _p, ...base } = params;
+  const source = normalizeAddress(params.source, "source");
+  const local: LocalBalances | undefined = params.localBalances
+    ? { address: source, spendable: params.localBalances }
+    : undefined;
+  const policy: PolicyLookup = (channelId, from) => params.graph.policy(channelId, from, local);
+  const excluded = new Set<bigint>(params.excludeChannels ?? []);
+  const parts: PaymentRoute[] = [];
+  let remaining = params.amount;
+  let feeLeft = params.maxFee;
+  const budget = (x: bigint): bigint | undefined =>
+    feeLeft === undefined ? undefined : (feeLeft * x) / remaining;
+  const best = (x: bigint): PaymentRoute | undefined => {
+    const maxFee = budget(x);
+    return findPaymentRoutes({
+      ...base,
+      amount: x,
+      k: 1,
+      excludeChannels: excluded,
+      ...(maxFee === undefined ? {} : { maxFee }),
+    })[0];
+  };
+  while (remaining > 0n) {
+    if (parts.length === maxParts) return null;
+    let route = best(remaining);
+    let part = remaining;
+    if (!route) {
+      if (parts.length === maxParts - 1) return null; // the last part must carry everything left
+      let probe = remaining;
+      for (let i = 0; i < MAX_HALVINGS && !route; i++) {
+        probe = (probe + 1n) / 2n;
+        if (probe < minPart) break;
+        route = best(probe);
+      }
+      if (!route) return null;
+      // saturate: the largest x in [probe, remaining) this exact route carries within its fee budget
+      const path = pathOf(source, route);
+      let lo = probe;
+      let hi = remaining; // does not route (searched above)
+      let loRoute = route;
+      while (hi - lo > 1n) {
+        const mid = lo + (hi - lo) / 2n;
+        const r = exactOn(path, mid, params, policy, budget(mid));
+        if (r) {
+          lo = mid;
+          loRoute = { ...r, cost: route.cost }; // the search cost at the probe amount
+        } else hi = mid;
+      }
+      route = loRoute;
+      part = lo;
+    }
+    parts.push(route);
+    for (const h of route.hops) excluded.add(h.channelId);
+    if (feeLeft !== undefined) feeLeft -= route.totalFee;
+    remaining -= part;
+  }
+  return {
+    parts,
+    totalFee: parts.reduce((s, r) => s + r.totalFee, 0n),
+    totalAmount: parts.reduce((s, r) => s + r.totalAmount, 0n),
+  };
+}
+
+function pathOf(source: string, route: PaymentRoute): PathEdge[] {
+  return route.hops.map((h, i) => ({
+    channelId: h.channelId,
+    from: i === 0 ? source : route.hops[i - 1]!.address,
+    to: h.address,
+  }));
+}
+
+/** The route over `path` for `amount` if it satisfies every limit and the fee budget, else undefined. */
+function exactOn(
+  path: PathEdge[],
+  amount: bigint,
+  params: SplitPaymentParams,
+  policy: PolicyLookup,
+  maxFee: bigint | undefined,
+): PaymentRoute | undefined {
+  let hops: RouteHop[];
+  try {
+    hops = buildRoute({
+      path,
+      amount,
+      finalExpiryDeltaSeconds: params.finalExpiryDeltaSeconds,
+      nowSeconds: params.nowSeconds,
+      policy,
+    });
+  } catch {
+    return undefined;
+  }
+  const totalFee = hops[0]!.lockAmount - amount;
+  if (maxFee !== undefined && totalFee > maxFee) return undefined;
+  const now = BigInt(params.nowSeconds);
+  if (
+    params.maxExpiryDeltaSeconds !== undefined &&
+    hops[0]!.expiration - now > BigInt(params.maxExpiryDeltaSeconds)
+  ) {
+    return undefined;
+  }
+  return { hops, totalAmount: hops[0]!.lockAmount, totalFee, expiration: hops[0]!.expiration, cost: 0 };
+}

@@ -13,6 +13,7 @@ import {
   findPaymentRoutes,
   forwardingFee,
   signChannelUpdate,
+  splitPayment,
   type PaymentRoute,
   type UnsignedChannelUpdate,
 } from "../../router/index.js";
@@ -256,6 +257,42 @@ describe("router: findPaymentRoutes", () => {
   });
 });
 
+describe("router: splitPayment", () => {
+  it("splits over channel-disjoint routes when no single route carries the amount", () => {
+    // two parallel paths I-A-T and I-B-T, each carrying at most 600
+    const g = new NetworkGraph({ chainId: CHAIN, hub: HUB });
+    open(g, 1n, I, A);
+    open(g, 2n, A, T);
+    open(g, 3n, I, B);
+    open(g, 4n, B, T);
+    publish(g, 1n, I, A);
+    publish(g, 3n, I, B);
+    publish(g, 2n, A, T, { feeFlat: 1n, capacityHint: 600n });
+    publish(g, 4n, B, T, { feeFlat: 2n, capacityHint: 600n });
+    const q = {
+      graph: g,
+      token: TOKEN,
+      source: I.address,
+      target: T.address,
+      amount: 1000n,
+      finalExpiryDeltaSeconds: 60,
+      nowSeconds: NOW,
+    };
+    expect(findPaymentRoutes({ ...q, k: 4 })).to.deep.equal([]);
+    const split = splitPayment(q)!;
+    // the cheaper path (via A) is saturated first
+    expect(split.parts.map((r) => r.hops.at(-1)!.lockAmount)).to.deep.equal([600n, 400n]);
+    expect(split.parts.map((r) => r.hops[0]!.address)).to.deep.equal([A.address, B.address]);
+    expect(new Set(split.parts.flatMap((r) => r.hops.map((h) => h.channelId))).size).to.equal(4);
+    expect(split.totalFee).to.equal(3n);
+    expect(split.totalAmount).to.equal(1003n);
+    expect(splitPayment({ ...q, maxFee: 2n })).to.equal(null);
+    expect(splitPayment({ ...q, maxParts: 1 })).to.equal(null);
+    expect(splitPayment({ ...q, amount: 1300n })).to.equal(null);
+    expect(splitPayment({ ...q, amount: 600n })!.parts.length).to.equal(1);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // properties
 
@@ -309,6 +346,41 @@ const arbCase = fc
   .filter((x) => x.src % x.nodes !== x.dst % x.nodes);
 
 type Case = typeof arbCase extends fc.Arbitrary<infer C> ? C : never;
+
+const arbPolicy = fc.record({
+  feeFlat: fc.integer({ min: 0, max: 2000 }),
+  feePpm: fc.integer({ min: 0, max: 20_000 }),
+  expiryDeltaSeconds: fc.integer({ min: 0, max: 5000 }),
+  htlcMinimum: fc.integer({ min: 0, max: 1000 }),
+  htlcSpan: fc.option(fc.integer({ min: 100_000, max: 3_000_000 })),
+  capacityHint: fc.integer({ min: 200_000, max: 1_500_000 }),
+  disabled: fc.constant(false),
+});
+
+/** Source 0 and target 1 joined by 2..4 parallel two-hop paths (0 - m - 1): where splitting pays off. */
+const arbParallelCase: fc.Arbitrary<Case> = fc
+  .record({
+    scale: fc.oneof(fc.constant(1000n), fc.constant(10n ** 18n)),
+    amountPct: fc.integer({ min: 100_000, max: 2_200_000 }),
+    paths: fc.array(fc.tuple(arbPolicy, arbPolicy), { minLength: 2, maxLength: 4 }),
+    local: fc.option(fc.array(fc.integer({ min: 200_000, max: 1_500_000 }), { minLength: 8, maxLength: 8 })),
+    maxFeePct: fc.option(fc.integer({ min: 20_000, max: 300_000 })),
+    final: fc.integer({ min: 0, max: 10_000 }),
+  })
+  .map((p) => ({
+    nodes: 6,
+    scale: p.scale,
+    amountPct: p.amountPct,
+    channels: p.paths.flatMap(([first, second], i) => [
+      { a: 0, b: i + 2, depA: 3_000_000, depB: 0, dirs: [first, null] as const },
+      { a: i + 2, b: 1, depA: 3_000_000, depB: 0, dirs: [second, null] as const },
+    ]) as unknown as Case["channels"],
+    src: 0,
+    dst: 1,
+    local: p.local,
+    maxFeePct: p.maxFeePct,
+    final: p.final,
+  }));
 
 /** All amounts of a case are `value * scale / 1000` base units (wei-scale, beyond 2^53, for large scales). */
 function buildCase(x: Case) {
@@ -490,5 +562,45 @@ describe("router: findPaymentRoutes properties", () => {
     // the generator must exercise the interesting case often enough
     expect(withRoutes).to.be.greaterThan(20);
     expect(withWeiRoutes).to.be.greaterThan(5);
+  });
+
+  it("property: splitPayment parts are valid, channel-disjoint, sum to the amount and respect maxFee", () => {
+    let splits = 0;
+    fc.assert(
+      fc.property(fc.oneof(arbCase, arbParallelCase), (x) => {
+        const c = buildCase(x);
+        const params = {
+          graph: c.g,
+          token: TOKEN,
+          source: c.source,
+          target: c.target,
+          amount: c.amount,
+          ...(c.maxFee === undefined ? {} : { maxFee: c.maxFee }),
+          ...(c.local ? { localBalances: c.local } : {}),
+          finalExpiryDeltaSeconds: x.final,
+          nowSeconds: NOW,
+        };
+        const split = splitPayment({ ...params, maxParts: 3 });
+        const single = findPaymentRoutes({ ...params, k: 1 });
+        if (single.length > 0) expect(split?.parts.length).to.equal(1);
+        if (!split) return;
+        expect(split.parts.length).to.be.within(1, 3);
+        const channels = split.parts.flatMap((r) => r.hops.map((h) => h.channelId));
+        expect(new Set(channels).size).to.equal(channels.length);
+        let delivered = 0n;
+        for (const r of split.parts) {
+          const part = r.hops.at(-1)!.lockAmount;
+          // each part is checked as a payment of its own amount, with the whole fee budget
+          checkRoute({ ...c, amount: part }, r, x.final);
+          delivered += part;
+        }
+        expect(delivered).to.equal(c.amount);
+        expect(split.totalFee).to.equal(split.parts.reduce((s, r) => s + r.totalFee, 0n));
+        if (c.maxFee !== undefined) expect(split.totalFee <= c.maxFee).to.equal(true);
+        if (split.parts.length > 1) splits++;
+      }),
+      { numRuns: 200, seed: 5 },
+    );
+    expect(splits).to.be.greaterThan(10);
   });
 });
