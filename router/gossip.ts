@@ -26,7 +26,12 @@ import { TopicValidatorResult } from "@libp2p/gossipsub";
 import type { GossipSub, Message, SubscriptionChangeData, TopicValidatorFn } from "@libp2p/gossipsub";
 import type { PeerId } from "@libp2p/interface";
 import { GOSSIP_PROTOCOL, QrwpError, assertArgument, normalizeAddress } from "../protocol/index.js";
-import { decodeChannelUpdate, encodeChannelUpdate, type ChannelUpdate } from "./channel-update.js";
+import {
+  decodeChannelUpdate,
+  encodeChannelUpdate,
+  normalizeChannelUpdateFields,
+  type ChannelUpdate,
+} from "./channel-update.js";
 import type { NetworkGraph } from "./network.js";
 
 /** Default of {@link ChannelGossipInit.republishIntervalMs}. */
@@ -193,32 +198,33 @@ export class ChannelGossip {
    */
   async publish(update: ChannelUpdate): Promise<number> {
     const r = this.#graph.applyUpdate(update);
-    const k = ownKey(update);
-    const own = this.#own.get(k);
     if (r.status === "rejected") {
       const code = r.code === "INVALID_SIGNATURE" ? "INVALID_SIGNATURE" : "INVALID_ARGUMENT";
       throw new QrwpError(code, `channel update refused: ${r.reason}`, { field: r.field });
     }
+    // the graph accepted its shape: normalize (EIP-55 addresses) before keying
+    const u: ChannelUpdate = { ...normalizeChannelUpdateFields(update), signature: update.signature };
+    const k = ownKey(u);
+    const own = this.#own.get(k);
     if (r.status === "closed") {
       throw new QrwpError("CHANNEL_STATE", "channel is closed", { channelId: update.channelId });
     }
-    const known = this.#graph.latestUpdate(update.channelId, update.participant) ?? own;
-    const same = known !== undefined && known.nonce === update.nonce && known.signature === update.signature;
+    const known = this.#graph.latestUpdate(u.channelId, u.participant) ?? own;
+    const same = known !== undefined && known.nonce === u.nonce && known.signature === u.signature;
     if (r.status === "stale" && !same) {
       throw new QrwpError("STALE_NONCE", "a newer update of this direction is known", {
         field: "nonce",
-        nonce: update.nonce,
+        nonce: u.nonce,
         storedNonce: r.storedNonce,
       });
     }
     if (!own && this.#own.size >= this.#maxOwn) {
       throw new QrwpError("INVALID_ARGUMENT", "too many own channel directions", { field: "maxOwnUpdates" });
     }
-    const stored = this.#graph.latestUpdate(update.channelId, update.participant) ?? { ...update };
     this.#own.delete(k);
-    this.#own.set(k, r.status === "pending" ? { ...update } : stored);
+    this.#own.set(k, u);
     if (!this.#started) return 0;
-    return this.#send(encodeChannelUpdate(update), "publish");
+    return this.#send(encodeChannelUpdate(u), "publish");
   }
 
   /**

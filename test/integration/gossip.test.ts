@@ -141,6 +141,16 @@ async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Pro
   }
 }
 
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    expect((err as { code?: string }).code).to.equal(code);
+    return;
+  }
+  expect.fail(`expected ${code}`);
+}
+
 const nonceAt = (n: GossipNode, channelId: bigint, participant: TestKey): bigint | undefined =>
   n.graph.latestUpdate(channelId, participant.address)?.nonce;
 
@@ -181,7 +191,10 @@ describe("integration: channel-update gossip over libp2p gossipsub (A - B - C li
     const before = { rejected: B.gossip.stats().rejected, ignored: B.gossip.stats().ignored };
     const forged = { ...update(keys.A, keys.B, 1n, 3000n, 300), feePpm: 0 };
     const stale = update(keys.A, keys.B, 1n, 1500n, 150);
-    // A's node sends them raw, bypassing its own checks
+    // publish() refuses both
+    await expectCode(A.gossip.publish(forged), "INVALID_SIGNATURE");
+    await expectCode(A.gossip.publish(stale), "STALE_NONCE");
+    // so A's node sends them raw, bypassing its own checks
     await A.libp2p.services.pubsub.publish(TOPIC, encodeChannelUpdate(forged));
     await A.libp2p.services.pubsub.publish(TOPIC, encodeChannelUpdate(stale));
     // a valid update sent after them travels the same A -> B -> C path
