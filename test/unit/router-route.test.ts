@@ -31,6 +31,12 @@ const KEYS: TestKey[] = Array.from({ length: 6 }, (_, i) => {
   return { secp256k1PrivateKey: sk, address: addressOf(sk) };
 });
 
+/** chai compares bigints (its typings only say number). */
+const atMost = (actual: bigint, limit: bigint, what: string): unknown =>
+  expect(actual, what).to.be.at.most(limit as unknown as number);
+const atLeast = (actual: bigint, limit: bigint, what: string): unknown =>
+  expect(actual, what).to.be.at.least(limit as unknown as number);
+
 const CHAIN = 31337n;
 const HUB = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 const TOKEN = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512";
@@ -170,7 +176,7 @@ describe("router: buildRoute", () => {
 describe("router: findPaymentRoutes", () => {
   it("finds the hand-computed 3-hop route for a wei-scale amount", () => {
     const g = threeHop();
-    expect(AMOUNT > BigInt(Number.MAX_SAFE_INTEGER)).to.equal(true);
+    atLeast(AMOUNT, BigInt(Number.MAX_SAFE_INTEGER) + 1n, "amount beyond 2^53");
     const routes = findPaymentRoutes({
       graph: g,
       token: TOKEN,
@@ -498,12 +504,13 @@ function checkRoute(c: Built, r: PaymentRoute, final: number): void {
     expect(ch, `hop ${i} channel`).to.not.equal(undefined);
     expect([ch.participant1, ch.participant2]).to.include(sender);
     expect([ch.participant1, ch.participant2]).to.include(h.address);
-    expect(seen.has(h.address)).to.equal(false);
+    expect([...seen], `hop ${i} revisits a node`).to.not.include(h.address);
     seen.add(h.address);
     const lim = limitsOf(c, h.channelId, sender)!;
     expect(lim, `hop ${i} usable`).to.not.equal(undefined);
-    expect(h.lockAmount <= lim.capacity, `hop ${i} capacity`).to.equal(true);
-    expect(h.lockAmount >= lim.min && h.lockAmount <= lim.max, `hop ${i} htlc bounds`).to.equal(true);
+    atMost(h.lockAmount, lim.capacity, `hop ${i} capacity`);
+    atLeast(h.lockAmount, lim.min, `hop ${i} htlcMinimum`);
+    atMost(h.lockAmount, lim.max, `hop ${i} htlcMaximum`);
     if (i < n - 1) {
       const next = r.hops[i + 1]!;
       const u = c.g.latestUpdate(next.channelId, h.address)!;
@@ -523,7 +530,7 @@ function checkRoute(c: Built, r: PaymentRoute, final: number): void {
   expect(r.totalAmount).to.equal(r.hops[0]!.lockAmount);
   expect(r.totalAmount - c.amount).to.equal(r.totalFee);
   expect(r.expiration).to.equal(r.hops[0]!.expiration);
-  if (c.maxFee !== undefined) expect(r.totalFee <= c.maxFee).to.equal(true);
+  if (c.maxFee !== undefined) atMost(r.totalFee, c.maxFee, "maxFee");
 }
 
 describe("router: findPaymentRoutes properties", () => {
@@ -552,7 +559,7 @@ describe("router: findPaymentRoutes properties", () => {
           keys.add(r.hops.map((h) => `${h.channelId}>${h.address}`).join(","));
         }
         expect(keys.size).to.equal(routes.length);
-        for (let i = 1; i < routes.length; i++) expect(routes[i - 1]!.cost <= routes[i]!.cost).to.equal(true);
+        for (let i = 1; i < routes.length; i++) expect(routes[i - 1]!.cost).to.be.at.most(routes[i]!.cost);
         if (!anyFeasible(c, x.final)) expect(routes).to.deep.equal([]);
         if (routes.length > 0) withRoutes++;
         if (routes.length > 0 && c.amount > BigInt(Number.MAX_SAFE_INTEGER)) withWeiRoutes++;
@@ -596,7 +603,7 @@ describe("router: findPaymentRoutes properties", () => {
         }
         expect(delivered).to.equal(c.amount);
         expect(split.totalFee).to.equal(split.parts.reduce((s, r) => s + r.totalFee, 0n));
-        if (c.maxFee !== undefined) expect(split.totalFee <= c.maxFee).to.equal(true);
+        if (c.maxFee !== undefined) atMost(split.totalFee, c.maxFee, "maxFee of all parts");
         if (split.parts.length > 1) splits++;
       }),
       { numRuns: 200, seed: 5 },

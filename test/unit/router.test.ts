@@ -27,6 +27,10 @@ function edge(channelId: string, source: string, target: string, o: Partial<Chan
   };
 }
 
+/** chai compares bigints (its typings only say number). */
+const atMost = (actual: bigint, limit: bigint, what: string): unknown =>
+  expect(actual, what).to.be.at.most(limit as unknown as number);
+
 function fee(e: ChannelEdge, amount: bigint): bigint {
   return e.feeBaseAmount + (amount * BigInt(e.feePpm)) / 1_000_000n;
 }
@@ -45,16 +49,16 @@ function checkRoute(g: ChannelGraph, r: Path, source: string, target: string, am
     expect(e, `hop ${i}`).to.not.equal(undefined);
     expect(e!.target).to.equal(h.to);
     expect(e!.disabled).to.equal(false);
-    expect(h.amountToForward <= e!.capacity).to.equal(true);
-    expect(h.amountToForward >= e!.htlcMinimum).to.equal(true);
-    if (e!.htlcMaximum !== null) expect(h.amountToForward <= e!.htlcMaximum).to.equal(true);
+    atMost(h.amountToForward, e!.capacity, `hop ${i} capacity`);
+    atMost(e!.htlcMinimum, h.amountToForward, `hop ${i} htlcMinimum`);
+    if (e!.htlcMaximum !== null) atMost(h.amountToForward, e!.htlcMaximum, `hop ${i} htlcMaximum`);
     if (i > 0) {
       expect(h.from).to.equal(r.hops[i - 1]!.to);
       expect(h.fee).to.equal(fee(e!, h.amountToForward));
       expect(r.hops[i - 1]!.amountToForward).to.equal(h.amountToForward + h.fee);
       expect(r.hops[i - 1]!.lockTimeoutSeconds).to.equal(h.lockTimeoutSeconds + e!.lockTimeoutSeconds);
     }
-    expect(visited.has(h.to)).to.equal(false);
+    expect([...visited], `hop ${i} revisits a node`).to.not.include(h.to);
     visited.add(h.to);
     sum += h.fee;
   });
