@@ -104,7 +104,7 @@ async function callApi(
   body?: unknown,
 ): Promise<void> {
   const token = opts.apiToken ?? (opts.dataDir ? readApiToken(resolve(opts.dataDir)) : undefined);
-  if (!token) throw new InvalidArgumentError("give --data-dir or --api-token");
+  if (!token) throw new QrwpError("INVALID_ARGUMENT", "give --data-dir or --api-token", { field: "data-dir" });
   let res: Response;
   try {
     res = await fetch(new URL(path, opts.apiUrl), {

@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { runCli } from "../../devnet/harness.js";
 
+const ADDR = "0x" + "ab".repeat(20);
+
 describe("e2e: qrwp CLI", function () {
   this.timeout(60_000);
   const dir = mkdtempSync(join(tmpdir(), "qrwp-cli-"));
@@ -49,6 +51,11 @@ describe("e2e: qrwp CLI", function () {
       [["node", "start", "--data-dir", dataDir, "--deployment", "x.json"], /--rpc/],
       [[...start.slice(0, 6), "--deployment", join(dir, "missing.json")], /deployment/],
       [["init"], /--data-dir/],
+      [[...start, "--fee-ppm", "1.5"], /--fee-ppm/],
+      [["pay", "--target", "0x12", "--token", ADDR, "--amount", "1", "--api-token", "t"], /--target/],
+      [["pay", "--target", ADDR, "--token", ADDR, "--amount", "-5", "--api-token", "t"], /--amount/],
+      [["invoice", "show", "0xzz", "--api-token", "t"], /paymentHash/],
+      [["route", "--target", ADDR, "--token", ADDR, "--amount", "1"], /--data-dir or --api-token/],
     ];
     for (const [args, pattern] of cases) {
       const res = await runCli(args, { QRWP_DATA_DIR: "", QRWP_RPC_URL: "" });
@@ -57,6 +64,27 @@ describe("e2e: qrwp CLI", function () {
       expect(res.stderr).to.match(pattern);
     }
     expect(existsSync(join(dir, "missing.json"))).to.equal(false);
+  });
+
+  it("client commands fail with a coded one-line error when the node API is unreachable", async () => {
+    const res = await runCli(
+      [
+        "pay",
+        "--target",
+        ADDR,
+        "--token",
+        ADDR,
+        "--amount",
+        "1",
+        "--api-url",
+        "http://127.0.0.1:1",
+        "--api-token",
+        "t",
+      ],
+      { QRWP_DATA_DIR: "" },
+    );
+    expect(res.code).to.equal(1);
+    expect(res.stderr.trim()).to.match(/^qrwp: PEER_OFFLINE: cannot reach the node API/);
   });
 
   it("prints help", async () => {

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { parseUnits } from "ethers";
-import { Devnet, type NodeProcess } from "../../devnet/harness.js";
+import { Devnet, runCli, type NodeProcess } from "../../devnet/harness.js";
 
 interface ChannelJson {
   channelId: string;
@@ -113,6 +113,29 @@ describe("integration: multi-hop payments over five nodes", function () {
       "GET",
       `/v1/routes?${q}`,
     );
+    expect(routes[0]?.hops.map((h) => h.address)).to.deep.equal([
+      n.bob!.address,
+      n.carol!.address,
+      n.dave!.address,
+    ]);
+  });
+
+  it("shows the same best route through `qrwp route`", async () => {
+    const res = await runCli([
+      "route",
+      "--target",
+      n.dave!.address,
+      "--token",
+      token,
+      "--amount",
+      unit.toString(),
+      "--api-url",
+      n.alice!.apiUrl,
+      "--data-dir",
+      n.alice!.dataDir,
+    ]);
+    expect(res.code, res.stderr).to.equal(0);
+    const { routes } = JSON.parse(res.stdout) as { routes: { hops: { address: string }[] }[] };
     expect(routes[0]?.hops.map((h) => h.address)).to.deep.equal([
       n.bob!.address,
       n.carol!.address,
