@@ -36,7 +36,11 @@ export interface NetworkRoutingInit {
   log: Logger;
   /** Poll interval of the chain event follower, ms. */
   chainPollMs?: number;
-  /** Re-sign and publish our channel updates at least this often, ms (default 10,000). */
+  /**
+   * Re-sign and publish our channel updates (fresh capacity hints) this often, ms (default 60,000). Each
+   * publish reaches every node, so this is a slow refresh; chain events of our channels publish at once and
+   * ChannelGossip re-sends the latest ones to peers that join.
+   */
   updateIntervalMs?: number;
 }
 
@@ -86,7 +90,7 @@ export class NetworkRouting implements RouteProvider {
     await this.#follower.catchUp();
     this.#follower.start();
     this.publishOwnUpdates();
-    this.#timer = setInterval(() => this.publishOwnUpdates(), this.#init.updateIntervalMs ?? 10_000);
+    this.#timer = setInterval(() => this.publishOwnUpdates(), this.#init.updateIntervalMs ?? 60_000);
     this.#timer.unref();
   }
 
