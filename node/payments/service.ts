@@ -469,10 +469,36 @@ export class PaymentService {
       const action = doc?.outbox[0];
       if (!doc || !action) return;
       const result = await this.#execute(id, doc.machine, action);
-      if (result === "retry") return; // left in the outbox for the next tick
+      if (result === "retry") {
+        // Left in the outbox for the next tick; it must not hold back going on-chain before a lock expires
+        // (e.g. a RevealSecret to an upstream that went offline and will never send its Unlock).
+        await this.#runOnchainActions(id);
+        return;
+      }
       const fresh = this.#doc(id) as TransferDoc;
       // Remove the action we ran (it is still first: events append at the end).
       this.#put(id, fresh.machine, fresh.outbox.slice(1));
+    }
+  }
+
+  /** Runs the RegisterSecret / CloseChannel actions queued behind an action that waits for a retry. */
+  async #runOnchainActions(id: string): Promise<void> {
+    for (let i = 1; !this.#stopped;) {
+      const doc = this.#doc(id);
+      const action = doc?.outbox[i];
+      if (!doc || !action) return;
+      if (action.type !== "RegisterSecret" && action.type !== "CloseChannel") {
+        i++;
+        continue;
+      }
+      if ((await this.#execute(id, doc.machine, action)) === "retry") return;
+      const fresh = this.#doc(id) as TransferDoc;
+      // Only this runner removes actions and events append at the end, so the action is still at `i`.
+      this.#put(
+        id,
+        fresh.machine,
+        fresh.outbox.filter((_, j) => j !== i),
+      );
     }
   }
 
