@@ -104,7 +104,8 @@ async function callApi(
   body?: unknown,
 ): Promise<void> {
   const token = opts.apiToken ?? (opts.dataDir ? readApiToken(resolve(opts.dataDir)) : undefined);
-  if (!token) throw new QrwpError("INVALID_ARGUMENT", "give --data-dir or --api-token", { field: "data-dir" });
+  if (!token)
+    throw new QrwpError("INVALID_ARGUMENT", "give --data-dir or --api-token", { field: "data-dir" });
   let res: Response;
   try {
     res = await fetch(new URL(path, opts.apiUrl), {

@@ -169,6 +169,8 @@ export class ChannelService {
   readonly #live = new Map<string, Live>();
   #pollTimer: NodeJS.Timeout | undefined;
   #hooks: TransferHooks | undefined;
+  /** Latest block timestamp seen by the poller (seconds); see {@link nowSeconds}. */
+  #chainTimeSeconds = 0;
   #polling = false;
   #stopped = false;
 
@@ -309,6 +311,24 @@ export class ChannelService {
       closingParticipant: r.closingParticipant,
       totals: this.#store.paymentTotals(r.channelId),
     };
+  }
+
+  /**
+   * The node's time for lock decisions: the later of the wall clock and the latest block timestamp seen
+   * (a chain whose clock runs ahead must not let us keep a lock it already considers expired), unix seconds.
+   */
+  nowSeconds(): bigint {
+    return BigInt(Math.max(Math.floor(Date.now() / 1000), this.#chainTimeSeconds));
+  }
+
+  /** Our pending lock with this secret hash on a channel (acknowledged or still pending), or undefined. */
+  ourLock(channelId: bigint, secretHash: string): Lock | undefined {
+    const live = this.#live.get(channelId.toString());
+    if (!live) return undefined;
+    return (
+      findLock(live.ourEnd, secretHash) ??
+      live.ourPending.map((p) => findLock(endOf(p), secretHash)).find(Boolean)
+    );
   }
 
   /** The open channel with `partner` for `token`, or null. */
@@ -967,6 +987,10 @@ export class ChannelService {
     if (this.#polling || this.#stopped) return;
     this.#polling = true;
     try {
+      this.#chainTimeSeconds = Math.max(
+        this.#chainTimeSeconds,
+        await this.#hub.latestTimestamp().catch(() => 0),
+      );
       for (const live of this.#live.values()) {
         if (live.record.state === "settled") {
           if (this.#store.getMeta(`unlocked:${live.record.channelId}`) === null) {
@@ -1290,7 +1314,7 @@ export class ChannelService {
 
   async #onLockedTransfer(from: RemotePeer, msg: LockedTransfer): Promise<ChannelMessage> {
     const hooks = this.#requireHooks();
-    const nowSeconds = BigInt(Math.floor(Date.now() / 1000));
+    const nowSeconds = this.nowSeconds();
     if (msg.lock.expiration <= nowSeconds) {
       throw new QrwpError("EXPIRY_TOO_SOON", "the lock has already expired", { field: "lock.expiration" });
     }
@@ -1350,7 +1374,7 @@ export class ChannelService {
     msg: Extract<ChannelMessage, { type: "LockExpired" }>,
   ): Promise<ChannelMessage> {
     const hooks = this.#requireHooks();
-    const nowSeconds = BigInt(Math.floor(Date.now() / 1000));
+    const nowSeconds = this.nowSeconds();
     return this.#acceptProof(
       from,
       msg.balanceProof,

@@ -139,6 +139,7 @@ export class PaymentService {
   readonly #tickMs: number;
   readonly #running = new Map<string, Promise<void>>();
   readonly #rerun = new Set<string>();
+  readonly #failures = new Map<string, number>();
   readonly #waiters = new Map<string, (outcome: { ok: boolean }) => void>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -184,6 +185,10 @@ export class PaymentService {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     await Promise.allSettled([...this.#running.values()]);
+  }
+
+  #now(): bigint {
+    return this.#channels.nowSeconds();
   }
 
   // ---- API ----
@@ -247,7 +252,7 @@ export class PaymentService {
         token,
         amount: params.amount,
         maxFee: params.maxFee ?? null,
-        nowSeconds: nowSeconds(),
+        nowSeconds: this.#now(),
         finalExpiryDeltaSeconds: this.#timing.minFinalExpirySeconds + this.#timing.expiryDeltaSeconds,
         excludeChannels: excluded,
         k: 1,
@@ -299,7 +304,7 @@ export class PaymentService {
       token: getAddress(token),
       amount,
       maxFee,
-      nowSeconds: nowSeconds(),
+      nowSeconds: this.#now(),
       finalExpiryDeltaSeconds: this.#timing.minFinalExpirySeconds + this.#timing.expiryDeltaSeconds,
       excludeChannels: new Set(),
       k,
@@ -641,7 +646,24 @@ export class PaymentService {
       }
     } catch (err) {
       const code = isQrwpError(err) ? err.code : "INTERNAL";
-      this.#log.warn({ transfer: id, action: action.type, err: errorFields(err) }, "transfer action failed");
+      const failures = (this.#failures.get(id) ?? 0) + 1;
+      this.#failures.set(id, failures);
+      // Log the first failure and then every 60th, not every tick.
+      if (failures === 1 || failures % 60 === 0) {
+        this.#log.warn(
+          { transfer: id, action: action.type, failures, err: errorFields(err) },
+          "transfer action failed",
+        );
+      }
+      // On-chain actions protect funds: retry them whatever the error (HubCallError, RPC down, ...).
+      if (action.type === "RegisterSecret" || action.type === "CloseChannel") return "retry";
+      // Messages about a lock stop being useful once it expired: give up instead of retrying forever.
+      const lock = machine.role === "initiator" ? machine.out.lock : machine.payer.lock;
+      const message =
+        action.type === "SendRevealSecret" ||
+        action.type === "SendSecretRequest" ||
+        action.type === "SendTransferFailed";
+      if (message && this.#now() > lock.expiration) return "done";
       if (RETRYABLE.has(code) || code === "PEER_REJECTED") return "retry";
       return "done";
     }
@@ -768,7 +790,7 @@ export class PaymentService {
       route: msg.route,
       initiatorMultiaddrs: msg.initiatorMultiaddrs,
     };
-    const now = nowSeconds();
+    const now = this.#now();
     let id: string;
     let result: { state: TransferState; actions: TransferAction[] };
     if (eq(msg.target, this.#self)) {
@@ -846,7 +868,10 @@ export class PaymentService {
   #mayRemoveLock(channelId: bigint, lock: Lock, now: bigint): boolean {
     if (now >= lock.expiration) return true;
     const m = this.#doc(`m:${lock.secretHash}:${channelId}`)?.machine as MediatorState | undefined;
-    if (m && m.payerStatus === "declined") return true;
+    // Early removal only once our own outgoing lock is gone: else a colluding payee could still claim it.
+    if (m && m.payerStatus === "declined") {
+      return !m.payee || this.#channels.ourLock(m.payee.channelId, lock.secretHash) === undefined;
+    }
     const t = this.#doc(`t:${lock.secretHash}:${channelId}`)?.machine as TargetState | undefined;
     return t?.status === "declined";
   }
@@ -955,7 +980,7 @@ export class PaymentService {
   }
 
   #tick(): void {
-    const now = nowSeconds();
+    const now = this.#now();
     for (const t of this.#store.openTransfers()) {
       const doc = t.state as TransferDoc;
       const m = doc.machine;
@@ -970,10 +995,6 @@ export class PaymentService {
       if (stepped.actions.length > 0 || doc.outbox.length > 0) this.#drain(t.id);
     }
   }
-}
-
-function nowSeconds(): bigint {
-  return BigInt(Math.floor(Date.now() / 1000));
 }
 
 /** `{peerId, multiaddrs}` for the transport from multiaddrs ending in /p2p/<peerId>. */
