@@ -362,8 +362,17 @@ describe("integration: adversarial and failing HTLCs between node processes", fu
         );
         return body;
       };
-      removedLock = await declined(lockFor(unit, nowSeconds() + 3n), false);
-      await declined(lockFor(unit, nowSeconds() + 3n), true);
+      // Nodes time locks by the later of their clock and the chain's (hardhat's runs ahead after bursts of
+      // blocks): "in ~3 s" is measured from that.
+      const nodeNow = async () => {
+        const block = (await devnet.chain.provider.send("eth_getBlockByNumber", ["latest", false])) as {
+          timestamp: string;
+        };
+        const chain = BigInt(block.timestamp);
+        return chain > nowSeconds() ? chain : nowSeconds();
+      };
+      removedLock = await declined(lockFor(unit, (await nodeNow()) + 3n), false);
+      await declined(lockFor(unit, (await nodeNow()) + 3n), true);
       const after = await bobView();
       expect(BigInt(after.partnerNonce)).to.equal(BigInt(before.partnerNonce) + 4n);
       expect({ ...valueOf(after), partnerNonce: before.partnerNonce }).to.deep.equal(valueOf(before));
