@@ -15,6 +15,7 @@ import {
   NetworkGraph,
   findPaymentRoutes,
   signChannelUpdate,
+  type ChannelUpdate,
   type NetworkChainEvent,
 } from "../router/index.js";
 import type { ChannelService } from "./channels/service.js";
@@ -108,25 +109,35 @@ export class NetworkRouting implements RouteProvider {
       let nonce = BigInt(Date.now());
       if (nonce <= this.#lastNonce) nonce = this.#lastNonce + 1n;
       this.#lastNonce = nonce;
-      const update = signChannelUpdate(
-        {
-          chainId: BigInt(deployment.chainId),
-          hub: deployment.hub,
-          token: c.token,
-          channelId: c.channelId,
-          participant: keys.address,
-          partner: c.partner,
-          nonce,
-          feeFlat: fees.feeFlat,
-          feePpm: fees.feePpm,
-          expiryDeltaSeconds: timing.expiryDeltaSeconds,
-          htlcMinimum: 1n,
-          htlcMaximum: c.ourDeposit + c.partnerDeposit,
-          capacityHint: c.ourBalance > 0n ? c.ourBalance : 0n,
-          disabled: false,
-        },
-        keys,
-      );
+      let update: ChannelUpdate;
+      try {
+        update = signChannelUpdate(
+          {
+            chainId: BigInt(deployment.chainId),
+            hub: deployment.hub,
+            token: c.token,
+            channelId: c.channelId,
+            participant: keys.address,
+            partner: c.partner,
+            nonce,
+            feeFlat: fees.feeFlat,
+            feePpm: fees.feePpm,
+            expiryDeltaSeconds: timing.expiryDeltaSeconds,
+            htlcMinimum: 1n,
+            htlcMaximum: c.ourDeposit + c.partnerDeposit,
+            capacityHint: c.ourBalance > 0n ? c.ourBalance : 0n,
+            disabled: false,
+          },
+          keys,
+        );
+      } catch (err) {
+        // Never let one bad channel stop the chain-event handler (the follower would retry the range).
+        this.#init.log.warn(
+          { channelId: c.channelId.toString(), err: errorFields(err) },
+          "cannot sign channel update",
+        );
+        continue;
+      }
       this.#gossip
         .publish(update)
         .catch((err: unknown) =>
