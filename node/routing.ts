@@ -105,7 +105,14 @@ export class NetworkRouting implements RouteProvider {
   publishOwnUpdates(): void {
     const { keys, deployment, fees, timing } = this.#init;
     for (const c of this.#init.channels.listChannels()) {
-      if (c.state !== "opened" || !this.graph.channel(c.channelId)) continue;
+      // Nothing to forward before a deposit (and htlcMaximum must be >= htlcMinimum = 1).
+      if (
+        c.state !== "opened" ||
+        !this.graph.channel(c.channelId) ||
+        c.ourDeposit + c.partnerDeposit === 0n
+      ) {
+        continue;
+      }
       let nonce = BigInt(Date.now());
       if (nonce <= this.#lastNonce) nonce = this.#lastNonce + 1n;
       this.#lastNonce = nonce;
