@@ -17,13 +17,14 @@
  * `TypedDataEncoder` and @metamask/eth-sig-util.
  */
 import { keccak_256 } from "@noble/hashes/sha3.js";
-import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex, concatBytes, hexToBytes } from "@noble/hashes/utils.js";
 import {
   EIP712_DOMAIN_NAME,
   EIP712_DOMAIN_VERSION,
   MLDSA_CONTEXT_BALANCE_PROOF,
   UINT256_MAX,
 } from "./constants.js";
+import { abiAddressWord, abiWord, eip712DomainSeparator, keccakText } from "./eip712.js";
 import { QrwpError, assertArgument } from "./errors.js";
 import type { NodeKeys } from "./keys.js";
 import { mldsaSign, mldsaVerify, recoverDigestSigner, signDigest } from "./keys.js";
@@ -71,12 +72,7 @@ export interface CooperativeSettleArgs {
   participant2Amount: bigint;
 }
 
-const keccakText = (s: string): Uint8Array => keccak_256(utf8ToBytes(s));
-
 /** keccak256 of the EIP-712 type strings (the contract's `*_TYPEHASH` constants). */
-export const EIP712_DOMAIN_TYPEHASH = keccakText(
-  "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)",
-);
 export const BALANCE_PROOF_TYPEHASH = keccakText(
   "BalanceProof(uint256 channelId,uint256 nonce,bytes32 balanceHash)",
 );
@@ -131,45 +127,15 @@ export function channelHubDomain(
   };
 }
 
-function word(value: bigint): Uint8Array {
-  const out = new Uint8Array(32);
-  let v = value;
-  for (let i = 31; i >= 0 && v > 0n; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return out;
-}
-
-function addressWord(checksummed: string): Uint8Array {
-  const out = new Uint8Array(32);
-  out.set(hexToBytes(checksummed.slice(2)), 12);
-  return out;
-}
-
-const domainCache = new Map<string, Uint8Array>();
-const DOMAIN_CACHE_LIMIT = 64;
-
 /** EIP-712 `domainSeparator` of a ChannelHub (32 bytes). @throws QrwpError INVALID_ARGUMENT */
 export function channelHubDomainSeparator(chainId: bigint, hub: string): Uint8Array {
   assertUint256(chainId, "chainId");
-  const verifyingContract = normalizeAddress(hub, "hub");
-  const key = `${chainId}:${verifyingContract}`;
-  let sep = domainCache.get(key);
-  if (sep === undefined) {
-    sep = keccak_256(
-      concatBytes(
-        EIP712_DOMAIN_TYPEHASH,
-        keccakText(EIP712_DOMAIN_NAME),
-        keccakText(EIP712_DOMAIN_VERSION),
-        word(chainId),
-        addressWord(verifyingContract),
-      ),
-    );
-    if (domainCache.size >= DOMAIN_CACHE_LIMIT) domainCache.clear();
-    domainCache.set(key, sep);
-  }
-  return Uint8Array.from(sep);
+  return eip712DomainSeparator(
+    EIP712_DOMAIN_NAME,
+    EIP712_DOMAIN_VERSION,
+    chainId,
+    normalizeAddress(hub, "hub"),
+  );
 }
 
 function typedDataDigest(chainId: bigint, hub: string, structHash: Uint8Array): Uint8Array {
@@ -214,12 +180,16 @@ export function balanceHash(data: BalanceData): string {
 
 function balanceHashBytes(data: BalanceData): Uint8Array {
   return keccak_256(
-    concatBytes(word(data.transferredAmount), word(data.lockedAmount), hexToBytes(data.locksRoot.slice(2))),
+    concatBytes(
+      abiWord(data.transferredAmount),
+      abiWord(data.lockedAmount),
+      hexToBytes(data.locksRoot.slice(2)),
+    ),
   );
 }
 
 function balanceProofStruct(proof: BalanceProof): Uint8Array {
-  return concatBytes(word(proof.channelId), word(proof.nonce), balanceHashBytes(proof));
+  return concatBytes(abiWord(proof.channelId), abiWord(proof.nonce), balanceHashBytes(proof));
 }
 
 /**
@@ -278,11 +248,11 @@ export function cooperativeSettleDigest(args: CooperativeSettleArgs): Uint8Array
   const p2 = normalizeAddress(args.participant2, "participant2");
   const struct = concatBytes(
     COOPERATIVE_SETTLE_TYPEHASH,
-    word(args.channelId),
-    addressWord(p1),
-    word(args.participant1Amount),
-    addressWord(p2),
-    word(args.participant2Amount),
+    abiWord(args.channelId),
+    abiAddressWord(p1),
+    abiWord(args.participant1Amount),
+    abiAddressWord(p2),
+    abiWord(args.participant2Amount),
   );
   return typedDataDigest(args.chainId, args.hub, keccak_256(struct));
 }

@@ -10,6 +10,7 @@ export * from "./errors.js";
 export * from "./constants.js";
 export * from "./validation.js";
 export * from "./keys.js";
+export * from "./eip712.js";
 export * from "./balance-proof.js";
 export * from "./session.js";
 export * from "./messages.js";

@@ -14,6 +14,7 @@
 import { keccak_256 } from "@noble/hashes/sha3.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, hexToBytes, randomBytes } from "@noble/hashes/utils.js";
+import { abiWord } from "./eip712.js";
 import { EMPTY_LOCKS_ROOT, MAX_PENDING_LOCKS, UINT256_MAX } from "./constants.js";
 import { QrwpError } from "./errors.js";
 import { assertBytes32Hex, assertUint256 } from "./validation.js";
@@ -30,16 +31,6 @@ export interface Lock {
 
 /** Size of one packed lock in bytes. */
 export const PACKED_LOCK_BYTES = 96;
-
-function uint256Bytes(value: bigint): Uint8Array {
-  const out = new Uint8Array(32);
-  let v = value;
-  for (let i = 31; i >= 0 && v > 0n; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return out;
-}
 
 function readUint256(bytes: Uint8Array, offset: number): bigint {
   let v = 0n;
@@ -63,8 +54,8 @@ export function assertLock(lock: Lock, field = "lock"): void {
 export function packLock(lock: Lock): Uint8Array {
   assertLock(lock);
   const out = new Uint8Array(PACKED_LOCK_BYTES);
-  out.set(uint256Bytes(lock.amount), 0);
-  out.set(uint256Bytes(lock.expiration), 32);
+  out.set(abiWord(lock.amount), 0);
+  out.set(abiWord(lock.expiration), 32);
   out.set(hexToBytes(lock.secretHash.slice(2)), 64);
   return out;
 }

@@ -23,10 +23,14 @@
  * the field; the decoder never throws anything else.
  */
 import { keccak_256 } from "@noble/hashes/sha3.js";
-import { concatBytes, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { concatBytes } from "@noble/hashes/utils.js";
 import { Encoder } from "cbor-x";
 import { z } from "zod";
 import {
+  abiAddressWord,
+  abiWord,
+  eip712DomainSeparator,
+  keccakText,
   QrwpError,
   assertArgument,
   assertUint256,
@@ -107,28 +111,8 @@ export const CHANNEL_UPDATE_EIP712_TYPES = {
   ],
 } as const;
 
-const keccakText = (s: string): Uint8Array => keccak_256(utf8ToBytes(s));
-const EIP712_DOMAIN_TYPEHASH = keccakText(
-  "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)",
-);
 /** keccak256 of {@link CHANNEL_UPDATE_TYPE}. */
 export const CHANNEL_UPDATE_TYPEHASH = keccakText(CHANNEL_UPDATE_TYPE);
-
-function word(value: bigint): Uint8Array {
-  const out = new Uint8Array(32);
-  let v = value;
-  for (let i = 31; i >= 0 && v > 0n; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  return out;
-}
-
-function addressWord(checksummed: string): Uint8Array {
-  const out = new Uint8Array(32);
-  out.set(hexToBytes(checksummed.slice(2)), 12);
-  return out;
-}
 
 /** The EIP-712 domain object of channel updates (for ethers / wallets). @throws QrwpError INVALID_ARGUMENT */
 export function channelUpdateDomain(
@@ -144,26 +128,8 @@ export function channelUpdateDomain(
   };
 }
 
-const domainCache = new Map<string, Uint8Array>();
-const DOMAIN_CACHE_LIMIT = 64;
-
 function domainSeparator(chainId: bigint, hub: string): Uint8Array {
-  const key = `${chainId}:${hub}`;
-  let sep = domainCache.get(key);
-  if (sep === undefined) {
-    sep = keccak_256(
-      concatBytes(
-        EIP712_DOMAIN_TYPEHASH,
-        keccakText(CHANNEL_UPDATE_DOMAIN_NAME),
-        keccakText(CHANNEL_UPDATE_DOMAIN_VERSION),
-        word(chainId),
-        addressWord(hub),
-      ),
-    );
-    if (domainCache.size >= DOMAIN_CACHE_LIMIT) domainCache.clear();
-    domainCache.set(key, sep);
-  }
-  return sep;
+  return eip712DomainSeparator(CHANNEL_UPDATE_DOMAIN_NAME, CHANNEL_UPDATE_DOMAIN_VERSION, chainId, hub);
 }
 
 function isUint32(v: unknown): v is number {
@@ -233,18 +199,18 @@ export function channelUpdateDigest(update: UnsignedChannelUpdate): Uint8Array {
   const struct = keccak_256(
     concatBytes(
       CHANNEL_UPDATE_TYPEHASH,
-      addressWord(u.token),
-      word(u.channelId),
-      addressWord(u.participant),
-      addressWord(u.partner),
-      word(u.nonce),
-      word(u.feeFlat),
-      word(BigInt(u.feePpm)),
-      word(BigInt(u.expiryDeltaSeconds)),
-      word(u.htlcMinimum),
-      word(u.htlcMaximum),
-      word(u.capacityHint),
-      word(u.disabled ? 1n : 0n),
+      abiAddressWord(u.token),
+      abiWord(u.channelId),
+      abiAddressWord(u.participant),
+      abiAddressWord(u.partner),
+      abiWord(u.nonce),
+      abiWord(u.feeFlat),
+      abiWord(BigInt(u.feePpm)),
+      abiWord(BigInt(u.expiryDeltaSeconds)),
+      abiWord(u.htlcMinimum),
+      abiWord(u.htlcMaximum),
+      abiWord(u.capacityHint),
+      abiWord(u.disabled ? 1n : 0n),
     ),
   );
   return keccak_256(concatBytes(new Uint8Array([0x19, 0x01]), domainSeparator(u.chainId, u.hub), struct));
