@@ -82,6 +82,24 @@ export interface FailureReason {
   failedAt: string;
 }
 
+/** The TransferFailed a role sends its payer when it gives up the payer's lock. */
+function failUpstreamTo(
+  payer: HopLock,
+  transfer: TransferDescription,
+  failure: FailureReason,
+): { failure: FailureReason; action: TransferAction } {
+  return {
+    failure,
+    action: {
+      type: "SendTransferFailed",
+      to: payer.partner,
+      paymentId: transfer.paymentId,
+      secretHash: transfer.secretHash,
+      ...failure,
+    },
+  };
+}
+
 const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
 // ------------------------------------------------------------------------------------------------
@@ -291,19 +309,8 @@ export function mediatorStart(params: {
     failure: null,
   };
   const decline = (code: ErrorCode, message: string) => {
-    const failure: FailureReason = { code, message, failedAt: self };
-    return {
-      state: { ...base, payerStatus: "declined" as const, failure },
-      actions: [
-        {
-          type: "SendTransferFailed" as const,
-          to: payer.partner,
-          paymentId: transfer.paymentId,
-          secretHash: transfer.secretHash,
-          ...failure,
-        },
-      ],
-    };
+    const { failure, action } = failUpstreamTo(payer, transfer, { code, message, failedAt: self });
+    return { state: { ...base, payerStatus: "declined" as const, failure }, actions: [action] };
   };
   const index = transfer.route.findIndex((h) => eq(h.address, self));
   const mine = transfer.route[index];
@@ -506,19 +513,8 @@ export function targetStart(params: {
     failure: null,
   };
   const decline = (code: ErrorCode, message: string) => {
-    const failure: FailureReason = { code, message, failedAt: self };
-    return {
-      state: { ...base, status: "declined" as const, failure },
-      actions: [
-        {
-          type: "SendTransferFailed" as const,
-          to: payer.partner,
-          paymentId: transfer.paymentId,
-          secretHash: transfer.secretHash,
-          ...failure,
-        },
-      ],
-    };
+    const { failure, action } = failUpstreamTo(payer, transfer, { code, message, failedAt: self });
+    return { state: { ...base, status: "declined" as const, failure }, actions: [action] };
   };
   if (!eq(last.address, self) || !eq(transfer.target, self))
     return decline("UNKNOWN_TARGET", "we are not the target");
