@@ -156,6 +156,7 @@ export class NetworkRouting implements RouteProvider {
     }
   }
 
+  /** Up to `q.k` routes (best first) from router/findPaymentRoutes, with our exact spendable balances. */
   findRoutes(q: RouteQuery): RouteCandidate[] {
     const spendable = new Map<bigint, bigint>();
     for (const c of this.#init.channels.listChannels()) {

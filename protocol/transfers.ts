@@ -171,6 +171,11 @@ export function initiatorSecretFor(
   return state.secret;
 }
 
+/**
+ * The initiator's transition: a RevealSecret from the first hop (or the chain) completes the payment
+ * (Unlock + PaymentSucceeded); a TransferFailed from the first hop or the lock's expiry removes the lock
+ * (LockExpired) and fails the attempt (AttemptFailed). Events that do not apply are no-ops.
+ */
 export function initiatorStep(
   state: InitiatorState,
   event: InitiatorEvent,
@@ -247,7 +252,10 @@ export interface FeeSchedule {
   feePpm: number;
 }
 
-/** Fee charged for forwarding `amountToForward` under `schedule` (floor division). */
+/**
+ * Fee a mediator charges for forwarding `amountToForward` (token base units):
+ * `feeFlat + amountToForward * feePpm / 1_000_000`, integer floor division (BOLT 7 fee_base + fee_proportional).
+ */
 export function forwardingFee(schedule: FeeSchedule, amountToForward: bigint): bigint {
   return schedule.feeFlat + (amountToForward * BigInt(schedule.feePpm)) / 1_000_000n;
 }
@@ -343,6 +351,12 @@ export function mediatorStart(params: {
   };
 }
 
+/**
+ * The mediator's transition: RevealSecret from the payee → Unlock downstream and RevealSecret upstream;
+ * TransferFailed from the payee or a failed forward → remove the outgoing lock, then fail upstream;
+ * Unlock / LockExpired from the payer close its side; Tick → go on-chain when the secret is known and the
+ * payer has not unlocked by `expiration - revealTimeoutSeconds`, or expire an unclaimed outgoing lock.
+ */
 export function mediatorStep(
   state: MediatorState,
   event: MediatorEvent,
@@ -549,6 +563,11 @@ export function targetStart(params: {
   };
 }
 
+/**
+ * The target's transition: the initiator's secret → RevealSecret to the payer; a refused SecretRequest →
+ * decline upstream; Unlock → PaymentReceived; Tick → go on-chain when revealed but not unlocked by
+ * `expiration - revealTimeoutSeconds`.
+ */
 export function targetStep(
   state: TargetState,
   event: TargetEvent,

@@ -14,7 +14,7 @@
  * the amounts (see network.ts), then rebuilds every candidate with {@link buildRoute} and re-checks it
  * exactly (capacities, htlc bounds, maxFee, expiry); a candidate that fails is dropped. Source: BOLT 4 / BOLT 7 (fees, cltv_expiry_delta), LND/LDK (backward search).
  */
-import { QrwpError, assertArgument, normalizeAddress } from "../protocol/index.js";
+import { QrwpError, assertArgument, forwardingFee, normalizeAddress } from "../protocol/index.js";
 import type { ForwardingPolicy, LocalBalances, NetworkGraph } from "./network.js";
 import { findRoutes, type Path, type RouteQuery, type Scorer } from "./pathfind.js";
 
@@ -103,16 +103,8 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  */
 const MAX_FEE_SLACK_SHIFT = 30n;
 
-/**
- * Fee a forwarder charges for forwarding `amountToForward`: `feeFlat + amountToForward * feePpm / 1e6`
- * (integer floor division).
- */
-export function forwardingFee(
-  schedule: { feeFlat: bigint; feePpm: number },
-  amountToForward: bigint,
-): bigint {
-  return schedule.feeFlat + (amountToForward * BigInt(schedule.feePpm)) / 1_000_000n;
-}
+/** The fee rule mediators apply (protocol/transfers.ts), re-exported for route building. */
+export { forwardingFee };
 
 function toSeconds(v: bigint | number, field: string): bigint {
   assertArgument(
