@@ -29,7 +29,8 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
+import { concurrencyList, positiveInt } from "./args.js";
 import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
 
@@ -566,17 +567,6 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
     if (options.dir) step(`data and logs kept in ${dir}`);
     else if (succeeded) rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
-    throw new InvalidArgumentError("must be an integer >= 1");
-  return n;
-}
-
-function concurrencyList(value: string): number[] {
-  return value.split(",").map((v) => positiveInt(v.trim()));
 }
 
 const program = new Command("bench:multihop")

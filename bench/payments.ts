@@ -23,7 +23,8 @@ import "core-js/actual/promise/with-resolvers.js";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
+import { concurrencyList, positiveInt } from "./args.js";
 import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
 
@@ -223,17 +224,6 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
-    throw new InvalidArgumentError("must be an integer >= 1");
-  return n;
-}
-
-function concurrencyList(value: string): number[] {
-  return value.split(",").map((v) => positiveInt(v.trim()));
 }
 
 const program = new Command("bench:payments")
