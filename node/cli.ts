@@ -96,6 +96,20 @@ function withApi(cmd: Command): Command {
     );
 }
 
+/** The payee options `qrwp pay` and `qrwp route` share: target, token, amount (all mandatory). */
+function withPayee(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option("--target <address>", "payee address").argParser(parseAddress).makeOptionMandatory(),
+    )
+    .addOption(new Option("--token <address>", "token address").argParser(parseAddress).makeOptionMandatory())
+    .addOption(
+      new Option("--amount <amount>", "amount the payee receives (base units)")
+        .argParser(parseAmount)
+        .makeOptionMandatory(),
+    );
+}
+
 /** Calls the node's API; prints the JSON answer; a coded error becomes a QrwpError (exit 1, or 2 for bad input). */
 async function callApi(
   opts: { apiUrl: string; dataDir?: string; apiToken?: string },
@@ -301,20 +315,13 @@ export function buildCli(): Command {
     );
   type ApiOpts = { apiUrl: string; dataDir?: string; apiToken?: string };
   withApi(
-    program
-      .command("pay")
-      .description("pay any node through the running node (directly over a channel, else routed with HTLCs)")
-      .addOption(
-        new Option("--target <address>", "payee address").argParser(parseAddress).makeOptionMandatory(),
-      )
-      .addOption(
-        new Option("--token <address>", "token address").argParser(parseAddress).makeOptionMandatory(),
-      )
-      .addOption(
-        new Option("--amount <amount>", "amount the payee receives (base units)")
-          .argParser(parseAmount)
-          .makeOptionMandatory(),
-      )
+    withPayee(
+      program
+        .command("pay")
+        .description(
+          "pay any node through the running node (directly over a channel, else routed with HTLCs)",
+        ),
+    )
       .addOption(new Option("--max-fee <amount>", "most fees to pay (base units)").argParser(parseAmount))
       .addOption(
         new Option("--timeout <seconds>", "stop retrying after this many seconds").argParser(
@@ -351,21 +358,11 @@ export function buildCli(): Command {
       }),
   );
   withApi(
-    program
-      .command("route")
-      .description("show routes (hops, amounts, expirations, fees) to a target without paying")
-      .addOption(
-        new Option("--target <address>", "payee address").argParser(parseAddress).makeOptionMandatory(),
-      )
-      .addOption(
-        new Option("--token <address>", "token address").argParser(parseAddress).makeOptionMandatory(),
-      )
-      .addOption(
-        new Option("--amount <amount>", "amount the payee receives (base units)")
-          .argParser(parseAmount)
-          .makeOptionMandatory(),
-      )
-      .addOption(new Option("--max-fee <amount>", "drop routes above this fee").argParser(parseAmount)),
+    withPayee(
+      program
+        .command("route")
+        .description("show routes (hops, amounts, expirations, fees) to a target without paying"),
+    ).addOption(new Option("--max-fee <amount>", "drop routes above this fee").argParser(parseAmount)),
   ).action(async (o: ApiOpts & { target: string; token: string; amount: string; maxFee?: string }) => {
     const q = new URLSearchParams({ target: o.target, token: o.token, amount: o.amount });
     if (o.maxFee !== undefined) q.set("maxFee", o.maxFee);
