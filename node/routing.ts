@@ -13,6 +13,7 @@ import type { FeeSchedule, LockTiming, NodeKeys } from "../protocol/index.js";
 import {
   ChannelGossip,
   NetworkGraph,
+  Scorer,
   findPaymentRoutes,
   signChannelUpdate,
   type ChannelUpdate,
@@ -24,6 +25,8 @@ import type { RouteCandidate, RouteProvider, RouteQuery } from "./payments/servi
 import type { NodeStore } from "./store/store.js";
 
 const CURSOR_KEY = "chain-events:last-processed-block";
+/** Balances move with every payment: learnt liquidity bounds are dropped after this long (crude decay). */
+const SCORER_MEMORY_MS = 10 * 60_000;
 
 export interface NetworkRoutingInit {
   store: NodeStore;
@@ -52,6 +55,9 @@ export class NetworkRouting implements RouteProvider {
   readonly #follower: ChainEventFollower;
   #timer: NodeJS.Timeout | undefined;
   #lastNonce = 0n;
+  /** Liquidity learnt from our payments (LDK-style bounds); forgotten every SCORER_MEMORY_MS. */
+  readonly #scorer = new Scorer();
+  #scorerResetAt = Date.now();
   /** Called with each secret registered on-chain (the payments layer learns secrets it was not sent). */
   onSecretRevealed: ((secret: string) => void) | undefined;
 
@@ -156,8 +162,25 @@ export class NetworkRouting implements RouteProvider {
     }
   }
 
-  /** Up to `q.k` routes (best first) from router/findPaymentRoutes, with our exact spendable balances. */
+  /** A hop could not forward `amount` for lack of liquidity: routes avoid it for such amounts a while. */
+  reportFailure(channelId: bigint, from: string, amount: bigint): void {
+    this.#scorer.recordFailure(channelId.toString(), amount, from);
+  }
+
+  /** A hop forwarded `amount`: it had at least that much. */
+  reportSuccess(channelId: bigint, from: string, amount: bigint): void {
+    this.#scorer.recordSuccess(channelId.toString(), amount, from);
+  }
+
+  /**
+   * Up to `q.k` routes (best first) from router/findPaymentRoutes, with our exact spendable balances and
+   * the liquidity learnt from earlier attempts.
+   */
   findRoutes(q: RouteQuery): RouteCandidate[] {
+    if (Date.now() - this.#scorerResetAt > SCORER_MEMORY_MS) {
+      this.#scorer.reset();
+      this.#scorerResetAt = Date.now();
+    }
     const spendable = new Map<bigint, bigint>();
     for (const c of this.#init.channels.listChannels()) {
       if (c.state === "opened") spendable.set(c.channelId, c.ourBalance > 0n ? c.ourBalance : 0n);
@@ -174,6 +197,7 @@ export class NetworkRouting implements RouteProvider {
       k: q.k,
       excludeChannels: [...q.excludeChannels].map((c) => BigInt(c)),
       localBalances: spendable,
+      scorer: this.#scorer,
     });
     return routes.map((r) => ({
       fee: r.totalFee,

@@ -275,7 +275,9 @@ export class PaymentService {
       const from = hopIndex >= 0 ? (route.hops[hopIndex]?.address ?? this.#self) : this.#self;
       if (bad) {
         excluded.add(bad.channelId.toString());
-        this.#routes.reportFailure?.(bad.channelId, from, bad.amount);
+        // Only a liquidity failure teaches the scorer something about the channel (offline is not liquidity).
+        if (failed?.errorCode === "INSUFFICIENT_CAPACITY")
+          this.#routes.reportFailure?.(bad.channelId, from, bad.amount);
       } else {
         break;
       }
@@ -709,9 +711,11 @@ export class PaymentService {
         record.completedAtMs = Date.now();
         record.errorCode = null;
         record.errorMessage = null;
-        for (const hop of attempt?.route ?? []) {
-          this.#routes.reportSuccess?.(BigInt(hop.channelId), hop.address, BigInt(hop.amount));
-        }
+        // Each hop's channel was forwarded over by the previous hop (by us for the first).
+        (attempt?.route ?? []).forEach((hop, i, route) => {
+          const from = i === 0 ? this.#self : (route[i - 1]?.address ?? this.#self);
+          this.#routes.reportSuccess?.(BigInt(hop.channelId), from, BigInt(hop.amount));
+        });
       }
       this.#store.updateMediatedPayment(record);
     }
