@@ -87,11 +87,12 @@ async function waitNoLocks(nodes: NodeProcess[], timeoutMs = 60_000): Promise<vo
   }
 }
 
-async function waitRoute(
+/** Waits until `from` knows a route to `to` of each hop count in `hops` (chain events and gossip arrive async). */
+async function waitRoutes(
   from: NodeProcess,
   to: NodeProcess,
   token: string,
-  hops: number,
+  hops: number[],
 ): Promise<RouteJson[]> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -102,9 +103,9 @@ async function waitRoute(
       k: "3",
     });
     const { routes } = await from.api.call<{ routes: RouteJson[] }>("GET", `/v1/routes?${q}`);
-    if (routes.some((r) => r.hops.length === hops)) return routes;
+    if (hops.every((h) => routes.some((r) => r.hops.length === h))) return routes;
     if (Date.now() > deadline)
-      throw new Error(`no ${hops}-hop route from ${from.name} to ${to.name} after 60 s`);
+      throw new Error(`no ${hops.join(" and ")}-hop routes from ${from.name} to ${to.name} after 60 s`);
     await sleep(300);
   }
 }
@@ -197,7 +198,8 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     bar.stop();
 
     step("waiting for the channel graph and fee updates to reach alice (chain events + gossip)");
-    const routes = await waitRoute(node("alice"), node("dave"), token, 3);
+    // Both paths must be known before the scenario relies on the second one (carol offline).
+    const routes = await waitRoutes(node("alice"), node("dave"), token, [3, 2]);
     const nameOf = (address: string) => names.find((m) => node(m).address === address) ?? address;
     console.log("\nroutes alice -> dave for 1 QTT (best first):");
     console.table(
