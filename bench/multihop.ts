@@ -30,7 +30,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Command } from "commander";
-import { concurrencyList, positiveInt } from "./args.js";
+import { concurrencyList, latencySummary, positiveInt, runConcurrently } from "./common.js";
 import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
 
@@ -150,12 +150,6 @@ function cpuSample(pids: number[]): { machineBusy: number; nodes: number } | nul
   }
 }
 
-/** Nearest-rank percentile of an ascending array. */
-function percentile(sorted: number[], p: number): number {
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] ?? NaN;
-}
-
 /** The fee a mediator charges for forwarding `amount` (what the router and the mediator compute). */
 function feeOf(name: Name, amount: bigint): bigint {
   const f = FEES[name];
@@ -248,41 +242,13 @@ async function runPayments(
   concurrency: number,
   label: string,
 ): Promise<{ latencies: number[]; payments: RoutedPaymentJson[]; seconds: number }> {
-  const latencies: number[] = [];
-  const payments: RoutedPaymentJson[] = [];
-  let next = 0;
-  let failure: unknown;
-  const worker = async () => {
-    while (next < count && failure === undefined) {
-      const i = next++;
-      try {
-        const r = await payOnce(alice, dave, token, `${label}-${i}`);
-        latencies.push(r.ms);
-        payments.push(r.payment);
-      } catch (err) {
-        failure ??= err;
-      }
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
-  const seconds = (performance.now() - t0) / 1000;
-  if (failure !== undefined) throw failure;
-  return { latencies, payments, seconds };
+  const { results, seconds } = await runConcurrently(count, concurrency, (i) =>
+    payOnce(alice, dave, token, `${label}-${i}`),
+  );
+  return { latencies: results.map((r) => r.ms), payments: results.map((r) => r.payment), seconds };
 }
 
 const round2 = (v: number) => Math.round(v * 100) / 100;
-
-function latencySummary(latencies: number[]): PhaseResult["latencyMs"] {
-  const sorted = [...latencies].sort((a, b) => a - b);
-  return {
-    p50: round2(percentile(sorted, 50)),
-    p90: round2(percentile(sorted, 90)),
-    p99: round2(percentile(sorted, 99)),
-    max: round2(sorted[sorted.length - 1] ?? NaN),
-    mean: round2(sorted.reduce((a, b) => a + b, 0) / sorted.length),
-  };
-}
 
 /** Balance changes of a phase against what N payments of AMOUNT with the fee schedule must produce. */
 function checkBalances(

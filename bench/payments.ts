@@ -24,7 +24,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Command } from "commander";
-import { concurrencyList, positiveInt } from "./args.js";
+import { concurrencyList, latencySummary, positiveInt, runConcurrently } from "./common.js";
 import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
 
@@ -46,12 +46,6 @@ interface PhaseResult {
 }
 
 const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
-
-/** Nearest-rank percentile of an ascending array. */
-function percentile(sorted: number[], p: number): number {
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] ?? NaN;
-}
 
 /** One `POST /v1/payments`; resolves with its latency in ms, throws unless 201 + "completed". */
 async function payOnce(
@@ -83,34 +77,20 @@ async function runPayments(
   concurrency: number,
   label: string,
 ): Promise<{ latencies: number[]; seconds: number }> {
-  const latencies: number[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < count) {
-      const i = next++;
-      latencies.push(await payOnce(from, to, token, `${label}-${i}`));
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
-  return { latencies, seconds: (performance.now() - t0) / 1000 };
+  const { results, seconds } = await runConcurrently(count, concurrency, (i) =>
+    payOnce(from, to, token, `${label}-${i}`),
+  );
+  return { latencies: results, seconds };
 }
 
 function summarize(concurrency: number, latencies: number[], seconds: number): PhaseResult {
-  const sorted = [...latencies].sort((a, b) => a - b);
   const round = (v: number) => Math.round(v * 100) / 100;
   return {
     concurrency,
     payments: latencies.length,
     totalSeconds: round(seconds),
     paymentsPerSecond: round(latencies.length / seconds),
-    latencyMs: {
-      p50: round(percentile(sorted, 50)),
-      p90: round(percentile(sorted, 90)),
-      p99: round(percentile(sorted, 99)),
-      max: round(sorted[sorted.length - 1] ?? NaN),
-      mean: round(sorted.reduce((a, b) => a + b, 0) / sorted.length),
-    },
+    latencyMs: latencySummary(latencies),
   };
 }
 

@@ -1,0 +1,70 @@
+/** Helpers shared by the benchmarks: argument parsers, latency statistics, a bounded-concurrency runner. */
+import { InvalidArgumentError } from "commander";
+
+/** An integer >= 1. */
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(n) || n < 1)
+    throw new InvalidArgumentError("must be an integer >= 1");
+  return n;
+}
+
+/** A comma-separated list of integers >= 1 (e.g. concurrency levels "1,4"). */
+export function concurrencyList(value: string): number[] {
+  return value.split(",").map((v) => positiveInt(v.trim()));
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: readonly number[], p: number): number {
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] ?? NaN;
+}
+
+const round2 = (v: number) => Math.round(v * 100) / 100;
+
+/** p50/p90/p99/max/mean of latencies in ms, rounded to 0.01 ms. */
+export function latencySummary(latencies: readonly number[]): {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  mean: number;
+} {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return {
+    p50: round2(percentile(sorted, 50)),
+    p90: round2(percentile(sorted, 90)),
+    p99: round2(percentile(sorted, 99)),
+    max: round2(sorted[sorted.length - 1] ?? NaN),
+    mean: round2(sorted.reduce((a, b) => a + b, 0) / sorted.length),
+  };
+}
+
+/**
+ * Runs `task(0..count-1)` with `concurrency` in flight. Stops starting new tasks after the first failure and
+ * rethrows it once the tasks in flight returned. Returns the results in completion order and the wall time (s).
+ */
+export async function runConcurrently<T>(
+  count: number,
+  concurrency: number,
+  task: (i: number) => Promise<T>,
+): Promise<{ results: T[]; seconds: number }> {
+  const results: T[] = [];
+  let next = 0;
+  let failure: unknown;
+  const worker = async () => {
+    while (next < count && failure === undefined) {
+      const i = next++;
+      try {
+        results.push(await task(i));
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  if (failure !== undefined) throw failure;
+  return { results, seconds };
+}
