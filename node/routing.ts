@@ -110,7 +110,7 @@ export class NetworkRouting implements RouteProvider {
   /** Signs and gossips a fresh update for each direction we forward on (our open channels). */
   publishOwnUpdates(): void {
     const { keys, deployment, fees, timing } = this.#init;
-    for (const c of this.#init.channels.listChannels()) {
+    for (const c of this.#init.channels.channelSummaries()) {
       // Nothing to forward before a deposit (and htlcMaximum must be >= htlcMinimum = 1).
       if (
         c.state !== "opened" ||
@@ -182,7 +182,7 @@ export class NetworkRouting implements RouteProvider {
       this.#scorerResetAt = Date.now();
     }
     const spendable = new Map<bigint, bigint>();
-    for (const c of this.#init.channels.listChannels()) {
+    for (const c of this.#init.channels.channelSummaries()) {
       if (c.state === "opened") spendable.set(c.channelId, c.ourBalance > 0n ? c.ourBalance : 0n);
     }
     const routes = findPaymentRoutes({

@@ -96,8 +96,13 @@ export interface TransferHooks {
 /** Outcome of sending one balance proof to the partner. */
 export type ProofDelivery = { ok: true; nonce: bigint } | { ok: false; code: string; message: string };
 
-/** A channel with derived balances, as the API shows it. Amounts are token base units. */
-export interface ChannelView {
+/** A channel with derived balances and payment totals, as the API shows it. Amounts are token base units. */
+export interface ChannelView extends ChannelSummary {
+  totals: { sent: bigint; received: bigint; sentCount: number; receivedCount: number };
+}
+
+/** A channel's state and derived balances (token base units). */
+export interface ChannelSummary {
   channelId: bigint;
   partner: string;
   token: string;
@@ -115,7 +120,6 @@ export interface ChannelView {
   pendingLocks: { ours: number; partner: number };
   closedAtSeconds: number | null;
   closingParticipant: string | null;
-  totals: { sent: bigint; received: bigint; sentCount: number; receivedCount: number };
 }
 
 /** What {@link ChannelService.openChannel} takes. */
@@ -289,7 +293,8 @@ export class ChannelService {
     };
   }
 
-  #view(live: Live): ChannelView {
+  /** The channel's state and balances, without the payment totals (which read every payment row). */
+  #summary(live: Live): ChannelSummary {
     const r = live.record;
     const b = this.#balances(live);
     return {
@@ -309,8 +314,19 @@ export class ChannelService {
       pendingLocks: { ours: live.ourEnd.locks.length, partner: live.partnerEnd.locks.length },
       closedAtSeconds: r.closedAtSeconds,
       closingParticipant: r.closingParticipant,
-      totals: this.#store.paymentTotals(r.channelId),
     };
+  }
+
+  #view(live: Live): ChannelView {
+    return { ...this.#summary(live), totals: this.#store.paymentTotals(live.record.channelId) };
+  }
+
+  /**
+   * Every channel's state and balances (token base units) without payment totals: cheap enough for the
+   * router's hot path (route queries, channel updates).
+   */
+  channelSummaries(): ChannelSummary[] {
+    return [...this.#live.values()].map((l) => this.#summary(l));
   }
 
   /**
@@ -332,12 +348,12 @@ export class ChannelService {
   }
 
   /** The open channel with `partner` for `token`, or null. */
-  openChannelWith(partner: string, token: string): ChannelView | null {
+  openChannelWith(partner: string, token: string): ChannelSummary | null {
     const live = [...this.#live.values()].find(
       (l) =>
         eqAddr(l.record.partner, partner) && eqAddr(l.record.token, token) && l.record.state === "opened",
     );
-    return live && !live.closing ? this.#view(live) : null;
+    return live && !live.closing ? this.#summary(live) : null;
   }
 
   /** The partner's pending lock with this secret hash on a channel (what we may claim), or undefined. */

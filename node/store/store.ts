@@ -711,22 +711,18 @@ export class NodeStore {
       .run(...mediatedParams(p));
   }
 
+  /** Writes a payment's mutable fields (secret, status, fee, attempts, error, completion). */
   updateMediatedPayment(p: MediatedPaymentRecord): void {
     this.#db
       .prepare(
-        `UPDATE mediated_payments SET secret = ?, status = ?, fee = ?, attempts = ?, error_code = ?, error_message = ?,
-           completed_at = ? WHERE payment_id = ?`,
+        `INSERT INTO mediated_payments(payment_id, target, token, amount, max_fee, secret_hash, secret, status, fee,
+           attempts, error_code, error_message, created_at, completed_at, deadline_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(payment_id) DO UPDATE SET secret = excluded.secret, status = excluded.status, fee = excluded.fee,
+           attempts = excluded.attempts, error_code = excluded.error_code, error_message = excluded.error_message,
+           completed_at = excluded.completed_at`,
       )
-      .run(
-        p.secret,
-        p.status,
-        p.fee.toString(),
-        JSON.stringify(p.attempts),
-        p.errorCode,
-        p.errorMessage,
-        p.completedAtMs,
-        p.paymentId,
-      );
+      .run(...mediatedParams(p));
   }
 
   getMediatedPayment(paymentId: string): MediatedPaymentRecord | null {
