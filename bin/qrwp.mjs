@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx (no build step). See node/cli.ts.
+// Runs the TypeScript CLI through tsx (no build step). See cli/qrwp.ts.
 import { register } from "tsx/esm/api";
 register();
-await import("../node/cli.ts");
+await import("../cli/qrwp.ts");

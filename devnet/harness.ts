@@ -17,7 +17,7 @@ import { TestToken__factory } from "../typechain-types/index.js";
 
 export const ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const HARDHAT_BIN = join(ROOT, "node_modules", ".bin", "hardhat");
-const CLI = join(ROOT, "node", "cli.ts");
+const CLI = join(ROOT, "cli", "qrwp.ts");
 
 /** A free TCP port on 127.0.0.1 (asks the OS for one, then releases it). */
 export async function freePort(): Promise<number> {
@@ -301,7 +301,7 @@ export class Devnet {
       ),
     ]);
     const tokenFile = join(dataDir, "api-token");
-    const { readApiToken } = await import("../node/keystore.js");
+    const { readApiToken } = await import("../host/keystore.js");
     const node: NodeProcess = {
       name,
       dataDir,

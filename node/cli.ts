@@ -1,83 +1,29 @@
 /**
- * `qrwp`: the command-line entry point (commander).
+ * The channel node's `qrwp` commands (commander; the entry point is `cli/qrwp.ts`):
  *   qrwp init --data-dir D                       create keys (mode 0600) and an API token
  *   qrwp node start --data-dir D --rpc URL ...   run a channel node
- * Every flag also reads an environment variable (shown in --help). Bad flags exit with code 2 and a
- * one-line message; runtime failures exit 1.
+ *   qrwp pay | route | invoice create|show       call a running node's API
+ * Every flag also reads an environment variable (shown in --help).
  */
-import "core-js/actual/promise/with-resolvers.js";
 import { resolve } from "node:path";
-import { Command, InvalidArgumentError, Option } from "commander";
-import { QrwpError, isQrwpError, type ErrorCode } from "../protocol/index.js";
-import { initKeystore, readApiToken } from "./keystore.js";
-import { createLogger } from "./logger.js";
+import type { Command } from "commander";
+import { Option } from "commander";
+import { QrwpError, type ErrorCode } from "../protocol/index.js";
+import {
+  parseAddress,
+  parseAmount,
+  parseHash,
+  parseHostPort,
+  parseMultiaddr,
+  parseNonEmpty,
+  parseNonNegativeInt,
+  parsePositiveInt,
+  parseUrl,
+} from "../host/cli-args.js";
+import { initKeystore, readApiToken } from "../host/keystore.js";
+import { createLogger } from "../host/logger.js";
 import { startNode } from "./runtime.js";
 import { DEFAULT_SAFETY_MARGINS } from "../protocol/index.js";
-
-function parsePort(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new InvalidArgumentError("must be a port number 0-65535");
-  return n;
-}
-
-function parseHostPort(value: string): { host: string; port: number } {
-  const m = /^([^:]+):(\d{1,5})$/.exec(value);
-  if (!m) throw new InvalidArgumentError("must be HOST:PORT, e.g. 127.0.0.1:7001");
-  return { host: m[1] as string, port: parsePort(m[2] as string) };
-}
-
-function parseUrl(value: string): string {
-  try {
-    const u = new URL(value);
-    if (!["http:", "https:", "ws:", "wss:"].includes(u.protocol)) throw new Error();
-    return value;
-  } catch {
-    throw new InvalidArgumentError("must be an http(s) or ws(s) URL");
-  }
-}
-
-function parseMultiaddr(value: string): string {
-  if (!/^\/(ip4|ip6|dns4|dns6|dns)\/[^/]+\/tcp\/\d{1,5}(\/.*)?$/.test(value)) {
-    throw new InvalidArgumentError("must be a TCP multiaddr, e.g. /ip4/127.0.0.1/tcp/9000");
-  }
-  return value;
-}
-
-function parseNonEmpty(value: string): string {
-  if (value.trim() === "") throw new InvalidArgumentError("must not be empty");
-  return value;
-}
-
-function parsePositiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive integer");
-  return n;
-}
-
-function parseAmount(value: string): string {
-  if (!/^(0|[1-9][0-9]{0,77})$/.test(value))
-    throw new InvalidArgumentError("must be a decimal amount in token base units");
-  return value;
-}
-
-function parseNonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
-  return n;
-}
-
-function parseAddress(value: string): string {
-  if (!/^0x[0-9a-fA-F]{40}$/.test(value))
-    throw new InvalidArgumentError("must be a 0x-prefixed 20-byte address");
-  return value;
-}
-
-function parseHash(value: string): string {
-  if (!/^0x[0-9a-fA-F]{64}$/.test(value))
-    throw new InvalidArgumentError("must be a 0x-prefixed 32-byte hash");
-  return value;
-}
 
 /** Options every API client command takes: where the node's API is and its token. */
 function withApi(cmd: Command): Command {
@@ -148,13 +94,8 @@ async function callApi(
   console.log(JSON.stringify(json, null, 2));
 }
 
-export function buildCli(): Command {
-  const program = new Command("qrwp")
-    .description("QRWP: a post-quantum hardened payment channel network for EVM chains")
-    .version("0.1.0")
-    .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str.split("\n")[0] + "\n") });
-
+/** Adds `init`, `node start`, `pay`, `route` and `invoice create|show` to the `qrwp` program. */
+export function addNodeCommands(program: Command): Command {
   program
     .command("init")
     .description("create a node's keys (secp256k1, ML-DSA-65, libp2p) and API token in a data directory")
@@ -401,24 +342,3 @@ export function buildCli(): Command {
   ).action(async (paymentHash: string, o: ApiOpts) => callApi(o, "GET", `/v1/invoices/${paymentHash}`));
   return program;
 }
-
-export async function main(argv: string[]): Promise<void> {
-  const program = buildCli();
-  try {
-    await program.parseAsync(argv);
-  } catch (err) {
-    const e = err as { code?: string; exitCode?: number; message?: string };
-    if (typeof e.code === "string" && e.code.startsWith("commander.")) {
-      // help and version exit 0; usage errors exit 2 (message already printed on one line).
-      process.exit(e.exitCode === 0 ? 0 : 2);
-    }
-    if (isQrwpError(err)) {
-      console.error(`qrwp: ${err.code}: ${err.message}`);
-      process.exit(err.code === "INVALID_ARGUMENT" || err.code === "CONFLICT" ? 2 : 1);
-    }
-    console.error(`qrwp: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
-  }
-}
-
-await main(process.argv);

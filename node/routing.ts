@@ -20,7 +20,7 @@ import {
   type NetworkChainEvent,
 } from "../router/index.js";
 import type { ChannelService } from "./channels/service.js";
-import { errorFields } from "./p2p/channel-transport.js";
+import { errorFields } from "../host/session-transport.js";
 import type { RouteCandidate, RouteProvider, RouteQuery } from "./payments/service.js";
 import type { NodeStore } from "./store/store.js";
 

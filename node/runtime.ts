@@ -3,13 +3,8 @@
  * `/qrwp/channel/1.0.0` protocol, chain client, channel service and HTTP API; and stops it gracefully.
  */
 import { join } from "node:path";
-import { createLibp2p, type Libp2p } from "libp2p";
-import { tcp } from "@libp2p/tcp";
-import { noise } from "@chainsafe/libp2p-noise";
-import { yamux } from "@chainsafe/libp2p-yamux";
-import { identify } from "@libp2p/identify";
-import { ping } from "@libp2p/ping";
-import { gossipsub, type GossipSub } from "@libp2p/gossipsub";
+import type { Libp2p } from "@libp2p/interface";
+import type { GossipSub } from "@libp2p/gossipsub";
 import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
@@ -23,8 +18,9 @@ import {
 } from "../protocol/index.js";
 import { buildApiServer } from "./api/server.js";
 import { ChannelService } from "./channels/service.js";
-import { loadIdentity, readApiToken, KEYS_FILE } from "./keystore.js";
-import { ChannelTransport } from "./p2p/channel-transport.js";
+import { loadIdentity, readApiToken, KEYS_FILE } from "../host/keystore.js";
+import { SessionTransport } from "../host/session-transport.js";
+import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
 import { NodeStore } from "./store/store.js";
 import { PaymentService } from "./payments/service.js";
 import { NetworkRouting } from "./routing.js";
@@ -88,20 +84,13 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   const hub = new HubClient(wallet, deployment);
   const store = new NodeStore(join(config.dataDir, "node.db"));
 
-  const libp2p: Libp2p = await createLibp2p({
+  const libp2p: Libp2p = await createHost({
     privateKey: identity.libp2pKey,
-    addresses: { listen: [config.listen ?? "/ip4/127.0.0.1/tcp/0"] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      ping: ping(),
-      pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true }),
-    },
+    ...(config.listen ? { listen: config.listen } : {}),
+    pubsub: true,
   });
   const multiaddrs = () => libp2p.getMultiaddrs().map((m) => m.toString());
-  const transport = new ChannelTransport(libp2p, identity.keys, log.child({ component: "p2p" }));
+  const transport = new SessionTransport(libp2p, identity.keys, log.child({ component: "p2p" }));
   const service = new ChannelService({
     store,
     keys: identity.keys,
@@ -136,12 +125,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     timing,
     fees,
     routes: routing,
-    listenAddrs: () =>
-      libp2p
-        .getMultiaddrs()
-        .map((m) =>
-          m.toString().includes("/p2p/") ? m.toString() : `${m.toString()}/p2p/${identity.peerId}`,
-        ),
+    listenAddrs: () => dialableMultiaddrs(libp2p),
   });
   service.setTransferHooks(payments.hooks());
   routing.onSecretRevealed = (secret) => payments.secretRevealedOnChain(secret);

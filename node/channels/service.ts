@@ -49,8 +49,8 @@ import {
   type TransferDescription,
 } from "../../protocol/index.js";
 import type { Deployment, HubClient } from "../../chain/index.js";
-import type { ChannelTransport, RemotePeer } from "../p2p/channel-transport.js";
-import { errorFields } from "../p2p/channel-transport.js";
+import type { SessionTransport, RemotePeer } from "../../host/session-transport.js";
+import { errorFields } from "../../host/session-transport.js";
 import type { ChannelRecord, NodeStore, PaymentRecord, StoredProof } from "../store/store.js";
 
 /** Default settle timeout for channels we open (seconds of block.timestamp). */
@@ -61,7 +61,7 @@ export interface ChannelServiceInit {
   keys: NodeKeys;
   hub: HubClient;
   deployment: Deployment;
-  transport: ChannelTransport;
+  transport: SessionTransport;
   log: Logger;
   /** Our dialable multiaddrs (with /p2p/<peerId>), announced to partners. */
   listenAddrs: () => string[];
@@ -166,7 +166,7 @@ export class ChannelService {
   readonly #keys: NodeKeys;
   readonly #hub: HubClient;
   readonly #deployment: Deployment;
-  readonly #transport: ChannelTransport;
+  readonly #transport: SessionTransport;
   readonly #log: Logger;
   readonly #listenAddrs: () => string[];
   readonly #chainPollMs: number;

@@ -42,8 +42,8 @@ import {
 } from "../../protocol/index.js";
 import type { HubClient } from "../../chain/index.js";
 import type { ChannelService, TransferHooks } from "../channels/service.js";
-import type { ChannelTransport, RemotePeer } from "../p2p/channel-transport.js";
-import { errorFields } from "../p2p/channel-transport.js";
+import type { SessionTransport, RemotePeer } from "../../host/session-transport.js";
+import { errorFields } from "../../host/session-transport.js";
 import type {
   InvoiceRecord,
   MediatedPaymentRecord,
@@ -83,7 +83,7 @@ export interface RouteProvider {
 export interface PaymentServiceInit {
   store: NodeStore;
   channels: ChannelService;
-  transport: ChannelTransport;
+  transport: SessionTransport;
   hub: HubClient;
   address: string;
   log: Logger;
@@ -128,7 +128,7 @@ const MAX_ATTEMPTS = 8;
 export class PaymentService {
   readonly #store: NodeStore;
   readonly #channels: ChannelService;
-  readonly #transport: ChannelTransport;
+  readonly #transport: SessionTransport;
   readonly #hub: HubClient;
   readonly #self: string;
   readonly #log: Logger;

@@ -21,8 +21,8 @@ import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { pino } from "pino";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
-import { loadIdentity } from "../../node/keystore.js";
-import { ChannelTransport } from "../../node/p2p/channel-transport.js";
+import { loadIdentity } from "../../host/keystore.js";
+import { SessionTransport } from "../../host/session-transport.js";
 import {
   balanceDataOf,
   secretHashOf,
@@ -96,7 +96,7 @@ class RoguePeer {
 
   private constructor(
     private readonly libp2p: Libp2p,
-    private readonly transport: ChannelTransport,
+    private readonly transport: SessionTransport,
     readonly keys: NodeKeys,
     private readonly partner: NodeProcess,
     private readonly domain: { chainId: bigint; hub: string; channelId: bigint },
@@ -120,7 +120,7 @@ class RoguePeer {
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
     });
-    const transport = new ChannelTransport(libp2p, identity.keys, pino({ level: "silent" }));
+    const transport = new SessionTransport(libp2p, identity.keys, pino({ level: "silent" }));
     const rogue = new RoguePeer(libp2p, transport, identity.keys, partner, domain);
     transport.setHandler(async (_from, body) => rogue.#answer(body));
     await transport.start();

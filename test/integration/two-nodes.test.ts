@@ -15,8 +15,8 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { pino } from "pino";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
-import { loadIdentity } from "../../node/keystore.js";
-import { ChannelTransport } from "../../node/p2p/channel-transport.js";
+import { loadIdentity } from "../../host/keystore.js";
+import { SessionTransport } from "../../host/session-transport.js";
 import {
   generateNodeKeys,
   signBalanceProof,
@@ -212,7 +212,7 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
     });
-    const rogue = new ChannelTransport(rogueLibp2p, aliceIdentity.keys, pino({ level: "silent" }));
+    const rogue = new SessionTransport(rogueLibp2p, aliceIdentity.keys, pino({ level: "silent" }));
     await rogue.start();
     try {
       const b0 = await channelOf(bob);

@@ -1,6 +1,7 @@
 /**
- * The `/qrwp/channel/1.0.0` transport: one long-lived libp2p stream per peer, opened by whoever needs it
- * first, carrying (1) the post-quantum session handshake of `protocol/session.ts` (X-Wing + HKDF, transcript
+ * A session transport for one QRWP libp2p protocol (`/qrwp/channel/1.0.0` between channel nodes,
+ * `/qrwp/watchtower/1.0.0` between a node and a watchtower): one long-lived libp2p stream per peer, opened by
+ * whoever needs it first, carrying (1) the post-quantum session handshake of `protocol/session.ts` (X-Wing + HKDF, transcript
  * signed with ML-DSA-65 and secp256k1) and then (2) ChaCha20-Poly1305 frames, each holding one
  * {@link Envelope}. Frames are length-prefixed with libp2p's `lpStream`.
  *
@@ -25,7 +26,7 @@ import {
   type Envelope,
   type NodeKeys,
   type Session,
-} from "../../protocol/index.js";
+} from "../protocol/index.js";
 
 /** The authenticated peer a request came from. */
 export interface RemotePeer {
@@ -40,7 +41,9 @@ export interface RemotePeer {
 /** Handles one request from an authenticated peer and returns the reply body. */
 export type RequestHandler = (from: RemotePeer, body: ChannelMessage) => Promise<ChannelMessage>;
 
-export interface ChannelTransportInit {
+export interface SessionTransportInit {
+  /** libp2p protocol id; default `CHANNEL_PROTOCOL` ("/qrwp/channel/1.0.0"). */
+  protocol?: string;
   /** Default timeout of a request waiting for its reply (ms). */
   requestTimeoutMs?: number;
   /** Timeout of the handshake (ms). */
@@ -196,10 +199,12 @@ export function errorFields(err: unknown): { code?: string; message: string } {
 }
 
 /**
- * Owns the channel protocol on a libp2p node: accepts and dials sessions, and sends requests to peers by
+ * Owns one QRWP protocol on a libp2p node: accepts and dials sessions, and sends requests to peers by
  * Ethereum address.
  */
-export class ChannelTransport {
+export class SessionTransport {
+  /** The libp2p protocol id this transport serves and dials. */
+  readonly protocol: string;
   readonly #sessions = new Map<string, PeerSession>();
   readonly #dialing = new Map<string, Promise<PeerSession>>();
   readonly #requestTimeoutMs: number;
@@ -212,8 +217,9 @@ export class ChannelTransport {
     private readonly libp2p: Libp2p,
     private readonly keys: NodeKeys,
     private readonly log: Logger,
-    init: ChannelTransportInit = {},
+    init: SessionTransportInit = {},
   ) {
+    this.protocol = init.protocol ?? CHANNEL_PROTOCOL;
     this.#requestTimeoutMs = init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#handshakeTimeoutMs = init.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   }
@@ -223,9 +229,9 @@ export class ChannelTransport {
     this.#handler = handler;
   }
 
-  /** Registers `/qrwp/channel/1.0.0` on the libp2p node; inbound streams run the responder handshake. */
+  /** Registers the protocol on the libp2p node; inbound streams run the responder handshake. */
   async start(): Promise<void> {
-    await this.libp2p.handle(CHANNEL_PROTOCOL, (stream, connection) => {
+    await this.libp2p.handle(this.protocol, (stream, connection) => {
       this.#accept(stream, connection).catch((err: unknown) => {
         this.log.warn(
           { remotePeer: connection.remotePeer.toString(), err: errorFields(err) },
@@ -238,7 +244,7 @@ export class ChannelTransport {
 
   /** Unregisters the protocol and closes every session (pending requests fail with PEER_OFFLINE). */
   async stop(): Promise<void> {
-    await this.libp2p.unhandle(CHANNEL_PROTOCOL).catch(() => undefined);
+    await this.libp2p.unhandle(this.protocol).catch(() => undefined);
     for (const s of [...this.#sessions.values()]) s.close();
   }
 
@@ -286,7 +292,10 @@ export class ChannelTransport {
     );
     // The newest session carries our requests from now on; an older one drains its replies and ends.
     this.#sessions.set(key, peer);
-    this.log.info({ peer: session.remote.address, peerId: remotePeerId }, "channel session established");
+    this.log.info(
+      { peer: session.remote.address, peerId: remotePeerId, protocol: this.protocol },
+      "session established",
+    );
     void peer.readLoop();
     this.onSession(session.remote.address, remotePeerId);
     return peer;
@@ -301,6 +310,19 @@ export class ChannelTransport {
     await this.#connect(address, target);
   }
 
+  /**
+   * Dials a peer known only by its multiaddr(s) (which must end in /p2p/<peerId>), runs the handshake and
+   * returns the address the peer proved (e.g. a watchtower). Reuses an open session with that peer id.
+   * @throws QrwpError("PEER_OFFLINE") when no address answers; ("HANDSHAKE_FAILED") on a failed handshake.
+   */
+  async connectByMultiaddr(multiaddrs: string[]): Promise<string> {
+    for (const s of this.#sessions.values()) {
+      if (!s.closed && multiaddrs.some((m) => m.endsWith(`/p2p/${s.remotePeerId}`))) return s.remoteAddress;
+    }
+    const session = await this.#dial(undefined, { multiaddrs });
+    return session.remoteAddress;
+  }
+
   async #connect(address: string, target: { peerId?: string; multiaddrs: string[] }): Promise<PeerSession> {
     const key = address.toLowerCase();
     const existing = this.#sessions.get(key);
@@ -312,7 +334,11 @@ export class ChannelTransport {
     return attempt;
   }
 
-  async #dial(address: string, target: { peerId?: string; multiaddrs: string[] }): Promise<PeerSession> {
+  async #dial(
+    address: string | undefined,
+    target: { peerId?: string; multiaddrs: string[] },
+  ): Promise<PeerSession> {
+    const label = address ?? target.multiaddrs[0] ?? "peer";
     let connection: Connection | undefined;
     let lastError: unknown;
     const signal = AbortSignal.timeout(this.#handshakeTimeoutMs);
@@ -335,18 +361,18 @@ export class ChannelTransport {
       }
     }
     if (!connection) {
-      throw new QrwpError("PEER_OFFLINE", `cannot reach peer ${address}`, {
-        peer: address,
+      throw new QrwpError("PEER_OFFLINE", `cannot reach peer ${label}`, {
+        peer: label,
         cause: lastError instanceof Error ? lastError.message : undefined,
       });
     }
-    const stream = await connection.newStream(CHANNEL_PROTOCOL, { signal });
+    const stream = await connection.newStream(this.protocol, { signal });
     const lp = lpStream(stream, { maxDataLength: MAX_WIRE_FRAME_BYTES });
     try {
       const initiator = new HandshakeInitiator(this.keys, {
         localPeerId: this.libp2p.peerId.toString(),
         remotePeerId: connection.remotePeer.toString(),
-        expectedRemoteAddress: address,
+        ...(address !== undefined ? { expectedRemoteAddress: address } : {}),
       });
       await lp.write(initiator.hello(), { signal });
       const reply = await lp.read({ signal });
@@ -356,8 +382,8 @@ export class ChannelTransport {
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
       if (isQrwpError(err)) throw err;
-      throw new QrwpError("HANDSHAKE_FAILED", `handshake with ${address} failed`, {
-        peer: address,
+      throw new QrwpError("HANDSHAKE_FAILED", `handshake with ${label} failed`, {
+        peer: label,
         cause: err instanceof Error ? err.message : String(err),
       });
     }

@@ -1,0 +1,46 @@
+/**
+ * The libp2p host every QRWP process runs: TCP, Noise, yamux, identify and ping, plus gossipsub when the
+ * process takes part in channel-update gossip (channel nodes; a watchtower does not).
+ */
+import { createLibp2p, type Libp2p } from "libp2p";
+import { tcp } from "@libp2p/tcp";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { identify } from "@libp2p/identify";
+import { ping } from "@libp2p/ping";
+import { gossipsub } from "@libp2p/gossipsub";
+import type { PrivateKey } from "@libp2p/interface";
+
+export interface HostInit {
+  /** The libp2p Ed25519 identity key (from the keystore). */
+  privateKey: PrivateKey;
+  /** Listen multiaddr, default `/ip4/127.0.0.1/tcp/0`. */
+  listen?: string;
+  /** Enable gossipsub as `services.pubsub` (emitSelf false, publish to zero topic peers allowed). */
+  pubsub?: boolean;
+}
+
+/** Creates and starts a libp2p host (see the module doc for its modules). */
+export async function createHost(init: HostInit): Promise<Libp2p> {
+  return createLibp2p({
+    privateKey: init.privateKey,
+    addresses: { listen: [init.listen ?? "/ip4/127.0.0.1/tcp/0"] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      ...(init.pubsub ? { pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true }) } : {}),
+    },
+  });
+}
+
+/** The host's multiaddrs as strings, each ending in `/p2p/<peerId>` (what another process dials). */
+export function dialableMultiaddrs(libp2p: Libp2p): string[] {
+  const peerId = libp2p.peerId.toString();
+  return libp2p
+    .getMultiaddrs()
+    .map((m) => m.toString())
+    .map((m) => (m.includes("/p2p/") ? m : `${m}/p2p/${peerId}`));
+}
