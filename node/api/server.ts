@@ -5,43 +5,15 @@
  * request validation failures are 400 INVALID_ARGUMENT naming the field.
  */
 import { timingSafeEqual } from "node:crypto";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyError } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
-import { QrwpError, isQrwpError, type ErrorCode } from "../../protocol/index.js";
+import { QrwpError, type ErrorCode } from "../../protocol/index.js";
+import { errorBody, installErrorHandler } from "../../host/http.js";
 import type { ChannelService, ChannelView } from "../channels/service.js";
 import type { PaymentService, RouteCandidate } from "../payments/service.js";
 import type { InvoiceRecord, MediatedPaymentRecord, PaymentRecord } from "../store/store.js";
-
-/** HTTP status for each error code. */
-const STATUS: Record<ErrorCode, number> = {
-  INVALID_ARGUMENT: 400,
-  INVALID_MESSAGE: 400,
-  INVALID_SIGNATURE: 400,
-  STALE_NONCE: 409,
-  INVALID_TRANSFER: 400,
-  INSUFFICIENT_CAPACITY: 409,
-  CHANNEL_NOT_FOUND: 404,
-  CHANNEL_STATE: 409,
-  PAYMENT_NOT_FOUND: 404,
-  HANDSHAKE_FAILED: 502,
-  FRAME_REJECTED: 502,
-  PEER_OFFLINE: 503,
-  PEER_REJECTED: 502,
-  TIMEOUT: 504,
-  CHAIN_ERROR: 502,
-  UNAUTHORIZED: 401,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  NO_ROUTE: 422,
-  UNKNOWN_TARGET: 422,
-  FEE_TOO_LOW: 422,
-  EXPIRY_TOO_SOON: 422,
-  TOO_MANY_LOCKS: 409,
-  LOCK_EXPIRED: 409,
-  INTERNAL: 500,
-};
 
 export interface ApiInfo {
   address: string;
@@ -78,20 +50,6 @@ const channelIdParam = {
   required: ["id"],
   properties: { id: { type: "string", pattern: "^[1-9][0-9]{0,77}$" } },
 } as const;
-const errorBody = {
-  type: "object",
-  properties: {
-    error: {
-      type: "object",
-      properties: {
-        code: { type: "string" },
-        message: { type: "string" },
-        details: { type: "object", additionalProperties: true },
-      },
-    },
-  },
-} as const;
-
 export function channelJson(c: ChannelView) {
   return {
     channelId: c.channelId.toString(),
@@ -223,30 +181,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     }
   });
 
-  app.setErrorHandler((err: FastifyError | QrwpError | Error, req, reply) => {
-    let e: QrwpError;
-    if (isQrwpError(err)) e = err;
-    else if ("validation" in err && err.validation) {
-      const v = err.validation[0];
-      // A missing property names itself; otherwise the failing path (e.g. "/amount" -> "amount").
-      const missing =
-        v?.params && "missingProperty" in v.params ? String(v.params.missingProperty) : undefined;
-      const path = v?.instancePath ? v.instancePath.replace(/^\//, "").replace(/\//g, ".") : undefined;
-      const field = missing ?? path ?? err.validationContext ?? "body";
-      e = new QrwpError("INVALID_ARGUMENT", `${err.validationContext ?? "request"} ${err.message}`, {
-        field: missing ?? field,
-      });
-    } else if ("statusCode" in err && typeof err.statusCode === "number" && err.statusCode < 500) {
-      e = new QrwpError("INVALID_ARGUMENT", err.message, { field: "body" });
-    } else {
-      req.log.error({ err }, "unhandled API error");
-      e = new QrwpError("INTERNAL", "internal error");
-    }
-    const status = STATUS[e.code] ?? 500;
-    if (status >= 500) req.log.warn({ code: e.code, msg: e.message }, "request failed");
-    else req.log.info({ code: e.code, msg: e.message, details: e.details }, "request refused");
-    void reply.status(status).send({ error: { code: e.code, message: e.message, details: e.details } });
-  });
+  installErrorHandler(app);
 
   app.get(
     "/v1/info",
