@@ -188,10 +188,6 @@ function balanceHashBytes(data: BalanceData): Uint8Array {
   );
 }
 
-function balanceProofStruct(proof: BalanceProof): Uint8Array {
-  return concatBytes(abiWord(proof.channelId), abiWord(proof.nonce), balanceHashBytes(proof));
-}
-
 /**
  * EIP-712 digest of `BalanceProof(uint256 channelId,uint256 nonce,bytes32 balanceHash)` under the hub's
  * domain: `keccak256(0x1901 || domainSeparator || hashStruct)`. Both signatures of a balance proof are over it.
@@ -200,11 +196,44 @@ function balanceProofStruct(proof: BalanceProof): Uint8Array {
  */
 export function balanceProofDigest(proof: BalanceProof): Uint8Array {
   assertBalanceProof(proof);
+  return blindedBalanceProofDigest(proof, balanceHashBytes(proof));
+}
+
+/** The blinded fields of a balance proof: what a watchtower sees (no amounts, no locks). */
+export interface BlindedBalanceProof {
+  chainId: bigint;
+  hub: string;
+  channelId: bigint;
+  nonce: bigint;
+}
+
+/**
+ * {@link balanceProofDigest} from the balance hash instead of the amounts (what a watchtower can compute).
+ * @param balanceHash - 32 bytes, or 0x-hex.
+ * @throws QrwpError INVALID_ARGUMENT on malformed fields.
+ */
+export function blindedBalanceProofDigest(
+  proof: BlindedBalanceProof,
+  balanceHash: Uint8Array | string,
+): Uint8Array {
   return typedDataDigest(
     proof.chainId,
     proof.hub,
-    keccak_256(concatBytes(BALANCE_PROOF_TYPEHASH, balanceProofStruct(proof))),
+    keccak_256(concatBytes(BALANCE_PROOF_TYPEHASH, blindedStruct(proof, balanceHash))),
   );
+}
+
+function blindedStruct(proof: BlindedBalanceProof, balanceHash: Uint8Array | string): Uint8Array {
+  assertUint256(proof.channelId, "channelId");
+  assertUint256(proof.nonce, "nonce");
+  let hash: Uint8Array;
+  if (typeof balanceHash === "string") {
+    assertBytes32Hex(balanceHash, "balanceHash");
+    hash = hexToBytes(balanceHash.slice(2));
+  } else {
+    hash = balanceHash;
+  }
+  return concatBytes(abiWord(proof.channelId), abiWord(proof.nonce), hash);
 }
 
 function signatureBytes(signature: string, field: string): Uint8Array {
@@ -227,8 +256,24 @@ function signatureBytes(signature: string, field: string): Uint8Array {
  */
 export function balanceProofUpdateDigest(proof: BalanceProof, closingSignature: string): Uint8Array {
   assertBalanceProof(proof);
+  return blindedBalanceProofUpdateDigest(proof, balanceHashBytes(proof), closingSignature);
+}
+
+/**
+ * {@link balanceProofUpdateDigest} from the balance hash instead of the amounts (what a watchtower can compute).
+ * @throws QrwpError INVALID_ARGUMENT on malformed fields.
+ */
+export function blindedBalanceProofUpdateDigest(
+  proof: BlindedBalanceProof,
+  balanceHash: Uint8Array | string,
+  closingSignature: string,
+): Uint8Array {
   const sig = signatureBytes(closingSignature, "closingSignature");
-  const struct = concatBytes(BALANCE_PROOF_UPDATE_TYPEHASH, balanceProofStruct(proof), keccak_256(sig));
+  const struct = concatBytes(
+    BALANCE_PROOF_UPDATE_TYPEHASH,
+    blindedStruct(proof, balanceHash),
+    keccak_256(sig),
+  );
   return typedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
 }
 

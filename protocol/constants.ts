@@ -30,6 +30,8 @@ export const MAX_PENDING_LOCKS = 160;
 export const MLDSA_CONTEXT_BALANCE_PROOF = "qrwp-bp-v1";
 /** ML-DSA-65 (FIPS 204) context string for channel-protocol handshake transcript signatures. */
 export const MLDSA_CONTEXT_HANDSHAKE = "qrwp-hs-v1";
+/** ML-DSA-65 context string of a watchtower appointment co-signature. */
+export const MLDSA_CONTEXT_APPOINTMENT = "qrwp-wt-v1";
 
 /** Channel-protocol handshake version carried in `hello`; a peer with another version is refused. */
 export const HANDSHAKE_VERSION = 1;

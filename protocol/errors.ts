@@ -31,6 +31,8 @@ export type ErrorCode =
   | "EXPIRY_TOO_SOON"
   | "TOO_MANY_LOCKS"
   | "LOCK_EXPIRED"
+  | "UNKNOWN_HUB"
+  | "NOT_PARTICIPANT"
   | "INTERNAL";
 
 /**

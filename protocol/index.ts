@@ -18,3 +18,4 @@ export * from "./locks.js";
 export * from "./channel-state.js";
 export * from "./timing.js";
 export * from "./transfers.js";
+export * from "./appointment.js";

@@ -1,5 +1,6 @@
 /**
- * Channel-protocol messages (`/qrwp/channel/1.0.0`), carried inside the encrypted session frames of
+ * Channel-protocol messages (`/qrwp/channel/1.0.0`) and watchtower-protocol messages
+ * (`/qrwp/watchtower/1.0.0`: `Appointment` → `AppointmentAccepted` | `Error`), carried inside the encrypted session frames of
  * `session.ts`. Each frame holds one {@link Envelope}: a request (`id`) or the reply to one (`replyTo`).
  *
  * Wire form: CBOR (RFC 8949, via cbor-x) of a plain object whose integers are decimal strings and whose
@@ -12,6 +13,7 @@ import { z } from "zod";
 import { QrwpError, type ErrorCode } from "./errors.js";
 import type { SignedBalanceProof } from "./balance-proof.js";
 import type { Lock } from "./locks.js";
+import { appointmentJsonSchema, appointmentToJson, type Appointment } from "./appointment.js";
 import { MAX_FRAME_BYTES } from "./constants.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
@@ -174,6 +176,20 @@ export interface ErrorReply {
   message: string;
 }
 
+/** A node hands a watchtower an appointment (watchtower protocol). */
+export interface AppointmentRequest {
+  type: "Appointment";
+  appointment: Appointment;
+}
+/** The tower stored the appointment (`stored` false: it already held exactly this one). */
+export interface AppointmentAccepted {
+  type: "AppointmentAccepted";
+  /** The slot id (`appointmentId`), 0x 32 bytes. */
+  id: string;
+  nonce: bigint;
+  stored: boolean;
+}
+
 export type ChannelMessage =
   | ChannelAnnounce
   | DirectTransfer
@@ -187,6 +203,8 @@ export type ChannelMessage =
   | CooperativeSettleRequest
   | CooperativeSettleResponse
   | PeerInfo
+  | AppointmentRequest
+  | AppointmentAccepted
   | Ok
   | ErrorReply;
 
@@ -256,6 +274,9 @@ const bodySchema = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("CooperativeSettleResponse"), channelId: uint256, signature: signature65 }),
   z.object({ type: z.literal("PeerInfo"), multiaddrs }),
+  // The appointment travels in its JSON form (strings) inside CBOR; it is ~11 kB either way.
+  z.object({ type: z.literal("Appointment"), appointment: appointmentJsonSchema }),
+  z.object({ type: z.literal("AppointmentAccepted"), id: bytes32, nonce: uint256, stored: z.boolean() }),
   z.object({ type: z.literal("Ok") }),
   z.object({ type: z.literal("Error"), code: errorCode, message: z.string().max(1024) }),
 ]);
@@ -281,6 +302,11 @@ function toWire(value: unknown): unknown {
 /** Encodes an envelope to CBOR bytes. Integers (bigint) travel as decimal strings. */
 export function encodeEnvelope(envelope: Envelope): Uint8Array {
   const body = envelope.body;
+  if (body.type === "Appointment") {
+    return cbor.encode(
+      toWire({ ...envelope, body: { type: body.type, appointment: appointmentToJson(body.appointment) } }),
+    ) as Uint8Array;
+  }
   const wireBody =
     "balanceProof" in body
       ? {
