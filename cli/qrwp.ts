@@ -7,6 +7,7 @@ import "core-js/actual/promise/with-resolvers.js";
 import { Command } from "commander";
 import { isQrwpError } from "../protocol/index.js";
 import { addNodeCommands } from "../node/cli.js";
+import { addWatchtowerCommands } from "../watchtower/cli.js";
 
 export function buildCli(): Command {
   const program = new Command("qrwp")
@@ -15,6 +16,7 @@ export function buildCli(): Command {
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(str.split("\n")[0] + "\n") });
   addNodeCommands(program);
+  addWatchtowerCommands(program);
   return program;
 }
 

@@ -1,0 +1,171 @@
+/**
+ * Starts a complete watchtower: keys (created on first start), SQLite store, chain access over one or more
+ * RPC URLs, the `/qrwp/watchtower/1.0.0` protocol on a libp2p host (the same post-quantum session as channel
+ * nodes), the chain follower and contest loop, and the HTTP API; and stops them gracefully.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { readDeployment, type Deployment } from "../chain/index.js";
+import { QrwpError, WATCHTOWER_PROTOCOL, isQrwpError, type ChannelMessage } from "../protocol/index.js";
+import { initKeystore, loadIdentity, KEYS_FILE } from "../host/keystore.js";
+import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
+import { SessionTransport } from "../host/session-transport.js";
+import { buildTowerApi } from "./api.js";
+import { TowerChain } from "./chain.js";
+import { Watchtower } from "./service.js";
+import { WatchtowerStore } from "./store.js";
+
+/** Everything `qrwp watchtower start` takes (flags or env). */
+export interface WatchtowerConfig {
+  dataDir: string;
+  /** JSON-RPC URLs, tried in order with failover; at least one. */
+  rpcUrls: string[];
+  deploymentFile: string;
+  /** libp2p listen multiaddr, default `/ip4/127.0.0.1/tcp/0`. */
+  listen?: string;
+  apiHost?: string;
+  apiPort?: number;
+  /** Blocks below the head before the tower acts on an event (default 0; use more on a real chain). */
+  confirmations?: number;
+  pollIntervalMs?: number;
+  contestStartPct?: number;
+  contestSpreadPct?: number;
+}
+
+export interface RunningWatchtower {
+  address: string;
+  peerId: string;
+  multiaddrs: string[];
+  apiUrl: string;
+  deployment: Deployment;
+  tower: Watchtower;
+  store: WatchtowerStore;
+  stop(): Promise<void>;
+}
+
+export async function startWatchtower(config: WatchtowerConfig, log: Logger): Promise<RunningWatchtower> {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const keyFile = join(config.dataDir, KEYS_FILE);
+  if (!existsSync(keyFile)) {
+    const created = await initKeystore(config.dataDir);
+    log.info({ address: created.address, peerId: created.peerId }, "created watchtower keys");
+  }
+  const identity = loadIdentity(keyFile);
+  const deployment = await readDeployment(config.deploymentFile).catch((cause: unknown) => {
+    throw new QrwpError(
+      "INVALID_ARGUMENT",
+      `cannot read deployment ${config.deploymentFile}`,
+      { field: "deployment" },
+      { cause },
+    );
+  });
+  const chain = new TowerChain({
+    rpcUrls: config.rpcUrls,
+    deployment,
+    privateKey: identity.keys.secp256k1PrivateKey,
+    log: log.child({ component: "chain" }),
+  });
+  const store = new WatchtowerStore(join(config.dataDir, "watchtower.db"));
+  const tower = new Watchtower({
+    store,
+    deployment,
+    chain,
+    address: identity.keys.address,
+    rpcUrls: config.rpcUrls,
+    log: log.child({ component: "watchtower" }),
+    ...(config.confirmations !== undefined ? { confirmations: config.confirmations } : {}),
+    ...(config.pollIntervalMs !== undefined ? { pollIntervalMs: config.pollIntervalMs } : {}),
+    ...(config.contestStartPct !== undefined ? { contestStartPct: config.contestStartPct } : {}),
+    ...(config.contestSpreadPct !== undefined ? { contestSpreadPct: config.contestSpreadPct } : {}),
+  });
+  const closeEarly = () => {
+    chain.destroy();
+    store.close();
+  };
+  try {
+    await tower.start();
+  } catch (err) {
+    closeEarly();
+    throw err;
+  }
+
+  const libp2p = await createHost({
+    privateKey: identity.libp2pKey,
+    ...(config.listen ? { listen: config.listen } : {}),
+  });
+  const transport = new SessionTransport(libp2p, identity.keys, log.child({ component: "p2p" }), {
+    protocol: WATCHTOWER_PROTOCOL,
+  });
+  transport.setHandler(async (from, body): Promise<ChannelMessage> => {
+    if (body.type !== "Appointment") {
+      return {
+        type: "Error",
+        code: "INVALID_MESSAGE",
+        message: `unexpected ${body.type} on the watchtower protocol`,
+      };
+    }
+    try {
+      const r = await tower.submit(body.appointment, { address: from.address });
+      return { type: "AppointmentAccepted", id: r.id, nonce: r.nonce, stored: r.stored };
+    } catch (err) {
+      const e = isQrwpError(err) ? err : new QrwpError("INTERNAL", "internal error");
+      const field = typeof e.details.field === "string" ? ` (field ${e.details.field})` : "";
+      return { type: "Error", code: e.code, message: `${e.message}${field}`.slice(0, 1024) };
+    }
+  });
+  await transport.start();
+  const multiaddrs = () => dialableMultiaddrs(libp2p);
+
+  const api: FastifyInstance = await buildTowerApi({
+    tower,
+    store,
+    log,
+    info: async () => ({
+      address: identity.keys.address,
+      peerId: identity.peerId,
+      multiaddrs: multiaddrs(),
+      chainId: deployment.chainId,
+      hub: deployment.hub,
+      confirmations: tower.confirmations,
+      contestWindow: tower.contestWindow,
+      lastProcessedBlock: tower.lastProcessedBlock,
+      balanceWei: await chain.balanceWei(identity.keys.address).then(
+        (b) => b.toString(),
+        () => null,
+      ),
+    }),
+  });
+  const apiHost = config.apiHost ?? "127.0.0.1";
+  await api.listen({ host: apiHost, port: config.apiPort ?? 0 });
+  const bound = api.server.address();
+  const apiUrl = `http://${apiHost}:${typeof bound === "object" && bound ? bound.port : config.apiPort}`;
+  log.info(
+    { address: identity.keys.address, peerId: identity.peerId, multiaddrs: multiaddrs(), apiUrl },
+    "watchtower started",
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address: identity.keys.address,
+    peerId: identity.peerId,
+    multiaddrs: multiaddrs(),
+    apiUrl,
+    deployment,
+    tower,
+    store,
+    stop() {
+      stopping ??= (async () => {
+        await api.close();
+        await transport.stop();
+        await libp2p.stop();
+        await tower.stop();
+        chain.destroy();
+        store.close();
+        log.info("watchtower stopped");
+      })();
+      return stopping;
+    },
+  };
+}

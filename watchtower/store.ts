@@ -1,0 +1,386 @@
+/**
+ * The watchtower's durable state in one SQLite file (better-sqlite3, WAL, `synchronous=FULL`):
+ * - `channels`: what the tower knows of each ChannelHub channel (participants, settle timeout, state, the
+ *   close), from the chain events it followed (or one `getChannel` read when an appointment arrives first);
+ * - `appointments`: one row per slot (channel, non-closing participant): the highest-nonce appointment the
+ *   tower accepted, reduced to what the contest needs (blinded proof, the closer's and the client's
+ *   secp256k1 signatures — ~0.4 kB; the ML-DSA signatures are verified on receipt and not kept), and the
+ *   contest's progress;
+ * - `clients`: each client's pinned ML-DSA-65 key hash (sha256), set by its first accepted appointment;
+ * - `meta`: the chain cursor (`chain:last-processed-block`) and counters.
+ * Storage is bounded by the number of channels on the hub (at most two slots per channel). Every call is
+ * durable when it returns. Nonces and amounts are decimal strings (uint256).
+ */
+import Database from "better-sqlite3";
+
+export type TowerChannelState = "opened" | "closed" | "settled";
+
+/** A channel as the tower knows it. */
+export interface TowerChannel {
+  channelId: bigint;
+  participant1: string;
+  participant2: string;
+  settleTimeoutSeconds: number;
+  state: TowerChannelState;
+  closingParticipant: string | null;
+  /** block.timestamp of the close (seconds), null while opened or not read yet. */
+  closedAtSeconds: number | null;
+  /** The closer's balance proof nonce stored on-chain: 0 at the close, then NonClosingBalanceProofUpdated's. */
+  closerNonce: bigint | null;
+}
+
+/**
+ * Progress of an appointment:
+ * - `watching`: nothing to do (channel open, or closed with a nonce >= ours);
+ * - `breach`: the channel was closed with a lower nonce; a contest is due from `contestNotBeforeSeconds`;
+ * - `contest_sent`: our contest transaction was sent (`contestTxHash`), not yet seen mined;
+ * - `contested`: our contest was mined (the chain's closer nonce is ours);
+ * - `not_needed`: someone else (the client itself or another tower) put a nonce >= ours on-chain first;
+ * - `missed`: the contest window ended before a contest landed (logged as an error);
+ * - `settled`: the channel settled while we were watching and nothing was due.
+ */
+export type AppointmentStatus =
+  "watching" | "breach" | "contest_sent" | "contested" | "not_needed" | "missed" | "settled";
+
+/** One slot's appointment as stored. */
+export interface StoredAppointment {
+  id: string;
+  channelId: bigint;
+  closingParticipant: string;
+  nonClosingParticipant: string;
+  nonce: bigint;
+  balanceHash: string;
+  closingSignature: string;
+  nonClosingSignature: string;
+  /** sha256 of the appointment digest (0x-hex): a replay of the same appointment is recognised by it. */
+  digest: string;
+  status: AppointmentStatus;
+  /** Chain time (s) from which the contest may be sent (staggered point of the settle window). */
+  contestNotBeforeSeconds: number | null;
+  /** Chain time (s) after which the contest is refused by the hub (closedAt + settleTimeout). */
+  contestDeadlineSeconds: number | null;
+  contestTxHash: string | null;
+  contestAttempts: number;
+  lastError: string | null;
+  receivedAtMs: number;
+  updatedAtMs: number;
+}
+
+/** Counts for `GET /v1/stats`. */
+export interface TowerStats {
+  channels: number;
+  appointments: number;
+  clients: number;
+  byStatus: Record<AppointmentStatus, number>;
+  appointmentsAccepted: number;
+  appointmentsRefused: number;
+  contestsSent: number;
+  dbBytes: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+  channel_id TEXT PRIMARY KEY,
+  participant1 TEXT NOT NULL,
+  participant2 TEXT NOT NULL,
+  settle_timeout_seconds INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  closing_participant TEXT,
+  closed_at_seconds INTEGER,
+  closer_nonce TEXT
+);
+CREATE TABLE IF NOT EXISTS appointments (
+  id TEXT PRIMARY KEY,
+  channel_id TEXT NOT NULL,
+  closing_participant TEXT NOT NULL,
+  non_closing_participant TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  balance_hash TEXT NOT NULL,
+  closing_signature TEXT NOT NULL,
+  non_closing_signature TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  status TEXT NOT NULL,
+  contest_not_before_seconds INTEGER,
+  contest_deadline_seconds INTEGER,
+  contest_tx_hash TEXT,
+  contest_attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  received_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS appointments_channel ON appointments (channel_id);
+CREATE INDEX IF NOT EXISTS appointments_status ON appointments (status);
+CREATE TABLE IF NOT EXISTS clients (
+  address TEXT PRIMARY KEY,
+  mldsa_key_hash TEXT NOT NULL,
+  first_seen_ms INTEGER NOT NULL
+);
+`;
+
+interface ChannelRow {
+  channel_id: string;
+  participant1: string;
+  participant2: string;
+  settle_timeout_seconds: number;
+  state: TowerChannelState;
+  closing_participant: string | null;
+  closed_at_seconds: number | null;
+  closer_nonce: string | null;
+}
+
+interface AppointmentRow {
+  id: string;
+  channel_id: string;
+  closing_participant: string;
+  non_closing_participant: string;
+  nonce: string;
+  balance_hash: string;
+  closing_signature: string;
+  non_closing_signature: string;
+  digest: string;
+  status: AppointmentStatus;
+  contest_not_before_seconds: number | null;
+  contest_deadline_seconds: number | null;
+  contest_tx_hash: string | null;
+  contest_attempts: number;
+  last_error: string | null;
+  received_at_ms: number;
+  updated_at_ms: number;
+}
+
+function channelFromRow(r: ChannelRow): TowerChannel {
+  return {
+    channelId: BigInt(r.channel_id),
+    participant1: r.participant1,
+    participant2: r.participant2,
+    settleTimeoutSeconds: r.settle_timeout_seconds,
+    state: r.state,
+    closingParticipant: r.closing_participant,
+    closedAtSeconds: r.closed_at_seconds,
+    closerNonce: r.closer_nonce === null ? null : BigInt(r.closer_nonce),
+  };
+}
+
+function appointmentFromRow(r: AppointmentRow): StoredAppointment {
+  return {
+    id: r.id,
+    channelId: BigInt(r.channel_id),
+    closingParticipant: r.closing_participant,
+    nonClosingParticipant: r.non_closing_participant,
+    nonce: BigInt(r.nonce),
+    balanceHash: r.balance_hash,
+    closingSignature: r.closing_signature,
+    nonClosingSignature: r.non_closing_signature,
+    digest: r.digest,
+    status: r.status,
+    contestNotBeforeSeconds: r.contest_not_before_seconds,
+    contestDeadlineSeconds: r.contest_deadline_seconds,
+    contestTxHash: r.contest_tx_hash,
+    contestAttempts: r.contest_attempts,
+    lastError: r.last_error,
+    receivedAtMs: r.received_at_ms,
+    updatedAtMs: r.updated_at_ms,
+  };
+}
+
+const CURSOR_KEY = "chain:last-processed-block";
+
+/** The watchtower's SQLite store (see the module doc). Statements are prepared once. */
+export class WatchtowerStore {
+  readonly #db: Database.Database;
+  readonly #path: string;
+  readonly #stmts;
+
+  constructor(path: string) {
+    this.#path = path;
+    this.#db = new Database(path);
+    this.#db.pragma("journal_mode = WAL");
+    this.#db.pragma("synchronous = FULL");
+    this.#db.exec(SCHEMA);
+    const db = this.#db;
+    this.#stmts = {
+      getMeta: db.prepare<[string], { value: string }>("SELECT value FROM meta WHERE key = ?"),
+      setMeta: db.prepare(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+      ),
+      bumpMeta: db.prepare(
+        `INSERT INTO meta (key, value) VALUES (?, '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)`,
+      ),
+      getChannel: db.prepare<[string], ChannelRow>("SELECT * FROM channels WHERE channel_id = ?"),
+      upsertChannel: db.prepare(
+        `INSERT INTO channels (channel_id, participant1, participant2, settle_timeout_seconds, state,
+           closing_participant, closed_at_seconds, closer_nonce)
+         VALUES (@channel_id, @participant1, @participant2, @settle_timeout_seconds, @state,
+           @closing_participant, @closed_at_seconds, @closer_nonce)
+         ON CONFLICT(channel_id) DO UPDATE SET
+           participant1 = excluded.participant1, participant2 = excluded.participant2,
+           settle_timeout_seconds = excluded.settle_timeout_seconds, state = excluded.state,
+           closing_participant = excluded.closing_participant, closed_at_seconds = excluded.closed_at_seconds,
+           closer_nonce = excluded.closer_nonce`,
+      ),
+      getAppointment: db.prepare<[string], AppointmentRow>("SELECT * FROM appointments WHERE id = ?"),
+      appointmentsOfChannel: db.prepare<[string], AppointmentRow>(
+        "SELECT * FROM appointments WHERE channel_id = ?",
+      ),
+      appointmentsByStatus: db.prepare<[string], AppointmentRow>(
+        "SELECT * FROM appointments WHERE status = ? ORDER BY contest_not_before_seconds",
+      ),
+      upsertAppointment: db.prepare(
+        `INSERT INTO appointments (id, channel_id, closing_participant, non_closing_participant, nonce,
+           balance_hash, closing_signature, non_closing_signature, digest, status, contest_not_before_seconds,
+           contest_deadline_seconds, contest_tx_hash, contest_attempts, last_error, received_at_ms, updated_at_ms)
+         VALUES (@id, @channel_id, @closing_participant, @non_closing_participant, @nonce, @balance_hash,
+           @closing_signature, @non_closing_signature, @digest, @status, @contest_not_before_seconds,
+           @contest_deadline_seconds, @contest_tx_hash, @contest_attempts, @last_error, @received_at_ms,
+           @updated_at_ms)
+         ON CONFLICT(id) DO UPDATE SET
+           channel_id = excluded.channel_id, closing_participant = excluded.closing_participant,
+           non_closing_participant = excluded.non_closing_participant, nonce = excluded.nonce,
+           balance_hash = excluded.balance_hash, closing_signature = excluded.closing_signature,
+           non_closing_signature = excluded.non_closing_signature, digest = excluded.digest,
+           status = excluded.status, contest_not_before_seconds = excluded.contest_not_before_seconds,
+           contest_deadline_seconds = excluded.contest_deadline_seconds,
+           contest_tx_hash = excluded.contest_tx_hash, contest_attempts = excluded.contest_attempts,
+           last_error = excluded.last_error, received_at_ms = excluded.received_at_ms,
+           updated_at_ms = excluded.updated_at_ms`,
+      ),
+      getClient: db.prepare<[string], { mldsa_key_hash: string }>(
+        "SELECT mldsa_key_hash FROM clients WHERE address = ?",
+      ),
+      insertClient: db.prepare(
+        "INSERT OR IGNORE INTO clients (address, mldsa_key_hash, first_seen_ms) VALUES (?, ?, ?)",
+      ),
+      countChannels: db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM channels"),
+      countClients: db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM clients"),
+      countByStatus: db.prepare<[], { status: AppointmentStatus; n: number }>(
+        "SELECT status, COUNT(*) AS n FROM appointments GROUP BY status",
+      ),
+    };
+  }
+
+  /** Runs `fn` in one transaction (committed and fsync'd on return). */
+  transaction<T>(fn: () => T): T {
+    return this.#db.transaction(fn)();
+  }
+
+  /** The last chain block whose events were fully processed, or null before the first batch. */
+  lastProcessedBlock(): number | null {
+    const row = this.#stmts.getMeta.get(CURSOR_KEY);
+    return row ? Number(row.value) : null;
+  }
+
+  setLastProcessedBlock(block: number): void {
+    this.#stmts.setMeta.run(CURSOR_KEY, String(block));
+  }
+
+  /** Adds 1 to a counter in `meta` (e.g. "count:accepted"). */
+  bump(counter: string): void {
+    this.#stmts.bumpMeta.run(counter);
+  }
+
+  counter(counter: string): number {
+    const row = this.#stmts.getMeta.get(counter);
+    return row ? Number(row.value) : 0;
+  }
+
+  channel(channelId: bigint): TowerChannel | null {
+    const row = this.#stmts.getChannel.get(channelId.toString());
+    return row ? channelFromRow(row) : null;
+  }
+
+  putChannel(c: TowerChannel): void {
+    this.#stmts.upsertChannel.run({
+      channel_id: c.channelId.toString(),
+      participant1: c.participant1,
+      participant2: c.participant2,
+      settle_timeout_seconds: c.settleTimeoutSeconds,
+      state: c.state,
+      closing_participant: c.closingParticipant,
+      closed_at_seconds: c.closedAtSeconds,
+      closer_nonce: c.closerNonce === null ? null : c.closerNonce.toString(),
+    });
+  }
+
+  appointment(id: string): StoredAppointment | null {
+    const row = this.#stmts.getAppointment.get(id.toLowerCase());
+    return row ? appointmentFromRow(row) : null;
+  }
+
+  appointmentsOfChannel(channelId: bigint): StoredAppointment[] {
+    return this.#stmts.appointmentsOfChannel.all(channelId.toString()).map(appointmentFromRow);
+  }
+
+  appointmentsWithStatus(status: AppointmentStatus): StoredAppointment[] {
+    return this.#stmts.appointmentsByStatus.all(status).map(appointmentFromRow);
+  }
+
+  putAppointment(a: StoredAppointment): void {
+    this.#stmts.upsertAppointment.run({
+      id: a.id.toLowerCase(),
+      channel_id: a.channelId.toString(),
+      closing_participant: a.closingParticipant,
+      non_closing_participant: a.nonClosingParticipant,
+      nonce: a.nonce.toString(),
+      balance_hash: a.balanceHash,
+      closing_signature: a.closingSignature,
+      non_closing_signature: a.nonClosingSignature,
+      digest: a.digest,
+      status: a.status,
+      contest_not_before_seconds: a.contestNotBeforeSeconds,
+      contest_deadline_seconds: a.contestDeadlineSeconds,
+      contest_tx_hash: a.contestTxHash,
+      contest_attempts: a.contestAttempts,
+      last_error: a.lastError,
+      received_at_ms: a.receivedAtMs,
+      updated_at_ms: a.updatedAtMs,
+    });
+  }
+
+  /** The pinned ML-DSA key hash of a client, or null if it never had an appointment accepted. */
+  clientKeyHash(address: string): string | null {
+    return this.#stmts.getClient.get(address)?.mldsa_key_hash ?? null;
+  }
+
+  pinClientKey(address: string, keyHash: string): void {
+    this.#stmts.insertClient.run(address, keyHash, Date.now());
+  }
+
+  stats(): TowerStats {
+    const byStatus: Record<AppointmentStatus, number> = {
+      watching: 0,
+      breach: 0,
+      contest_sent: 0,
+      contested: 0,
+      not_needed: 0,
+      missed: 0,
+      settled: 0,
+    };
+    let appointments = 0;
+    for (const r of this.#stmts.countByStatus.all()) {
+      byStatus[r.status] = r.n;
+      appointments += r.n;
+    }
+    const pageCount = this.#db.pragma("page_count", { simple: true }) as number;
+    const pageSize = this.#db.pragma("page_size", { simple: true }) as number;
+    return {
+      channels: this.#stmts.countChannels.get()?.n ?? 0,
+      appointments,
+      clients: this.#stmts.countClients.get()?.n ?? 0,
+      byStatus,
+      appointmentsAccepted: this.counter("count:accepted"),
+      appointmentsRefused: this.counter("count:refused"),
+      contestsSent: this.counter("count:contests-sent"),
+      dbBytes: pageCount * pageSize,
+    };
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+}
