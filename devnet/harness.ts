@@ -152,6 +152,22 @@ export interface NodeProcess {
   kill(): Promise<void>;
 }
 
+/** A `qrwp watchtower start` child process. */
+export interface TowerProcess {
+  name: string;
+  dataDir: string;
+  address: string;
+  peerId: string;
+  /** Dialable multiaddr ending in /p2p/<peerId> (what `--watchtower` takes). */
+  multiaddr: string;
+  apiUrl: string;
+  /** The tower's public API (no token needed). */
+  api: ApiClient;
+  child: ChildProcess;
+  stop(): Promise<void>;
+  kill(): Promise<void>;
+}
+
 /** Runs `qrwp <args>` to completion; resolves with stdout, rejects with stderr on a non-zero exit. */
 export function runCli(
   args: string[],
@@ -278,28 +294,7 @@ export class Devnet {
       ],
       { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );
-    this.#children.add(child);
-    child.once("exit", () => this.#children.delete(child));
-    const log = createWriteStream(join(this.dir, `${name}.log`), { flags: "a" });
-    child.stderr?.on("data", (d: Buffer) => log.write(d));
-    const lines = createInterface({ input: child.stdout! });
-    const ready = new Promise<{ address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
-      (resolveReady, reject) => {
-        lines.on("line", (line) => {
-          log.write(line + "\n");
-          if (line.startsWith('{"event":"ready"')) resolveReady(JSON.parse(line));
-        });
-        child.once("exit", (code) =>
-          reject(new Error(`node ${name} exited with code ${code} before it was ready (see ${name}.log)`)),
-        );
-      },
-    );
-    const info = await Promise.race([
-      ready,
-      new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new Error(`node ${name} not ready in 60 s`)), 60_000).unref(),
-      ),
-    ]);
+    const info = await this.#ready(name, child);
     const tokenFile = join(dataDir, "api-token");
     const { readApiToken } = await import("../host/keystore.js");
     const node: NodeProcess = {
@@ -322,6 +317,100 @@ export class Devnet {
     };
     this.nodes.set(name, node);
     return node;
+  }
+
+  /** Tracks a `qrwp ... start` child, logs it to `<dir>/<name>.log` and waits for its JSON ready line. */
+  async #ready(
+    name: string,
+    child: ChildProcess,
+  ): Promise<{ address: string; peerId: string; multiaddrs: string[]; apiUrl: string }> {
+    this.#children.add(child);
+    child.once("exit", () => this.#children.delete(child));
+    const log = createWriteStream(join(this.dir, `${name}.log`), { flags: "a" });
+    child.stderr?.on("data", (d: Buffer) => log.write(d));
+    const lines = createInterface({ input: child.stdout! });
+    const ready = new Promise<{ address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
+      (resolveReady, reject) => {
+        lines.on("line", (line) => {
+          log.write(line + "\n");
+          if (line.startsWith('{"event":"ready"')) resolveReady(JSON.parse(line));
+        });
+        child.once("exit", (code) =>
+          reject(new Error(`${name} exited with code ${code} before it was ready (see ${name}.log)`)),
+        );
+      },
+    );
+    return Promise.race([
+      ready,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`${name} not ready in 60 s`)), 60_000).unref(),
+      ),
+    ]);
+  }
+
+  /** Creates a watchtower's keys (`qrwp init`) and funds its address with ETH for contest gas. */
+  async initWatchtower(name: string): Promise<{ dataDir: string; address: string }> {
+    const dataDir = join(this.dir, name);
+    const res = await runCli(["init", "--data-dir", dataDir]);
+    if (res.code !== 0) throw new Error(`qrwp init ${name} failed: ${res.stderr.trim()}`);
+    const { address } = JSON.parse(res.stdout.trim().split("\n").pop() as string) as { address: string };
+    await (await this.funder.sendTransaction({ to: address, value: parseEther("10") })).wait();
+    return { dataDir, address };
+  }
+
+  /**
+   * Starts `qrwp watchtower start` for `name` (keys from {@link initWatchtower}, or created on first start
+   * and then unfunded) and waits for its ready line. `rpcUrls` default to the devnet chain.
+   */
+  async startWatchtower(
+    name: string,
+    options: { rpcUrls?: string[]; apiPort?: number; listenPort?: number; extraArgs?: string[] } = {},
+  ): Promise<TowerProcess> {
+    const dataDir = join(this.dir, name);
+    const apiPort = options.apiPort ?? (await freePort());
+    const listenPort = options.listenPort ?? (await freePort());
+    const rpcArgs = (options.rpcUrls ?? [this.chain.rpcUrl]).flatMap((u) => ["--rpc", u]);
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        CLI,
+        "watchtower",
+        "start",
+        "--data-dir",
+        dataDir,
+        ...rpcArgs,
+        "--deployment",
+        this.deploymentFile,
+        "--listen",
+        `/ip4/127.0.0.1/tcp/${listenPort}`,
+        "--api",
+        `127.0.0.1:${apiPort}`,
+        "--poll-ms",
+        "250",
+        ...(options.extraArgs ?? []),
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const info = await this.#ready(name, child);
+    return {
+      name,
+      dataDir,
+      address: info.address,
+      peerId: info.peerId,
+      multiaddr: `${info.multiaddrs[0]}`,
+      apiUrl: info.apiUrl,
+      api: new ApiClient(info.apiUrl, ""),
+      child,
+      stop: () => stopChild(child),
+      kill: () => {
+        child.kill("SIGKILL");
+        return new Promise((r) =>
+          child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r()),
+        );
+      },
+    };
   }
 
   /** On-chain token balance (base units). */

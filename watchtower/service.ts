@@ -461,7 +461,9 @@ export class Watchtower {
       (a) => !this.#inFlight.has(a.id) && (this.#retryAt.get(a.id) ?? 0) <= Date.now(),
     );
     if (due.length === 0) return;
-    const now = await this.#chain.latestTimestamp();
+    // The later of the wall clock and the latest block: a quiet chain (a devnet mines only on demand)
+    // does not advance its latest timestamp, but its next block's timestamp will be at least the wall clock.
+    const now = Math.max(Math.floor(Date.now() / 1000), await this.#chain.latestTimestamp());
     for (const a of due) {
       if (this.#stopped) return;
       if (a.contestNotBeforeSeconds !== null && now < a.contestNotBeforeSeconds) continue;
