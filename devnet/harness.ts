@@ -71,6 +71,11 @@ function stopChild(child: ChildProcess, graceMs = 8000): Promise<void> {
 export interface LocalChain {
   rpcUrl: string;
   provider: JsonRpcProvider;
+  /**
+   * Mines an empty block every `intervalMs` (a devnet chain otherwise mines only on transactions, so its
+   * latest block time stands still); returns a function that stops it.
+   */
+  mineEvery(intervalMs: number): () => void;
   stop(): Promise<void>;
 }
 
@@ -99,6 +104,13 @@ export async function startLocalChain(logFile?: string): Promise<LocalChain> {
   return {
     rpcUrl,
     provider,
+    mineEvery(intervalMs: number) {
+      const timer = setInterval(() => {
+        provider.send("evm_mine", []).catch(() => undefined);
+      }, intervalMs);
+      timer.unref();
+      return () => clearInterval(timer);
+    },
     async stop() {
       provider.destroy();
       await stopChild(child);

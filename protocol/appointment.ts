@@ -196,9 +196,10 @@ export function createAppointment(
 }
 
 /**
- * Verifies every signature of an appointment (tower side), cheapest first: the closer's secp256k1 balance
- * proof signature, the client's secp256k1 counter-signature (exactly what the hub will check), the client's
- * secp256k1 appointment signature, the closer's ML-DSA-65 signature, the client's ML-DSA-65 co-signature.
+ * Verifies every signature of an appointment (tower side): the closer's secp256k1 balance proof signature
+ * and the client's secp256k1 counter-signature (exactly what the hub will check), the closer's ML-DSA-65
+ * signature, then the client's secp256k1 and ML-DSA-65 signatures of the appointment digest (which covers
+ * every field but the co-signature, so a tampered field fails at its own check first).
  * @throws QrwpError INVALID_ARGUMENT on malformed fields; INVALID_SIGNATURE with `details.field` naming the
  *   first signature that fails.
  */
@@ -214,12 +215,12 @@ export function verifyAppointment(a: Appointment): void {
     client,
     "nonClosingSignature",
   );
-  expectSigner(digest, a.appointmentSignature, client, "appointmentSignature");
   if (!mldsaVerify(a.closingPqSignature, bpDigest, a.closingMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
     throw new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
       field: "closingPqSignature",
     });
   }
+  expectSigner(digest, a.appointmentSignature, client, "appointmentSignature");
   if (!mldsaVerify(a.coSignature, digest, a.nonClosingMldsaPublicKey, MLDSA_CONTEXT_APPOINTMENT)) {
     throw new QrwpError("INVALID_SIGNATURE", "the ML-DSA-65 co-signature is invalid", {
       field: "coSignature",
