@@ -1,13 +1,13 @@
 /**
  * The channel node's `qrwp` commands (commander; the entry point is `cli/qrwp.ts`):
  *   qrwp init --data-dir D                       create keys (mode 0600) and an API token
- *   qrwp node start --data-dir D --rpc URL ...   run a channel node
+ *   qrwp node start --data-dir D --rpc URL ...   run a channel node (--watchtower MULTIADDR, repeatable)
  *   qrwp pay | route | invoice create|show       call a running node's API
  * Every flag also reads an environment variable (shown in --help).
  */
 import { resolve } from "node:path";
 import type { Command } from "commander";
-import { Option } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 import { QrwpError, type ErrorCode } from "../protocol/index.js";
 import {
   parseAddress,
@@ -23,6 +23,7 @@ import {
 import { initKeystore, readApiToken } from "../host/keystore.js";
 import { createLogger } from "../host/logger.js";
 import { startNode } from "./runtime.js";
+import { towerPeerId } from "./watchtowers.js";
 import { DEFAULT_SAFETY_MARGINS } from "../protocol/index.js";
 
 /** Options every API client command takes: where the node's API is and its token. */
@@ -92,6 +93,29 @@ async function callApi(
     );
   }
   console.log(JSON.stringify(json, null, 2));
+}
+
+/**
+ * Collects `--watchtower` values (the flag repeats; `QRWP_WATCHTOWERS` is comma-separated): each a TCP
+ * multiaddr ending in `/p2p/<peerId>`.
+ */
+function collectWatchtowers(value: string, previous: string[] = []): string[] {
+  const added = value
+    .split(",")
+    .map((v) => v.trim())
+    .filter((v) => v !== "")
+    .map((v) => {
+      parseMultiaddr(v);
+      try {
+        towerPeerId(v);
+      } catch {
+        throw new InvalidArgumentError(
+          "must end in /p2p/<peerId>, e.g. /ip4/127.0.0.1/tcp/9100/p2p/12D3Koo...",
+        );
+      }
+      return v;
+    });
+  return [...previous, ...added];
 }
 
 /** Adds `init`, `node start`, `pay`, `route` and `invoice create|show` to the `qrwp` program. */
@@ -189,6 +213,15 @@ export function addNodeCommands(program: Command): Command {
         .default(DEFAULT_SAFETY_MARGINS.confirmationSeconds),
     )
     .addOption(
+      new Option(
+        "--watchtower <multiaddr>",
+        "watchtower to hand appointments to, ending in /p2p/<peerId> (repeatable; env: comma-separated)",
+      )
+        .env("QRWP_WATCHTOWERS")
+        .argParser(collectWatchtowers)
+        .default([] as string[], "none"),
+    )
+    .addOption(
       new Option("--log-level <level>", "log level")
         .env("QRWP_LOG_LEVEL")
         .choices(["trace", "debug", "info", "warn", "error"])
@@ -208,6 +241,7 @@ export function addNodeCommands(program: Command): Command {
         listen: string;
         api: { host: string; port: number };
         chainPollMs: number;
+        watchtower: string[];
         logLevel: string;
       }) => {
         const log = createLogger({ level: opts.logLevel });
@@ -227,6 +261,7 @@ export function addNodeCommands(program: Command): Command {
               graceSeconds: opts.graceSeconds,
               confirmationSeconds: opts.confirmationSeconds,
             },
+            watchtowers: opts.watchtower,
           },
           log,
         );

@@ -1,6 +1,7 @@
 /**
  * Starts a complete channel node: store, libp2p host (tcp, noise, yamux, identify, ping) with the
- * `/qrwp/channel/1.0.0` protocol, chain client, channel service and HTTP API; and stops it gracefully.
+ * `/qrwp/channel/1.0.0` protocol, chain client, channel service, the watchtower client (with `watchtowers`) and
+ * HTTP API; and stops it gracefully.
  */
 import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
@@ -24,6 +25,7 @@ import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
 import { NodeStore } from "./store/store.js";
 import { PaymentService } from "./payments/service.js";
 import { NetworkRouting } from "./routing.js";
+import { WatchtowerClient, towerPeerId } from "./watchtowers.js";
 
 /** Everything `qrwp node start` takes (flags or env). */
 export interface NodeConfig {
@@ -41,6 +43,8 @@ export interface NodeConfig {
   fees?: FeeSchedule;
   /** Safety margins R, G, S (seconds) that set the expiry delta and reveal timeout. */
   margins?: SafetyMargins;
+  /** Watchtowers to hand appointments to: multiaddrs ending in `/p2p/<peerId>`. */
+  watchtowers?: string[];
 }
 
 export interface RunningNode {
@@ -51,10 +55,13 @@ export interface RunningNode {
   deployment: Deployment;
   service: ChannelService;
   payments: PaymentService;
+  /** The watchtower client, when the node was started with watchtowers. */
+  watchtowers: WatchtowerClient | null;
   stop(): Promise<void>;
 }
 
 export async function startNode(config: NodeConfig, log: Logger): Promise<RunningNode> {
+  for (const m of config.watchtowers ?? []) towerPeerId(m); // a bad multiaddr fails before anything starts
   const identity = loadIdentity(config.keyFile ?? join(config.dataDir, KEYS_FILE));
   const deployment = await readDeployment(config.deploymentFile).catch((cause: unknown) => {
     throw new QrwpError(
@@ -128,9 +135,22 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     listenAddrs: () => dialableMultiaddrs(libp2p),
   });
   service.setTransferHooks(payments.hooks());
+  const watchtowers =
+    config.watchtowers && config.watchtowers.length > 0
+      ? new WatchtowerClient({
+          libp2p,
+          keys: identity.keys,
+          log: log.child({ component: "watchtowers" }),
+          towers: config.watchtowers,
+          source: service,
+          meta: store,
+        })
+      : null;
+  if (watchtowers) service.onPartnerProof = (channelId) => watchtowers.notify(channelId);
   routing.onSecretRevealed = (secret) => payments.secretRevealedOnChain(secret);
   await transport.start();
   await service.start();
+  watchtowers?.start();
   payments.start();
   await routing.start();
 
@@ -147,6 +167,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       hub: deployment.hub,
       bridge: deployment.bridge,
       connectedPeers: () => transport.connectedPeers(),
+      watchtowers: () => watchtowers?.status() ?? [],
     },
   });
   const apiHost = config.apiHost ?? "127.0.0.1";
@@ -167,12 +188,14 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     deployment,
     service,
     payments,
+    watchtowers,
     stop() {
       stopping ??= (async () => {
         await api.close();
         await routing.stop();
         await payments.stop();
         await service.stop();
+        await watchtowers?.stop();
         await transport.stop();
         await libp2p.stop();
         provider.destroy();

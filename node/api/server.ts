@@ -13,6 +13,7 @@ import { QrwpError, type ErrorCode } from "../../protocol/index.js";
 import { errorBody, installErrorHandler } from "../../host/http.js";
 import type { ChannelService, ChannelView } from "../channels/service.js";
 import type { PaymentService, RouteCandidate } from "../payments/service.js";
+import type { WatchtowerStatus } from "../watchtowers.js";
 import type { InvoiceRecord, MediatedPaymentRecord, PaymentRecord } from "../store/store.js";
 
 export interface ApiInfo {
@@ -23,6 +24,8 @@ export interface ApiInfo {
   hub: string;
   bridge: string;
   connectedPeers: () => string[];
+  /** Each configured watchtower's status (empty without watchtowers). */
+  watchtowers?: () => WatchtowerStatus[];
 }
 
 export interface ApiServerInit {
@@ -50,6 +53,63 @@ const channelIdParam = {
   required: ["id"],
   properties: { id: { type: "string", pattern: "^[1-9][0-9]{0,77}$" } },
 } as const;
+/** `GET /v1/info` (further properties pass through unchanged). */
+const infoBody = {
+  type: "object",
+  additionalProperties: true,
+  properties: {
+    address,
+    peerId: { type: "string" },
+    multiaddrs: { type: "array", items: { type: "string" } },
+    chainId: { type: "string" },
+    hub: address,
+    bridge: address,
+    connectedPeers: { type: "array", items: address },
+    channels: { type: "integer", description: "number of channels (any state)" },
+    watchtowers: {
+      type: "array",
+      description: "the watchtowers given with --watchtower, in order",
+      items: {
+        type: "object",
+        required: [
+          "multiaddr",
+          "address",
+          "connected",
+          "lastAcceptedAtMs",
+          "lastError",
+          "pendingChannels",
+          "acceptedAppointments",
+        ],
+        properties: {
+          multiaddr: { type: "string", description: "the tower's multiaddr, ending in /p2p/<peerId>" },
+          address: {
+            type: ["string", "null"],
+            description: "the tower's Ethereum address, proven in the session handshake (null until then)",
+          },
+          connected: { type: "boolean", description: "an authenticated session with the tower is open" },
+          lastAcceptedAtMs: {
+            type: ["integer", "null"],
+            description: "when the tower last accepted an appointment (unix ms; null: not since start)",
+          },
+          lastError: {
+            type: ["object", "null"],
+            description: "the last failure (unreachable, timeout, coded refusal); null after a success",
+            properties: { code: { type: "string" }, message: { type: "string" } },
+          },
+          pendingChannels: {
+            type: "integer",
+            description: "channels whose latest partner balance proof the tower has not acknowledged yet",
+          },
+          acceptedAppointments: {
+            type: "integer",
+            description: "appointments the tower acknowledged since the node started",
+          },
+        },
+      },
+    },
+  },
+} as const;
+
 export function channelJson(c: ChannelView) {
   return {
     channelId: c.channelId.toString(),
@@ -185,7 +245,12 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
 
   app.get(
     "/v1/info",
-    { schema: { summary: "Node identity, chain and deployment", response: { 401: errorBody } } },
+    {
+      schema: {
+        summary: "Node identity, chain and deployment, watchtowers",
+        response: { 200: infoBody, 401: errorBody },
+      },
+    },
     async () => ({
       address: info.address,
       peerId: info.peerId,
@@ -195,6 +260,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       bridge: info.bridge,
       connectedPeers: info.connectedPeers(),
       channels: service.listChannels().length,
+      watchtowers: info.watchtowers?.() ?? [],
     }),
   );
 

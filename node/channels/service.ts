@@ -10,6 +10,7 @@
  * - A peer's message is fully validated before it changes state; refusals are coded and change nothing.
  */
 import { randomUUID } from "node:crypto";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { Queue } from "@libp2p/utils";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
@@ -91,6 +92,17 @@ export interface TransferHooks {
   mayRemoveLock(channelId: bigint, partner: string, lock: Lock, nowSeconds: bigint): boolean;
   /** Handles RevealSecret / SecretRequest / TransferFailed requests. */
   request(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage>;
+}
+
+/**
+ * The partner's latest accepted balance proof on an unsettled channel, with the ML-DSA-65 key that verified
+ * it: what a watchtower appointment is built from (`createAppointment`).
+ */
+export interface PartnerProof {
+  channelId: bigint;
+  partner: string;
+  signed: SignedBalanceProof;
+  mldsaPublicKey: Uint8Array;
 }
 
 /** Outcome of sending one balance proof to the partner. */
@@ -177,6 +189,14 @@ export class ChannelService {
   #chainTimeSeconds = 0;
   #polling = false;
   #stopped = false;
+  /** Partners' ML-DSA-65 keys (by lower-case address), as persisted in `meta` (see {@link partnerProof}). */
+  readonly #partnerKeys = new Map<string, Uint8Array | null>();
+  /**
+   * Called (synchronously, after the write) whenever a partner's latest balance proof on a channel changes,
+   * and when a partner's ML-DSA key is first learned for channels that already hold its proofs. Must be
+   * cheap and must not throw (the watchtower client only records the channel id here).
+   */
+  onPartnerProof: (channelId: bigint) => void = () => undefined;
 
   constructor(init: ChannelServiceInit) {
     this.#store = init.store;
@@ -327,6 +347,70 @@ export class ChannelService {
    */
   channelSummaries(): ChannelSummary[] {
     return [...this.#live.values()].map((l) => this.#summary(l));
+  }
+
+  /** Unsettled channels (opened or closed) on which the partner has signed a balance proof (nonce >= 1). */
+  channelsWithPartnerProofs(): bigint[] {
+    return [...this.#live.values()]
+      .filter((l) => l.record.state !== "settled" && (l.partnerLatest?.proof.nonce ?? 0n) > 0n)
+      .map((l) => l.record.channelId);
+  }
+
+  /**
+   * The partner's latest accepted balance proof on an unsettled channel, with the ML-DSA-65 key that
+   * verified it (persisted in `meta` with the proof). Null when the channel is unknown or settled, holds no
+   * partner proof (nonce 0), or the key is unknown (a store written before keys were kept: it is learned from
+   * the partner's next PeerInfo or proof, and {@link onPartnerProof} fires then).
+   */
+  partnerProof(channelId: bigint): PartnerProof | null {
+    const live = this.#live.get(channelId.toString());
+    if (!live || live.record.state === "settled" || !live.partnerLatest) return null;
+    if (live.partnerLatest.proof.nonce < 1n) return null;
+    const key = this.#partnerKey(live.record.partner);
+    if (!key) return null;
+    return { channelId, partner: live.record.partner, signed: live.partnerLatest, mldsaPublicKey: key };
+  }
+
+  /** The partner's ML-DSA-65 key as persisted, or null (cached, including misses). */
+  #partnerKey(partner: string): Uint8Array | null {
+    const k = partner.toLowerCase();
+    if (!this.#partnerKeys.has(k)) {
+      const hex = this.#store.getMeta(partnerKeyMetaKey(partner));
+      this.#partnerKeys.set(k, hex ? hexToBytes(hex) : null);
+    }
+    return this.#partnerKeys.get(k) ?? null;
+  }
+
+  /** A copy of `key` when it differs from the partner's persisted key (so it must be written), else null. */
+  #changedPartnerKey(partner: string, key: Uint8Array): Uint8Array | null {
+    const known = this.#partnerKey(partner);
+    return known && equalBytes(known, key) ? null : Uint8Array.from(key);
+  }
+
+  /**
+   * Keeps a channel partner's ML-DSA key from its session when none is stored yet (stores written before
+   * keys were kept), and signals its channels with proofs so their appointments can be built.
+   */
+  #learnPartnerKey(from: RemotePeer): void {
+    const partner = getAddress(from.address);
+    if (this.#partnerKey(partner)) return;
+    const key = Uint8Array.from(from.mldsaPublicKey);
+    this.#store.setMeta(partnerKeyMetaKey(partner), bytesToHex(key));
+    this.#partnerKeys.set(partner.toLowerCase(), key);
+    for (const l of this.#live.values()) {
+      if (eqAddr(l.record.partner, partner) && l.partnerLatest) this.#partnerProofChanged(l.record.channelId);
+    }
+  }
+
+  #partnerProofChanged(channelId: bigint): void {
+    try {
+      this.onPartnerProof(channelId);
+    } catch (err) {
+      this.#log.warn(
+        { channelId: channelId.toString(), err: errorFields(err) },
+        "partner-proof listener failed",
+      );
+    }
   }
 
   /**
@@ -1171,6 +1255,7 @@ export class ChannelService {
             peerId: from.peerId,
             multiaddrs: body.multiaddrs.map(stripP2p),
           });
+          this.#learnPartnerKey(from);
         }
         return { type: "Ok" };
       default:
@@ -1284,12 +1369,17 @@ export class ChannelService {
     }
     if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
     let after: (() => void) | void = undefined;
+    const newKey = this.#changedPartnerKey(live.record.partner, from.mldsaPublicKey);
     this.#store.transaction(() => {
       this.#store.insertBalanceProof(live.record.partner, signed, { locks: end.locks, status: "acked" });
+      // The key that verified the proof, durable with it: a watchtower appointment needs it after a restart.
+      if (newKey) this.#store.setMeta(partnerKeyMetaKey(live.record.partner), bytesToHex(newKey));
       after = persist(live, end);
     });
+    if (newKey) this.#partnerKeys.set(live.record.partner.toLowerCase(), newKey);
     live.partnerEnd = end;
     live.partnerLatest = signed;
+    this.#partnerProofChanged(p.channelId);
     const run = after as (() => void) | undefined;
     if (run) setImmediate(run);
     return { type: "Processed", channelId: p.channelId, nonce: p.nonce };
@@ -1482,6 +1572,15 @@ export class ChannelService {
     // `closing` stays set for good: the chain poller marks the channel settled when the partner's
     // transaction lands; we can still close unilaterally if it never does.
   }
+}
+
+/** `meta` key of a partner's ML-DSA-65 public key (hex), the one that verified its latest proof. */
+function partnerKeyMetaKey(partner: string): string {
+  return `partner-mldsa-key:${getAddress(partner)}`;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }
 
 function cosignedKey(channelId: bigint): string {
