@@ -8,8 +8,12 @@
  *
  * Scenario: direct payments alice <-> bob; the routes alice -> dave with their fees; multi-hop payments
  * alice -> dave over the cheap path (spontaneous and one invoice); carol goes offline and the next payments
- * retry over erin; carol comes back; every channel is closed cooperatively; the table compares each node's
- * on-chain token change with its off-chain result (payments, fees earned and paid). Exit 0 when all match.
+ * retry over erin; carol comes back. Every node hands a watchtower (`qrwp watchtower start`) appointments
+ * for its partners' latest balance proofs. Breach: bob goes offline and alice closes alice <-> bob
+ * unilaterally — on-chain her own balance proof is then the stale empty one (nonce 0: as if she had paid bob
+ * nothing); the tower contests with her latest proof inside the settle window and the channel settles with
+ * bob's correct balance. The other channels close cooperatively; the table compares each node's on-chain
+ * token change with its off-chain result (payments, fees earned and paid). Exit 0 when all match.
  *
  *   --keep          leave the network running (prints each node's API URL and token file); Ctrl-C stops it
  *   --dir <path>    where data directories and logs go (default: a new temp directory)
@@ -21,7 +25,9 @@ import { join, resolve } from "node:path";
 import { Command } from "commander";
 import { SingleBar, Presets } from "cli-progress";
 import { formatUnits, parseUnits } from "ethers";
-import { Devnet, type NodeProcess } from "./harness.js";
+import { Devnet, type NodeProcess, type TowerProcess } from "./harness.js";
+import { appointmentId } from "../protocol/index.js";
+import { ChannelHub__factory } from "../typechain-types/index.js";
 
 interface ChannelJson {
   channelId: string;
@@ -39,6 +45,17 @@ interface RoutedPayment {
   fee: string;
   route: { address: string; fee: string; amount: string }[];
   attempts: { status: string; errorCode?: string; failedAt?: string }[];
+}
+interface ChannelDetail extends ChannelJson {
+  partnerNonce: string;
+  settleTimeoutSeconds: number;
+}
+interface TowerAppointment {
+  nonce: string;
+  status: string;
+  contestTxHash: string | null;
+  contestNotBeforeSeconds: number | null;
+  contestDeadlineSeconds: number | null;
 }
 interface RouteJson {
   fee: string;
@@ -121,6 +138,19 @@ async function waitSettled(node: NodeProcess, channelId: string, timeoutMs = 60_
   }
 }
 
+/** Settle timeout of the alice <-> bob channel (the breach waits it out); the others use 600 s. */
+const BREACH_SETTLE_TIMEOUT_SECONDS = 60;
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(300);
+  }
+}
+
 async function run(options: { keep: boolean; dir?: string }): Promise<number> {
   const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-devnet-"));
   step(`devnet directory ${dir}`);
@@ -143,16 +173,27 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       `chain ${devnet.chain.rpcUrl} (chain id ${devnet.deployment.chainId}); hub ${devnet.deployment.hub}`,
     );
     const token = devnet.token;
+    // Blocks every second, as on a real chain: settle timeouts are measured in block time.
+    devnet.chain.mineEvery(1000);
+    step("starting a watchtower (qrwp watchtower start) with its own keys and gas");
+    await devnet.initWatchtower("tower");
+    const tower: TowerProcess = await devnet.startWatchtower("tower");
+    step(`  tower  ${tower.address}  ${tower.multiaddr}`);
+    const towerArgs = ["--watchtower", tower.multiaddr];
     const funding = parseUnits("1000", 18);
     const deposit = parseUnits("100", 18);
     const names = Object.keys(FEES);
     step(`creating and funding ${names.join(", ")} (qrwp init)`);
     for (const name of names) await devnet.initNode(name, funding);
-    step("starting the nodes (qrwp node start) with their fee schedules");
+    step("starting the nodes (qrwp node start) with their fee schedules and the watchtower");
     const n: Record<string, NodeProcess> = {};
+    const start = (name: string) => {
+      const f = FEES[name] as { feeFlat: bigint; feePpm: number };
+      return devnet.startNode(name, { ...f, chainPollMs: 250, extraArgs: towerArgs });
+    };
     for (const name of names) {
       const f = FEES[name] as { feeFlat: bigint; feePpm: number };
-      n[name] = await devnet.startNode(name, { feeFlat: f.feeFlat, feePpm: f.feePpm, chainPollMs: 250 });
+      n[name] = await start(name);
       step(`  ${name.padEnd(6)} ${n[name].address}  fee ${fmt(f.feeFlat)} QTT + ${f.feePpm} ppm`);
     }
     const node = (name: string) => n[name] as NodeProcess;
@@ -166,7 +207,7 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
         partnerMultiaddr: node(b).multiaddr,
         token,
         deposit: deposit.toString(),
-        settleTimeoutSeconds: 600,
+        settleTimeoutSeconds: a === "alice" && b === "bob" ? BREACH_SETTLE_TIMEOUT_SECONDS : 600,
       });
       await node(b).api.call("POST", `/v1/channels/${opened.channelId}/deposit`, {
         totalDeposit: deposit.toString(),
@@ -255,10 +296,7 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     }
     bar.stop();
     step("carol comes back");
-    n.carol = await devnet.startNode("carol", {
-      ...(FEES.carol as { feeFlat: bigint; feePpm: number }),
-      chainPollMs: 250,
-    });
+    n.carol = await start("carol");
 
     console.log("\nmulti-hop payments alice -> dave (by path):");
     const byPath = new Map<
@@ -294,12 +332,101 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       offchain.set(name, net);
     }
 
-    step("closing every channel cooperatively");
-    for (const c of channelIds) {
+    // The breach: alice <-> bob, with bob offline.
+    const ab = channelIds.find((c) => c.a === "alice" && c.b === "bob") as { id: string };
+    const bobView = await node("bob").api.call<ChannelDetail>("GET", `/v1/channels/${ab.id}`);
+    const slot = appointmentId(
+      BigInt(devnet.deployment.chainId),
+      devnet.deployment.hub,
+      BigInt(ab.id),
+      node("bob").address,
+    );
+    step(
+      `waiting until the tower holds bob's appointment for alice's latest proof (nonce ${bobView.partnerNonce})`,
+    );
+    await waitFor(
+      "the tower's appointment",
+      async () => {
+        const a = await tower.api.call<TowerAppointment>("GET", `/v1/appointments/${slot}`);
+        return a.nonce === bobView.partnerNonce ? a : undefined;
+      },
+      60_000,
+    );
+    step(
+      "bob goes offline; alice closes alice <-> bob unilaterally (her own proof stays off-chain: nonce 0)",
+    );
+    await node("bob").stop();
+    const hub = ChannelHub__factory.connect(devnet.deployment.hub, devnet.chain.provider);
+    await node("alice").api.call("POST", `/v1/channels/${ab.id}/close`, { cooperative: false });
+    const closedWithNonce = (await hub.getParticipant(ab.id, node("alice").address)).nonce;
+    const closedAt = Number((await hub.getChannel(ab.id)).closedAt);
+
+    step("closing the channels without bob cooperatively meanwhile");
+    for (const c of channelIds.filter((x) => x.a !== "bob" && x.b !== "bob")) {
       await node(c.a).api.call("POST", `/v1/channels/${c.id}/close`, { cooperative: true });
       await waitSettled(node(c.a), c.id);
       await waitSettled(node(c.b), c.id);
     }
+    step(`waiting for the tower's contest (staggered inside the ${BREACH_SETTLE_TIMEOUT_SECONDS} s window)`);
+    const contested = await waitFor(
+      "the tower's contest",
+      async () => {
+        const a = await tower.api.call<TowerAppointment>("GET", `/v1/appointments/${slot}`);
+        if (a.status === "missed") throw new Error("the tower missed the breach");
+        return a.status === "contested" ? a : undefined;
+      },
+      BREACH_SETTLE_TIMEOUT_SECONDS * 1000 + 30_000,
+    );
+    const contestReceipt = await devnet.chain.provider.getTransactionReceipt(
+      contested.contestTxHash as string,
+    );
+    const contestBlock = contestReceipt
+      ? await devnet.chain.provider.getBlock(contestReceipt.blockNumber)
+      : null;
+    step("waiting for the settle window to end; alice's node settles");
+    await waitSettled(node("alice"), ab.id, BREACH_SETTLE_TIMEOUT_SECONDS * 1000 + 60_000);
+    const [settledEvent] = await hub.queryFilter(hub.filters.ChannelSettled(ab.id), 0);
+    const onchainChannel = await hub.getChannel(ab.id);
+    const bobIsP1 = onchainChannel.participant1 === node("bob").address;
+    const bobPayout = settledEvent
+      ? bobIsP1
+        ? settledEvent.args.participant1Amount
+        : settledEvent.args.participant2Amount
+      : -1n;
+    step("bob comes back; bob <-> carol closes cooperatively");
+    n.bob = await start("bob");
+    await waitSettled(node("bob"), ab.id);
+    const bc = channelIds.find((c) => c.a === "bob" && c.b === "carol") as {
+      id: string;
+      a: string;
+      b: string;
+    };
+    await node("bob").api.call("POST", `/v1/channels/${bc.id}/close`, { cooperative: true });
+    await waitSettled(node("bob"), bc.id);
+    await waitSettled(node("carol"), bc.id);
+
+    console.log(`\nbreach of channel ${ab.id} (alice <-> bob) while bob was offline:`);
+    console.table([
+      {
+        "closed by": "alice",
+        "alice's nonce on-chain at close": closedWithNonce.toString(),
+        "tower contested with nonce": contested.nonce,
+        "contest mined (s after close)": contestBlock ? contestBlock.timestamp - closedAt : "?",
+        "settle window (s)": BREACH_SETTLE_TIMEOUT_SECONDS,
+        "bob's off-chain balance (QTT)": fmt(BigInt(bobView.ourBalance)),
+        "bob's settlement payout (QTT)": fmt(bobPayout),
+        match: bobPayout === BigInt(bobView.ourBalance) ? "yes" : "NO",
+      },
+    ]);
+    const towerStats = await tower.api.call<{
+      appointmentsAccepted: number;
+      clients: number;
+      contestsSent: number;
+    }>("GET", "/v1/stats");
+    console.log(
+      `tower: ${towerStats.appointmentsAccepted} appointments accepted from ${towerStats.clients} nodes, ` +
+        `${towerStats.contestsSent} contest(s) sent`,
+    );
 
     const totalFees = payments.reduce((s, p) => s + p.fee, 0n);
     const rows = [];
@@ -318,10 +445,11 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     }
     const sum = [...offchain.values()].reduce((a, b) => a + b, 0n);
     console.log(
-      `\nevery channel settled cooperatively; token ${token}; fees paid by alice ${fmt(totalFees)} QTT`,
+      `\nevery channel settled (alice <-> bob after the breach and the tower's contest, the others ` +
+        `cooperatively); token ${token}; fees paid by alice ${fmt(totalFees)} QTT`,
     );
     console.table(rows);
-    const ok = rows.every((r) => r.match === "yes") && sum === 0n;
+    const ok = rows.every((r) => r.match === "yes") && sum === 0n && bobPayout === BigInt(bobView.ourBalance);
     console.log(
       ok
         ? "RESULT: on-chain balances match the off-chain totals"
@@ -332,6 +460,7 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       console.log("\nnetwork left running (Ctrl-C stops it):");
       console.log(`  chain RPC   ${devnet.chain.rpcUrl}`);
       console.log(`  deployment  ${devnet.deploymentFile}`);
+      console.log(`  tower       API ${tower.apiUrl}  p2p ${tower.multiaddr}`);
       for (const x of Object.values(n))
         console.log(`  ${x.name.padEnd(6)} API ${x.apiUrl}  token file ${x.tokenFile}  p2p ${x.multiaddr}`);
       await new Promise(() => undefined);
