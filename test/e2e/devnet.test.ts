@@ -1,6 +1,6 @@
 /**
- * e2e: the README's main job. `npm run devnet` (here: `tsx devnet/main.ts`) must exit 0 and print the
- * balance table with every row matching, and leave no process behind.
+ * e2e: the README's main job. `npm run devnet` (here: `tsx devnet/main.ts`) must exit 0, print the breach
+ * contested by the watchtower and the balance table with every row matching, and leave no process behind.
  */
 import { spawn } from "node:child_process";
 import { expect } from "chai";
@@ -21,13 +21,23 @@ describe("e2e: npm run devnet", function () {
     const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
     expect(code, `devnet failed:\n${stderr.slice(-2000)}`).to.equal(0);
     expect(stdout).to.include("RESULT: on-chain balances match the off-chain totals");
-    const rows = stdout.split("\n").filter((l) => /│ \d+ +│ '(alice|bob|carol|dave|erin)' /.test(l));
+    // The balance table: one row per node, starting from 1000 QTT each.
+    const rows = stdout
+      .split("\n")
+      .filter((l) => /│ \d+ +│ '(alice|bob|carol|dave|erin)' +│ '1000\.0' /.test(l));
     expect(rows).to.have.length(5);
     for (const row of rows) expect(row).to.include("'yes'");
     // Both paths alice -> dave were used: the 3-hop one, and erin's after carol went offline.
     expect(stdout).to.include("'alice -> bob -> carol -> dave'");
     expect(stdout).to.include("'alice -> erin -> dave'");
     expect(stdout).to.include("PEER_OFFLINE at bob");
-    expect(stderr).to.include("closing every channel cooperatively");
+    // The breach: alice closes while bob is offline; the watchtower contests; bob is paid to the wei.
+    expect(stderr).to.include("bob goes offline; alice closes alice <-> bob unilaterally");
+    expect(stdout).to.include("breach of channel");
+    const breach = stdout.split("\n").find((l) => /│ 0 +│ 'alice' +│ '0' +│/.test(l));
+    expect(breach, "breach row").to.be.a("string");
+    expect(breach).to.include("'yes'");
+    expect(stdout).to.match(/tower: \d+ appointments accepted from 5 nodes, 1 contest\(s\) sent/);
+    expect(stderr).to.include("closing the channels without bob cooperatively");
   });
 });
