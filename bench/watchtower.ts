@@ -188,7 +188,7 @@ async function main(): Promise<void> {
     t0 = performance.now();
     for (const a of signed) {
       const s = performance.now();
-      const r = await tower.submit(a);
+      const r = tower.submit(a);
       lat.push(ms(s));
       if (!r.stored) throw new Error("appointment not stored");
     }
@@ -253,6 +253,10 @@ async function main(): Promise<void> {
           contestNotBeforeSeconds: null,
           contestDeadlineSeconds: null,
           contestTxHash: null,
+          contestTxHashes: [],
+          contestTx: null,
+          contestSentAtMs: null,
+          contestConfirmed: false,
           contestAttempts: 0,
           lastError: null,
           receivedAtMs: now,
@@ -291,7 +295,7 @@ async function main(): Promise<void> {
       await openTx.wait();
       const channelId = await hubRead.channelCounter();
       const a = appointmentFor(deployment, channelId, closer, client, 5n);
-      await tower.submit(a);
+      tower.submit(a);
       const closeTx = await hub.closeChannel(channelId, client.address, 0n, `0x${"00".repeat(32)}`, "0x", {
         nonce: 1,
       });

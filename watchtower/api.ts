@@ -128,7 +128,7 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
     },
     async (req, reply) => {
       const appointment = appointmentFromJson(req.body);
-      const r = await tower.submit(appointment);
+      const r = tower.submit(appointment);
       void reply.status(r.stored ? 201 : 200);
       return { id: r.id, nonce: r.nonce.toString(), stored: r.stored, status: r.status };
     },

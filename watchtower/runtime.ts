@@ -107,7 +107,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
       };
     }
     try {
-      const r = await tower.submit(body.appointment, { address: from.address });
+      const r = tower.submit(body.appointment, { address: from.address });
       return { type: "AppointmentAccepted", id: r.id, nonce: r.nonce, stored: r.stored };
     } catch (err) {
       const e = isQrwpError(err) ? err : new QrwpError("INTERNAL", "internal error");
@@ -118,6 +118,18 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
   await transport.start();
   const multiaddrs = () => dialableMultiaddrs(libp2p);
 
+  // The balance is read at most every 30 s: /v1/info is public and must not spend the RPC quota.
+  let balanceCache: { atMs: number; value: string | null } | null = null;
+  const balance = async () => {
+    if (!balanceCache || Date.now() - balanceCache.atMs > 30_000) {
+      const value = await chain.balanceWei().then(
+        (b) => b.toString(),
+        () => null,
+      );
+      balanceCache = { atMs: Date.now(), value };
+    }
+    return balanceCache.value;
+  };
   const api: FastifyInstance = await buildTowerApi({
     tower,
     store,
@@ -131,10 +143,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
       confirmations: tower.confirmations,
       contestWindow: tower.contestWindow,
       lastProcessedBlock: tower.lastProcessedBlock,
-      balanceWei: await chain.balanceWei(identity.keys.address).then(
-        (b) => b.toString(),
-        () => null,
-      ),
+      balanceWei: await balance(),
     }),
   });
   const apiHost = config.apiHost ?? "127.0.0.1";

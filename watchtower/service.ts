@@ -15,10 +15,14 @@
  *
  * Contesting (Raiden monitoring service): a breach is contested from a staggered point of the settle window,
  * `closedAt + settleTimeout × (startPct + spreadPct × f) / 100`, f ∈ [0, 1) from keccak256(tower address,
- * channel id) — so the client's own node acts first and several towers do not all pay gas at once. Before
- * sending, the tower reads the hub's stored nonce (another tower or the client may have contested) and
- * simulates the call; it then sends, records the transaction hash, and marks the appointment `contested`
- * once the transaction is mined (a failed or dropped one is retried until the window ends).
+ * channel id) — so the client's own node acts first and several towers do not all pay gas at once. `closedAt`
+ * is the timestamp of the close event's own block. Before sending, the tower reads the hub's stored nonce
+ * (another tower or the client may have contested) and simulates the call; it then sends and records the
+ * transaction (hash, account nonce, fees). Every tick checks the receipt: mined → `contested`
+ * (`contestConfirmed` once the follower sees its event at the confirmation depth; a contest dropped by a
+ * reorganisation before that goes back to `breach`), reverted → `breach` again, not mined after
+ * `mineTimeoutMs` → replaced (same nonce, higher fees). One sequential loop (`tick`) does all of this, and
+ * every progress write is conditional on the slot still holding the same appointment.
  */
 import { sha256 } from "@noble/hashes/sha2.js";
 import { keccak_256 } from "@noble/hashes/sha3.js";
@@ -32,6 +36,7 @@ import {
   type ChannelView,
   type Deployment,
 } from "../chain/index.js";
+import { NonceUsedError } from "./chain.js";
 import {
   QrwpError,
   abiAddressWord,
@@ -72,6 +77,8 @@ export interface WatchtowerInit {
   contestSpreadPct?: number;
   /** How often due contests are checked, ms (default 1000). */
   tickMs?: number;
+  /** How long a sent contest may stay unmined before it is replaced with higher fees, ms (default 60000). */
+  mineTimeoutMs?: number;
   log: Logger;
 }
 
@@ -97,10 +104,9 @@ export class Watchtower {
   #timer: NodeJS.Timeout | null = null;
   #ticking: Promise<void> | null = null;
   #stopped = false;
+  readonly #mineTimeoutMs: number;
   /** Per appointment: earliest next contest attempt (ms, wall clock) after a failure. */
   readonly #retryAt = new Map<string, number>();
-  /** Contests whose `mined` promise is being awaited, by appointment id. */
-  readonly #inFlight = new Set<string>();
 
   constructor(init: WatchtowerInit) {
     this.#store = init.store;
@@ -116,6 +122,7 @@ export class Watchtower {
       });
     }
     this.#tickMs = init.tickMs ?? 1000;
+    this.#mineTimeoutMs = init.mineTimeoutMs ?? 60_000;
     this.confirmations = init.confirmations ?? 0;
     const last = this.#store.lastProcessedBlock();
     this.#follower = new ChainEventFollower({
@@ -146,11 +153,6 @@ export class Watchtower {
       { lastProcessedBlock: head, confirmations: this.confirmations },
       "caught up with the chain",
     );
-    // A contest sent before a restart and not seen mined since: check it again (the hub's stored nonce
-    // tells whether it landed; the follower already marked it `contested` if its event was seen).
-    for (const a of this.#store.appointmentsWithStatus("contest_sent")) {
-      this.#setStatus(a, "breach", "restarted before the contest was confirmed");
-    }
     this.#follower.start();
     const loop = () => {
       if (this.#stopped) return;
@@ -158,7 +160,10 @@ export class Watchtower {
         .catch((err: unknown) => this.#log.warn({ err: errText(err) }, "contest check failed"))
         .finally(() => {
           this.#ticking = null;
-          if (!this.#stopped) this.#timer = setTimeout(loop, this.#tickMs);
+          if (!this.#stopped) {
+            this.#timer = setTimeout(loop, this.#tickMs);
+            this.#timer.unref();
+          }
         });
     };
     loop();
@@ -178,14 +183,16 @@ export class Watchtower {
   /**
    * Accepts an appointment (see the module doc for the order of checks).
    * @param from - the session-authenticated sender (libp2p), which must be the non-closing participant.
+   * Makes no chain call and does not await: the channel must be known from the followed events
+   * (`CHANNEL_NOT_FOUND` for one opened less than `confirmations` blocks ago — the node retries), so junk
+   * cannot spend the tower's RPC quota, and no chain batch interleaves with the checks and the write.
    * @throws QrwpError UNKNOWN_HUB (field chainId | hub), NOT_PARTICIPANT (field nonClosingParticipant |
    *   closingParticipant), CHANNEL_NOT_FOUND, CHANNEL_STATE, STALE_NONCE, INVALID_ARGUMENT,
-   *   INVALID_SIGNATURE (field names the signature or key), CHAIN_ERROR.
+   *   INVALID_SIGNATURE (field names the signature or key).
    */
-  async submit(a: Appointment, from?: { address: string }): Promise<SubmitResult> {
+  submit(a: Appointment, from?: { address: string }): SubmitResult {
     try {
-      const result = await this.#submit(a, from);
-      return result;
+      return this.#submit(a, from);
     } catch (err) {
       this.#store.bump("count:refused");
       const e = isQrwpError(err) ? err : new QrwpError("INTERNAL", "appointment could not be processed");
@@ -198,7 +205,7 @@ export class Watchtower {
     }
   }
 
-  async #submit(a: Appointment, from?: { address: string }): Promise<SubmitResult> {
+  #submit(a: Appointment, from?: { address: string }): SubmitResult {
     if (typeof a !== "object" || a === null) {
       throw new QrwpError("INVALID_ARGUMENT", "appointment must be an object", { field: "appointment" });
     }
@@ -222,7 +229,14 @@ export class Watchtower {
         field: "nonClosingParticipant",
       });
     }
-    const channel = await this.#knownChannel(a.channelId);
+    const channel = this.#store.channel(a.channelId);
+    if (!channel) {
+      throw new QrwpError(
+        "CHANNEL_NOT_FOUND",
+        `channel ${a.channelId} is not known to this tower (it follows the hub ${this.confirmations} blocks below the head)`,
+        { field: "channelId" },
+      );
+    }
     const participants = [lower(channel.participant1), lower(channel.participant2)];
     if (!participants.includes(lower(client))) {
       throw new QrwpError("NOT_PARTICIPANT", "the non-closing participant is not in this channel", {
@@ -234,7 +248,6 @@ export class Watchtower {
         field: "closingParticipant",
       });
     }
-    // From here on everything is synchronous: no other submit or chain batch interleaves.
     if (channel.state === "settled") {
       throw new QrwpError("CHANNEL_STATE", "the channel is settled", { field: "channelId" });
     }
@@ -279,6 +292,10 @@ export class Watchtower {
       contestNotBeforeSeconds: null,
       contestDeadlineSeconds: null,
       contestTxHash: null,
+      contestTxHashes: [],
+      contestTx: null,
+      contestSentAtMs: null,
+      contestConfirmed: false,
       contestAttempts: 0,
       lastError: null,
       receivedAtMs: now,
@@ -303,30 +320,16 @@ export class Watchtower {
     return /^0x[0-9a-fA-F]{64}$/.test(id) ? this.#store.appointment(id) : null;
   }
 
-  /** The tower's channel record, read from the chain (and stored) if the follower has not seen it yet. */
-  async #knownChannel(channelId: bigint): Promise<TowerChannel> {
-    const known = this.#store.channel(channelId);
-    if (known) return known;
-    const view = await this.#chain.getChannel(channelId);
-    if (view.state === "none") {
-      throw new QrwpError("CHANNEL_NOT_FOUND", `channel ${channelId} does not exist on the hub`, {
-        field: "channelId",
-      });
-    }
-    // Not stored: the follower owns the channel table; this read only answers the appointment.
-    const closerNonce =
-      view.state === "closed" ? await this.#chain.storedNonce(channelId, view.closingParticipant) : null;
-    return channelFromView(channelId, view, closerNonce);
-  }
-
   /**
    * Sets `a.status` (and the contest window) from the channel's close, if any. Pure bookkeeping: a breach
-   * is the partner's close with a nonce lower than ours.
+   * is the partner's close while the hub's stored nonce for the partner is below ours. A close without a
+   * known timestamp never becomes a breach with a made-up window (it cannot happen: the follower reads the
+   * close's block before applying it).
    */
   #judge(a: StoredAppointment, channel: TowerChannel): void {
     if (channel.state === "opened") return;
     if (channel.state === "settled") {
-      if (a.status === "watching") a.status = "settled";
+      if (a.status === "watching" || a.status === "not_needed") a.status = "settled";
       else if (a.status === "breach" || a.status === "contest_sent") a.status = "missed";
       return;
     }
@@ -336,25 +339,34 @@ export class Watchtower {
     }
     const onChain = channel.closerNonce ?? 0n;
     if (onChain >= a.nonce) {
-      if (a.status !== "contested") a.status = a.status === "contest_sent" ? "contested" : "not_needed";
+      if (a.status === "watching" || a.status === "breach") a.status = "not_needed";
       return;
     }
-    if (a.status === "watching" || a.status === "not_needed") {
-      a.status = "breach";
-      const closedAt = channel.closedAtSeconds ?? 0;
-      const window = channel.settleTimeoutSeconds;
-      a.contestDeadlineSeconds = closedAt + window;
-      a.contestNotBeforeSeconds = closedAt + Math.floor((window * this.#staggerPct(a.channelId)) / 100);
+    if (channel.closedAtSeconds === null) {
+      this.#log.error({ channelId: a.channelId.toString() }, "closed channel without a close time");
+      return;
+    }
+    if (a.status === "contest_sent" || (a.status === "contested" && a.contestConfirmed)) return;
+    // (Re)computes the window: also for a close that replaced a reorganised one.
+    const closedAt = channel.closedAtSeconds;
+    const window = channel.settleTimeoutSeconds;
+    const deadline = closedAt + window;
+    const notBefore = closedAt + Math.floor((window * this.#staggerPct(a.channelId)) / 100);
+    const changed = a.status !== "breach" || a.contestDeadlineSeconds !== deadline;
+    a.status = a.status === "contested" ? "contested" : "breach";
+    a.contestDeadlineSeconds = deadline;
+    a.contestNotBeforeSeconds = notBefore;
+    if (changed && a.status === "breach") {
       this.#log.warn(
         {
           channelId: a.channelId.toString(),
           closer: a.closingParticipant,
-          closedWithNonce: onChain.toString(),
+          closerNonceOnChain: onChain.toString(),
           appointmentNonce: a.nonce.toString(),
-          contestFrom: a.contestNotBeforeSeconds,
-          deadline: a.contestDeadlineSeconds,
+          contestFrom: notBefore,
+          deadline,
         },
-        "breach: channel closed with a stale balance proof",
+        "breach: the partner closed and its latest balance proof is not on-chain",
       );
     }
   }
@@ -371,27 +383,35 @@ export class Watchtower {
   // ------------------------------------------------------------------------------------------------
 
   async #onBatch(batch: ChainEventBatch): Promise<void> {
-    // Reads first (async), then one synchronous transaction applies the range and moves the cursor.
-    const closes = new Map<bigint, ChannelView>();
+    // Reads first (async; a failure makes the follower deliver the range again), then one synchronous
+    // transaction applies the range and moves the cursor.
+    const closedAt = new Map<string, number>();
+    const views = new Map<bigint, ChannelView>();
     for (const ev of batch.events) {
+      if (ev.type === "ChannelClosed") {
+        // The hub sets closedAt = block.timestamp of the close: read it from the event's own block.
+        closedAt.set(`${ev.blockNumber}`, await this.#chain.blockTimestamp(ev.blockNumber));
+      }
       const id = evChannel(ev);
-      if (id === null || ev.type === "ChannelOpened" || closes.has(id)) continue;
-      // A close needs its timestamp; a channel opened before the tower's first block needs its participants.
-      if (ev.type === "ChannelClosed" || !this.#store.channel(id))
-        closes.set(id, await this.#chain.getChannel(id));
+      if (id === null || ev.type === "ChannelOpened" || views.has(id) || this.#store.channel(id)) continue;
+      if (batch.events.some((o) => o.type === "ChannelOpened" && o.channelId === id)) continue;
+      // A channel opened before the tower's first block (a deployment file with a late deployBlock).
+      const view = await this.#chain.getChannel(id);
+      if (view.state === "none") throw new Error(`channel ${id} has events but the RPC does not know it yet`);
+      views.set(id, view);
     }
     this.#store.transaction(() => {
-      for (const ev of batch.events) this.#apply(ev, closes);
+      for (const ev of batch.events) this.#apply(ev, views, closedAt);
       this.#store.setLastProcessedBlock(batch.toBlock);
     });
   }
 
-  #apply(ev: ChainEvent, views: Map<bigint, ChannelView>): void {
+  #apply(ev: ChainEvent, views: Map<bigint, ChannelView>, closedAt: Map<string, number>): void {
     const id = evChannel(ev);
     if (id === null) return;
     let channel = this.#store.channel(id);
     if (ev.type === "ChannelOpened") {
-      channel = {
+      this.#store.putChannel({
         channelId: id,
         participant1: ev.participant1,
         participant2: ev.participant2,
@@ -400,28 +420,32 @@ export class Watchtower {
         closingParticipant: null,
         closedAtSeconds: null,
         closerNonce: null,
-      };
-      this.#store.putChannel(channel);
+      });
       return;
     }
     if (!channel) {
       const view = views.get(id);
-      if (!view || view.state === "none") return;
-      channel = channelFromView(id, view, null);
-      channel.state = "opened";
+      if (!view) return;
+      channel = {
+        channelId: id,
+        participant1: view.participant1,
+        participant2: view.participant2,
+        settleTimeoutSeconds: view.settleTimeoutSeconds,
+        state: "opened",
+        closingParticipant: null,
+        closedAtSeconds: null,
+        closerNonce: null,
+      };
     }
     switch (ev.type) {
-      case "ChannelClosed": {
-        const view = views.get(id);
+      case "ChannelClosed":
         channel.state = "closed";
         channel.closingParticipant = ev.closingParticipant;
+        channel.closedAtSeconds = closedAt.get(`${ev.blockNumber}`) ?? null;
         // The event's nonce is the NON-closer's proof the closer submitted; the closer's own proof is not
         // on-chain until someone contests with it (the closer's stored nonce is 0 until then).
         channel.closerNonce = 0n;
-        channel.closedAtSeconds =
-          view && view.closedAtSeconds > 0 ? view.closedAtSeconds : channel.closedAtSeconds;
         break;
-      }
       case "NonClosingBalanceProofUpdated":
         if (channel.closerNonce === null || ev.nonce > channel.closerNonce) channel.closerNonce = ev.nonce;
         break;
@@ -434,19 +458,27 @@ export class Watchtower {
     this.#store.putChannel(channel);
     for (const a of this.#store.appointmentsOfChannel(id)) {
       const before = a.status;
+      const confirmedBefore = a.contestConfirmed;
       if (ev.type === "NonClosingBalanceProofUpdated" && ev.nonce >= a.nonce) {
-        if (a.contestTxHash && lower(a.contestTxHash) === lower(ev.txHash)) a.status = "contested";
-        else if (a.status !== "contested") a.status = "not_needed";
+        if (a.contestTxHashes.some((h) => lower(h) === lower(ev.txHash))) {
+          a.status = "contested";
+          a.contestTxHash = ev.txHash;
+          a.contestConfirmed = true;
+        } else if (a.status !== "contested") {
+          a.status = "not_needed";
+        }
       } else {
         this.#judge(a, channel);
       }
-      if (a.status !== before) {
+      if (a.status !== before || a.contestConfirmed !== confirmedBefore || ev.type === "ChannelClosed") {
         a.updatedAtMs = Date.now();
-        this.#store.putAppointment(a);
-        this.#log.info(
-          { id: a.id, channelId: id.toString(), from: before, to: a.status, event: ev.type, tx: ev.txHash },
-          "appointment status changed",
-        );
+        this.#store.updateProgress(a);
+        if (a.status !== before) {
+          this.#log.info(
+            { id: a.id, channelId: id.toString(), from: before, to: a.status, event: ev.type, tx: ev.txHash },
+            "appointment status changed",
+          );
+        }
       }
     }
   }
@@ -455,107 +487,173 @@ export class Watchtower {
   // Contests
   // ------------------------------------------------------------------------------------------------
 
-  /** Sends every contest that is due (chain time within its staggered window). Called every `tickMs`. */
+  /**
+   * One pass over the open contests (called every `tickMs`, one pass at a time): sends due breaches,
+   * follows sent contests to their receipt (replacing a slow one), and re-checks contests mined but not yet
+   * confirmed by the follower.
+   */
   async tick(): Promise<void> {
-    const due = [...this.#store.appointmentsWithStatus("breach")].filter(
-      (a) => !this.#inFlight.has(a.id) && (this.#retryAt.get(a.id) ?? 0) <= Date.now(),
-    );
-    if (due.length === 0) return;
+    const rows = [
+      ...this.#store.appointmentsWithStatus("breach"),
+      ...this.#store.appointmentsWithStatus("contest_sent"),
+      ...this.#store.appointmentsWithStatus("contested").filter((a) => !a.contestConfirmed),
+    ].filter((a) => (this.#retryAt.get(a.id) ?? 0) <= Date.now());
+    if (rows.length === 0) return;
     // The later of the wall clock and the latest block: a quiet chain (a devnet mines only on demand)
     // does not advance its latest timestamp, but its next block's timestamp will be at least the wall clock.
     const now = Math.max(Math.floor(Date.now() / 1000), await this.#chain.latestTimestamp());
-    for (const a of due) {
+    for (const a of rows) {
       if (this.#stopped) return;
-      if (a.contestNotBeforeSeconds !== null && now < a.contestNotBeforeSeconds) continue;
-      if (a.contestDeadlineSeconds !== null && now > a.contestDeadlineSeconds) {
-        this.#setStatus(a, "missed", "the contest window ended before a contest landed");
-        this.#log.error({ id: a.id, channelId: a.channelId.toString() }, "contest window missed");
-        continue;
+      const log = this.#log.child({ id: a.id, channelId: a.channelId.toString(), nonce: a.nonce.toString() });
+      try {
+        if (a.status === "contested") await this.#recheck(a, now, log);
+        else if (a.status === "contest_sent") await this.#follow(a, now, log);
+        else await this.#due(a, now, log);
+      } catch (err) {
+        a.contestAttempts += 1;
+        a.lastError = errText(err);
+        this.#save(a);
+        this.#backoff(a.id, a.contestAttempts);
+        log.warn({ err: a.lastError, attempt: a.contestAttempts }, "contest step failed; will retry");
       }
-      await this.#contest(a);
     }
   }
 
-  async #contest(a: StoredAppointment): Promise<void> {
-    const log = this.#log.child({ id: a.id, channelId: a.channelId.toString(), nonce: a.nonce.toString() });
+  /** A breach: send the contest once its staggered start has come (and the window is still open). */
+  async #due(a: StoredAppointment, now: number, log: Logger): Promise<void> {
+    if (a.contestNotBeforeSeconds !== null && now < a.contestNotBeforeSeconds) return;
+    if (a.contestDeadlineSeconds !== null && now > a.contestDeadlineSeconds) {
+      this.#set(a, "missed", "the contest window ended before a contest landed");
+      log.error("contest window missed");
+      return;
+    }
+    if (await this.#landed(a, log)) return;
+    await this.#send(a, a.contestTx ?? undefined, log);
+  }
+
+  /** A sent contest: mined → contested; reverted → breach; not mined in time → replace it. */
+  async #follow(a: StoredAppointment, now: number, log: Logger): Promise<void> {
+    const status = a.contestTxHash ? await this.#chain.receiptStatus(a.contestTxHash) : false;
+    if (status === true) {
+      this.#set(a, "contested", null);
+      this.#retryAt.delete(a.id);
+      log.info({ tx: a.contestTxHash }, "contest mined");
+      return;
+    }
+    if (status === false) {
+      a.contestTx = null; // that nonce is spent; the next send takes a fresh one
+      this.#set(a, "breach", "contest transaction reverted");
+      log.warn({ tx: a.contestTxHash }, "contest reverted; will check and retry");
+      return;
+    }
+    if (Date.now() - (a.contestSentAtMs ?? 0) < this.#mineTimeoutMs) return;
+    if (a.contestDeadlineSeconds !== null && now > a.contestDeadlineSeconds) {
+      if (!(await this.#landed(a, log))) {
+        this.#set(a, "missed", "the contest was not mined before the window ended");
+        log.error({ tx: a.contestTxHash }, "contest window missed");
+      }
+      return;
+    }
+    if (await this.#landed(a, log)) return;
+    log.warn({ tx: a.contestTxHash }, "contest not mined in time; replacing it with higher fees");
+    await this.#send(a, a.contestTx ?? undefined, log);
+  }
+
+  /** A contest mined but not yet confirmed by the follower: still on-chain? (a reorg may have dropped it) */
+  async #recheck(a: StoredAppointment, now: number, log: Logger): Promise<void> {
+    if (a.contestDeadlineSeconds !== null && now > a.contestDeadlineSeconds) return;
+    const onChain = await this.#chain.storedNonce(a.channelId, a.closingParticipant);
+    if (onChain >= a.nonce) return;
+    a.contestTx = null;
+    this.#set(a, "breach", "the contest is no longer on-chain (reorganisation)");
+    log.warn("mined contest disappeared from the chain; contesting again");
+  }
+
+  /**
+   * True (and the status set) when the hub already stores a nonce >= ours: our own earlier transaction
+   * (`contested`) or someone else's (`not_needed`).
+   */
+  async #landed(a: StoredAppointment, log: Logger): Promise<boolean> {
+    const onChain = await this.#chain.storedNonce(a.channelId, a.closingParticipant);
+    if (onChain < a.nonce) return false;
+    for (const h of a.contestTxHashes) {
+      if ((await this.#chain.receiptStatus(h)) === true) {
+        a.contestTxHash = h;
+        this.#set(a, "contested", null);
+        log.info({ tx: h }, "our contest is on-chain");
+        return true;
+      }
+    }
+    this.#set(a, "not_needed", null);
+    log.info({ onChainNonce: onChain.toString() }, "already contested by someone else; nothing to do");
+    return true;
+  }
+
+  async #send(a: StoredAppointment, replace: StoredAppointment["contestTx"] | undefined, log: Logger) {
+    let sent;
     try {
-      const onChain = await this.#chain.storedNonce(a.channelId, a.closingParticipant);
-      if (onChain >= a.nonce) {
-        this.#setStatus(a, "not_needed", null);
-        log.info({ onChainNonce: onChain.toString() }, "already contested by someone else; nothing to do");
+      sent = await this.#chain.sendContest(a, replace ?? undefined);
+    } catch (err) {
+      if (err instanceof NonceUsedError) {
+        // The replaced transaction (or another of ours) took that nonce: did our contest land?
+        a.contestTx = null;
+        if (!(await this.#landed(a, log))) this.#set(a, "breach", err.message);
         return;
       }
-      const sent = await this.#chain.sendContest(a);
-      this.#store.bump("count:contests-sent");
-      a.contestTxHash = sent.txHash;
-      a.contestAttempts += 1;
-      this.#setStatus(a, "contest_sent", null);
-      log.info({ tx: sent.txHash, attempt: a.contestAttempts }, "contest sent");
-      this.#inFlight.add(a.id);
-      void sent.mined
-        .then((ok) => {
-          const current = this.#store.appointment(a.id);
-          if (!current || current.status !== "contest_sent" || current.contestTxHash !== sent.txHash) return;
-          if (ok) {
-            this.#setStatus(current, "contested", null);
-            this.#retryAt.delete(a.id);
-            log.info({ tx: sent.txHash }, "contest mined");
-          } else {
-            this.#setStatus(current, "breach", "contest transaction reverted");
-            this.#backoff(a.id, current.contestAttempts);
-            log.warn({ tx: sent.txHash }, "contest reverted; will check and retry");
-          }
-        })
-        .catch((err: unknown) => {
-          const current = this.#store.appointment(a.id);
-          if (current?.status === "contest_sent") {
-            this.#setStatus(current, "breach", errText(err));
-            this.#backoff(a.id, current.contestAttempts);
-          }
-          log.warn({ tx: sent.txHash, err: errText(err) }, "contest not confirmed; will check and retry");
-        })
-        .finally(() => this.#inFlight.delete(a.id));
-    } catch (err) {
       if (err instanceof HubCallError && err.errorName === "ChannelHubStaleNonce") {
-        this.#setStatus(a, "not_needed", null);
-        log.info("the hub already holds a nonce >= ours; nothing to do");
+        if (!(await this.#landed(a, log))) this.#set(a, "not_needed", null);
         return;
       }
       if (err instanceof HubCallError && err.errorName === "ChannelHubContestWindowExpired") {
-        this.#setStatus(a, "missed", err.message);
+        this.#set(a, "missed", err.message);
         log.error("contest window expired");
         return;
       }
-      a.contestAttempts += 1;
-      this.#setStatus(a, "breach", errText(err));
-      this.#backoff(a.id, a.contestAttempts);
-      log.warn({ err: errText(err), attempt: a.contestAttempts }, "contest failed; will retry");
+      throw err;
     }
+    this.#store.bump("count:contests-sent");
+    a.contestTxHash = sent.txHash;
+    a.contestTxHashes = [...a.contestTxHashes, sent.txHash];
+    a.contestTx = {
+      txNonce: sent.txNonce,
+      maxFeePerGas: sent.maxFeePerGas,
+      maxPriorityFeePerGas: sent.maxPriorityFeePerGas,
+    };
+    a.contestSentAtMs = Date.now();
+    a.contestAttempts += 1;
+    this.#set(a, "contest_sent", null);
+    log.info(
+      {
+        tx: sent.txHash,
+        txNonce: sent.txNonce,
+        replacement: replace !== undefined,
+        attempt: a.contestAttempts,
+      },
+      "contest sent",
+    );
   }
 
   #backoff(id: string, attempts: number): void {
     this.#retryAt.set(id, Date.now() + Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.max(0, attempts - 1)));
   }
 
-  #setStatus(a: StoredAppointment, status: AppointmentStatus, error: string | null): void {
+  #set(a: StoredAppointment, status: AppointmentStatus, error: string | null): void {
     a.status = status;
     a.lastError = error;
-    a.updatedAtMs = Date.now();
-    this.#store.putAppointment(a);
+    this.#save(a);
   }
-}
 
-function channelFromView(channelId: bigint, v: ChannelView, closerNonce: bigint | null): TowerChannel {
-  return {
-    channelId,
-    participant1: v.participant1,
-    participant2: v.participant2,
-    settleTimeoutSeconds: v.settleTimeoutSeconds,
-    state: v.state === "none" ? "opened" : v.state,
-    closingParticipant: v.state === "closed" || v.state === "settled" ? v.closingParticipant : null,
-    closedAtSeconds: v.closedAtSeconds > 0 ? v.closedAtSeconds : null,
-    closerNonce,
-  };
+  /** Writes `a`'s progress unless the slot now holds a newer appointment (then the newer one wins). */
+  #save(a: StoredAppointment): void {
+    if (this.#stopped && !this.#store.isOpen) return;
+    a.updatedAtMs = Date.now();
+    if (!this.#store.updateProgress(a)) {
+      this.#log.info(
+        { id: a.id },
+        "a newer appointment replaced this one; its contest goes on from the new one",
+      );
+    }
+  }
 }
 
 function evChannel(ev: ChainEvent): bigint | null {

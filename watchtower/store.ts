@@ -4,8 +4,8 @@
  *   close), from the chain events it followed (or one `getChannel` read when an appointment arrives first);
  * - `appointments`: one row per slot (channel, non-closing participant): the highest-nonce appointment the
  *   tower accepted, reduced to what the contest needs (blinded proof, the closer's and the client's
- *   secp256k1 signatures — ~0.4 kB; the ML-DSA signatures are verified on receipt and not kept), and the
- *   contest's progress;
+ *   secp256k1 signatures; the ML-DSA signatures are verified on receipt and not kept), and the contest's
+ *   progress (about 470 bytes per slot with its channel row, see bench:watchtower);
  * - `clients`: each client's pinned ML-DSA-65 key hash (sha256), set by its first accepted appointment;
  * - `meta`: the chain cursor (`chain:last-processed-block`) and counters.
  * Storage is bounded by the number of channels on the hub (at most two slots per channel). Every call is
@@ -33,8 +33,10 @@ export interface TowerChannel {
  * Progress of an appointment:
  * - `watching`: nothing to do (channel open, or closed with a nonce >= ours);
  * - `breach`: the channel was closed with a lower nonce; a contest is due from `contestNotBeforeSeconds`;
- * - `contest_sent`: our contest transaction was sent (`contestTxHash`), not yet seen mined;
- * - `contested`: our contest was mined (the chain's closer nonce is ours);
+ * - `contest_sent`: our contest transaction was sent (`contestTxHash`, account nonce `contestTx.txNonce`),
+ *   not yet seen mined (replaced with higher fees if it is not mined in time);
+ * - `contested`: our contest was mined (`contestConfirmed` once the follower saw its event at the
+ *   confirmation depth; until then a reorganisation that drops it sends the row back to `breach`);
  * - `not_needed`: someone else (the client itself or another tower) put a nonce >= ours on-chain first;
  * - `missed`: the contest window ended before a contest landed (logged as an error);
  * - `settled`: the channel settled while we were watching and nothing was due.
@@ -59,7 +61,16 @@ export interface StoredAppointment {
   contestNotBeforeSeconds: number | null;
   /** Chain time (s) after which the contest is refused by the hub (closedAt + settleTimeout). */
   contestDeadlineSeconds: number | null;
+  /** The latest contest transaction sent. */
   contestTxHash: string | null;
+  /** Every contest transaction hash sent for this appointment (replacements included). */
+  contestTxHashes: string[];
+  /** Account nonce and fees of the latest contest transaction (to replace it), or null. */
+  contestTx: { txNonce: number; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | null;
+  /** Wall-clock ms when the latest contest transaction was sent. */
+  contestSentAtMs: number | null;
+  /** True once the follower saw our contest's event at the confirmation depth. */
+  contestConfirmed: boolean;
   contestAttempts: number;
   lastError: string | null;
   receivedAtMs: number;
@@ -104,6 +115,12 @@ CREATE TABLE IF NOT EXISTS appointments (
   contest_not_before_seconds INTEGER,
   contest_deadline_seconds INTEGER,
   contest_tx_hash TEXT,
+  contest_tx_hashes TEXT NOT NULL DEFAULT '[]',
+  contest_tx_nonce INTEGER,
+  contest_max_fee TEXT,
+  contest_priority_fee TEXT,
+  contest_sent_at_ms INTEGER,
+  contest_confirmed INTEGER NOT NULL DEFAULT 0,
   contest_attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT,
   received_at_ms INTEGER NOT NULL,
@@ -143,6 +160,12 @@ interface AppointmentRow {
   contest_not_before_seconds: number | null;
   contest_deadline_seconds: number | null;
   contest_tx_hash: string | null;
+  contest_tx_hashes: string;
+  contest_tx_nonce: number | null;
+  contest_max_fee: string | null;
+  contest_priority_fee: string | null;
+  contest_sent_at_ms: number | null;
+  contest_confirmed: number;
   contest_attempts: number;
   last_error: string | null;
   received_at_ms: number;
@@ -177,6 +200,17 @@ function appointmentFromRow(r: AppointmentRow): StoredAppointment {
     contestNotBeforeSeconds: r.contest_not_before_seconds,
     contestDeadlineSeconds: r.contest_deadline_seconds,
     contestTxHash: r.contest_tx_hash,
+    contestTxHashes: JSON.parse(r.contest_tx_hashes) as string[],
+    contestTx:
+      r.contest_tx_nonce === null
+        ? null
+        : {
+            txNonce: r.contest_tx_nonce,
+            maxFeePerGas: BigInt(r.contest_max_fee ?? "0"),
+            maxPriorityFeePerGas: BigInt(r.contest_priority_fee ?? "0"),
+          },
+    contestSentAtMs: r.contest_sent_at_ms,
+    contestConfirmed: r.contest_confirmed === 1,
     contestAttempts: r.contest_attempts,
     lastError: r.last_error,
     receivedAtMs: r.received_at_ms,
@@ -230,11 +264,14 @@ export class WatchtowerStore {
       upsertAppointment: db.prepare(
         `INSERT INTO appointments (id, channel_id, closing_participant, non_closing_participant, nonce,
            balance_hash, closing_signature, non_closing_signature, digest, status, contest_not_before_seconds,
-           contest_deadline_seconds, contest_tx_hash, contest_attempts, last_error, received_at_ms, updated_at_ms)
+           contest_deadline_seconds, contest_tx_hash, contest_tx_hashes, contest_tx_nonce, contest_max_fee,
+           contest_priority_fee, contest_sent_at_ms, contest_confirmed, contest_attempts, last_error,
+           received_at_ms, updated_at_ms)
          VALUES (@id, @channel_id, @closing_participant, @non_closing_participant, @nonce, @balance_hash,
            @closing_signature, @non_closing_signature, @digest, @status, @contest_not_before_seconds,
-           @contest_deadline_seconds, @contest_tx_hash, @contest_attempts, @last_error, @received_at_ms,
-           @updated_at_ms)
+           @contest_deadline_seconds, @contest_tx_hash, @contest_tx_hashes, @contest_tx_nonce, @contest_max_fee,
+           @contest_priority_fee, @contest_sent_at_ms, @contest_confirmed, @contest_attempts, @last_error,
+           @received_at_ms, @updated_at_ms)
          ON CONFLICT(id) DO UPDATE SET
            channel_id = excluded.channel_id, closing_participant = excluded.closing_participant,
            non_closing_participant = excluded.non_closing_participant, nonce = excluded.nonce,
@@ -242,9 +279,21 @@ export class WatchtowerStore {
            non_closing_signature = excluded.non_closing_signature, digest = excluded.digest,
            status = excluded.status, contest_not_before_seconds = excluded.contest_not_before_seconds,
            contest_deadline_seconds = excluded.contest_deadline_seconds,
-           contest_tx_hash = excluded.contest_tx_hash, contest_attempts = excluded.contest_attempts,
-           last_error = excluded.last_error, received_at_ms = excluded.received_at_ms,
-           updated_at_ms = excluded.updated_at_ms`,
+           contest_tx_hash = excluded.contest_tx_hash, contest_tx_hashes = excluded.contest_tx_hashes,
+           contest_tx_nonce = excluded.contest_tx_nonce, contest_max_fee = excluded.contest_max_fee,
+           contest_priority_fee = excluded.contest_priority_fee,
+           contest_sent_at_ms = excluded.contest_sent_at_ms, contest_confirmed = excluded.contest_confirmed,
+           contest_attempts = excluded.contest_attempts, last_error = excluded.last_error,
+           received_at_ms = excluded.received_at_ms, updated_at_ms = excluded.updated_at_ms`,
+      ),
+      updateProgress: db.prepare(
+        `UPDATE appointments SET status = @status, contest_not_before_seconds = @contest_not_before_seconds,
+           contest_deadline_seconds = @contest_deadline_seconds, contest_tx_hash = @contest_tx_hash,
+           contest_tx_hashes = @contest_tx_hashes, contest_tx_nonce = @contest_tx_nonce,
+           contest_max_fee = @contest_max_fee, contest_priority_fee = @contest_priority_fee,
+           contest_sent_at_ms = @contest_sent_at_ms, contest_confirmed = @contest_confirmed,
+           contest_attempts = @contest_attempts, last_error = @last_error, updated_at_ms = @updated_at_ms
+         WHERE id = @id AND digest = @digest`,
       ),
       getClient: db.prepare<[string], { mldsa_key_hash: string }>(
         "SELECT mldsa_key_hash FROM clients WHERE address = ?",
@@ -316,8 +365,22 @@ export class WatchtowerStore {
     return this.#stmts.appointmentsByStatus.all(status).map(appointmentFromRow);
   }
 
+  /** Inserts or replaces a slot's appointment (a newly accepted one). */
   putAppointment(a: StoredAppointment): void {
-    this.#stmts.upsertAppointment.run({
+    this.#stmts.upsertAppointment.run(this.#row(a));
+  }
+
+  /**
+   * Writes the progress columns of `a` (status, window, contest transaction, error) only if the slot still
+   * holds the same appointment (same digest): a newer appointment accepted meanwhile is never overwritten.
+   * @returns false when the slot holds another appointment now.
+   */
+  updateProgress(a: StoredAppointment): boolean {
+    return this.#stmts.updateProgress.run(this.#row(a)).changes === 1;
+  }
+
+  #row(a: StoredAppointment) {
+    return {
       id: a.id.toLowerCase(),
       channel_id: a.channelId.toString(),
       closing_participant: a.closingParticipant,
@@ -331,11 +394,17 @@ export class WatchtowerStore {
       contest_not_before_seconds: a.contestNotBeforeSeconds,
       contest_deadline_seconds: a.contestDeadlineSeconds,
       contest_tx_hash: a.contestTxHash,
+      contest_tx_hashes: JSON.stringify(a.contestTxHashes),
+      contest_tx_nonce: a.contestTx?.txNonce ?? null,
+      contest_max_fee: a.contestTx?.maxFeePerGas.toString() ?? null,
+      contest_priority_fee: a.contestTx?.maxPriorityFeePerGas.toString() ?? null,
+      contest_sent_at_ms: a.contestSentAtMs,
+      contest_confirmed: a.contestConfirmed ? 1 : 0,
       contest_attempts: a.contestAttempts,
       last_error: a.lastError,
       received_at_ms: a.receivedAtMs,
       updated_at_ms: a.updatedAtMs,
-    });
+    };
   }
 
   /** The pinned ML-DSA key hash of a client, or null if it never had an appointment accepted. */
@@ -378,6 +447,11 @@ export class WatchtowerStore {
 
   get path(): string {
     return this.#path;
+  }
+
+  /** False once {@link close} was called. */
+  get isOpen(): boolean {
+    return this.#db.open;
   }
 
   close(): void {
