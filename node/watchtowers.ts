@@ -297,6 +297,12 @@ export class WatchtowerClient {
         if (this.#stopped) break;
         const outcome = await this.#sendOne(t, key);
         if (outcome === "retry") {
+          // To the back of the queue: one channel that keeps failing must not starve the others.
+          const p = t.pending.get(key);
+          if (p) {
+            t.pending.delete(key);
+            t.pending.set(key, p);
+          }
           await this.#sleep(t.backoffMs);
           t.backoffMs = Math.min(t.backoffMs * 2, this.#maxBackoffMs);
           break;
