@@ -295,6 +295,8 @@ async function main(): Promise<void> {
       await openTx.wait();
       const channelId = await hubRead.channelCounter();
       const a = appointmentFor(deployment, channelId, closer, client, 5n);
+      // The tower accepts appointments for channels its follower has seen.
+      while (!store.channel(channelId)) await new Promise((r) => setTimeout(r, 20));
       tower.submit(a);
       const closeTx = await hub.closeChannel(channelId, client.address, 0n, `0x${"00".repeat(32)}`, "0x", {
         nonce: 1,
