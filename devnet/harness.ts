@@ -147,15 +147,15 @@ export class ApiClient {
   }
 }
 
-/** A `qrwp node start` child process. */
-export interface NodeProcess {
+/** A `qrwp ... start` child process (a node or a watchtower). */
+export interface QrwpProcess {
   name: string;
   dataDir: string;
   address: string;
   peerId: string;
+  /** Dialable multiaddr ending in /p2p/<peerId>. */
   multiaddr: string;
   apiUrl: string;
-  tokenFile: string;
   api: ApiClient;
   child: ChildProcess;
   /** SIGTERM and wait (graceful shutdown). */
@@ -164,20 +164,25 @@ export interface NodeProcess {
   kill(): Promise<void>;
 }
 
-/** A `qrwp watchtower start` child process. */
-export interface TowerProcess {
-  name: string;
-  dataDir: string;
-  address: string;
-  peerId: string;
-  /** Dialable multiaddr ending in /p2p/<peerId> (what `--watchtower` takes). */
-  multiaddr: string;
-  apiUrl: string;
-  /** The tower's public API (no token needed). */
-  api: ApiClient;
-  child: ChildProcess;
-  stop(): Promise<void>;
-  kill(): Promise<void>;
+/** A `qrwp node start` child process (its API needs the token in `tokenFile`). */
+export interface NodeProcess extends QrwpProcess {
+  tokenFile: string;
+}
+
+/** A `qrwp watchtower start` child process (public API; `multiaddr` is what `--watchtower` takes). */
+export type TowerProcess = QrwpProcess;
+
+/** `stop`: SIGTERM and wait (graceful shutdown); `kill`: SIGKILL and wait (a crash). */
+function lifecycle(child: ChildProcess): { stop(): Promise<void>; kill(): Promise<void> } {
+  return {
+    stop: () => stopChild(child),
+    kill: () => {
+      child.kill("SIGKILL");
+      return new Promise((r) =>
+        child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r()),
+      );
+    },
+  };
 }
 
 /** Runs `qrwp <args>` to completion; resolves with stdout, rejects with stderr on a non-zero exit. */
@@ -319,13 +324,7 @@ export class Devnet {
       tokenFile,
       api: new ApiClient(info.apiUrl, readApiToken(dataDir)),
       child,
-      stop: () => stopChild(child),
-      kill: () => {
-        child.kill("SIGKILL");
-        return new Promise((r) =>
-          child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r()),
-        );
-      },
+      ...lifecycle(child),
     };
     this.nodes.set(name, node);
     return node;
@@ -415,13 +414,7 @@ export class Devnet {
       apiUrl: info.apiUrl,
       api: new ApiClient(info.apiUrl, ""),
       child,
-      stop: () => stopChild(child),
-      kill: () => {
-        child.kill("SIGKILL");
-        return new Promise((r) =>
-          child.exitCode !== null || child.signalCode !== null ? r() : child.once("exit", () => r()),
-        );
-      },
+      ...lifecycle(child),
     };
   }
 

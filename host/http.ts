@@ -79,3 +79,13 @@ export function installErrorHandler(app: FastifyInstance): void {
     void reply.status(status).send({ error: { code: e.code, message: e.message, details: e.details } });
   });
 }
+
+/**
+ * Listens on `host:port` (port 0: any free port) and returns the API's base URL.
+ * @throws the listen error (e.g. EADDRINUSE).
+ */
+export async function listenApi(app: FastifyInstance, host: string, port: number): Promise<string> {
+  await app.listen({ host, port });
+  const bound = app.server.address();
+  return `http://${host}:${typeof bound === "object" && bound ? bound.port : port}`;
+}

@@ -22,6 +22,7 @@ import {
 } from "../host/cli-args.js";
 import { initKeystore, readApiToken } from "../host/keystore.js";
 import { createLogger } from "../host/logger.js";
+import { serveUntilSignal } from "../host/process.js";
 import { startNode } from "./runtime.js";
 import { towerPeerId } from "./watchtowers.js";
 import { DEFAULT_SAFETY_MARGINS } from "../protocol/index.js";
@@ -265,28 +266,7 @@ export function addNodeCommands(program: Command): Command {
           },
           log,
         );
-        // One machine-readable line on stdout for supervisors (devnet, scripts).
-        console.log(
-          JSON.stringify({
-            event: "ready",
-            address: running.address,
-            peerId: running.peerId,
-            multiaddrs: running.multiaddrs,
-            apiUrl: running.apiUrl,
-          }),
-        );
-        const shutdown = (signal: string) => {
-          log.info({ signal }, "shutting down");
-          running.stop().then(
-            () => process.exit(0),
-            (err: unknown) => {
-              log.error({ err }, "shutdown failed");
-              process.exit(1);
-            },
-          );
-        };
-        process.once("SIGINT", () => shutdown("SIGINT"));
-        process.once("SIGTERM", () => shutdown("SIGTERM"));
+        serveUntilSignal(running, log);
       },
     );
   type ApiOpts = { apiUrl: string; dataDir?: string; apiToken?: string };

@@ -21,6 +21,7 @@ import { buildApiServer } from "./api/server.js";
 import { ChannelService } from "./channels/service.js";
 import { loadIdentity, readApiToken, KEYS_FILE } from "../host/keystore.js";
 import { SessionTransport } from "../host/session-transport.js";
+import { listenApi } from "../host/http.js";
 import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
 import { NodeStore } from "./store/store.js";
 import { PaymentService } from "./payments/service.js";
@@ -170,10 +171,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       watchtowers: () => watchtowers?.status() ?? [],
     },
   });
-  const apiHost = config.apiHost ?? "127.0.0.1";
-  await api.listen({ host: apiHost, port: config.apiPort ?? 0 });
-  const bound = api.server.address();
-  const apiUrl = `http://${apiHost}:${typeof bound === "object" && bound ? bound.port : config.apiPort}`;
+  const apiUrl = await listenApi(api, config.apiHost ?? "127.0.0.1", config.apiPort ?? 0);
   log.info(
     { address: identity.keys.address, peerId: identity.peerId, multiaddrs: multiaddrs(), apiUrl },
     "node started",

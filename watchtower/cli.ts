@@ -6,6 +6,7 @@
 import { resolve } from "node:path";
 import { Option, type Command } from "commander";
 import { createLogger } from "../host/logger.js";
+import { serveUntilSignal } from "../host/process.js";
 import {
   parseHostPort,
   parseMultiaddr,
@@ -121,28 +122,7 @@ export function addWatchtowerCommands(program: Command): Command {
           },
           log,
         );
-        // One machine-readable line on stdout for supervisors (devnet, scripts).
-        console.log(
-          JSON.stringify({
-            event: "ready",
-            address: running.address,
-            peerId: running.peerId,
-            multiaddrs: running.multiaddrs,
-            apiUrl: running.apiUrl,
-          }),
-        );
-        const shutdown = (signal: string) => {
-          log.info({ signal }, "shutting down");
-          running.stop().then(
-            () => process.exit(0),
-            (err: unknown) => {
-              log.error({ err }, "shutdown failed");
-              process.exit(1);
-            },
-          );
-        };
-        process.once("SIGINT", () => shutdown("SIGINT"));
-        process.once("SIGTERM", () => shutdown("SIGTERM"));
+        serveUntilSignal(running, log);
       },
     );
   return program;

@@ -12,6 +12,7 @@ import { QrwpError, WATCHTOWER_PROTOCOL, isQrwpError, type ChannelMessage } from
 import { initKeystore, loadIdentity, KEYS_FILE } from "../host/keystore.js";
 import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
 import { SessionTransport } from "../host/session-transport.js";
+import { listenApi } from "../host/http.js";
 import { buildTowerApi } from "./api.js";
 import { TowerChain } from "./chain.js";
 import { Watchtower } from "./service.js";
@@ -146,10 +147,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
       balanceWei: await balance(),
     }),
   });
-  const apiHost = config.apiHost ?? "127.0.0.1";
-  await api.listen({ host: apiHost, port: config.apiPort ?? 0 });
-  const bound = api.server.address();
-  const apiUrl = `http://${apiHost}:${typeof bound === "object" && bound ? bound.port : config.apiPort}`;
+  const apiUrl = await listenApi(api, config.apiHost ?? "127.0.0.1", config.apiPort ?? 0);
   log.info(
     { address: identity.keys.address, peerId: identity.peerId, multiaddrs: multiaddrs(), apiUrl },
     "watchtower started",

@@ -1,0 +1,40 @@
+/**
+ * The lifecycle every long-running `qrwp ... start` process shares: one machine-readable JSON `ready`
+ * line on stdout for supervisors (devnet, scripts), then a graceful stop on SIGINT/SIGTERM (exit 0, or 1
+ * when stopping fails).
+ */
+import type { Logger } from "pino";
+
+/** What a started process exposes to its supervisor. */
+export interface RunningProcess {
+  address: string;
+  peerId: string;
+  multiaddrs: string[];
+  apiUrl: string;
+  stop(): Promise<void>;
+}
+
+/** Prints `{"event":"ready",address,peerId,multiaddrs,apiUrl}` and stops `running` on SIGINT/SIGTERM. */
+export function serveUntilSignal(running: RunningProcess, log: Logger): void {
+  console.log(
+    JSON.stringify({
+      event: "ready",
+      address: running.address,
+      peerId: running.peerId,
+      multiaddrs: running.multiaddrs,
+      apiUrl: running.apiUrl,
+    }),
+  );
+  const shutdown = (signal: string) => {
+    log.info({ signal }, "shutting down");
+    running.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGINT", () => shutdown("SIGINT"));
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+}
