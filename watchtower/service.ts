@@ -329,7 +329,8 @@ export class Watchtower {
   #judge(a: StoredAppointment, channel: TowerChannel): void {
     if (channel.state === "opened") return;
     if (channel.state === "settled") {
-      if (a.status === "watching" || a.status === "not_needed") a.status = "settled";
+      if (a.status === "watching")
+        a.status = "settled"; // `not_needed` and `contested` keep their story
       else if (a.status === "breach" || a.status === "contest_sent") a.status = "missed";
       return;
     }
