@@ -4,7 +4,7 @@
  * Keys are created in the data directory on first start. Every flag also reads an environment variable.
  */
 import { resolve } from "node:path";
-import { Option, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
 import { createLogger } from "../host/logger.js";
 import { serveUntilSignal } from "../host/process.js";
 import {
@@ -25,7 +25,7 @@ function collectUrl(value: string, previous: string[] | undefined): string[] {
 
 function parsePct(value: string): number {
   const n = parseNonNegativeInt(value);
-  if (n > 90) throw new Error("must be 0..90");
+  if (n > 90) throw new InvalidArgumentError("must be a percentage 0..90");
   return n;
 }
 

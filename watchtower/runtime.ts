@@ -47,13 +47,18 @@ export interface RunningWatchtower {
 }
 
 export async function startWatchtower(config: WatchtowerConfig, log: Logger): Promise<RunningWatchtower> {
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const keyFile = join(config.dataDir, KEYS_FILE);
-  if (!existsSync(keyFile)) {
-    const created = await initKeystore(config.dataDir);
-    log.info({ address: created.address, peerId: created.peerId }, "created watchtower keys");
+  // Everything that can be refused is checked before anything is created in the data directory.
+  const startPct = config.contestStartPct ?? 30;
+  const spreadPct = config.contestSpreadPct ?? 40;
+  if (startPct + spreadPct > 90) {
+    throw new QrwpError(
+      "INVALID_ARGUMENT",
+      "--contest-start-pct + --contest-spread-pct must be at most 90 (percent of the settle window)",
+      {
+        field: "contest-spread-pct",
+      },
+    );
   }
-  const identity = loadIdentity(keyFile);
   const deployment = await readDeployment(config.deploymentFile).catch((cause: unknown) => {
     throw new QrwpError(
       "INVALID_ARGUMENT",
@@ -62,6 +67,13 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
       { cause },
     );
   });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const keyFile = join(config.dataDir, KEYS_FILE);
+  if (!existsSync(keyFile)) {
+    const created = await initKeystore(config.dataDir);
+    log.info({ address: created.address, peerId: created.peerId }, "created watchtower keys");
+  }
+  const identity = loadIdentity(keyFile);
   const chain = new TowerChain({
     rpcUrls: config.rpcUrls,
     deployment,

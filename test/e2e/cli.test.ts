@@ -44,6 +44,18 @@ describe("e2e: qrwp CLI", function () {
       "--deployment",
       "x.json",
     ];
+    // A watchtower command line that only fails on the flag each case breaks.
+    const towerDir = join(dir, "tower");
+    const tower = [
+      "watchtower",
+      "start",
+      "--data-dir",
+      towerDir,
+      "--rpc",
+      "http://127.0.0.1:1",
+      "--deployment",
+      "x.json",
+    ];
     const cases: [string[], RegExp][] = [
       [["node", "start", "--data-dir", dataDir, "--rpc", "not-a-url", "--deployment", "x.json"], /--rpc/],
       [[...start, "--api", "nope"], /--api/],
@@ -56,6 +68,13 @@ describe("e2e: qrwp CLI", function () {
       [["pay", "--target", ADDR, "--token", ADDR, "--amount", "-5", "--api-token", "t"], /--amount/],
       [["invoice", "show", "0xzz", "--api-token", "t"], /paymentHash/],
       [["route", "--target", ADDR, "--token", ADDR, "--amount", "1"], /--data-dir or --api-token/],
+      [[...start, "--watchtower", "/ip4/127.0.0.1/tcp/9100"], /--watchtower/],
+      [[...tower, "--rpc", "not-a-url"], /--rpc/],
+      [[...tower, "--contest-start-pct", "95"], /--contest-start-pct/],
+      [[...tower, "--confirmations", "-1"], /--confirmations/],
+      [[...tower, "--contest-start-pct", "60", "--contest-spread-pct", "40"], /contest-spread-pct/],
+      [["watchtower", "start", "--data-dir", towerDir, "--deployment", "x.json"], /--rpc/],
+      [[...tower.slice(0, 6), "--deployment", join(dir, "missing.json")], /deployment/],
     ];
     for (const [args, pattern] of cases) {
       const res = await runCli(args, { QRWP_DATA_DIR: "", QRWP_RPC_URL: "" });
@@ -64,6 +83,8 @@ describe("e2e: qrwp CLI", function () {
       expect(res.stderr).to.match(pattern);
     }
     expect(existsSync(join(dir, "missing.json"))).to.equal(false);
+    // A refused watchtower command created nothing.
+    expect(existsSync(towerDir)).to.equal(false);
   });
 
   it("client commands fail with a coded one-line error when the node API is unreachable", async () => {
@@ -92,5 +113,15 @@ describe("e2e: qrwp CLI", function () {
     expect(res.code).to.equal(0);
     expect(res.stdout).to.include("--rpc <url>");
     expect(res.stdout).to.include("QRWP_RPC_URL");
+    expect(res.stdout).to.include("--watchtower <multiaddr>");
+    const tower = await runCli(["watchtower", "start", "--help"]);
+    expect(tower.code).to.equal(0);
+    for (const flag of [
+      "--rpc <url>",
+      "--confirmations <blocks>",
+      "--contest-start-pct <pct>",
+      "QRWP_TOWER_RPC_URLS",
+    ])
+      expect(tower.stdout).to.include(flag);
   });
 });
