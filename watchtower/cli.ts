@@ -76,6 +76,12 @@ export function addWatchtowerCommands(program: Command): Command {
         .default(2000),
     )
     .addOption(
+      new Option("--rpc-timeout-ms <ms>", "timeout of one RPC call; a stalled URL fails over to the next")
+        .env("QRWP_TOWER_RPC_TIMEOUT_MS")
+        .argParser(parsePositiveInt)
+        .default(10_000),
+    )
+    .addOption(
       new Option("--contest-start-pct <pct>", "earliest contest point, % of the settle window")
         .env("QRWP_TOWER_CONTEST_START_PCT")
         .argParser(parsePct)
@@ -102,6 +108,7 @@ export function addWatchtowerCommands(program: Command): Command {
         api: { host: string; port: number };
         confirmations: number;
         pollMs: number;
+        rpcTimeoutMs: number;
         contestStartPct: number;
         contestSpreadPct: number;
         logLevel: string;
@@ -117,6 +124,7 @@ export function addWatchtowerCommands(program: Command): Command {
             apiPort: opts.api.port,
             confirmations: opts.confirmations,
             pollIntervalMs: opts.pollMs,
+            rpcTimeoutMs: opts.rpcTimeoutMs,
             contestStartPct: opts.contestStartPct,
             contestSpreadPct: opts.contestSpreadPct,
           },

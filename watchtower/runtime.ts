@@ -31,6 +31,8 @@ export interface WatchtowerConfig {
   /** Blocks below the head before the tower acts on an event (default 0; use more on a real chain). */
   confirmations?: number;
   pollIntervalMs?: number;
+  /** Timeout of one JSON-RPC call, ms: a stalled endpoint counts as failed and the next URL is used. */
+  rpcTimeoutMs?: number;
   contestStartPct?: number;
   contestSpreadPct?: number;
 }
@@ -79,6 +81,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
     deployment,
     privateKey: identity.keys.secp256k1PrivateKey,
     log: log.child({ component: "chain" }),
+    ...(config.rpcTimeoutMs !== undefined ? { requestTimeoutMs: config.rpcTimeoutMs } : {}),
   });
   const store = new WatchtowerStore(join(config.dataDir, "watchtower.db"));
   const tower = new Watchtower({
@@ -90,6 +93,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
     log: log.child({ component: "watchtower" }),
     ...(config.confirmations !== undefined ? { confirmations: config.confirmations } : {}),
     ...(config.pollIntervalMs !== undefined ? { pollIntervalMs: config.pollIntervalMs } : {}),
+    ...(config.rpcTimeoutMs !== undefined ? { rpcTimeoutMs: config.rpcTimeoutMs } : {}),
     ...(config.contestStartPct !== undefined ? { contestStartPct: config.contestStartPct } : {}),
     ...(config.contestSpreadPct !== undefined ? { contestSpreadPct: config.contestSpreadPct } : {}),
   });

@@ -77,6 +77,8 @@ export interface WatchtowerInit {
   contestSpreadPct?: number;
   /** How often due contests are checked, ms (default 1000). */
   tickMs?: number;
+  /** Timeout of one JSON-RPC call of the follower, ms (a stalled endpoint counts as failed; default 10000). */
+  rpcTimeoutMs?: number;
   /** How long a sent contest may stay unmined before it is replaced with higher fees, ms (default 60000). */
   mineTimeoutMs?: number;
   log: Logger;
@@ -131,6 +133,7 @@ export class Watchtower {
       fromBlock: last === null ? init.deployment.deployBlock : last + 1,
       confirmations: this.confirmations,
       pollIntervalMs: init.pollIntervalMs ?? 2000,
+      ...(init.rpcTimeoutMs !== undefined ? { requestTimeoutMs: init.rpcTimeoutMs } : {}),
       onBatch: (batch) => this.#onBatch(batch),
       log: init.log.child({ component: "follower" }),
     });

@@ -7,7 +7,7 @@
  * (stored nonce 0): unless the victim or a tower submits her latest proof, she gets back what she paid.
  * Scenarios: a breach while the victim is offline (contested by the tower, settled to the wei); two towers
  * (one contest lands, the other is a no-op); a tower killed and restarted inside the settle window; a tower
- * whose only RPC endpoint fails for a while; the victim online (it contests itself; the tower does
+ * whose first RPC endpoint stalls and whose second fails for a while; the victim online (it contests itself; the tower does
  * nothing); bad appointments over HTTP and libp2p (refused with a coded reason, state unchanged).
  */
 import { createServer, type Server } from "node:http";
@@ -243,8 +243,12 @@ describe("integration: watchtowers", function () {
     expect(await devnet.tokenBalance(dave.address)).to.equal(victimBefore + amounts[0]!);
   });
 
-  it("misses no breach while its only RPC endpoint returns errors for a while", async () => {
-    // A JSON-RPC proxy in front of the chain that fails every request while `failing` is set.
+  it("misses no breach while one RPC endpoint stalls and the other returns errors for a while", async () => {
+    // An endpoint that accepts requests and never answers (the tower's first URL) ...
+    const stalled: Server = createServer(() => undefined);
+    const stallPort = await freePort();
+    await new Promise<void>((r) => stalled.listen(stallPort, "127.0.0.1", r));
+    // ... and a JSON-RPC proxy in front of the chain that fails every request while `failing` is set.
     let failing = false;
     let refused = 0;
     const proxy: Server = createServer((req, res) => {
@@ -271,7 +275,10 @@ describe("integration: watchtowers", function () {
     await new Promise<void>((r) => proxy.listen(port, "127.0.0.1", r));
     try {
       await devnet.initWatchtower("t4");
-      towers.t4 = await devnet.startWatchtower("t4", { rpcUrls: [`http://127.0.0.1:${port}`] });
+      towers.t4 = await devnet.startWatchtower("t4", {
+        rpcUrls: [`http://127.0.0.1:${stallPort}`, `http://127.0.0.1:${port}`],
+        extraArgs: ["--rpc-timeout-ms", "1000"],
+      });
       const erin = await victim("erin", ["t4"]);
       const amounts = [6n * unit, unit];
       const channelId = await openAndPay(erin, amounts, 30);
@@ -291,6 +298,8 @@ describe("integration: watchtowers", function () {
       failing = false;
       await towers.t4?.stop();
       proxy.close();
+      stalled.closeAllConnections();
+      stalled.close();
     }
   });
 
