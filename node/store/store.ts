@@ -420,6 +420,8 @@ const toPayment = (r: PaymentRow): PaymentRecord => ({
 /** SQLite-backed store. Every method is synchronous and durable on return. */
 export class NodeStore {
   readonly #db: Database.Database;
+  /** Prepared statements by SQL text: each is compiled once, on first use. */
+  readonly #statements = new Map<string, Database.Statement>();
 
   /** Opens (creating if needed) the database at `path`; `":memory:"` is accepted for throwaway use. */
   constructor(path: string) {
@@ -427,9 +429,9 @@ export class NodeStore {
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("synchronous = FULL");
     this.#db.pragma("foreign_keys = ON");
-    const hasProofs = this.#db
-      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'balance_proofs'")
-      .get();
+    const hasProofs = this.#sql(
+      "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'balance_proofs'",
+    ).get();
     if (hasProofs) this.#migrateV1();
     this.#db.exec(SCHEMA);
     const version = this.getMeta("schema_version");
@@ -444,7 +446,7 @@ export class NodeStore {
    * partner) take their status from the direct payment they carried; re-delivery rebuilds the message.
    */
   #migrateV1(): void {
-    const cols = this.#db.prepare("PRAGMA table_info(balance_proofs)").all() as { name: string }[];
+    const cols = this.#sql("PRAGMA table_info(balance_proofs)").all() as { name: string }[];
     if (cols.some((c) => c.name === "status")) return;
     this.#db.transaction(() => {
       this.#db.exec(`ALTER TABLE balance_proofs ADD COLUMN locks BLOB;
@@ -463,36 +465,41 @@ export class NodeStore {
     this.#db.close();
   }
 
+  /** The prepared statement for `sql`, compiled on first use and cached (SQLite parses each text once). */
+  #sql(sql: string): Database.Statement {
+    let stmt = this.#statements.get(sql);
+    if (!stmt) {
+      stmt = this.#db.prepare(sql);
+      this.#statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
   /** Runs `fn` in one transaction: all of its writes land together or none do. */
   transaction<T>(fn: () => T): T {
     return this.#db.transaction(fn)();
   }
 
   getMeta(key: string): string | null {
-    const row = this.#db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
-      { value: string } | undefined;
+    const row = this.#sql("SELECT value FROM meta WHERE key = ?").get(key) as { value: string } | undefined;
     return row?.value ?? null;
   }
 
   setMeta(key: string, value: string): void {
-    this.#db
-      .prepare(
-        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-      )
-      .run(key, value);
+    this.#sql(
+      "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    ).run(key, value);
   }
 
   upsertPeer(peer: PeerRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO peers(address, peer_id, multiaddrs, updated_at) VALUES (?, ?, ?, ?)
+    this.#sql(
+      `INSERT INTO peers(address, peer_id, multiaddrs, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT(address) DO UPDATE SET peer_id = excluded.peer_id, multiaddrs = excluded.multiaddrs, updated_at = excluded.updated_at`,
-      )
-      .run(peer.address, peer.peerId, JSON.stringify(peer.multiaddrs), Date.now());
+    ).run(peer.address, peer.peerId, JSON.stringify(peer.multiaddrs), Date.now());
   }
 
   getPeer(address: string): PeerRecord | null {
-    const row = this.#db.prepare("SELECT * FROM peers WHERE address = ?").get(address) as
+    const row = this.#sql("SELECT * FROM peers WHERE address = ?").get(address) as
       { address: string; peer_id: string; multiaddrs: string } | undefined;
     return row
       ? { address: row.address, peerId: row.peer_id, multiaddrs: JSON.parse(row.multiaddrs) as string[] }
@@ -501,47 +508,43 @@ export class NodeStore {
 
   /** Inserts a new channel; throws if the channel id exists. */
   insertChannel(c: ChannelRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO channels(channel_id, partner, token, state, settle_timeout_seconds, our_deposit, partner_deposit,
+    this.#sql(
+      `INSERT INTO channels(channel_id, partner, token, state, settle_timeout_seconds, our_deposit, partner_deposit,
            closed_at_seconds, closing_participant, opened_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        c.channelId.toString(),
-        c.partner,
-        c.token,
-        c.state,
-        c.settleTimeoutSeconds,
-        c.ourDeposit.toString(),
-        c.partnerDeposit.toString(),
-        c.closedAtSeconds,
-        c.closingParticipant,
-        c.openedAtMs,
-        c.updatedAtMs,
-      );
+    ).run(
+      c.channelId.toString(),
+      c.partner,
+      c.token,
+      c.state,
+      c.settleTimeoutSeconds,
+      c.ourDeposit.toString(),
+      c.partnerDeposit.toString(),
+      c.closedAtSeconds,
+      c.closingParticipant,
+      c.openedAtMs,
+      c.updatedAtMs,
+    );
   }
 
   /** Updates the mutable fields of a channel (state, deposits, close data). */
   updateChannel(c: ChannelRecord): void {
-    this.#db
-      .prepare(
-        `UPDATE channels SET state = ?, our_deposit = ?, partner_deposit = ?, closed_at_seconds = ?,
+    this.#sql(
+      `UPDATE channels SET state = ?, our_deposit = ?, partner_deposit = ?, closed_at_seconds = ?,
            closing_participant = ?, updated_at = ? WHERE channel_id = ?`,
-      )
-      .run(
-        c.state,
-        c.ourDeposit.toString(),
-        c.partnerDeposit.toString(),
-        c.closedAtSeconds,
-        c.closingParticipant,
-        Date.now(),
-        c.channelId.toString(),
-      );
+    ).run(
+      c.state,
+      c.ourDeposit.toString(),
+      c.partnerDeposit.toString(),
+      c.closedAtSeconds,
+      c.closingParticipant,
+      Date.now(),
+      c.channelId.toString(),
+    );
   }
 
   getChannel(channelId: bigint): ChannelRecord | null {
-    const row = this.#db.prepare("SELECT * FROM channels WHERE channel_id = ?").get(channelId.toString()) as
+    const row = this.#sql("SELECT * FROM channels WHERE channel_id = ?").get(channelId.toString()) as
       ChannelRow | undefined;
     return row ? toChannel(row) : null;
   }
@@ -549,7 +552,7 @@ export class NodeStore {
   /** All channels, by channel id. */
   listChannels(): ChannelRecord[] {
     return (
-      this.#db.prepare("SELECT * FROM channels ORDER BY CAST(channel_id AS INTEGER)").all() as ChannelRow[]
+      this.#sql("SELECT * FROM channels ORDER BY CAST(channel_id AS INTEGER)").all() as ChannelRow[]
     ).map(toChannel);
   }
 
@@ -564,35 +567,36 @@ export class NodeStore {
   ): void {
     const p: BalanceProof = signed.proof;
     const locks = extra.locks && extra.locks.length > 0 ? Buffer.from(packLocks(extra.locks)) : null;
-    this.#db
-      .prepare(
-        `INSERT OR IGNORE INTO balance_proofs(channel_id, signer, nonce, chain_id, hub, transferred_amount, locked_amount,
+    this.#sql(
+      `INSERT OR IGNORE INTO balance_proofs(channel_id, signer, nonce, chain_id, hub, transferred_amount, locked_amount,
            locks_root, signature, pq_signature, created_at, locks, status, message)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        p.channelId.toString(),
-        signer,
-        Number(p.nonce),
-        p.chainId.toString(),
-        p.hub,
-        p.transferredAmount.toString(),
-        p.lockedAmount.toString(),
-        p.locksRoot,
-        signed.signature,
-        Buffer.from(signed.pqSignature),
-        Date.now(),
-        locks,
-        extra.status ?? "acked",
-        extra.message ? Buffer.from(extra.message) : null,
-      );
+    ).run(
+      p.channelId.toString(),
+      signer,
+      Number(p.nonce),
+      p.chainId.toString(),
+      p.hub,
+      p.transferredAmount.toString(),
+      p.lockedAmount.toString(),
+      p.locksRoot,
+      signed.signature,
+      Buffer.from(signed.pqSignature),
+      Date.now(),
+      locks,
+      extra.status ?? "acked",
+      extra.message ? Buffer.from(extra.message) : null,
+    );
   }
 
   /** Sets the delivery status of our proof with this nonce. */
   setProofStatus(channelId: bigint, signer: string, nonce: bigint, status: ProofStatus): void {
-    this.#db
-      .prepare("UPDATE balance_proofs SET status = ? WHERE channel_id = ? AND signer = ? AND nonce = ?")
-      .run(status, channelId.toString(), signer, Number(nonce));
+    this.#sql("UPDATE balance_proofs SET status = ? WHERE channel_id = ? AND signer = ? AND nonce = ?").run(
+      status,
+      channelId.toString(),
+      signer,
+      Number(nonce),
+    );
   }
 
   /** The highest-nonce balance proof signed by `signer` on the channel, or null if none. */
@@ -604,16 +608,12 @@ export class NodeStore {
   latestStoredProof(channelId: bigint, signer: string, status?: ProofStatus): StoredProof | null {
     const row = (
       status
-        ? this.#db
-            .prepare(
-              "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND status = ? ORDER BY nonce DESC LIMIT 1",
-            )
-            .get(channelId.toString(), signer, status)
-        : this.#db
-            .prepare(
-              "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? ORDER BY nonce DESC LIMIT 1",
-            )
-            .get(channelId.toString(), signer)
+        ? this.#sql(
+            "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND status = ? ORDER BY nonce DESC LIMIT 1",
+          ).get(channelId.toString(), signer, status)
+        : this.#sql(
+            "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? ORDER BY nonce DESC LIMIT 1",
+          ).get(channelId.toString(), signer)
     ) as ProofRow | undefined;
     return row ? toStoredProof(row) : null;
   }
@@ -621,11 +621,9 @@ export class NodeStore {
   /** Our proofs still waiting for the partner's Processed, in nonce order. */
   pendingProofs(channelId: bigint, signer: string): StoredProof[] {
     return (
-      this.#db
-        .prepare(
-          "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND status = 'pending' ORDER BY nonce",
-        )
-        .all(channelId.toString(), signer) as ProofRow[]
+      this.#sql(
+        "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND status = 'pending' ORDER BY nonce",
+      ).all(channelId.toString(), signer) as ProofRow[]
     ).map(toStoredProof);
   }
 
@@ -636,19 +634,17 @@ export class NodeStore {
 
   /** The stored proof with exactly this nonce (with locks), or null. */
   storedProofAt(channelId: bigint, signer: string, nonce: bigint): StoredProof | null {
-    const row = this.#db
-      .prepare("SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND nonce = ?")
-      .get(channelId.toString(), signer, Number(nonce)) as ProofRow | undefined;
+    const row = this.#sql(
+      "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND nonce = ?",
+    ).get(channelId.toString(), signer, Number(nonce)) as ProofRow | undefined;
     return row ? toStoredProof(row) : null;
   }
 
   /** Our/the partner's stored proof committing to `locksRoot` (the latest such), or null. */
   storedProofByLocksRoot(channelId: bigint, signer: string, locksRoot: string): StoredProof | null {
-    const row = this.#db
-      .prepare(
-        "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND lower(locks_root) = lower(?) ORDER BY nonce DESC LIMIT 1",
-      )
-      .get(channelId.toString(), signer, locksRoot) as ProofRow | undefined;
+    const row = this.#sql(
+      "SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND lower(locks_root) = lower(?) ORDER BY nonce DESC LIMIT 1",
+    ).get(channelId.toString(), signer, locksRoot) as ProofRow | undefined;
     return row ? toStoredProof(row) : null;
   }
 
@@ -657,117 +653,110 @@ export class NodeStore {
   /** Inserts or replaces a transfer's role state. */
   putTransfer(t: TransferRecord): void {
     const now = Date.now();
-    this.#db
-      .prepare(
-        `INSERT INTO transfers(id, role, secret_hash, payment_id, state, done, created_at, updated_at)
+    this.#sql(
+      `INSERT INTO transfers(id, role, secret_hash, payment_id, state, done, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET state = excluded.state, done = excluded.done, updated_at = excluded.updated_at`,
-      )
-      .run(t.id, t.role, t.secretHash, t.paymentId, toJson(t.state), t.done ? 1 : 0, now, now);
+    ).run(t.id, t.role, t.secretHash, t.paymentId, toJson(t.state), t.done ? 1 : 0, now, now);
   }
 
   getTransfer(id: string): TransferRecord | null {
-    const row = this.#db.prepare("SELECT * FROM transfers WHERE id = ?").get(id) as TransferRow | undefined;
+    const row = this.#sql("SELECT * FROM transfers WHERE id = ?").get(id) as TransferRow | undefined;
     return row ? toTransfer(row) : null;
   }
 
   /** Transfers with this secret hash (any role), oldest first. */
   transfersByHash(secretHash: string): TransferRecord[] {
     return (
-      this.#db
-        .prepare("SELECT * FROM transfers WHERE secret_hash = ? ORDER BY created_at")
-        .all(secretHash.toLowerCase()) as TransferRow[]
+      this.#sql("SELECT * FROM transfers WHERE secret_hash = ? ORDER BY created_at").all(
+        secretHash.toLowerCase(),
+      ) as TransferRow[]
     ).map(toTransfer);
   }
 
   /** Transfers not done yet (resumed after a restart, ticked by the clock). */
   openTransfers(): TransferRecord[] {
     return (
-      this.#db.prepare("SELECT * FROM transfers WHERE done = 0 ORDER BY created_at").all() as TransferRow[]
+      this.#sql("SELECT * FROM transfers WHERE done = 0 ORDER BY created_at").all() as TransferRow[]
     ).map(toTransfer);
   }
 
   /** Remembers a secret (idempotent). */
   putSecret(secretHash: string, secret: string): void {
-    this.#db
-      .prepare("INSERT OR IGNORE INTO secrets(secret_hash, secret, learned_at) VALUES (?, ?, ?)")
-      .run(secretHash.toLowerCase(), secret.toLowerCase(), Date.now());
+    this.#sql("INSERT OR IGNORE INTO secrets(secret_hash, secret, learned_at) VALUES (?, ?, ?)").run(
+      secretHash.toLowerCase(),
+      secret.toLowerCase(),
+      Date.now(),
+    );
   }
 
   getSecret(secretHash: string): string | null {
-    const row = this.#db
-      .prepare("SELECT secret FROM secrets WHERE secret_hash = ?")
-      .get(secretHash.toLowerCase()) as { secret: string } | undefined;
+    const row = this.#sql("SELECT secret FROM secrets WHERE secret_hash = ?").get(
+      secretHash.toLowerCase(),
+    ) as { secret: string } | undefined;
     return row?.secret ?? null;
   }
 
   insertMediatedPayment(p: MediatedPaymentRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO mediated_payments(payment_id, target, token, amount, max_fee, secret_hash, secret, status, fee,
+    this.#sql(
+      `INSERT INTO mediated_payments(payment_id, target, token, amount, max_fee, secret_hash, secret, status, fee,
            attempts, error_code, error_message, created_at, completed_at, deadline_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(...mediatedParams(p));
+    ).run(...mediatedParams(p));
   }
 
   /** Writes a payment's mutable fields (secret, status, fee, attempts, error, completion). */
   updateMediatedPayment(p: MediatedPaymentRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO mediated_payments(payment_id, target, token, amount, max_fee, secret_hash, secret, status, fee,
+    this.#sql(
+      `INSERT INTO mediated_payments(payment_id, target, token, amount, max_fee, secret_hash, secret, status, fee,
            attempts, error_code, error_message, created_at, completed_at, deadline_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(payment_id) DO UPDATE SET secret = excluded.secret, status = excluded.status, fee = excluded.fee,
            attempts = excluded.attempts, error_code = excluded.error_code, error_message = excluded.error_message,
            completed_at = excluded.completed_at`,
-      )
-      .run(...mediatedParams(p));
+    ).run(...mediatedParams(p));
   }
 
   getMediatedPayment(paymentId: string): MediatedPaymentRecord | null {
-    const row = this.#db.prepare("SELECT * FROM mediated_payments WHERE payment_id = ?").get(paymentId) as
+    const row = this.#sql("SELECT * FROM mediated_payments WHERE payment_id = ?").get(paymentId) as
       MediatedRow | undefined;
     return row ? toMediated(row) : null;
   }
 
   mediatedPaymentByHash(secretHash: string): MediatedPaymentRecord | null {
-    const row = this.#db
-      .prepare("SELECT * FROM mediated_payments WHERE secret_hash = ? ORDER BY created_at DESC LIMIT 1")
-      .get(secretHash.toLowerCase()) as MediatedRow | undefined;
+    const row = this.#sql(
+      "SELECT * FROM mediated_payments WHERE secret_hash = ? ORDER BY created_at DESC LIMIT 1",
+    ).get(secretHash.toLowerCase()) as MediatedRow | undefined;
     return row ? toMediated(row) : null;
   }
 
   pendingMediatedPayments(): MediatedPaymentRecord[] {
-    return (
-      this.#db.prepare("SELECT * FROM mediated_payments WHERE status = 'pending'").all() as MediatedRow[]
-    ).map(toMediated);
+    return (this.#sql("SELECT * FROM mediated_payments WHERE status = 'pending'").all() as MediatedRow[]).map(
+      toMediated,
+    );
   }
 
   insertInvoice(i: InvoiceRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO invoices(payment_hash, secret, token, amount, description, status, paid_amount, created_at,
+    this.#sql(
+      `INSERT INTO invoices(payment_hash, secret, token, amount, description, status, paid_amount, created_at,
            expires_at, paid_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        i.paymentHash.toLowerCase(),
-        i.secret,
-        i.token,
-        i.amount.toString(),
-        i.description,
-        i.status,
-        i.paidAmount.toString(),
-        i.createdAtMs,
-        i.expiresAtMs,
-        i.paidAtMs,
-      );
+    ).run(
+      i.paymentHash.toLowerCase(),
+      i.secret,
+      i.token,
+      i.amount.toString(),
+      i.description,
+      i.status,
+      i.paidAmount.toString(),
+      i.createdAtMs,
+      i.expiresAtMs,
+      i.paidAtMs,
+    );
   }
 
   getInvoice(paymentHash: string): InvoiceRecord | null {
-    const row = this.#db
-      .prepare("SELECT * FROM invoices WHERE payment_hash = ?")
-      .get(paymentHash.toLowerCase()) as InvoiceRow | undefined;
+    const row = this.#sql("SELECT * FROM invoices WHERE payment_hash = ?").get(paymentHash.toLowerCase()) as
+      InvoiceRow | undefined;
     return row
       ? {
           paymentHash: row.payment_hash,
@@ -785,34 +774,30 @@ export class NodeStore {
   }
 
   markInvoicePaid(paymentHash: string, paidAmount: bigint): void {
-    this.#db
-      .prepare(
-        "UPDATE invoices SET status = 'paid', paid_amount = ?, paid_at = ? WHERE payment_hash = ? AND status <> 'paid'",
-      )
-      .run(paidAmount.toString(), Date.now(), paymentHash.toLowerCase());
+    this.#sql(
+      "UPDATE invoices SET status = 'paid', paid_amount = ?, paid_at = ? WHERE payment_hash = ? AND status <> 'paid'",
+    ).run(paidAmount.toString(), Date.now(), paymentHash.toLowerCase());
   }
 
   /** Inserts a payment; throws on a duplicate (direction, channel, paymentId) or outgoing paymentId. */
   insertPayment(p: PaymentRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO payments(payment_id, direction, channel_id, partner, token, amount, nonce, status, error_code,
+    this.#sql(
+      `INSERT INTO payments(payment_id, direction, channel_id, partner, token, amount, nonce, status, error_code,
            error_message, created_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        p.paymentId,
-        p.direction,
-        p.channelId.toString(),
-        p.partner,
-        p.token,
-        p.amount.toString(),
-        Number(p.nonce),
-        p.status,
-        p.errorCode,
-        p.errorMessage,
-        p.createdAtMs,
-        p.completedAtMs,
-      );
+    ).run(
+      p.paymentId,
+      p.direction,
+      p.channelId.toString(),
+      p.partner,
+      p.token,
+      p.amount.toString(),
+      Number(p.nonce),
+      p.status,
+      p.errorCode,
+      p.errorMessage,
+      p.createdAtMs,
+      p.completedAtMs,
+    );
   }
 
   /** Marks an outgoing payment completed or failed. */
@@ -821,39 +806,33 @@ export class NodeStore {
     status: "completed" | "failed",
     error?: { code: string; message: string },
   ): void {
-    this.#db
-      .prepare(
-        `UPDATE payments SET status = ?, error_code = ?, error_message = ?, completed_at = ?
+    this.#sql(
+      `UPDATE payments SET status = ?, error_code = ?, error_message = ?, completed_at = ?
          WHERE direction = 'outgoing' AND payment_id = ? AND status = 'pending'`,
-      )
-      .run(status, error?.code ?? null, error?.message ?? null, Date.now(), paymentId);
+    ).run(status, error?.code ?? null, error?.message ?? null, Date.now(), paymentId);
   }
 
   /** An outgoing payment by id, else an incoming one with that id (the most recent). */
   getPayment(paymentId: string): PaymentRecord | null {
-    const row = this.#db
-      .prepare(
-        "SELECT * FROM payments WHERE payment_id = ? ORDER BY direction = 'outgoing' DESC, created_at DESC LIMIT 1",
-      )
-      .get(paymentId) as PaymentRow | undefined;
+    const row = this.#sql(
+      "SELECT * FROM payments WHERE payment_id = ? ORDER BY direction = 'outgoing' DESC, created_at DESC LIMIT 1",
+    ).get(paymentId) as PaymentRow | undefined;
     return row ? toPayment(row) : null;
   }
 
   getIncomingPayment(channelId: bigint, paymentId: string): PaymentRecord | null {
-    const row = this.#db
-      .prepare("SELECT * FROM payments WHERE direction = 'incoming' AND channel_id = ? AND payment_id = ?")
-      .get(channelId.toString(), paymentId) as PaymentRow | undefined;
+    const row = this.#sql(
+      "SELECT * FROM payments WHERE direction = 'incoming' AND channel_id = ? AND payment_id = ?",
+    ).get(channelId.toString(), paymentId) as PaymentRow | undefined;
     return row ? toPayment(row) : null;
   }
 
   /** Outgoing payments still waiting for the partner's acknowledgement, in nonce order. */
   pendingOutgoingPayments(channelId: bigint): PaymentRecord[] {
     return (
-      this.#db
-        .prepare(
-          "SELECT * FROM payments WHERE direction = 'outgoing' AND status = 'pending' AND channel_id = ? ORDER BY nonce",
-        )
-        .all(channelId.toString()) as PaymentRow[]
+      this.#sql(
+        "SELECT * FROM payments WHERE direction = 'outgoing' AND status = 'pending' AND channel_id = ? ORDER BY nonce",
+      ).all(channelId.toString()) as PaymentRow[]
     ).map(toPayment);
   }
 
@@ -864,9 +843,9 @@ export class NodeStore {
     sentCount: number;
     receivedCount: number;
   } {
-    const rows = this.#db
-      .prepare("SELECT direction, amount FROM payments WHERE channel_id = ? AND status = 'completed'")
-      .all(channelId.toString()) as { direction: PaymentDirection; amount: string }[];
+    const rows = this.#sql(
+      "SELECT direction, amount FROM payments WHERE channel_id = ? AND status = 'completed'",
+    ).all(channelId.toString()) as { direction: PaymentDirection; amount: string }[];
     const totals = { sent: 0n, received: 0n, sentCount: 0, receivedCount: 0 };
     for (const r of rows) {
       if (r.direction === "outgoing") {
