@@ -92,8 +92,13 @@ export interface WatchtowerStatus {
   acceptedAppointments: number;
 }
 
-/** How many times a CHANNEL_NOT_FOUND refusal is retried (the tower may not have seen the channel yet). */
-export const CHANNEL_NOT_FOUND_ATTEMPTS = 6;
+/**
+ * How many times a CHANNEL_NOT_FOUND refusal is retried: a tower accepts appointments only for channels its
+ * chain follower has seen at its confirmation depth, so a new channel's first appointments are refused for a
+ * while. 20 attempts with the default backoff (1 s doubling to 30 s) span about 7.5 minutes, enough for
+ * a tower 12 blocks (about 2.5 min on Ethereum) behind the head.
+ */
+export const CHANNEL_NOT_FOUND_ATTEMPTS = 20;
 
 /** Refusals that say nothing about the appointment: retried like an unreachable tower. */
 const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>([
