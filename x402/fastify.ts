@@ -39,18 +39,21 @@ import {
 } from "@x402/core/http";
 import type { PaymentPayload, PaymentRequired } from "@x402/core/types";
 import {
-  QRWP_ROUTED_TRANSFER_METHOD,
-  QRWP_X402_SCHEME,
   isAtomicAmount,
   isX402RefusalReason,
   normalizeAddress,
-  x402Network,
   assertArgument,
   type X402RefusalReason,
 } from "../protocol/index.js";
 import { QrwpNodeApi, type NodeApiConfig } from "./node-api.js";
 import { ReceiptStore } from "./receipts.js";
-import { QrwpChannelServerScheme, QrwpNodeFacilitator, decodesAsPayment, type X402Logger } from "./server.js";
+import {
+  createQrwpMerchant,
+  decodesAsPayment,
+  qrwpPaymentOption,
+  type QrwpMerchant,
+  type X402Logger,
+} from "./server.js";
 
 /** One priced route (see {@link price}). */
 export interface PricedRoute {
@@ -218,29 +221,24 @@ function sendRefusal(
  */
 const paywall: FastifyPluginAsync<QrwpPaywallOptions> = async (app: FastifyInstance, opts) => {
   const log: X402Logger = app.log.child({ component: "x402" });
-  const node = new QrwpNodeApi(opts.node);
-  const info = await node.info();
-  const network = x402Network(info.chainId);
   const receipts = new ReceiptStore(opts.receiptsPath);
   app.addHook("onClose", async () => receipts.close());
-
-  const facilitator = new QrwpNodeFacilitator(node, info, network, receipts, {
-    log,
-    ...(opts.paidWaitMs !== undefined ? { paidWaitMs: opts.paidWaitMs } : {}),
-  });
-  const scheme = new QrwpChannelServerScheme(node, info, log);
-  const resourceServer = new x402ResourceServer(facilitator).register(network, scheme);
+  let merchant: QrwpMerchant;
+  try {
+    merchant = await createQrwpMerchant(new QrwpNodeApi(opts.node), receipts, {
+      log,
+      ...(opts.paidWaitMs !== undefined ? { paidWaitMs: opts.paidWaitMs } : {}),
+    });
+  } catch (err) {
+    receipts.close();
+    throw err;
+  }
+  const { info, network } = merchant;
+  const resourceServer = new x402ResourceServer(merchant.facilitator).register(network, merchant.scheme);
   const routes: Record<string, RouteConfig> = {};
   for (const r of opts.routes) {
     routes[r.route] = {
-      accepts: {
-        scheme: QRWP_X402_SCHEME,
-        network,
-        payTo: info.address,
-        price: { amount: r.amount, asset: r.token },
-        maxTimeoutSeconds: r.maxTimeoutSeconds ?? 300,
-        extra: { assetTransferMethod: QRWP_ROUTED_TRANSFER_METHOD },
-      },
+      accepts: qrwpPaymentOption(merchant, r.amount, r.token, r.maxTimeoutSeconds),
       ...(r.description !== undefined ? { description: r.description } : {}),
       ...(r.mimeType !== undefined ? { mimeType: r.mimeType } : {}),
     };

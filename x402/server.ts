@@ -37,6 +37,7 @@ import {
   parseQrwpRoutedExtra,
   parseQrwpRoutedPayload,
   preimageMatches,
+  x402Network,
   type X402RefusalReason,
 } from "../protocol/index.js";
 import type { NodeInfo, NodeInvoice, QrwpNodeApi } from "./node-api.js";
@@ -273,4 +274,57 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+}
+
+/** What a merchant app needs to sell routes with x402 on any framework (see {@link createQrwpMerchant}). */
+export interface QrwpMerchant {
+  /** The merchant node's identity (address = `payTo`, chain, hub). */
+  info: NodeInfo;
+  /** `eip155:<chainId>`. */
+  network: Network;
+  node: QrwpNodeApi;
+  scheme: QrwpChannelServerScheme;
+  facilitator: QrwpNodeFacilitator;
+  receipts: ReceiptStore;
+}
+
+/**
+ * Asks the merchant node's `/v1/info` once and builds the scheme server and the facilitator over
+ * `receipts`. Register them with `new x402ResourceServer(m.facilitator).register(m.network, m.scheme)`
+ * (also usable with `@x402/express`'s `paymentMiddleware`; pass `syncFacilitatorOnStart: false` and call
+ * `initialize()` yourself to avoid its `process.exit` on a configuration error).
+ * @throws QrwpError from the node API (PEER_OFFLINE, TIMEOUT, UNAUTHORIZED, ...).
+ */
+export async function createQrwpMerchant(
+  node: QrwpNodeApi,
+  receipts: ReceiptStore,
+  options: QrwpFacilitatorOptions = {},
+): Promise<QrwpMerchant> {
+  const info = await node.info();
+  const network = x402Network(info.chainId);
+  return {
+    info,
+    network,
+    node,
+    scheme: new QrwpChannelServerScheme(node, info, options.log),
+    facilitator: new QrwpNodeFacilitator(node, info, network, receipts, options),
+    receipts,
+  };
+}
+
+/** The `RouteConfig.accepts` entry of a route priced `amount` base units of `token` for this merchant. */
+export function qrwpPaymentOption(
+  merchant: Pick<QrwpMerchant, "info" | "network">,
+  amount: string,
+  token: string,
+  maxTimeoutSeconds = 300,
+) {
+  return {
+    scheme: QRWP_X402_SCHEME,
+    network: merchant.network,
+    payTo: merchant.info.address,
+    price: { amount, asset: token },
+    maxTimeoutSeconds,
+    extra: { assetTransferMethod: QRWP_ROUTED_TRANSFER_METHOD },
+  };
 }
