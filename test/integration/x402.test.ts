@@ -4,7 +4,8 @@
  * process with `qrwpPaywall` pricing `GET /weather`, backed by carol's node API. Real SQLite receipts, no
  * mocks. Checks: `qrwpFetch` pays through bob and gets the resource with `PAYMENT-RESPONSE`; the unmodified
  * `wrapFetchWithPayment` of `@x402/fetch` with our scheme pays too; bad input is a coded 402 and never the
- * resource; a concurrent double use of one payment serves once; a flood of unpaid requests adds no receipt.
+ * resource; a concurrent double use of one payment serves once; a flood of unpaid requests adds no receipt;
+ * the same scheme and facilitator behind the official `@x402/express` middleware.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +19,20 @@ import type { PaymentRequired } from "@x402/core/types";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
 import { readApiToken } from "../../host/keystore.js";
 import { randomSecret, x402Network } from "../../protocol/index.js";
-import { QrwpChannelClientScheme, QrwpNodeApi, price, qrwpFetch, qrwpPaywall } from "../../x402/index.js";
+import express from "express";
+import type { Server } from "node:http";
+import { paymentMiddleware } from "@x402/express";
+import { x402ResourceServer } from "@x402/core/server";
+import {
+  QrwpChannelClientScheme,
+  QrwpNodeApi,
+  ReceiptStore,
+  createQrwpMerchant,
+  price,
+  qrwpFetch,
+  qrwpPaymentOption,
+  qrwpPaywall,
+} from "../../x402/index.js";
 
 const unit = parseUnits("1", 18);
 const deposit = 100n * unit;
@@ -34,6 +48,8 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
   let aliceNode: { apiUrl: string; token: string };
   let carolApi: QrwpNodeApi;
   let served = 0;
+  let expressServer: Server | undefined;
+  let expressReceipts: ReceiptStore | undefined;
 
   async function open(a: string, b: string): Promise<void> {
     const view = await n[a]!.api.call<{ channelId: string }>("POST", "/v1/channels", {
@@ -94,6 +110,8 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
 
   after(async () => {
     await app?.close();
+    await new Promise((r) => (expressServer ? expressServer.close(r) : r(undefined)));
+    expressReceipts?.close();
     await devnet?.stop();
   });
 
@@ -281,5 +299,51 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     );
     expect(statuses.every((s) => s === 402)).to.equal(true);
     expect(await receiptCount()).to.equal(before);
+  });
+
+  it("the same scheme and facilitator work behind the official @x402/express middleware", async () => {
+    const carolNode = { apiUrl: n.carol!.apiUrl, token: readApiToken(n.carol!.dataDir) };
+    expressReceipts = new ReceiptStore(join(devnet.dir, "receipts-express.sqlite"));
+    const merchant = await createQrwpMerchant(new QrwpNodeApi(carolNode), expressReceipts);
+    const resourceServer = new x402ResourceServer(merchant.facilitator).register(
+      merchant.network,
+      merchant.scheme,
+    );
+    await resourceServer.initialize();
+    const routes = {
+      "GET /forecast": { accepts: qrwpPaymentOption(merchant, weatherPrice.toString(), token) },
+    };
+    const exp = express();
+    exp.use(paymentMiddleware(routes, resourceServer, undefined, undefined, false));
+    exp.get("/forecast", (_req, res) => {
+      res.json({ city: "Porto", celsius: 18 });
+    });
+    const server = exp.listen(0, "127.0.0.1");
+    expressServer = server;
+    await new Promise((r) => server.once("listening", r));
+    const { port } = server.address() as { port: number };
+    const url = `http://127.0.0.1:${port}/forecast`;
+    const signatures: string[] = [];
+    const res = await qrwpFetch(url, undefined, {
+      node: aliceNode,
+      maxAmount: weatherPrice,
+      maxFee: unit,
+      asset: token,
+      fetch: async (input, init) => {
+        const request = new Request(input, init);
+        const sig = request.headers.get("payment-signature");
+        if (sig) signatures.push(sig);
+        return fetch(request);
+      },
+    });
+    expect(res.status).to.equal(200);
+    expect(await res.json()).to.deep.equal({ city: "Porto", celsius: 18 });
+    const settle = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+    expect(settle.success).to.equal(true);
+    expect(expressReceipts.get(settle.transaction)?.route).to.equal("GET /forecast");
+    // A replay is refused by our facilitator; the reason travels in PAYMENT-REQUIRED.error.
+    const replay = await fetch(url, { headers: { "payment-signature": signatures[0]! } });
+    expect(replay.status).to.equal(402);
+    expect(decodePaymentRequiredHeader(replay.headers.get("payment-required")!).error).to.equal("replayed");
   });
 });
