@@ -216,6 +216,18 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     expect(await refusal({ "payment-signature": Buffer.from("{not json").toString("base64") })).to.equal(
       "malformed_payment",
     );
+    const b64 = (v: string) => Buffer.from(v).toString("base64");
+    for (const json of [
+      "123",
+      "null",
+      "[]",
+      '"x"',
+      '{"x402Version":2}',
+      '{"x402Version":1}',
+      '{"x402Version":2,"accepted":null,"payload":{}}',
+    ]) {
+      expect(await refusal({ "payment-signature": b64(json) }), json).to.equal("malformed_payment");
+    }
     // A well-formed payload for a fresh (unpaid) invoice, with a preimage that does not hash to it.
     const { required } = await unpaid();
     const accepted = required.accepts[0]!;
@@ -233,6 +245,14 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     ).to.equal("wrong_amount");
     // Replaying the PAYMENT-SIGNATURE that bought /weather before.
     expect(await refusal({ "payment-signature": usedSignatures[0]! })).to.equal("replayed");
+    // qrwpFetch sends a request that already carries a payment as is, and never pays for it.
+    const passed = await qrwpFetch(
+      `${baseUrl}/weather`,
+      { headers: { "payment-signature": usedSignatures[0]! } },
+      { node: aliceNode, maxAmount: weatherPrice },
+    );
+    expect(passed.status).to.equal(402);
+    expect(await passed.json()).to.deep.equal({ error: "replayed" });
     expect(served).to.equal(servedBefore);
     expect(await receiptCount()).to.equal(receiptsBefore);
   });
