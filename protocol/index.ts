@@ -19,3 +19,4 @@ export * from "./channel-state.js";
 export * from "./timing.js";
 export * from "./transfers.js";
 export * from "./appointment.js";
+export * from "./x402.js";

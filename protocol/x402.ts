@@ -1,0 +1,130 @@
+/**
+ * The `qrwp-channel` scheme of x402 v2 (HTTP 402 payments; spec: github.com/coinbase/x402, `specs/x402-specification-v2.md`):
+ * the pure parts shared by the merchant side and the payer side (`x402/`). No I/O.
+ *
+ * Routed mode (an invoice paid through the network with HTLCs):
+ * - `PaymentRequirements` = `{ scheme: "qrwp-channel", network: "eip155:<chainId>", asset: <token address>,
+ *   amount: <token base units, decimal string>, payTo: <merchant node's address>, maxTimeoutSeconds,
+ *   extra: {@link QrwpRoutedExtra} }`; `extra.invoice` is minted per 402 by the merchant's node.
+ * - `PaymentPayload.payload` = {@link QrwpRoutedPayload} `{ paymentHash, preimage }`: the invoice's secret,
+ *   which the merchant's node reveals only once the payer's HTLC reached it, so holding it proves payment.
+ * - Refusals use the snake_case reasons of {@link X402_REFUSAL_REASONS} (x402's `invalidReason` /
+ *   `errorReason`).
+ */
+import { z } from "zod";
+import { assertArgument } from "./errors.js";
+import { secretHashOf } from "./locks.js";
+
+/** The x402 scheme name. */
+export const QRWP_X402_SCHEME = "qrwp-channel";
+/** `extra.assetTransferMethod` of routed mode (the payer pays a node invoice). */
+export const QRWP_ROUTED_TRANSFER_METHOD = "invoice";
+
+const CAIP2_EIP155_RE = /^eip155:([1-9][0-9]{0,19})$/;
+const BYTES32_RE = /^0x[0-9a-fA-F]{64}$/;
+const ADDRESS_RE = /^0x[0-9a-fA-F]{40}$/;
+
+/** A CAIP-2 network id of an EVM chain, `eip155:<chainId>`. */
+export type X402Network = `eip155:${string}`;
+
+/**
+ * `eip155:<chainId>` (CAIP-2) of a chain id given as a bigint or a decimal string.
+ * @throws QrwpError INVALID_ARGUMENT (field `chainId`) unless a positive integer.
+ */
+export function x402Network(chainId: bigint | string): X402Network {
+  const id = typeof chainId === "bigint" ? chainId : /^[0-9]+$/.test(chainId) ? BigInt(chainId) : -1n;
+  assertArgument(id > 0n, "chain id must be a positive integer", "chainId", chainId);
+  return `eip155:${id.toString()}`;
+}
+
+/** The chain id of an `eip155:<chainId>` network, or `null` if `network` is not that shape. */
+export function parseX402Network(network: string): bigint | null {
+  const m = CAIP2_EIP155_RE.exec(network);
+  return m ? BigInt(m[1] as string) : null;
+}
+
+/** Stable reasons a merchant refuses a payment (x402 `invalidReason` / `errorReason`). Never rename one. */
+export const X402_REFUSAL_REASONS = [
+  /** No `PAYMENT-SIGNATURE` header on a priced route. */
+  "missing_payment",
+  /** The header or its payload is not the scheme's shape (base64, JSON, fields). */
+  "malformed_payment",
+  /** The merchant's node does not know the invoice (or the payload's hash differs from the invoice's). */
+  "unknown_invoice",
+  /** The invoice's or the accepted requirements' amount is not the route's price. */
+  "wrong_amount",
+  /** The invoice's or the accepted requirements' token is not the route's asset. */
+  "wrong_asset",
+  /** The accepted requirements name another payee, scheme or network. */
+  "wrong_payee",
+  /** The invoice expired before it was paid. */
+  "invoice_expired",
+  /** `sha256(preimage) != paymentHash`. */
+  "invalid_preimage",
+  /** The merchant's node does not (yet) hold the payment. */
+  "not_paid",
+  /** The payment was already used for a resource. */
+  "replayed",
+  /** The merchant's node could not be asked (network, auth, 5xx). */
+  "merchant_unavailable",
+] as const;
+export type X402RefusalReason = (typeof X402_REFUSAL_REASONS)[number];
+
+/** True if `value` is one of {@link X402_REFUSAL_REASONS}. */
+export function isX402RefusalReason(value: unknown): value is X402RefusalReason {
+  return typeof value === "string" && (X402_REFUSAL_REASONS as readonly string[]).includes(value);
+}
+
+const bytes32Hex = z.string().regex(BYTES32_RE, "must be 0x-prefixed 32-byte hex");
+const addressHex = z.string().regex(ADDRESS_RE, "must be a 20-byte 0x address");
+
+/** The invoice a 402 names: the merchant node's payment hash and when it expires (unix seconds). */
+export const qrwpInvoiceRefSchema = z.object({
+  paymentHash: bytes32Hex,
+  expiresAtSeconds: z.number().int().positive(),
+});
+export type QrwpInvoiceRef = z.infer<typeof qrwpInvoiceRefSchema>;
+
+/**
+ * `PaymentRequirements.extra` of routed mode: `{ assetTransferMethod: "invoice", hub: <ChannelHub address>,
+ * invoice: { paymentHash, expiresAtSeconds } }`. Unknown keys pass through (x402 reserves some).
+ */
+export const qrwpRoutedExtraSchema = z
+  .object({
+    assetTransferMethod: z.literal(QRWP_ROUTED_TRANSFER_METHOD),
+    hub: addressHex,
+    invoice: qrwpInvoiceRefSchema,
+  })
+  .loose();
+export type QrwpRoutedExtra = z.infer<typeof qrwpRoutedExtraSchema>;
+
+/** `PaymentPayload.payload` of routed mode: the invoice's hash and its secret (0x 32-byte hex each). */
+export const qrwpRoutedPayloadSchema = z
+  .object({
+    paymentHash: bytes32Hex,
+    preimage: bytes32Hex,
+  })
+  .strict();
+export type QrwpRoutedPayload = z.infer<typeof qrwpRoutedPayloadSchema>;
+
+/** Parses a routed-mode `extra`; `null` if it is not that shape. */
+export function parseQrwpRoutedExtra(value: unknown): QrwpRoutedExtra | null {
+  const r = qrwpRoutedExtraSchema.safeParse(value);
+  return r.success ? r.data : null;
+}
+
+/** Parses a routed-mode payload; `null` if it is not that shape. */
+export function parseQrwpRoutedPayload(value: unknown): QrwpRoutedPayload | null {
+  const r = qrwpRoutedPayloadSchema.safeParse(value);
+  return r.success ? r.data : null;
+}
+
+/** True if `sha256(preimage) == paymentHash` (both 0x 32-byte hex, any case). */
+export function preimageMatches(payload: QrwpRoutedPayload): boolean {
+  return secretHashOf(payload.preimage).toLowerCase() === payload.paymentHash.toLowerCase();
+}
+
+/** True if `amount` is an atomic x402 amount: a decimal integer string > 0 with no leading zero. */
+export function isAtomicAmount(amount: unknown): amount is string {
+  return typeof amount === "string" && /^[1-9][0-9]{0,77}$/.test(amount);
+}

@@ -1,0 +1,11 @@
+/**
+ * x402/: the `qrwp-channel` x402 v2 scheme (HTTP 402 payments): the server side for merchants (a fastify
+ * plugin, the scheme server, an in-process facilitator backed by the merchant's node, SQLite receipts) and
+ * the client side for payers (the scheme client and `qrwpFetch`). Talks to QRWP nodes only through their
+ * HTTP API; imports protocol/ and the @x402 packages, never node/.
+ */
+export * from "./node-api.js";
+export * from "./receipts.js";
+export * from "./server.js";
+export * from "./fastify.js";
+export * from "./client.js";

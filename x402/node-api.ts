@@ -1,0 +1,199 @@
+/**
+ * A tiny typed client of a QRWP node's HTTP API (node/api/server.ts) for what the `qrwp-channel` x402
+ * scheme needs: invoices (merchant side), payments (payer side) and the node's identity. Bearer token auth;
+ * the token is a secret and never appears in errors or logs. Amounts are decimal strings of token base
+ * units. Every failure is a `QrwpError`: the node's own coded error (`{ error: { code, message } }`) when it
+ * answered one, `PEER_OFFLINE` when it could not be reached, `TIMEOUT` after `timeoutMs`, `INTERNAL` for an
+ * answer that is not the documented shape.
+ */
+import { QrwpError, type ErrorCode } from "../protocol/index.js";
+
+/** Where a node's API is and its bearer token (the data directory's `api-token`). */
+export interface NodeApiConfig {
+  /** Base URL, e.g. `http://127.0.0.1:8080` (no trailing slash needed). */
+  apiUrl: string;
+  /** Bearer token (secret). */
+  token: string;
+  /** Per-call timeout in ms for calls other than payments (default 10,000). */
+  timeoutMs?: number;
+}
+
+/** `GET /v1/info` (the fields the scheme uses). */
+export interface NodeInfo {
+  /** The node's Ethereum address (EIP-55). */
+  address: string;
+  /** Decimal chain id. */
+  chainId: string;
+  /** ChannelHub address. */
+  hub: string;
+  peerId: string;
+}
+
+/** `POST /v1/invoices` / `GET /v1/invoices/:paymentHash`. */
+export interface NodeInvoice {
+  paymentHash: string;
+  /** The node that reveals the secret (its address). */
+  payee: string;
+  token: string;
+  /** Token base units, decimal. */
+  amount: string;
+  description: string;
+  status: "open" | "paid" | "expired";
+  /** What the node received for it, base units, decimal ("0" while open). */
+  paidAmount: string;
+  createdAtMs: number;
+  expiresAtMs: number;
+  paidAtMs: number | null;
+}
+
+/** `POST /v1/payments` (routed answer; the fields the scheme uses). */
+export interface NodePayment {
+  paymentId: string;
+  kind?: string;
+  status: string;
+  amount: string;
+  fee: string;
+  paymentHash?: string;
+  /** The revealed secret once `status` is `completed` (routed payments), else null. */
+  preimage?: string | null;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Client of one node's API. */
+export class QrwpNodeApi {
+  readonly #baseUrl: string;
+  readonly #token: string;
+  readonly #timeoutMs: number;
+
+  constructor(config: NodeApiConfig) {
+    this.#baseUrl = config.apiUrl.replace(/\/+$/, "");
+    this.#token = config.token;
+    this.#timeoutMs = config.timeoutMs ?? 10_000;
+  }
+
+  /** The API's base URL (public). */
+  get apiUrl(): string {
+    return this.#baseUrl;
+  }
+
+  /** `GET /v1/info`. */
+  async info(): Promise<NodeInfo> {
+    const body = await this.#call("GET", "/v1/info");
+    for (const k of ["address", "chainId", "hub", "peerId"]) {
+      if (typeof body[k] !== "string")
+        throw new QrwpError("INTERNAL", "node info lacks a field", { field: k });
+    }
+    return body as unknown as NodeInfo;
+  }
+
+  /** `POST /v1/invoices`: a new invoice (the node keeps its secret). */
+  async createInvoice(params: {
+    token: string;
+    amount: bigint | string;
+    description?: string;
+    expirySeconds?: number;
+  }): Promise<NodeInvoice> {
+    const body = await this.#call("POST", "/v1/invoices", {
+      token: params.token,
+      amount: params.amount.toString(),
+      ...(params.description !== undefined ? { description: params.description } : {}),
+      ...(params.expirySeconds !== undefined ? { expirySeconds: params.expirySeconds } : {}),
+    });
+    return checkInvoice(body);
+  }
+
+  /** `GET /v1/invoices/:paymentHash`. @throws QrwpError NOT_FOUND for an unknown invoice */
+  async getInvoice(paymentHash: string): Promise<NodeInvoice> {
+    return checkInvoice(await this.#call("GET", `/v1/invoices/${encodeURIComponent(paymentHash)}`));
+  }
+
+  /**
+   * `POST /v1/payments` with a `paymentHash` (routed mode: pays the target's invoice through the network).
+   * Waits for the node's answer (up to `timeoutSeconds` + 15 s).
+   */
+  async pay(params: {
+    target: string;
+    token: string;
+    amount: bigint | string;
+    paymentHash: string;
+    maxFee?: bigint | string;
+    timeoutSeconds?: number;
+    paymentId?: string;
+  }): Promise<NodePayment> {
+    const timeoutSeconds = params.timeoutSeconds ?? 60;
+    const body = await this.#call(
+      "POST",
+      "/v1/payments",
+      {
+        target: params.target,
+        token: params.token,
+        amount: params.amount.toString(),
+        paymentHash: params.paymentHash,
+        mode: "routed",
+        timeoutSeconds,
+        ...(params.maxFee !== undefined ? { maxFee: params.maxFee.toString() } : {}),
+        ...(params.paymentId !== undefined ? { paymentId: params.paymentId } : {}),
+      },
+      (timeoutSeconds + 15) * 1000,
+    );
+    if (typeof body.status !== "string" || typeof body.paymentId !== "string")
+      throw new QrwpError("INTERNAL", "node payment answer lacks status/paymentId", {});
+    return body as unknown as NodePayment;
+  }
+
+  async #call(
+    method: string,
+    path: string,
+    body?: unknown,
+    timeoutMs = this.#timeoutMs,
+  ): Promise<Record<string, unknown>> {
+    let res: Response;
+    try {
+      res = await fetch(this.#baseUrl + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.#token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      const timedOut = err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
+      throw new QrwpError(
+        timedOut ? "TIMEOUT" : "PEER_OFFLINE",
+        timedOut ? "node API did not answer in time" : "node API unreachable",
+        { method, path: path.split("/").slice(0, 3).join("/"), timeoutMs },
+        { cause: err },
+      );
+    }
+    const json: unknown = await res.json().catch(() => undefined);
+    if (!res.ok) {
+      const e = isRecord(json) && isRecord(json.error) ? json.error : {};
+      const code = typeof e.code === "string" ? (e.code as ErrorCode) : "INTERNAL";
+      const message = typeof e.message === "string" ? e.message : `node API answered ${res.status}`;
+      throw new QrwpError(code, message, {
+        status: res.status,
+        method,
+        ...(isRecord(e.details) ? e.details : {}),
+      });
+    }
+    if (!isRecord(json)) throw new QrwpError("INTERNAL", "node API answered a non-object", { method });
+    return json;
+  }
+}
+
+function checkInvoice(body: Record<string, unknown>): NodeInvoice {
+  const ok =
+    typeof body.paymentHash === "string" &&
+    typeof body.token === "string" &&
+    typeof body.amount === "string" &&
+    typeof body.paidAmount === "string" &&
+    typeof body.expiresAtMs === "number" &&
+    (body.status === "open" || body.status === "paid" || body.status === "expired");
+  if (!ok) throw new QrwpError("INTERNAL", "node invoice answer is not the documented shape", {});
+  return body as unknown as NodeInvoice;
+}

@@ -1,0 +1,330 @@
+/**
+ * Merchant side of the `qrwp-channel` x402 v2 scheme, routed mode (spec: coinbase/x402
+ * `specs/x402-specification-v2.md`; wire shapes in protocol/x402.ts):
+ *
+ * - {@link QrwpChannelServerScheme} (`SchemeNetworkServer` of `@x402/core/server`): a route's price is
+ *   `{ amount, asset }` in token base units; every **unpaid** 402 gets a fresh invoice minted on the
+ *   merchant's node (`extra.invoice`, a dynamic extra field); the paid retry mints nothing.
+ * - {@link QrwpNodeFacilitator} (`FacilitatorClient`): an in-process facilitator backed by the merchant's
+ *   node. `verify` accepts a payload only if it is well formed, names an x402 invoice of the merchant's
+ *   node with the route's terms (amount, asset, payee, hub), `sha256(preimage) == paymentHash`, the node
+ *   reports the invoice **paid** (the payment is durable in the merchant's node) and no receipt exists yet.
+ *   `settle` records the receipt exactly once: a concurrent or later reuse gets
+ *   `{ success: false, errorReason: "replayed" }`.
+ *
+ * Refusals use the reasons of `X402_REFUSAL_REASONS`. Never throws for bad client input; an unreachable
+ * merchant node is `merchant_unavailable`.
+ */
+import type {
+  AssetAmount,
+  Network,
+  PaymentPayload,
+  PaymentRequirements,
+  Price,
+  SchemeNetworkServer,
+  SettleResponse,
+  SupportedKind,
+  SupportedResponse,
+  VerifyResponse,
+} from "@x402/core/types";
+import type { FacilitatorClient, SchemePaymentRequiredContext } from "@x402/core/server";
+import { decodePaymentSignatureHeader } from "@x402/core/http";
+import {
+  QRWP_ROUTED_TRANSFER_METHOD,
+  QRWP_X402_SCHEME,
+  isAtomicAmount,
+  isQrwpError,
+  parseQrwpRoutedExtra,
+  parseQrwpRoutedPayload,
+  preimageMatches,
+  x402Network,
+  type X402RefusalReason,
+} from "../protocol/index.js";
+import type { NodeInfo, NodeInvoice, QrwpNodeApi } from "./node-api.js";
+import type { ReceiptStore } from "./receipts.js";
+
+/** Invoices minted by the scheme carry this description prefix (then `<METHOD> <route>`). */
+export const X402_INVOICE_PREFIX = "x402 ";
+
+/** Minimal structured logger (pino / fastify compatible). Never pass the node API token. */
+export interface X402Logger {
+  info(obj: Record<string, unknown>, msg?: string): void;
+  warn(obj: Record<string, unknown>, msg?: string): void;
+}
+
+const silentLog: X402Logger = { info: () => undefined, warn: () => undefined };
+
+function eqAddr(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+/** The HTTP request fields the SDK puts in `transportContext.request` (what the scheme reads). */
+interface RequestTransport {
+  request?: { paymentHeader?: string; method?: string; routePattern?: string; path?: string };
+}
+
+/** True if a `PAYMENT-SIGNATURE` header value decodes to an x402 payload (shape not checked further). */
+export function decodesAsPayment(header: string | undefined): boolean {
+  if (!header) return false;
+  try {
+    decodePaymentSignatureHeader(header);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `SchemeNetworkServer` of `qrwp-channel` (routed mode) for one merchant node.
+ * `parsePrice` takes `{ amount, asset }` only (atomic base units; no money strings: the token has no USD
+ * price). `enrichPaymentRequiredResponse` mints one invoice on the merchant node per unpaid 402, with
+ * `expirySeconds = maxTimeoutSeconds` and description `x402 <METHOD> <route>`.
+ */
+export class QrwpChannelServerScheme implements SchemeNetworkServer {
+  readonly scheme = QRWP_X402_SCHEME;
+  readonly defaultAssetTransferMethod = QRWP_ROUTED_TRANSFER_METHOD;
+  readonly paymentFlows = {
+    [QRWP_ROUTED_TRANSFER_METHOD]: { supported: ["authorization"], default: "authorization" },
+  } as const;
+  readonly dynamicExtraFields = ["invoice"];
+  readonly #node: QrwpNodeApi;
+  readonly #merchant: NodeInfo;
+  readonly #log: X402Logger;
+
+  constructor(node: QrwpNodeApi, merchant: NodeInfo, log: X402Logger = silentLog) {
+    this.#node = node;
+    this.#merchant = merchant;
+    this.#log = log;
+  }
+
+  async parsePrice(price: Price, network: Network): Promise<AssetAmount> {
+    if (typeof price === "object" && price !== null && isAtomicAmount(price.amount)) {
+      return { amount: price.amount, asset: price.asset };
+    }
+    throw new Error(
+      `${QRWP_X402_SCHEME} on ${network} takes a price { amount: <base units>, asset: <token> }`,
+    );
+  }
+
+  async enhancePaymentRequirements(
+    requirements: PaymentRequirements,
+    _supportedKind: SupportedKind,
+    _extensions: string[],
+  ): Promise<PaymentRequirements> {
+    return {
+      ...requirements,
+      extra: { ...requirements.extra, hub: this.#merchant.hub },
+    };
+  }
+
+  /** Mints an invoice per requirement of this scheme, unless the request carries a payment. */
+  enrichPaymentRequiredResponse = async (
+    ctx: SchemePaymentRequiredContext,
+  ): Promise<PaymentRequirements[] | void> => {
+    const request = (ctx.transportContext as RequestTransport | undefined)?.request;
+    if (ctx.paymentPayload || decodesAsPayment(request?.paymentHeader)) return;
+    const out: PaymentRequirements[] = [];
+    for (const req of ctx.requirements) {
+      if (req.scheme !== this.scheme || req.extra.invoice !== undefined) {
+        out.push(req);
+        continue;
+      }
+      const route = `${request?.method ?? "GET"} ${request?.routePattern ?? request?.path ?? "/"}`;
+      const invoice = await this.#node.createInvoice({
+        token: req.asset,
+        amount: req.amount,
+        description: `${X402_INVOICE_PREFIX}${route}`.slice(0, 512),
+        expirySeconds: req.maxTimeoutSeconds,
+      });
+      this.#log.info({ paymentHash: invoice.paymentHash, route, amount: req.amount }, "x402 invoice minted");
+      out.push({
+        ...req,
+        extra: {
+          ...req.extra,
+          invoice: {
+            paymentHash: invoice.paymentHash,
+            expiresAtSeconds: Math.floor(invoice.expiresAtMs / 1000),
+          },
+        },
+      });
+    }
+    return out;
+  };
+}
+
+/** Options of {@link QrwpNodeFacilitator}. */
+export interface QrwpFacilitatorOptions {
+  /** How long `verify` waits for an open invoice to turn paid (the unlock reaches the merchant shortly
+   * after the payer learns the preimage). Default 10,000 ms. */
+  paidWaitMs?: number;
+  log?: X402Logger;
+}
+
+type Checked =
+  | { ok: true; paymentHash: string; invoice: NodeInvoice }
+  | { ok: false; reason: X402RefusalReason; message: string };
+
+/** In-process x402 facilitator backed by the merchant's node and a {@link ReceiptStore}. */
+export class QrwpNodeFacilitator implements FacilitatorClient {
+  readonly network: Network;
+  readonly #node: QrwpNodeApi;
+  readonly #merchant: NodeInfo;
+  readonly #receipts: ReceiptStore;
+  readonly #paidWaitMs: number;
+  readonly #log: X402Logger;
+
+  constructor(
+    node: QrwpNodeApi,
+    merchant: NodeInfo,
+    network: Network,
+    receipts: ReceiptStore,
+    options: QrwpFacilitatorOptions = {},
+  ) {
+    this.#node = node;
+    this.#merchant = merchant;
+    this.network = network;
+    this.#receipts = receipts;
+    this.#paidWaitMs = options.paidWaitMs ?? 10_000;
+    this.#log = options.log ?? silentLog;
+  }
+
+  async getSupported(): Promise<SupportedResponse> {
+    return {
+      kinds: [{ x402Version: 2, scheme: QRWP_X402_SCHEME, network: this.network }],
+      extensions: [],
+      signers: {},
+    };
+  }
+
+  async verify(payload: PaymentPayload, requirements: PaymentRequirements): Promise<VerifyResponse> {
+    const r = await this.#check(payload, requirements, true);
+    if (!r.ok) {
+      this.#log.info({ reason: r.reason }, "x402 payment refused");
+      return { isValid: false, invalidReason: r.reason, invalidMessage: r.message };
+    }
+    return { isValid: true };
+  }
+
+  async settle(payload: PaymentPayload, requirements: PaymentRequirements): Promise<SettleResponse> {
+    const base = { transaction: "", network: requirements.network };
+    const r = await this.#check(payload, requirements, false);
+    if (!r.ok) return { ...base, success: false, errorReason: r.reason, errorMessage: r.message };
+    const inserted = this.#receipts.insertOnce({
+      paymentHash: r.paymentHash,
+      route: r.invoice.description.slice(X402_INVOICE_PREFIX.length),
+      amount: requirements.amount,
+      asset: requirements.asset,
+      payer: null,
+      createdAtMs: Date.now(),
+    });
+    if (!inserted) {
+      this.#log.info({ paymentHash: r.paymentHash, reason: "replayed" }, "x402 settlement refused");
+      return { ...base, success: false, errorReason: "replayed", errorMessage: "payment already used" };
+    }
+    this.#log.info({ paymentHash: r.paymentHash, amount: requirements.amount }, "x402 payment settled");
+    return { ...base, success: true, transaction: r.paymentHash, amount: requirements.amount };
+  }
+
+  async #check(payload: PaymentPayload, requirements: PaymentRequirements, wait: boolean): Promise<Checked> {
+    const refuse = (reason: X402RefusalReason, message: string): Checked => ({ ok: false, reason, message });
+    const routed = parseQrwpRoutedPayload(payload?.payload);
+    const extra = parseQrwpRoutedExtra(payload?.accepted?.extra);
+    if (!routed || !extra) return refuse("malformed_payment", "payload is not a qrwp-channel routed payment");
+    if (
+      requirements.scheme !== QRWP_X402_SCHEME ||
+      requirements.network !== this.network ||
+      payload.accepted.scheme !== QRWP_X402_SCHEME ||
+      payload.accepted.network !== this.network
+    )
+      return refuse("wrong_payee", "another scheme or network");
+    if (
+      !eqAddr(requirements.payTo, this.#merchant.address) ||
+      !eqAddr(payload.accepted.payTo, this.#merchant.address)
+    )
+      return refuse("wrong_payee", "payTo is not this merchant");
+    if (!eqAddr(extra.hub, this.#merchant.hub)) return refuse("wrong_payee", "another ChannelHub");
+    if (payload.accepted.amount !== requirements.amount)
+      return refuse("wrong_amount", "accepted amount differs");
+    if (!eqAddr(payload.accepted.asset, requirements.asset))
+      return refuse("wrong_asset", "accepted asset differs");
+    const paymentHash = routed.paymentHash.toLowerCase();
+    if (extra.invoice.paymentHash.toLowerCase() !== paymentHash)
+      return refuse("unknown_invoice", "payload and accepted invoice differ");
+    if (!preimageMatches(routed)) return refuse("invalid_preimage", "sha256(preimage) != paymentHash");
+    if (this.#receipts.get(paymentHash)) return refuse("replayed", "payment already used");
+
+    const deadline = Date.now() + (wait ? this.#paidWaitMs : 0);
+    for (;;) {
+      let invoice: NodeInvoice;
+      try {
+        invoice = await this.#node.getInvoice(paymentHash);
+      } catch (err) {
+        if (isQrwpError(err) && err.code === "NOT_FOUND") return refuse("unknown_invoice", "no such invoice");
+        this.#log.warn({ err: isQrwpError(err) ? err.toJSON() : String(err) }, "merchant node unavailable");
+        return refuse("merchant_unavailable", "the merchant's node did not answer");
+      }
+      if (!invoice.description.startsWith(X402_INVOICE_PREFIX))
+        return refuse("unknown_invoice", "not an x402 invoice");
+      if (!eqAddr(invoice.token, requirements.asset)) return refuse("wrong_asset", "invoice token differs");
+      if (invoice.amount !== requirements.amount) return refuse("wrong_amount", "invoice amount differs");
+      if (invoice.status === "paid" && BigInt(invoice.paidAmount) >= BigInt(invoice.amount))
+        return { ok: true, paymentHash, invoice };
+      if (invoice.status === "expired") return refuse("invoice_expired", "invoice expired unpaid");
+      if (Date.now() >= deadline) return refuse("not_paid", "the merchant's node does not hold the payment");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** What a merchant app needs to sell routes with x402 on any framework (see {@link createQrwpMerchant}). */
+export interface QrwpMerchant {
+  /** The merchant node's identity (address = `payTo`, chain, hub). */
+  info: NodeInfo;
+  /** `eip155:<chainId>`. */
+  network: Network;
+  node: QrwpNodeApi;
+  scheme: QrwpChannelServerScheme;
+  facilitator: QrwpNodeFacilitator;
+  receipts: ReceiptStore;
+}
+
+/**
+ * Asks the merchant node's `/v1/info` once and builds the scheme server and the facilitator over
+ * `receipts`. Register them with `new x402ResourceServer(m.facilitator).register(m.network, m.scheme)`
+ * (also usable with `@x402/express`'s `paymentMiddleware`; pass `syncFacilitatorOnStart: false` and call
+ * `initialize()` yourself to avoid its `process.exit` on a configuration error).
+ * @throws QrwpError from the node API (PEER_OFFLINE, TIMEOUT, UNAUTHORIZED, ...).
+ */
+export async function createQrwpMerchant(
+  node: QrwpNodeApi,
+  receipts: ReceiptStore,
+  options: QrwpFacilitatorOptions = {},
+): Promise<QrwpMerchant> {
+  const info = await node.info();
+  const network = x402Network(info.chainId);
+  return {
+    info,
+    network,
+    node,
+    scheme: new QrwpChannelServerScheme(node, info, options.log),
+    facilitator: new QrwpNodeFacilitator(node, info, network, receipts, options),
+    receipts,
+  };
+}
+
+/** The `RouteConfig.accepts` entry of a route priced `amount` base units of `token` for this merchant. */
+export function qrwpPaymentOption(
+  merchant: Pick<QrwpMerchant, "info" | "network">,
+  amount: string,
+  token: string,
+  maxTimeoutSeconds = 300,
+) {
+  return {
+    scheme: QRWP_X402_SCHEME,
+    network: merchant.network,
+    payTo: merchant.info.address,
+    price: { amount, asset: token },
+    maxTimeoutSeconds,
+    extra: { assetTransferMethod: QRWP_ROUTED_TRANSFER_METHOD },
+  };
+}
