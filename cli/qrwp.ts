@@ -1,13 +1,15 @@
 /**
- * `qrwp`: the command-line entry point (commander). Composes the channel node's commands (`node/cli.ts`)
- * and the watchtower's (`watchtower/cli.ts`). Every flag also reads an environment variable (shown in
- * --help). Bad flags exit with code 2 and a one-line message; runtime failures exit 1.
+ * `qrwp`: the command-line entry point (commander). Composes the channel node's commands (`node/cli.ts`),
+ * the watchtower's (`watchtower/cli.ts`) and `qrwp fetch` (`x402/cli.ts`). Every flag also reads an
+ * environment variable (shown in --help). Bad flags exit with code 2 and a one-line message; runtime
+ * failures exit 1.
  */
 import "core-js/actual/promise/with-resolvers.js";
 import { Command } from "commander";
 import { isQrwpError } from "../protocol/index.js";
 import { addNodeCommands } from "../node/cli.js";
 import { addWatchtowerCommands } from "../watchtower/cli.js";
+import { addFetchCommand } from "../x402/cli.js";
 
 export function buildCli(): Command {
   const program = new Command("qrwp")
@@ -17,6 +19,7 @@ export function buildCli(): Command {
     .configureOutput({ outputError: (str, write) => write(str.split("\n")[0] + "\n") });
   addNodeCommands(program);
   addWatchtowerCommands(program);
+  addFetchCommand(program);
   return program;
 }
 

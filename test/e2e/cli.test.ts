@@ -75,6 +75,9 @@ describe("e2e: qrwp CLI", function () {
       [[...tower, "--contest-start-pct", "60", "--contest-spread-pct", "40"], /contest-spread-pct/],
       [["watchtower", "start", "--data-dir", towerDir, "--deployment", "x.json"], /--rpc/],
       [[...tower.slice(0, 6), "--deployment", join(dir, "missing.json")], /deployment/],
+      [["fetch", "not-a-url", "--max-amount", "1", "--api-token", "t"], /url/],
+      [["fetch", "http://127.0.0.1:1/x", "--api-token", "t"], /--max-amount/],
+      [["fetch", "http://127.0.0.1:1/x", "--max-amount", "-3", "--api-token", "t"], /--max-amount/],
     ];
     for (const [args, pattern] of cases) {
       const res = await runCli(args, { QRWP_DATA_DIR: "", QRWP_RPC_URL: "" });

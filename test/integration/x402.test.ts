@@ -16,7 +16,7 @@ import { parseUnits } from "ethers";
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from "@x402/core/http";
 import type { PaymentRequired } from "@x402/core/types";
-import { Devnet, type NodeProcess } from "../../devnet/harness.js";
+import { Devnet, runCli, type NodeProcess } from "../../devnet/harness.js";
 import { readApiToken } from "../../host/keystore.js";
 import { randomSecret, x402Network } from "../../protocol/index.js";
 import express from "express";
@@ -365,5 +365,37 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     const replay = await fetch(url, { headers: { "payment-signature": signatures[0]! } });
     expect(replay.status).to.equal(402);
     expect(decodePaymentRequiredHeader(replay.headers.get("payment-required")!).error).to.equal("replayed");
+  });
+
+  it("qrwp fetch (the CLI) pays and prints the resource; above --max-amount it pays nothing", async () => {
+    const before = await receiptCount();
+    const common = [
+      "--api-url",
+      n.alice!.apiUrl,
+      "--data-dir",
+      n.alice!.dataDir,
+      "--max-fee",
+      unit.toString(),
+    ];
+    const paid = await runCli([
+      "fetch",
+      `${baseUrl}/weather`,
+      "--max-amount",
+      weatherPrice.toString(),
+      ...common,
+    ]);
+    expect(paid.code, paid.stderr).to.equal(0);
+    expect(JSON.parse(paid.stdout)).to.deep.equal({ city: "Lisbon", celsius: 21 });
+    const line = JSON.parse(paid.stderr.trim().split("\n").pop()!) as {
+      status: number;
+      payment: { success: boolean; transaction: string };
+    };
+    expect(line.status).to.equal(200);
+    expect(line.payment.success).to.equal(true);
+    expect(await receiptCount()).to.equal(before + 1);
+    const refused = await runCli(["fetch", `${baseUrl}/weather`, "--max-amount", "1", ...common]);
+    expect(refused.code).to.equal(1);
+    expect(refused.stdout).to.equal("");
+    expect(await receiptCount()).to.equal(before + 1);
   });
 });
