@@ -43,7 +43,7 @@ import { ChannelHub__factory } from "../typechain-types/index.js";
 import { buildTowerApi } from "../watchtower/api.js";
 import { TowerChain } from "../watchtower/chain.js";
 import { Watchtower } from "../watchtower/service.js";
-import { WatchtowerStore } from "../watchtower/store.js";
+import { WatchtowerStore, newStoredAppointment } from "../watchtower/store.js";
 import { latencySummary, positiveInt, runConcurrently } from "./common.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
@@ -238,30 +238,19 @@ async function main(): Promise<void> {
         const channelId = BigInt(c);
         const nonce = BigInt(n + 2);
         const client = clientOf(channelId).address;
-        const now = Date.now();
-        store.putAppointment({
-          id: appointmentId(BigInt(deployment.chainId), deployment.hub, channelId, client),
-          channelId,
-          closingParticipant: closerOf(channelId).address,
-          nonClosingParticipant: client,
-          nonce,
-          balanceHash: template.balanceHash,
-          closingSignature: template.closingSignature,
-          nonClosingSignature: template.nonClosingSignature,
-          digest: `0x${bytesToHex(sha256(Uint8Array.from([...baseDigest, n, c & 255, c >> 8])))}`,
-          status: "watching",
-          contestNotBeforeSeconds: null,
-          contestDeadlineSeconds: null,
-          contestTxHash: null,
-          contestTxHashes: [],
-          contestTx: null,
-          contestSentAtMs: null,
-          contestConfirmed: false,
-          contestAttempts: 0,
-          lastError: null,
-          receivedAtMs: now,
-          updatedAtMs: now,
-        });
+        store.putAppointment(
+          newStoredAppointment({
+            id: appointmentId(BigInt(deployment.chainId), deployment.hub, channelId, client),
+            channelId,
+            closingParticipant: closerOf(channelId).address,
+            nonClosingParticipant: client,
+            nonce,
+            balanceHash: template.balanceHash,
+            closingSignature: template.closingSignature,
+            nonClosingSignature: template.nonClosingSignature,
+            digest: `0x${bytesToHex(sha256(Uint8Array.from([...baseDigest, n, c & 255, c >> 8])))}`,
+          }),
+        );
         written++;
       }
     }

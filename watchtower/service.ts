@@ -49,7 +49,13 @@ import {
   type Appointment,
 } from "../protocol/index.js";
 import type { TowerChain } from "./chain.js";
-import type { AppointmentStatus, StoredAppointment, TowerChannel, WatchtowerStore } from "./store.js";
+import {
+  newStoredAppointment,
+  type AppointmentStatus,
+  type StoredAppointment,
+  type TowerChannel,
+  type WatchtowerStore,
+} from "./store.js";
 
 /** What `submit` answers. */
 export interface SubmitResult {
@@ -280,8 +286,7 @@ export class Watchtower {
         field: "nonClosingMldsaPublicKey",
       });
     }
-    const now = Date.now();
-    const record: StoredAppointment = {
+    const record = newStoredAppointment({
       id,
       channelId: a.channelId,
       closingParticipant: closer,
@@ -291,19 +296,7 @@ export class Watchtower {
       closingSignature: a.closingSignature,
       nonClosingSignature: a.nonClosingSignature,
       digest: digestHex,
-      status: "watching",
-      contestNotBeforeSeconds: null,
-      contestDeadlineSeconds: null,
-      contestTxHash: null,
-      contestTxHashes: [],
-      contestTx: null,
-      contestSentAtMs: null,
-      contestConfirmed: false,
-      contestAttempts: 0,
-      lastError: null,
-      receivedAtMs: now,
-      updatedAtMs: now,
-    };
+    });
     // An appointment for a channel already closed by the partner with a lower nonce is a breach at once.
     this.#judge(record, channel);
     this.#store.transaction(() => {

@@ -77,6 +77,39 @@ export interface StoredAppointment {
   updatedAtMs: number;
 }
 
+/** The blinded proof and signatures of an appointment: what a new slot row is made of. */
+export type AppointmentFields = Pick<
+  StoredAppointment,
+  | "id"
+  | "channelId"
+  | "closingParticipant"
+  | "nonClosingParticipant"
+  | "nonce"
+  | "balanceHash"
+  | "closingSignature"
+  | "nonClosingSignature"
+  | "digest"
+>;
+
+/** A just-accepted appointment: status `watching`, no contest yet, received now (wall-clock ms). */
+export function newStoredAppointment(fields: AppointmentFields, nowMs = Date.now()): StoredAppointment {
+  return {
+    ...fields,
+    status: "watching",
+    contestNotBeforeSeconds: null,
+    contestDeadlineSeconds: null,
+    contestTxHash: null,
+    contestTxHashes: [],
+    contestTx: null,
+    contestSentAtMs: null,
+    contestConfirmed: false,
+    contestAttempts: 0,
+    lastError: null,
+    receivedAtMs: nowMs,
+    updatedAtMs: nowMs,
+  };
+}
+
 /** Counts for `GET /v1/stats`. */
 export interface TowerStats {
   channels: number;
