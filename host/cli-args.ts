@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError } from "commander";
 
+/** A TCP port 0-65535 (0: any free port). */
 export function parsePort(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535)
@@ -12,12 +13,14 @@ export function parsePort(value: string): number {
   return n;
 }
 
+/** `HOST:PORT`, e.g. `127.0.0.1:7001` → `{host, port}`. */
 export function parseHostPort(value: string): { host: string; port: number } {
   const m = /^([^:]+):(\d{1,5})$/.exec(value);
   if (!m) throw new InvalidArgumentError("must be HOST:PORT, e.g. 127.0.0.1:7001");
   return { host: m[1] as string, port: parsePort(m[2] as string) };
 }
 
+/** An http(s) or ws(s) URL (returned unchanged). */
 export function parseUrl(value: string): string {
   try {
     const u = new URL(value);
@@ -28,6 +31,7 @@ export function parseUrl(value: string): string {
   }
 }
 
+/** A TCP multiaddr, e.g. `/ip4/127.0.0.1/tcp/9000[/p2p/<peerId>]` (returned unchanged). */
 export function parseMultiaddr(value: string): string {
   if (!/^\/(ip4|ip6|dns4|dns6|dns)\/[^/]+\/tcp\/\d{1,5}(\/.*)?$/.test(value)) {
     throw new InvalidArgumentError("must be a TCP multiaddr, e.g. /ip4/127.0.0.1/tcp/9000");
@@ -35,35 +39,41 @@ export function parseMultiaddr(value: string): string {
   return value;
 }
 
+/** Any string with a non-blank character. */
 export function parseNonEmpty(value: string): string {
   if (value.trim() === "") throw new InvalidArgumentError("must not be empty");
   return value;
 }
 
+/** An integer >= 1. */
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive integer");
   return n;
 }
 
+/** A decimal amount of token base units (uint256 range, no leading zeros), returned as a string. */
 export function parseAmount(value: string): string {
   if (!/^(0|[1-9][0-9]{0,77})$/.test(value))
     throw new InvalidArgumentError("must be a decimal amount in token base units");
   return value;
 }
 
+/** An integer >= 0. */
 export function parseNonNegativeInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
   return n;
 }
 
+/** A 0x-prefixed 20-byte address (any case; checksummed later where it matters). */
 export function parseAddress(value: string): string {
   if (!/^0x[0-9a-fA-F]{40}$/.test(value))
     throw new InvalidArgumentError("must be a 0x-prefixed 20-byte address");
   return value;
 }
 
+/** A 0x-prefixed 32-byte hash (e.g. a payment hash). */
 export function parseHash(value: string): string {
   if (!/^0x[0-9a-fA-F]{64}$/.test(value))
     throw new InvalidArgumentError("must be a 0x-prefixed 32-byte hash");

@@ -38,6 +38,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   INTERNAL: 500,
 };
 
+/** OpenAPI schema of an error body `{ error: { code, message, details } }` (for route `response` maps). */
 export const errorBody = {
   type: "object",
   properties: {

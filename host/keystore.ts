@@ -14,7 +14,9 @@ import type { PrivateKey } from "@libp2p/interface";
 import { z } from "zod";
 import { QrwpError, nodeKeysFromSecrets, type NodeKeys } from "../protocol/index.js";
 
+/** Name of the keys file in a data directory (mode 0600). */
 export const KEYS_FILE = "keys.json";
+/** Name of the HTTP API bearer-token file in a data directory (mode 0600). */
 export const API_TOKEN_FILE = "api-token";
 
 const hex32 = z.string().regex(/^0x[0-9a-f]{64}$/i);

@@ -11,6 +11,10 @@ const REDACT = [
   "req.headers.authorization",
 ];
 
+/**
+ * A pino JSON logger on stdout; `level` defaults to `QRWP_LOG_LEVEL` or "info". Secret fields (keys, seeds,
+ * authorization headers) are redacted by path.
+ */
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
   return pino({
     name: options.name ?? "qrwp",

@@ -48,6 +48,13 @@ export interface RunningWatchtower {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts a watchtower (see the module doc) and resolves once it caught up with the chain and listens on
+ * libp2p and HTTP. Everything that can be refused (contest percentages, deployment file) is checked before
+ * the data directory is touched.
+ * @throws QrwpError INVALID_ARGUMENT (field `contest-spread-pct` | `deployment`), CHAIN_ERROR when no RPC URL
+ *   answers; listen errors (e.g. EADDRINUSE).
+ */
 export async function startWatchtower(config: WatchtowerConfig, log: Logger): Promise<RunningWatchtower> {
   // Everything that can be refused is checked before anything is created in the data directory.
   const startPct = config.contestStartPct ?? 30;
