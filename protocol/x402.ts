@@ -8,6 +8,14 @@
  *   extra: {@link QrwpRoutedExtra} }`; `extra.invoice` is minted per 402 by the merchant's node.
  * - `PaymentPayload.payload` = {@link QrwpRoutedPayload} `{ paymentHash, preimage }`: the invoice's secret,
  *   which the merchant's node reveals only once the payer's HTLC reached it, so holding it proves payment.
+ *
+ * Direct streaming mode (the payer has an open channel with the merchant's node): the same 402 and
+ * requirements (`extra.direct: true` says the merchant takes it); the payer's node signs the next balance
+ * proof of that channel for exactly `amount` (a `DirectTransfer` whose payment id is
+ * {@link x402PaymentId}`(paymentHash)`, not sent over libp2p) and the retry carries it:
+ * `PaymentPayload.payload` = {@link QrwpDirectPayload} `{ paymentHash, transfer }` (`transfer`: base64url of
+ * the CBOR envelope). The merchant's node verifies and stores it like any DirectTransfer from that partner;
+ * `SettleResponse.extra.processed` carries its signed acknowledgement for the payer's node.
  * - Refusals use the snake_case reasons of {@link X402_REFUSAL_REASONS} (x402's `invalidReason` /
  *   `errorReason`).
  */
@@ -67,6 +75,12 @@ export const X402_REFUSAL_REASONS = [
   "replayed",
   /** The merchant's node could not be asked (network, auth, 5xx). */
   "merchant_unavailable",
+  /** Too many unpaid requests from this client (or in total): retry after `Retry-After`. */
+  "rate_limited",
+  /** Direct mode: the merchant's node has no open channel with the payer for this token. */
+  "no_channel",
+  /** Direct mode: the merchant's node refused the balance proof (signature, nonce, amount, capacity). */
+  "invalid_transfer",
 ] as const;
 export type X402RefusalReason = (typeof X402_REFUSAL_REASONS)[number];
 
@@ -94,6 +108,8 @@ export const qrwpRoutedExtraSchema = z
     assetTransferMethod: z.literal(QRWP_ROUTED_TRANSFER_METHOD),
     hub: addressHex,
     invoice: qrwpInvoiceRefSchema,
+    /** The merchant also takes direct streaming payments on a channel with `payTo`. */
+    direct: z.boolean().optional(),
   })
   .loose();
 export type QrwpRoutedExtra = z.infer<typeof qrwpRoutedExtraSchema>;
@@ -106,6 +122,50 @@ export const qrwpRoutedPayloadSchema = z
   })
   .strict();
 export type QrwpRoutedPayload = z.infer<typeof qrwpRoutedPayloadSchema>;
+
+/** Longest `transfer` (base64url characters) a direct payload may carry. */
+export const QRWP_DIRECT_TRANSFER_MAX_CHARS = 16_384;
+
+/**
+ * `PaymentPayload.payload` of direct streaming mode: the invoice's hash and the payer's signed
+ * `DirectTransfer` envelope (CBOR, base64url without padding) paying it on the payer ↔ merchant channel.
+ */
+export const qrwpDirectPayloadSchema = z
+  .object({
+    paymentHash: bytes32Hex,
+    transfer: z
+      .string()
+      .min(1)
+      .max(QRWP_DIRECT_TRANSFER_MAX_CHARS)
+      .regex(/^[A-Za-z0-9_-]+$/, "must be base64url without padding"),
+  })
+  .strict();
+export type QrwpDirectPayload = z.infer<typeof qrwpDirectPayloadSchema>;
+
+/** Either payload of the scheme, tagged with its mode; `null` if `value` is neither shape. */
+export function parseQrwpPayload(
+  value: unknown,
+): ({ mode: "routed" } & QrwpRoutedPayload) | ({ mode: "direct" } & QrwpDirectPayload) | null {
+  const routed = qrwpRoutedPayloadSchema.safeParse(value);
+  if (routed.success) return { mode: "routed", ...routed.data };
+  const direct = qrwpDirectPayloadSchema.safeParse(value);
+  return direct.success ? { mode: "direct", ...direct.data } : null;
+}
+
+/** The node payment id of an x402 payment of invoice `paymentHash` (either mode): `x402:<hash>`. */
+export function x402PaymentId(paymentHash: string): string {
+  return `x402:${paymentHash.toLowerCase()}`;
+}
+
+/** `SettleResponse.extra.processed` of a direct payment: the merchant node's signed acknowledgement. */
+export const qrwpProcessedSchema = z
+  .object({
+    channelId: z.string().regex(/^[0-9]{1,78}$/),
+    nonce: z.string().regex(/^[0-9]{1,78}$/),
+    signature: z.string().regex(/^0x[0-9a-fA-F]{130}$/),
+  })
+  .strict();
+export type QrwpProcessed = z.infer<typeof qrwpProcessedSchema>;
 
 /** Parses a routed-mode `extra`; `null` if it is not that shape. */
 export function parseQrwpRoutedExtra(value: unknown): QrwpRoutedExtra | null {

@@ -13,6 +13,9 @@ import {
   isX402RefusalReason,
   parseQrwpRoutedExtra,
   parseQrwpRoutedPayload,
+  parseQrwpPayload,
+  QRWP_DIRECT_TRANSFER_MAX_CHARS,
+  x402PaymentId,
   parseX402Network,
   preimageMatches,
   randomSecret,
@@ -85,6 +88,31 @@ describe("protocol/x402", () => {
     fc.assert(fc.property(fc.anything(), (v) => parseQrwpRoutedPayload(v) === null || typeof v === "object"));
   });
 
+  it("tells routed and direct payloads apart and bounds the transfer", () => {
+    const paymentHash = "0x" + "ab".repeat(32);
+    const preimage = "0x" + "cd".repeat(32);
+    expect(parseQrwpPayload({ paymentHash, preimage })).to.deep.equal({
+      mode: "routed",
+      paymentHash,
+      preimage,
+    });
+    expect(parseQrwpPayload({ paymentHash, transfer: "oWF0Y2Fi_-" })).to.deep.equal({
+      mode: "direct",
+      paymentHash,
+      transfer: "oWF0Y2Fi_-",
+    });
+    expect(parseQrwpPayload({ paymentHash, transfer: "a+b/c=" })).to.equal(null); // base64, not base64url
+    expect(parseQrwpPayload({ paymentHash, transfer: "" })).to.equal(null);
+    expect(
+      parseQrwpPayload({ paymentHash, transfer: "a".repeat(QRWP_DIRECT_TRANSFER_MAX_CHARS + 1) }),
+    ).to.equal(null);
+    expect(parseQrwpPayload({ paymentHash, preimage, transfer: "abc" })).to.equal(null);
+    expect(x402PaymentId(paymentHash.toUpperCase().replace("0X", "0x"))).to.equal(`x402:${paymentHash}`);
+    const extra = { assetTransferMethod: "invoice", hub, invoice: { paymentHash, expiresAtSeconds: 1 } };
+    expect(parseQrwpRoutedExtra({ ...extra, direct: true })?.direct).to.equal(true);
+    expect(parseQrwpRoutedExtra({ ...extra, direct: "yes" })).to.equal(null);
+  });
+
   it("has stable snake_case refusal reasons", () => {
     expect(X402_REFUSAL_REASONS).to.include.members([
       "missing_payment",
@@ -97,6 +125,9 @@ describe("protocol/x402", () => {
       "invalid_preimage",
       "not_paid",
       "replayed",
+      "rate_limited",
+      "no_channel",
+      "invalid_transfer",
     ]);
     for (const r of X402_REFUSAL_REASONS) expect(r).to.match(/^[a-z]+(_[a-z]+)*$/);
     expect(isX402RefusalReason("replayed")).to.equal(true);
