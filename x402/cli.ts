@@ -33,6 +33,14 @@ export function addFetchCommand(program: Command): Command {
         parsePositiveInt,
       ),
     )
+    .addOption(
+      new Option(
+        "--prefer <mode>",
+        "direct: pay on a channel with the merchant when there is one; routed: never",
+      )
+        .choices(["direct", "routed"])
+        .default("direct"),
+    )
     .addOption(new Option("-X, --method <method>", "HTTP method").default("GET"))
     .addOption(
       new Option("--api-url <url>", "your node's HTTP API")
@@ -54,6 +62,7 @@ export function addFetchCommand(program: Command): Command {
           maxFee?: string;
           token?: string;
           timeout?: number;
+          prefer: "direct" | "routed";
           method: string;
           apiUrl: string;
           dataDir?: string;
@@ -73,6 +82,7 @@ export function addFetchCommand(program: Command): Command {
             ...(o.maxFee !== undefined ? { maxFee: BigInt(o.maxFee) } : {}),
             ...(o.token !== undefined ? { asset: o.token } : {}),
             ...(o.timeout !== undefined ? { timeoutSeconds: o.timeout } : {}),
+            prefer: o.prefer,
           },
         );
         const header = res.headers.get("payment-response");

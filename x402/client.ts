@@ -1,11 +1,14 @@
 /**
- * Payer side of the `qrwp-channel` x402 v2 scheme, routed mode (spec: coinbase/x402
- * `specs/x402-specification-v2.md`; wire shapes in protocol/x402.ts).
+ * Payer side of the `qrwp-channel` x402 v2 scheme (spec: coinbase/x402 `specs/x402-specification-v2.md`;
+ * wire shapes in protocol/x402.ts).
  *
- * - {@link QrwpChannelClientScheme} (`SchemeNetworkClient` of `@x402/core`): pays the 402's invoice through
- *   the payer's own QRWP node (`POST /v1/payments` with the invoice's `paymentHash`, routed over HTLCs) and
- *   returns `{ paymentHash, preimage }`. One invoice is paid at most once: the node payment id is
- *   `x402:<paymentHash>`, which the node refuses to reuse (CONFLICT).
+ * - {@link QrwpChannelClientScheme} (`SchemeNetworkClient` of `@x402/core`): **direct streaming** when the
+ *   merchant takes it (`extra.direct`) and the payer's node has an open channel with `payTo` in the asset
+ *   with enough balance: the node signs (and persists, but does not send) the next balance proof for the
+ *   price (`POST /v1/payments/direct-transfers`) and the payload is `{ paymentHash, transfer }`. Otherwise
+ *   **routed**: the node pays the 402's invoice through the network (`POST /v1/payments` with the invoice's
+ *   `paymentHash`, HTLCs) and the payload is `{ paymentHash, preimage }`. One invoice is paid at most once
+ *   either way: the node payment id is `x402:<paymentHash>`, which the node refuses to reuse (CONFLICT).
  * - {@link qrwpFetch}: `fetch` that pays 402s with that scheme through `wrapFetchWithPayment` of
  *   `@x402/fetch`, with a per-payment cap; a request that already carries `PAYMENT-SIGNATURE` is sent as is
  *   and never paid.
@@ -17,10 +20,15 @@ import type {
   PaymentRequirements,
   SchemeNetworkClient,
 } from "@x402/core/types";
+import { decodePaymentResponseHeader } from "@x402/core/http";
 import {
   QRWP_X402_SCHEME,
   QrwpError,
   isAtomicAmount,
+  isQrwpError,
+  qrwpProcessedSchema,
+  x402PaymentId,
+  type QrwpDirectPayload,
   parseQrwpRoutedExtra,
   parseX402Network,
   x402Network,
@@ -36,7 +44,12 @@ export interface QrwpClientOptions {
   maxFee?: bigint;
   /** How long the node may take to complete a payment (seconds, default 60). */
   timeoutSeconds?: number;
+  /** `direct` (default): a direct channel payment when possible, else routed; `routed`: always routed. */
+  prefer?: "direct" | "routed";
 }
+
+/** Node refusals of a direct transfer that leave nothing signed: fall back to routed. */
+const NO_DIRECT_CHANNEL = new Set(["CHANNEL_NOT_FOUND", "CHANNEL_STATE", "INSUFFICIENT_CAPACITY"]);
 
 /** `SchemeNetworkClient` that pays `qrwp-channel` invoices through the payer's node. */
 export class QrwpChannelClientScheme implements SchemeNetworkClient {
@@ -95,12 +108,26 @@ export class QrwpChannelClientScheme implements SchemeNetworkClient {
         },
       );
     const paymentHash = extra.invoice.paymentHash.toLowerCase();
+    if (extra.direct === true && (this.#options.prefer ?? "direct") === "direct") {
+      try {
+        const signed = await this.#node.signDirectTransfer({
+          target: requirements.payTo,
+          token: requirements.asset,
+          amount,
+          paymentId: x402PaymentId(paymentHash),
+        });
+        const payload: QrwpDirectPayload = { paymentHash, transfer: signed.transfer };
+        return { x402Version, payload };
+      } catch (err) {
+        if (!(isQrwpError(err) && NO_DIRECT_CHANNEL.has(err.code))) throw err;
+      }
+    }
     const payment = await this.#node.pay({
       target: requirements.payTo,
       token: requirements.asset,
       amount,
       paymentHash,
-      paymentId: `x402:${paymentHash}`,
+      paymentId: x402PaymentId(paymentHash),
       timeoutSeconds:
         this.#options.timeoutSeconds ?? Math.min(60, Math.max(1, requirements.maxTimeoutSeconds)),
       ...(this.#options.maxFee !== undefined ? { maxFee: this.#options.maxFee } : {}),
@@ -125,6 +152,8 @@ export interface QrwpFetchOptions {
   maxFee?: bigint;
   /** Payment completion timeout (seconds). */
   timeoutSeconds?: number;
+  /** `direct` (default): pay on a direct channel with the merchant when there is one; `routed`: never. */
+  prefer?: "direct" | "routed";
   /** The token to pay with: when given, the SDK's spend controls allow only it (capped at `maxAmount`). */
   asset?: string;
   /** The chain id of the payer's node; asked from the node when omitted. */
@@ -156,6 +185,9 @@ export function qrwpX402Client(
  * with `PAYMENT-SIGNATURE`. Returns the final `Response` (a refused payment is the server's 402 response);
  * rejects when the payment cannot be made (e.g. the price is above `maxAmount`: nothing is paid).
  * A request that already carries `PAYMENT-SIGNATURE` / `X-PAYMENT` is sent unchanged and never paid.
+ * After a direct payment, the merchant node's signed acknowledgement (`PAYMENT-RESPONSE` `extra.processed`)
+ * is handed to the payer's node, which then builds the next proof on it without a network round trip (if
+ * that fails, the node re-sends the transfer over libp2p before its next one: nothing is lost).
  */
 export async function qrwpFetch(
   url: string | URL,
@@ -171,7 +203,26 @@ export async function qrwpFetch(
     maxAmount: options.maxAmount,
     ...(options.maxFee !== undefined ? { maxFee: options.maxFee } : {}),
     ...(options.timeoutSeconds !== undefined ? { timeoutSeconds: options.timeoutSeconds } : {}),
+    ...(options.prefer !== undefined ? { prefer: options.prefer } : {}),
   });
   const client = qrwpX402Client(scheme, chainId, options.maxAmount, options.asset);
-  return wrapFetchWithPayment(baseFetch, client)(url, init);
+  const response = await wrapFetchWithPayment(baseFetch, client)(url, init);
+  await relayProcessed(node, response);
+  return response;
+}
+
+/** Hands a direct payment's acknowledgement in `PAYMENT-RESPONSE` to the payer's node (best effort). */
+async function relayProcessed(node: QrwpNodeApi, response: Response): Promise<void> {
+  const header = response.headers.get("payment-response");
+  if (!header) return;
+  let settled: ReturnType<typeof decodePaymentResponseHeader>;
+  try {
+    settled = decodePaymentResponseHeader(header);
+  } catch {
+    return;
+  }
+  const processed = qrwpProcessedSchema.safeParse(settled.extra?.processed);
+  if (!settled.success || !processed.success || !/^0x[0-9a-fA-F]{64}$/.test(settled.transaction)) return;
+  // Best effort: without it the node re-sends the transfer over libp2p before its next proof.
+  await node.relayProcessed(x402PaymentId(settled.transaction), processed.data).catch(() => undefined);
 }

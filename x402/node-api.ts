@@ -58,6 +58,34 @@ export interface NodePayment {
   preimage?: string | null;
 }
 
+/** `POST /v1/payments/direct-transfers`: a signed, persisted, not yet delivered direct transfer. */
+export interface NodeSignedTransfer {
+  /** The payer's payment (status `pending` until the partner's acknowledgement is relayed). */
+  payment: NodePayment;
+  /** Decimal channel id. */
+  channelId: string;
+  /** Decimal nonce of the signed balance proof. */
+  nonce: string;
+  /** base64url (no padding) of the CBOR `DirectTransfer` envelope. */
+  transfer: string;
+}
+
+/** `POST /v1/transfers/direct`: what the merchant's node stored (or had already stored). */
+export interface NodeAcceptedTransfer {
+  paymentId: string;
+  /** Decimal channel id. */
+  channelId: string;
+  /** Decimal nonce. */
+  nonce: string;
+  /** Token base units, decimal. */
+  amount: string;
+  token: string;
+  /** The payer (channel partner) address. */
+  partner: string;
+  /** The merchant node's signed acknowledgement (EIP-712 `Processed`, secp256k1). */
+  processed: { channelId: string; nonce: string; signature: string };
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -141,6 +169,58 @@ export class QrwpNodeApi {
     );
     if (typeof body.status !== "string" || typeof body.paymentId !== "string")
       throw new QrwpError("INTERNAL", "node payment answer lacks status/paymentId", {});
+    return body as unknown as NodePayment;
+  }
+
+  /**
+   * Payer: `POST /v1/payments/direct-transfers`: signs and persists the next balance proof to `target` (a
+   * channel partner) for `amount` without sending it.
+   * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY | CONFLICT | ...
+   */
+  async signDirectTransfer(params: {
+    target: string;
+    token: string;
+    amount: bigint | string;
+    paymentId: string;
+  }): Promise<NodeSignedTransfer> {
+    const body = await this.#call("POST", "/v1/payments/direct-transfers", {
+      target: params.target,
+      token: params.token,
+      amount: params.amount.toString(),
+      paymentId: params.paymentId,
+    });
+    if (typeof body.transfer !== "string" || !isRecord(body.payment))
+      throw new QrwpError("INTERNAL", "node answer lacks transfer/payment", {});
+    return body as unknown as NodeSignedTransfer;
+  }
+
+  /**
+   * Merchant: `POST /v1/transfers/direct`: the node verifies and stores a partner's `DirectTransfer`
+   * (idempotent for the identical transfer). `token`: refuse unless the channel is in this token.
+   * @throws QrwpError the node's refusal (INVALID_MESSAGE, INVALID_SIGNATURE, INVALID_TRANSFER,
+   *   CHANNEL_NOT_FOUND, CHANNEL_STATE, INSUFFICIENT_CAPACITY, CONFLICT, ...)
+   */
+  async acceptDirectTransfer(transfer: string, token?: string): Promise<NodeAcceptedTransfer> {
+    const body = await this.#call("POST", "/v1/transfers/direct", {
+      transfer,
+      ...(token !== undefined ? { token } : {}),
+    });
+    if (typeof body.paymentId !== "string" || !isRecord(body.processed) || typeof body.amount !== "string")
+      throw new QrwpError("INTERNAL", "node answer lacks paymentId/amount/processed", {});
+    return body as unknown as NodeAcceptedTransfer;
+  }
+
+  /**
+   * Payer: `POST /v1/payments/:paymentId/processed`: hands the node the partner's signed acknowledgement of
+   * a direct transfer (the node checks the signature; the payment becomes `completed`).
+   */
+  async relayProcessed(
+    paymentId: string,
+    processed: { channelId: string; nonce: string; signature: string },
+  ): Promise<NodePayment> {
+    const body = await this.#call("POST", `/v1/payments/${encodeURIComponent(paymentId)}/processed`, {
+      processed,
+    });
     return body as unknown as NodePayment;
   }
 

@@ -17,11 +17,16 @@ export interface Receipt {
   amount: string;
   /** Token address. */
   asset: string;
-  /** The payer's address when known (routed mode: unknown, null). */
+  /** The payer's address when known (direct mode: the channel partner; routed mode: unknown, null). */
   payer: string | null;
+  /** How it was paid: `routed` (an invoice paid over HTLCs) or `direct` (a balance proof on a channel). */
+  mode: ReceiptMode;
   /** Unix ms. */
   createdAtMs: number;
 }
+
+/** How an x402 payment reached the merchant's node. */
+export type ReceiptMode = "routed" | "direct";
 
 interface ReceiptRow {
   payment_hash: string;
@@ -29,6 +34,7 @@ interface ReceiptRow {
   amount: string;
   asset: string;
   payer: string | null;
+  mode: string;
   created_at: number;
 }
 
@@ -39,6 +45,7 @@ CREATE TABLE IF NOT EXISTS receipts (
   amount TEXT NOT NULL,
   asset TEXT NOT NULL,
   payer TEXT,
+  mode TEXT NOT NULL DEFAULT 'routed',
   created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_created ON receipts (created_at);
@@ -51,6 +58,7 @@ function fromRow(r: ReceiptRow): Receipt {
     amount: r.amount,
     asset: r.asset,
     payer: r.payer,
+    mode: r.mode === "direct" ? "direct" : "routed",
     createdAtMs: r.created_at,
   };
 }
@@ -68,8 +76,12 @@ export class ReceiptStore {
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("synchronous = FULL");
     this.#db.exec(SCHEMA);
+    // Files from before direct mode lack the column; every receipt they hold was routed.
+    const columns = this.#db.prepare("PRAGMA table_info(receipts)").all() as { name: string }[];
+    if (!columns.some((c) => c.name === "mode"))
+      this.#db.exec("ALTER TABLE receipts ADD COLUMN mode TEXT NOT NULL DEFAULT 'routed'");
     this.#insert = this.#db.prepare(
-      "INSERT OR IGNORE INTO receipts (payment_hash, route, amount, asset, payer, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT OR IGNORE INTO receipts (payment_hash, route, amount, asset, payer, mode, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );
     this.#get = this.#db.prepare("SELECT * FROM receipts WHERE payment_hash = ?");
     this.#list = this.#db.prepare("SELECT * FROM receipts ORDER BY created_at DESC, payment_hash LIMIT ?");
@@ -84,6 +96,7 @@ export class ReceiptStore {
       receipt.amount,
       receipt.asset,
       receipt.payer,
+      receipt.mode,
       receipt.createdAtMs,
     );
     return r.changes === 1;

@@ -1,5 +1,5 @@
 /**
- * Merchant side of the `qrwp-channel` x402 v2 scheme, routed mode (spec: coinbase/x402
+ * Merchant side of the `qrwp-channel` x402 v2 scheme, routed and direct streaming modes (spec: coinbase/x402
  * `specs/x402-specification-v2.md`; wire shapes in protocol/x402.ts):
  *
  * - {@link QrwpChannelServerScheme} (`SchemeNetworkServer` of `@x402/core/server`): a route's price is
@@ -9,8 +9,12 @@
  *   node. `verify` accepts a payload only if it is well formed, names an x402 invoice of the merchant's
  *   node with the route's terms (amount, asset, payee, hub), `sha256(preimage) == paymentHash`, the node
  *   reports the invoice **paid** (the payment is durable in the merchant's node) and no receipt exists yet.
+ *   Direct mode: the same terms, the transfer's payment id is `x402:<paymentHash>` and its amount the price,
+ *   the invoice has not expired, then the merchant's node verifies and stores the payer's balance proof
+ *   (`POST /v1/transfers/direct`; durable when it answers; `no_channel` / `invalid_transfer` otherwise).
  *   `settle` records the receipt exactly once: a concurrent or later reuse gets
- *   `{ success: false, errorReason: "replayed" }`.
+ *   `{ success: false, errorReason: "replayed" }`; a direct settlement's `extra.processed` is the merchant
+ *   node's signed acknowledgement, which the payer relays to its own node.
  *
  * Refusals use the reasons of `X402_REFUSAL_REASONS`. Never throws for bad client input; an unreachable
  * merchant node is `merchant_unavailable`.
@@ -34,14 +38,17 @@ import {
   QRWP_X402_SCHEME,
   isAtomicAmount,
   isQrwpError,
+  decodeEnvelope,
+  parseQrwpPayload,
   parseQrwpRoutedExtra,
-  parseQrwpRoutedPayload,
   preimageMatches,
   x402Network,
+  x402PaymentId,
+  type DirectTransfer,
   type X402RefusalReason,
 } from "../protocol/index.js";
-import type { NodeInfo, NodeInvoice, QrwpNodeApi } from "./node-api.js";
-import type { ReceiptStore } from "./receipts.js";
+import type { NodeAcceptedTransfer, NodeInfo, NodeInvoice, QrwpNodeApi } from "./node-api.js";
+import type { ReceiptMode, ReceiptStore } from "./receipts.js";
 
 /** Invoices minted by the scheme carry this description prefix (then `<METHOD> <route>`). */
 export const X402_INVOICE_PREFIX = "x402 ";
@@ -113,7 +120,7 @@ export class QrwpChannelServerScheme implements SchemeNetworkServer {
   ): Promise<PaymentRequirements> {
     return {
       ...requirements,
-      extra: { ...requirements.extra, hub: this.#merchant.hub },
+      extra: { ...requirements.extra, hub: this.#merchant.hub, direct: true },
     };
   }
 
@@ -161,8 +168,27 @@ export interface QrwpFacilitatorOptions {
 }
 
 type Checked =
-  | { ok: true; paymentHash: string; invoice: NodeInvoice }
+  | {
+      ok: true;
+      paymentHash: string;
+      invoice: NodeInvoice;
+      mode: ReceiptMode;
+      payer: string | null;
+      processed?: NodeAcceptedTransfer["processed"];
+    }
   | { ok: false; reason: X402RefusalReason; message: string };
+
+/** How many accepted direct transfers `verify` remembers for `settle` (each re-asked from the node if gone). */
+const ACCEPTED_CACHE_MAX = 10_000;
+
+/** The node's refusal of a direct transfer as an x402 reason. */
+function directRefusal(code: string): X402RefusalReason {
+  if (code === "CHANNEL_NOT_FOUND" || code === "CHANNEL_STATE") return "no_channel";
+  if (code === "CONFLICT") return "replayed";
+  if (code === "PEER_OFFLINE" || code === "TIMEOUT" || code === "UNAUTHORIZED" || code === "INTERNAL")
+    return "merchant_unavailable";
+  return "invalid_transfer";
+}
 
 /** In-process x402 facilitator backed by the merchant's node and a {@link ReceiptStore}. */
 export class QrwpNodeFacilitator implements FacilitatorClient {
@@ -172,6 +198,8 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
   readonly #receipts: ReceiptStore;
   readonly #paidWaitMs: number;
   readonly #log: X402Logger;
+  /** paymentHash → what the node answered in `verify` (bounded; insertion order = age). */
+  readonly #accepted = new Map<string, NodeAcceptedTransfer>();
 
   constructor(
     node: QrwpNodeApi,
@@ -202,34 +230,46 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
       this.#log.info({ reason: r.reason }, "x402 payment refused");
       return { isValid: false, invalidReason: r.reason, invalidMessage: r.message };
     }
-    return { isValid: true };
+    return { isValid: true, ...(r.payer ? { payer: r.payer } : {}) };
   }
 
   async settle(payload: PaymentPayload, requirements: PaymentRequirements): Promise<SettleResponse> {
     const base = { transaction: "", network: requirements.network };
     const r = await this.#check(payload, requirements, false);
     if (!r.ok) return { ...base, success: false, errorReason: r.reason, errorMessage: r.message };
+    this.#accepted.delete(r.paymentHash);
     const inserted = this.#receipts.insertOnce({
       paymentHash: r.paymentHash,
       route: r.invoice.description.slice(X402_INVOICE_PREFIX.length),
       amount: requirements.amount,
       asset: requirements.asset,
-      payer: null,
+      payer: r.payer,
+      mode: r.mode,
       createdAtMs: Date.now(),
     });
     if (!inserted) {
       this.#log.info({ paymentHash: r.paymentHash, reason: "replayed" }, "x402 settlement refused");
       return { ...base, success: false, errorReason: "replayed", errorMessage: "payment already used" };
     }
-    this.#log.info({ paymentHash: r.paymentHash, amount: requirements.amount }, "x402 payment settled");
-    return { ...base, success: true, transaction: r.paymentHash, amount: requirements.amount };
+    this.#log.info(
+      { paymentHash: r.paymentHash, amount: requirements.amount, mode: r.mode },
+      "x402 payment settled",
+    );
+    return {
+      ...base,
+      success: true,
+      transaction: r.paymentHash,
+      amount: requirements.amount,
+      ...(r.payer ? { payer: r.payer } : {}),
+      ...(r.processed ? { extra: { mode: r.mode, processed: r.processed } } : { extra: { mode: r.mode } }),
+    };
   }
 
   async #check(payload: PaymentPayload, requirements: PaymentRequirements, wait: boolean): Promise<Checked> {
     const refuse = (reason: X402RefusalReason, message: string): Checked => ({ ok: false, reason, message });
-    const routed = parseQrwpRoutedPayload(payload?.payload);
+    const paid = parseQrwpPayload(payload?.payload);
     const extra = parseQrwpRoutedExtra(payload?.accepted?.extra);
-    if (!routed || !extra) return refuse("malformed_payment", "payload is not a qrwp-channel routed payment");
+    if (!paid || !extra) return refuse("malformed_payment", "payload is not a qrwp-channel payment");
     if (
       requirements.scheme !== QRWP_X402_SCHEME ||
       requirements.network !== this.network ||
@@ -247,10 +287,22 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
       return refuse("wrong_amount", "accepted amount differs");
     if (!eqAddr(payload.accepted.asset, requirements.asset))
       return refuse("wrong_asset", "accepted asset differs");
-    const paymentHash = routed.paymentHash.toLowerCase();
+    const paymentHash = paid.paymentHash.toLowerCase();
     if (extra.invoice.paymentHash.toLowerCase() !== paymentHash)
       return refuse("unknown_invoice", "payload and accepted invoice differ");
-    if (!preimageMatches(routed)) return refuse("invalid_preimage", "sha256(preimage) != paymentHash");
+    if (paid.mode === "routed" && !preimageMatches(paid))
+      return refuse("invalid_preimage", "sha256(preimage) != paymentHash");
+    if (paid.mode === "direct") {
+      const t = decodeDirectTransfer(paid.transfer);
+      if (!t) return refuse("malformed_payment", "transfer is not a DirectTransfer envelope");
+      const proof = t.balanceProof.proof;
+      if (proof.chainId.toString() !== this.#merchant.chainId || !eqAddr(proof.hub, this.#merchant.hub))
+        return refuse("wrong_payee", "balance proof for another chain or ChannelHub");
+      if (t.paymentId !== x402PaymentId(paymentHash))
+        return refuse("unknown_invoice", "the transfer's payment id does not name this invoice");
+      if (t.amount.toString() !== requirements.amount)
+        return refuse("wrong_amount", "the transfer's amount is not the price");
+    }
     if (this.#receipts.get(paymentHash)) return refuse("replayed", "payment already used");
 
     const deadline = Date.now() + (wait ? this.#paidWaitMs : 0);
@@ -267,12 +319,68 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
         return refuse("unknown_invoice", "not an x402 invoice");
       if (!eqAddr(invoice.token, requirements.asset)) return refuse("wrong_asset", "invoice token differs");
       if (invoice.amount !== requirements.amount) return refuse("wrong_amount", "invoice amount differs");
+      if (paid.mode === "direct") return this.#checkDirect(paymentHash, invoice, paid.transfer, requirements);
       if (invoice.status === "paid" && BigInt(invoice.paidAmount) >= BigInt(invoice.amount))
-        return { ok: true, paymentHash, invoice };
+        return { ok: true, paymentHash, invoice, mode: "routed", payer: null };
       if (invoice.status === "expired") return refuse("invoice_expired", "invoice expired unpaid");
       if (Date.now() >= deadline) return refuse("not_paid", "the merchant's node does not hold the payment");
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /**
+   * Direct mode, after the shared checks: the invoice must still be open (not expired); then the merchant's
+   * node verifies and stores the balance proof (durable before this returns; the identical transfer again
+   * is idempotent). `settle` reuses `verify`'s answer.
+   */
+  async #checkDirect(
+    paymentHash: string,
+    invoice: NodeInvoice,
+    transfer: string,
+    requirements: PaymentRequirements,
+  ): Promise<Checked> {
+    const refuse = (reason: X402RefusalReason, message: string): Checked => ({ ok: false, reason, message });
+    let accepted = this.#accepted.get(paymentHash);
+    if (!accepted) {
+      if (invoice.status === "expired" || invoice.expiresAtMs <= Date.now())
+        return refuse("invoice_expired", "invoice expired before the transfer arrived");
+      try {
+        accepted = await this.#node.acceptDirectTransfer(transfer, requirements.asset);
+      } catch (err) {
+        const code = isQrwpError(err) ? err.code : "INTERNAL";
+        const reason = directRefusal(code);
+        this.#log[reason === "merchant_unavailable" ? "warn" : "info"](
+          { paymentHash, nodeCode: code, reason },
+          "x402 direct transfer refused",
+        );
+        return refuse(reason, `the merchant's node refused the transfer (${code})`);
+      }
+      if (accepted.paymentId !== x402PaymentId(paymentHash) || accepted.amount !== requirements.amount)
+        return refuse("invalid_transfer", "the node stored another payment than the one named");
+      this.#accepted.set(paymentHash, accepted);
+      if (this.#accepted.size > ACCEPTED_CACHE_MAX) {
+        const oldest = this.#accepted.keys().next().value;
+        if (oldest !== undefined) this.#accepted.delete(oldest);
+      }
+    }
+    return {
+      ok: true,
+      paymentHash,
+      invoice,
+      mode: "direct",
+      payer: accepted.partner,
+      processed: accepted.processed,
+    };
+  }
+}
+
+/** The `DirectTransfer` in a base64url envelope, or null if it is anything else. */
+function decodeDirectTransfer(transfer: string): DirectTransfer | null {
+  try {
+    const body = decodeEnvelope(Buffer.from(transfer, "base64url")).body;
+    return body.type === "DirectTransfer" ? body : null;
+  } catch {
+    return null;
   }
 }
 
