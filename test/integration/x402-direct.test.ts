@@ -1,0 +1,287 @@
+/**
+ * x402 v2 direct streaming end to end: two `qrwp node start` processes over libp2p against a `hardhat node`
+ * chain, alice (payer) with a channel to carol (merchant node), and a fastify merchant app in this process
+ * with `qrwpPaywall` pricing `GET /weather`, backed by carol's node API. Real SQLite, no mocks. Checks:
+ * `qrwpFetch` pays with a signed balance-proof increment (no routing), carol's node holds each payment
+ * before the resource is served, receipts say `direct` with alice as payer, the acknowledgement reaches
+ * alice's node; replays, concurrent double use, tampered and mismatched transfers are coded 402s that change
+ * no balance; the unmodified `@x402/fetch` pays directly too (its transfer is then confirmed by the node's
+ * own re-send before the next one).
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect } from "chai";
+import Fastify, { type FastifyInstance } from "fastify";
+import { parseUnits } from "ethers";
+import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
+import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from "@x402/core/http";
+import type { PaymentRequirements } from "@x402/core/types";
+import { Devnet, type NodeProcess } from "../../devnet/harness.js";
+import { readApiToken } from "../../host/keystore.js";
+import { decodeEnvelope, encodeEnvelope, x402Network, x402PaymentId } from "../../protocol/index.js";
+import { QrwpChannelClientScheme, price, qrwpFetch, qrwpPaywall } from "../../x402/index.js";
+
+const unit = parseUnits("1", 18);
+const deposit = 100n * unit;
+const weatherPrice = unit / 1000n + 3n;
+
+interface ChannelView {
+  channelId: string;
+  partner: string;
+  ourBalance?: string;
+  received?: string;
+  [k: string]: unknown;
+}
+
+describe("integration: x402 direct streaming (alice's channel with carol's merchant app)", function () {
+  this.timeout(180_000);
+  let devnet: Devnet;
+  const n: Record<string, NodeProcess> = {};
+  let token: string;
+  let app: FastifyInstance;
+  let baseUrl: string;
+  let aliceNode: { apiUrl: string; token: string };
+  let served = 0;
+
+  /** carol's channel view with alice (balances as the node reports them). */
+  async function carolChannel(): Promise<Record<string, unknown>> {
+    const { channels } = await n.carol!.api.call<{ channels: ChannelView[] }>("GET", "/v1/channels");
+    const c = channels.find((x) => x.partner.toLowerCase() === n.alice!.address.toLowerCase());
+    expect(c, "carol's channel with alice").to.not.equal(undefined);
+    return c as Record<string, unknown>;
+  }
+
+  async function receipts(): Promise<{ count: number; receipts: Record<string, unknown>[] }> {
+    const res = await fetch(`${baseUrl}/v1/receipts`);
+    return (await res.json()) as { count: number; receipts: Record<string, unknown>[] };
+  }
+
+  /** A fresh 402's requirement and alice's node's signed (undelivered) transfer paying it. */
+  async function signedFor402(): Promise<{
+    req: PaymentRequirements;
+    paymentHash: string;
+    transfer: string;
+  }> {
+    const res = await fetch(`${baseUrl}/weather`);
+    expect(res.status).to.equal(402);
+    await res.body?.cancel();
+    const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
+    const paymentHash = (req.extra as { invoice: { paymentHash: string } }).invoice.paymentHash;
+    const signed = await n.alice!.api.call<{ transfer: string }>("POST", "/v1/payments/direct-transfers", {
+      target: n.carol!.address,
+      token,
+      amount: req.amount,
+      paymentId: x402PaymentId(paymentHash),
+    });
+    return { req, paymentHash, transfer: signed.transfer };
+  }
+
+  function header(req: PaymentRequirements, payload: Record<string, unknown>): string {
+    return encodePaymentSignatureHeader({ x402Version: 2, accepted: req, payload });
+  }
+
+  before(async () => {
+    devnet = await Devnet.start(mkdtempSync(join(tmpdir(), "qrwp-x402d-")));
+    token = devnet.token;
+    for (const name of ["alice", "carol"]) await devnet.initNode(name, 1000n * unit);
+    for (const name of ["alice", "carol"]) n[name] = await devnet.startNode(name, { chainPollMs: 250 });
+    await n.alice!.api.call("POST", "/v1/channels", {
+      partner: n.carol!.address,
+      partnerMultiaddr: n.carol!.multiaddr,
+      token,
+      deposit: deposit.toString(),
+    });
+    aliceNode = { apiUrl: n.alice!.apiUrl, token: readApiToken(n.alice!.dataDir) };
+    const carolNode = { apiUrl: n.carol!.apiUrl, token: readApiToken(n.carol!.dataDir) };
+    app = Fastify({ logger: false });
+    await app.register(qrwpPaywall, {
+      node: carolNode,
+      routes: [price("GET /weather", weatherPrice, token)],
+      receiptsPath: join(devnet.dir, "receipts.sqlite"),
+    });
+    app.get("/weather", async () => {
+      served++;
+      return { city: "Porto", celsius: 18 };
+    });
+    baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
+  });
+
+  after(async () => {
+    await app?.close();
+    await devnet?.stop();
+  });
+
+  it("advertises direct payments in the 402", async () => {
+    const res = await fetch(`${baseUrl}/weather`);
+    await res.body?.cancel();
+    const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
+    expect(req).to.include({ network: x402Network(31337n), payTo: n.carol!.address });
+    expect(req.extra).to.include({ direct: true, assetTransferMethod: "invoice" });
+  });
+
+  it("qrwpFetch streams five direct payments; each is held by carol's node and acknowledged to alice's", async () => {
+    const before = served;
+    const hashes: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await qrwpFetch(`${baseUrl}/weather`, undefined, { node: aliceNode, maxAmount: unit });
+      expect(res.status).to.equal(200);
+      expect(await res.json()).to.deep.equal({ city: "Porto", celsius: 18 });
+      const settled = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+      expect(settled.success).to.equal(true);
+      expect(settled.extra).to.include({ mode: "direct" });
+      expect(settled.payer?.toLowerCase()).to.equal(n.alice!.address.toLowerCase());
+      hashes.push(settled.transaction);
+      // The acknowledgement was relayed: alice's payment is completed without any re-send.
+      const payment = await n.alice!.api.call<{ status: string; amount: string }>(
+        "GET",
+        `/v1/payments/${encodeURIComponent(x402PaymentId(settled.transaction))}`,
+      );
+      expect(payment).to.include({ status: "completed", amount: weatherPrice.toString() });
+    }
+    expect(served - before).to.equal(5);
+    expect(new Set(hashes).size).to.equal(5);
+    const { receipts: list } = await receipts();
+    for (const h of hashes) {
+      const r = list.find((x) => x.paymentHash === h);
+      expect(r).to.include({ mode: "direct", amount: weatherPrice.toString(), route: "GET /weather" });
+      expect(String(r!.payer).toLowerCase()).to.equal(n.alice!.address.toLowerCase());
+      // carol's node holds each one as an incoming payment.
+      const incoming = await n.carol!.api.call<{ status: string; direction: string }>(
+        "GET",
+        `/v1/payments/${encodeURIComponent(x402PaymentId(h))}`,
+      );
+      expect(incoming).to.include({ status: "completed", direction: "incoming" });
+    }
+    // carol deposited nothing: her balance is exactly what alice streamed.
+    expect((await carolChannel()).ourBalance).to.equal((5n * weatherPrice).toString());
+  });
+
+  it("refuses a replayed, a tampered and a mismatched transfer with coded 402s and no balance change", async () => {
+    const first = await signedFor402();
+    const good = header(first.req, { paymentHash: first.paymentHash, transfer: first.transfer });
+    const ok = await fetch(`${baseUrl}/weather`, { headers: { "payment-signature": good } });
+    expect(ok.status).to.equal(200);
+    await ok.body?.cancel();
+    const channelAfterPaid = JSON.stringify(await carolChannel());
+    const receiptsAfterPaid = (await receipts()).count;
+    const servedAfterPaid = served;
+
+    const expectRefused = async (paymentSignature: string, reason: string): Promise<void> => {
+      const res = await fetch(`${baseUrl}/weather`, { headers: { "payment-signature": paymentSignature } });
+      expect(res.status, reason).to.equal(402);
+      expect(await res.json(), reason).to.deep.equal({ error: reason });
+    };
+    // The same payment again.
+    await expectRefused(good, "replayed");
+
+    const next = await signedFor402();
+    const bytes = Buffer.from(next.transfer, "base64url");
+    const envelope = decodeEnvelope(bytes);
+    if (envelope.body.type !== "DirectTransfer") throw new Error("not a DirectTransfer");
+    const body = envelope.body;
+    const reencode = (b: typeof body): string =>
+      Buffer.from(encodeEnvelope({ id: 0, body: b })).toString("base64url");
+    const sig = body.balanceProof.signature;
+    const flipped = sig.slice(0, 10) + (sig[10] === "0" ? "1" : "0") + sig.slice(11);
+    // A signature byte flipped: carol's node refuses the proof.
+    await expectRefused(
+      header(next.req, {
+        paymentHash: next.paymentHash,
+        transfer: reencode({ ...body, balanceProof: { ...body.balanceProof, signature: flipped } }),
+      }),
+      "invalid_transfer",
+    );
+    // Another nonce than the one signed: the signatures no longer match.
+    await expectRefused(
+      header(next.req, {
+        paymentHash: next.paymentHash,
+        transfer: reencode({
+          ...body,
+          balanceProof: {
+            ...body.balanceProof,
+            proof: { ...body.balanceProof.proof, nonce: body.balanceProof.proof.nonce + 1n },
+          },
+        }),
+      }),
+      "invalid_transfer",
+    );
+    // A transfer for less than the price.
+    await expectRefused(
+      header(next.req, { paymentHash: next.paymentHash, transfer: reencode({ ...body, amount: 1n }) }),
+      "wrong_amount",
+    );
+    // A transfer naming another invoice.
+    await expectRefused(
+      header(next.req, {
+        paymentHash: next.paymentHash,
+        transfer: reencode({ ...body, paymentId: x402PaymentId(first.paymentHash) }),
+      }),
+      "unknown_invoice",
+    );
+    // Not a transfer at all, and both payload shapes at once.
+    await expectRefused(
+      header(next.req, { paymentHash: next.paymentHash, transfer: "AAAA" }),
+      "malformed_payment",
+    );
+    await expectRefused(
+      header(next.req, {
+        paymentHash: next.paymentHash,
+        transfer: next.transfer,
+        preimage: first.paymentHash,
+      }),
+      "malformed_payment",
+    );
+    // The previous 402's transfer offered for this 402's invoice.
+    await expectRefused(
+      header(next.req, { paymentHash: next.paymentHash, transfer: first.transfer }),
+      "unknown_invoice",
+    );
+    expect(JSON.stringify(await carolChannel())).to.equal(channelAfterPaid);
+    expect((await receipts()).count).to.equal(receiptsAfterPaid);
+    expect(served).to.equal(servedAfterPaid);
+
+    // The untampered transfer still pays.
+    const res = await fetch(`${baseUrl}/weather`, {
+      headers: {
+        "payment-signature": header(next.req, { paymentHash: next.paymentHash, transfer: next.transfer }),
+      },
+    });
+    expect(res.status).to.equal(200);
+    await res.body?.cancel();
+    expect((await receipts()).count).to.equal(receiptsAfterPaid + 1);
+  });
+
+  it("a direct payment used by two concurrent requests serves exactly one", async () => {
+    const p = await signedFor402();
+    const h = header(p.req, { paymentHash: p.paymentHash, transfer: p.transfer });
+    const before = served;
+    const results = await Promise.all(
+      [0, 1].map(async () => {
+        const res = await fetch(`${baseUrl}/weather`, { headers: { "payment-signature": h } });
+        const body = (await res.json()) as Record<string, unknown>;
+        return { status: res.status, body };
+      }),
+    );
+    expect(results.map((r) => r.status).sort()).to.deep.equal([200, 402]);
+    expect(results.find((r) => r.status === 402)!.body).to.deep.equal({ error: "replayed" });
+    expect(served - before).to.equal(1);
+  });
+
+  it("the unmodified @x402/fetch pays directly; the next payment confirms it over libp2p first", async () => {
+    const scheme = new QrwpChannelClientScheme(aliceNode, { maxAmount: unit });
+    const client = new x402Client().register(x402Network(31337n), scheme);
+    const res = await wrapFetchWithPayment(fetch, client)(`${baseUrl}/weather`);
+    expect(res.status).to.equal(200);
+    await res.body?.cancel();
+    const settled = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+    expect(settled.extra).to.include({ mode: "direct" });
+    const path = `/v1/payments/${encodeURIComponent(x402PaymentId(settled.transaction))}`;
+    // Nobody relayed carol's acknowledgement: alice's node still counts the transfer as unacknowledged.
+    expect((await n.alice!.api.call<{ status: string }>("GET", path)).status).to.equal("pending");
+    const again = await qrwpFetch(`${baseUrl}/weather`, undefined, { node: aliceNode, maxAmount: unit });
+    expect(again.status).to.equal(200);
+    await again.body?.cancel();
+    expect((await n.alice!.api.call<{ status: string }>("GET", path)).status).to.equal("completed");
+  });
+});
