@@ -15,9 +15,9 @@ export const X402_RATE_LIMITED = "rate_limited";
 
 /** Options of {@link UnpaidRateLimiter}. */
 export interface UnpaidRateLimitOptions {
-  /** Unpaid requests per second over all clients (also the burst); `false` disables. Default 50. */
+  /** Unpaid requests per second over all clients (burst: max(1, rate)); `false` disables. Default 50. */
   perSecond?: number | false;
-  /** Unpaid requests per second per client IP (also the burst); `false` disables. Default 10. */
+  /** Unpaid requests per second per client IP (burst: max(1, rate)); `false` disables. Default 10. */
   perIpPerSecond?: number | false;
   /** Most client IPs remembered (least recently seen forgotten first). Default 10,000. */
   maxTrackedIps?: number;
@@ -29,7 +29,7 @@ interface Bucket {
 }
 
 function refill(bucket: Bucket, rate: number, nowMs: number): void {
-  bucket.tokens = Math.min(rate, bucket.tokens + ((nowMs - bucket.atMs) * rate) / 1000);
+  bucket.tokens = Math.min(Math.max(1, rate), bucket.tokens + ((nowMs - bucket.atMs) * rate) / 1000);
   bucket.atMs = nowMs;
 }
 
@@ -57,7 +57,7 @@ export class UnpaidRateLimiter {
     this.#ipRate = rate(options.perIpPerSecond, 10, "perIpPerSecond");
     const max = options.maxTrackedIps ?? 10_000;
     assertArgument(Number.isSafeInteger(max) && max > 0, "must be a positive integer", "maxTrackedIps", max);
-    this.#global = { tokens: this.#rate || 0, atMs: nowMs };
+    this.#global = { tokens: this.#rate === false ? 0 : Math.max(1, this.#rate), atMs: nowMs };
     this.#ips = new LRUCache({ max });
   }
 
@@ -75,7 +75,7 @@ export class UnpaidRateLimiter {
     if (this.#ipRate !== false) {
       ipBucket = this.#ips.get(ip);
       if (!ipBucket) {
-        ipBucket = { tokens: this.#ipRate, atMs: nowMs };
+        ipBucket = { tokens: Math.max(1, this.#ipRate), atMs: nowMs };
         this.#ips.set(ip, ipBucket);
       }
       refill(ipBucket, this.#ipRate, nowMs);
