@@ -91,3 +91,50 @@ export async function startX402Devnet(
     throw err;
   }
 }
+
+/** An SSE client over fetch collecting events (`event`, `id`, `data`) and keep-alive comments. */
+export function subscribe(url: string, token?: string) {
+  const abort = new AbortController();
+  const events: { event: string; id: string; data: string }[] = [];
+  let comments = 0;
+  const opened = fetch(url, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    signal: abort.signal,
+  }).then((res) => {
+    if (res.ok && res.body) {
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      void (async () => {
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+          if (done) return;
+          buf += value;
+          let i: number;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const fields: Record<string, string> = {};
+            for (const line of block.split("\n")) {
+              if (line.startsWith(":")) comments++;
+              const m = /^(event|id|data): ?(.*)$/.exec(line);
+              if (m) fields[m[1]!] = m[2]!;
+            }
+            if (fields.event)
+              events.push({ event: fields.event, id: fields.id ?? "", data: fields.data ?? "" });
+          }
+        }
+      })();
+    }
+    return res;
+  });
+  return { opened, events, comments: () => comments, close: () => abort.abort() };
+}
+
+/** Polls `check` every 50 ms until true; throws after `ms`. */
+export async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

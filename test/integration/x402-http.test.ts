@@ -27,7 +27,7 @@ import {
   type QrwpMiddleware,
   type Receipt,
 } from "../../x402/index.js";
-import { startX402Devnet, unit, type X402Devnet } from "./x402-devnet.js";
+import { startX402Devnet, subscribe, unit, until, type X402Devnet } from "./x402-devnet.js";
 
 const weatherPrice = unit / 100n + 3n;
 const perUnit = unit / 1000n + 1n;
@@ -38,52 +38,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-}
-
-/** An SSE client over fetch collecting `paid` events and keep-alive comments. */
-function subscribe(url: string, token?: string) {
-  const abort = new AbortController();
-  const events: { event: string; id: string; data: string }[] = [];
-  let comments = 0;
-  const opened = fetch(url, {
-    headers: token ? { authorization: `Bearer ${token}` } : {},
-    signal: abort.signal,
-  }).then((res) => {
-    if (res.ok && res.body) {
-      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      void (async () => {
-        let buf = "";
-        for (;;) {
-          const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
-          if (done) return;
-          buf += value;
-          let i: number;
-          while ((i = buf.indexOf("\n\n")) >= 0) {
-            const block = buf.slice(0, i);
-            buf = buf.slice(i + 2);
-            const fields: Record<string, string> = {};
-            for (const line of block.split("\n")) {
-              if (line.startsWith(":")) comments++;
-              const m = /^(event|id|data): ?(.*)$/.exec(line);
-              if (m) fields[m[1]!] = m[2]!;
-            }
-            if (fields.event)
-              events.push({ event: fields.event, id: fields.id ?? "", data: fields.data ?? "" });
-          }
-        }
-      })();
-    }
-    return res;
-  });
-  return { opened, events, comments: () => comments, close: () => abort.abort() };
-}
-
-async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 describe("integration: x402 node:http middleware (metered prices, paid events, unpaid cap)", function () {

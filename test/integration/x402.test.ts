@@ -5,7 +5,8 @@
  * mocks. Checks: `qrwpFetch` pays through bob and gets the resource with `PAYMENT-RESPONSE`; the unmodified
  * `wrapFetchWithPayment` of `@x402/fetch` with our scheme pays too; bad input is a coded 402 and never the
  * resource; a concurrent double use of one payment serves once; a flood of unpaid requests adds no receipt;
- * the same scheme and facilitator behind the official `@x402/express` middleware.
+ * the same scheme and facilitator behind the official `@x402/express` middleware; the SSE stream of paid
+ * events.
  */
 import { join } from "node:path";
 import { expect } from "chai";
@@ -29,7 +30,7 @@ import {
   qrwpPaymentOption,
   qrwpPaywall,
 } from "../../x402/index.js";
-import { startX402Devnet, unit, type X402Devnet } from "./x402-devnet.js";
+import { startX402Devnet, subscribe, unit, until, type X402Devnet } from "./x402-devnet.js";
 
 const weatherPrice = unit / 100n + 7n;
 
@@ -367,5 +368,33 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     expect(refused.code).to.equal(1);
     expect(refused.stdout).to.equal("");
     expect(await receiptCount()).to.equal(before + 1);
+  });
+
+  it("streams one SSE `paid` event per paid request at GET /v1/receipts/events; app.close() ends the stream", async () => {
+    const sse = subscribe(`${baseUrl}/v1/receipts/events`);
+    const opened = await sse.opened;
+    expect(opened.status).to.equal(200);
+    expect(opened.headers.get("content-type")).to.match(/^text\/event-stream/);
+    await until("the subscriber", () => app.qrwpPaywall.events.subscribers === 1);
+    const res = await qrwpFetch(`${baseUrl}/weather`, undefined, {
+      node: aliceNode,
+      maxAmount: weatherPrice,
+      maxFee: unit,
+    });
+    expect(res.status).to.equal(200);
+    const settle = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+    // A refused request emits nothing.
+    expect(
+      (await fetch(`${baseUrl}/weather`, { headers: { "payment-signature": usedSignatures[0]! } })).status,
+    ).to.equal(402);
+    await until("the paid event", () => sse.events.length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sse.events).to.have.length(1);
+    expect(sse.events[0]).to.include({ event: "paid", id: settle.transaction });
+    expect(JSON.parse(sse.events[0]!.data)).to.include({
+      paymentHash: settle.transaction,
+      route: "GET /weather",
+    });
+    // The stream stays open; after() closes the app, which must end it (or the hook times out).
   });
 });
