@@ -496,10 +496,9 @@ export class PaywallCore {
   /** `GET /v1/receipts?limit=1..1000` (default 100): `{ receipts, count }`, 401 without the token, 400 bad limit. */
   listReceipts(authorization: string | string[] | undefined, limit: unknown): PaywallAnswer {
     if (!this.#authorized(authorization)) return answer(401, { error: "unauthorized" });
-    const raw = Array.isArray(limit) ? undefined : limit;
     let n = 100;
-    if (raw !== undefined) {
-      n = typeof raw === "string" && /^[0-9]{1,4}$/.test(raw) ? Number(raw) : 0;
+    if (limit !== undefined) {
+      n = typeof limit === "string" && /^[0-9]{1,4}$/.test(limit) ? Number(limit) : 0;
       if (n < 1 || n > 1000) return answer(400, { error: "bad_request", message: "limit must be 1..1000" });
     }
     return answer(200, { receipts: this.handle.receipts.list(n), count: this.handle.receipts.count() });
