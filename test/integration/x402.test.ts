@@ -5,19 +5,16 @@
  * mocks. Checks: `qrwpFetch` pays through bob and gets the resource with `PAYMENT-RESPONSE`; the unmodified
  * `wrapFetchWithPayment` of `@x402/fetch` with our scheme pays too; bad input is a coded 402 and never the
  * resource; a concurrent double use of one payment serves once; a flood of unpaid requests adds no receipt;
- * the same scheme and facilitator behind the official `@x402/express` middleware.
+ * the same scheme and facilitator behind the official `@x402/express` middleware; the SSE stream of paid
+ * events.
  */
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import Fastify, { type FastifyInstance } from "fastify";
-import { parseUnits } from "ethers";
 import { wrapFetchWithPayment, x402Client, decodePaymentResponseHeader } from "@x402/fetch";
 import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from "@x402/core/http";
 import type { PaymentRequired } from "@x402/core/types";
-import { Devnet, runCli, type NodeProcess } from "../../devnet/harness.js";
-import { readApiToken } from "../../host/keystore.js";
+import { runCli, type Devnet } from "../../devnet/harness.js";
 import { randomSecret, x402Network } from "../../protocol/index.js";
 import express from "express";
 import type { Server } from "node:http";
@@ -33,15 +30,15 @@ import {
   qrwpPaymentOption,
   qrwpPaywall,
 } from "../../x402/index.js";
+import { startX402Devnet, subscribe, unit, until, type X402Devnet } from "./x402-devnet.js";
 
-const unit = parseUnits("1", 18);
-const deposit = 100n * unit;
 const weatherPrice = unit / 100n + 7n;
 
 describe("integration: x402 routed payments (alice -> bob -> carol's merchant app)", function () {
   this.timeout(180_000);
+  let net: X402Devnet;
   let devnet: Devnet;
-  const n: Record<string, NodeProcess> = {};
+  let n: X402Devnet["nodes"];
   let token: string;
   let app: FastifyInstance;
   let baseUrl: string;
@@ -50,18 +47,6 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
   let served = 0;
   let expressServer: Server | undefined;
   let expressReceipts: ReceiptStore | undefined;
-
-  async function open(a: string, b: string): Promise<void> {
-    const view = await n[a]!.api.call<{ channelId: string }>("POST", "/v1/channels", {
-      partner: n[b]!.address,
-      partnerMultiaddr: n[b]!.multiaddr,
-      token,
-      deposit: deposit.toString(),
-    });
-    await n[b]!.api.call("POST", `/v1/channels/${view.channelId}/deposit`, {
-      totalDeposit: deposit.toString(),
-    });
-  }
 
   async function unpaid(): Promise<{ res: Response; required: PaymentRequired }> {
     const res = await fetch(`${baseUrl}/weather`);
@@ -75,30 +60,17 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
   }
 
   before(async () => {
-    devnet = await Devnet.start(mkdtempSync(join(tmpdir(), "qrwp-x402-")));
-    token = devnet.token;
-    for (const name of ["alice", "bob", "carol"]) await devnet.initNode(name, 1000n * unit);
-    for (const name of ["alice", "bob", "carol"])
-      n[name] = await devnet.startNode(name, { chainPollMs: 250 });
-    await open("alice", "bob");
-    await open("bob", "carol");
-    // Routes propagate by gossip: wait until alice sees a 2-hop route to carol.
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const q = new URLSearchParams({ target: n.carol!.address, token, amount: weatherPrice.toString() });
-      const { routes } = await n.alice!.api.call<{ routes: { hops: unknown[] }[] }>("GET", `/v1/routes?${q}`);
-      if (routes.some((r) => r.hops.length === 2)) break;
-      if (Date.now() > deadline) throw new Error("no 2-hop route from alice to carol");
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    aliceNode = { apiUrl: n.alice!.apiUrl, token: readApiToken(n.alice!.dataDir) };
-    const carolNode = { apiUrl: n.carol!.apiUrl, token: readApiToken(n.carol!.dataDir) };
-    carolApi = new QrwpNodeApi(carolNode);
+    net = await startX402Devnet("x402", 100n * unit, weatherPrice);
+    ({ devnet, nodes: n, token, aliceNode, carolApi } = net);
+    const carolNode = net.carolNode;
     app = Fastify({ logger: false });
     await app.register(qrwpPaywall, {
       node: carolNode,
       routes: [price("GET /weather", weatherPrice, token, { description: "today's weather" })],
       receiptsPath: join(devnet.dir, "receipts.sqlite"),
+      // This suite floods unpaid requests on purpose; the unpaid cap is tested in x402-http.test.ts.
+      maxUnpaidPerSecond: false,
+      maxUnpaidPerIpPerSecond: false,
     });
     app.get("/weather", async () => {
       served++;
@@ -112,7 +84,7 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     await app?.close();
     await new Promise((r) => (expressServer ? expressServer.close(r) : r(undefined)));
     expressReceipts?.close();
-    await devnet?.stop();
+    await net?.stop();
   });
 
   it("answers an unpaid request with a 402 naming a fresh invoice of carol's node; free routes are free", async () => {
@@ -322,9 +294,8 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
   });
 
   it("the same scheme and facilitator work behind the official @x402/express middleware", async () => {
-    const carolNode = { apiUrl: n.carol!.apiUrl, token: readApiToken(n.carol!.dataDir) };
     expressReceipts = new ReceiptStore(join(devnet.dir, "receipts-express.sqlite"));
-    const merchant = await createQrwpMerchant(new QrwpNodeApi(carolNode), expressReceipts);
+    const merchant = await createQrwpMerchant(new QrwpNodeApi(net.carolNode), expressReceipts);
     const resourceServer = new x402ResourceServer(merchant.facilitator).register(
       merchant.network,
       merchant.scheme,
@@ -397,5 +368,33 @@ describe("integration: x402 routed payments (alice -> bob -> carol's merchant ap
     expect(refused.code).to.equal(1);
     expect(refused.stdout).to.equal("");
     expect(await receiptCount()).to.equal(before + 1);
+  });
+
+  it("streams one SSE `paid` event per paid request at GET /v1/receipts/events; app.close() ends the stream", async () => {
+    const sse = subscribe(`${baseUrl}/v1/receipts/events`);
+    const opened = await sse.opened;
+    expect(opened.status).to.equal(200);
+    expect(opened.headers.get("content-type")).to.match(/^text\/event-stream/);
+    await until("the subscriber", () => app.qrwpPaywall.events.subscribers === 1);
+    const res = await qrwpFetch(`${baseUrl}/weather`, undefined, {
+      node: aliceNode,
+      maxAmount: weatherPrice,
+      maxFee: unit,
+    });
+    expect(res.status).to.equal(200);
+    const settle = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+    // A refused request emits nothing.
+    expect(
+      (await fetch(`${baseUrl}/weather`, { headers: { "payment-signature": usedSignatures[0]! } })).status,
+    ).to.equal(402);
+    await until("the paid event", () => sse.events.length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sse.events).to.have.length(1);
+    expect(sse.events[0]).to.include({ event: "paid", id: settle.transaction });
+    expect(JSON.parse(sse.events[0]!.data)).to.include({
+      paymentHash: settle.transaction,
+      route: "GET /weather",
+    });
+    // The stream stays open; after() closes the app, which must end it (or the hook times out).
   });
 });
