@@ -22,6 +22,10 @@ import {
   secretHashOf,
   x402Network,
 } from "../../protocol/index.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
 import { ReceiptStore } from "../../x402/receipts.js";
 
 const hub = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
@@ -152,6 +156,7 @@ describe("x402/receipts", () => {
       amount: "5",
       asset: hub,
       payer: null,
+      mode: "routed" as const,
       createdAtMs: 1,
     };
     expect(store.insertOnce(receipt)).to.equal(true);
@@ -163,5 +168,36 @@ describe("x402/receipts", () => {
     expect(store.count()).to.equal(1);
     expect(store.list()).to.deep.equal([receipt]);
     store.close();
+  });
+
+  it("opens a receipts file from before direct mode (no mode column) and records both modes", () => {
+    const dir = mkdtempSync(join(tmpdir(), "qrwp-receipts-"));
+    const path = join(dir, "receipts.db");
+    const old = new Database(path);
+    old.exec(
+      "CREATE TABLE receipts (payment_hash TEXT PRIMARY KEY, route TEXT NOT NULL, amount TEXT NOT NULL, " +
+        "asset TEXT NOT NULL, payer TEXT, created_at INTEGER NOT NULL)",
+    );
+    old.prepare("INSERT INTO receipts VALUES ('0xaa', 'GET /old', '1', ?, NULL, 1)").run(hub);
+    old.close();
+    const store = new ReceiptStore(path);
+    expect(store.get("0xaa")?.mode).to.equal("routed");
+    const payer = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+    const direct = {
+      paymentHash: "0xbb",
+      route: "GET /w",
+      amount: "2",
+      asset: hub,
+      payer,
+      mode: "direct" as const,
+      createdAtMs: 2,
+    };
+    expect(store.insertOnce(direct)).to.equal(true);
+    store.close();
+    const reopened = new ReceiptStore(path);
+    expect(reopened.get("0xbb")).to.deep.equal(direct);
+    expect(reopened.count()).to.equal(2);
+    reopened.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 });
