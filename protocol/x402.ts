@@ -75,8 +75,10 @@ export const X402_REFUSAL_REASONS = [
   "replayed",
   /** The merchant's node could not be asked (network, auth, 5xx). */
   "merchant_unavailable",
-  /** Too many unpaid requests from this client (or in total): retry after `Retry-After`. */
+  /** Too many unpaid requests from this client (or in total): HTTP 429, retry after `Retry-After`. */
   "rate_limited",
+  /** The route's per-request price could not be computed from this request (HTTP 400; nothing minted). */
+  "unpriceable_request",
   /** Direct mode: the merchant's node has no open channel with the payer for this token. */
   "no_channel",
   /** Direct mode: the merchant's node refused the balance proof (signature, nonce, amount, capacity). */

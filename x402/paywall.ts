@@ -54,7 +54,7 @@ import {
 } from "./server.js";
 
 /** Body `{ error }` of the 400 answered when a per-request price cannot be computed for the request. */
-export const X402_UNPRICEABLE = "unpriceable_request";
+export const X402_UNPRICEABLE: X402RefusalReason = "unpriceable_request";
 /** Path of the receipts list. */
 export const RECEIPTS_PATH = "/v1/receipts";
 /** Path of the paid-events SSE stream. */

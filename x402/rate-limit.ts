@@ -5,13 +5,13 @@
  * takes no token from either bucket. Pure in-memory state of fixed maximum size; no timers.
  */
 import { LRUCache } from "lru-cache";
-import { assertArgument } from "../protocol/index.js";
+import { assertArgument, type X402RefusalReason } from "../protocol/index.js";
 
 /**
  * Body `{ error }` of the 429 answered to an unpaid request beyond the cap (to join `X402_REFUSAL_REASONS`
  * of protocol/x402.ts later).
  */
-export const X402_RATE_LIMITED = "rate_limited";
+export const X402_RATE_LIMITED: X402RefusalReason = "rate_limited";
 
 /** Options of {@link UnpaidRateLimiter}. */
 export interface UnpaidRateLimitOptions {

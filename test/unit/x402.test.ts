@@ -130,6 +130,7 @@ describe("protocol/x402", () => {
       "not_paid",
       "replayed",
       "rate_limited",
+      "unpriceable_request",
       "no_channel",
       "invalid_transfer",
     ]);
