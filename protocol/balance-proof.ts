@@ -91,7 +91,7 @@ export const PROCESSED_TYPEHASH = keccakText(
 );
 
 /**
- * EIP-712 typed-data `types` for the ChannelHub, in the shape ethers' `TypedDataEncoder` and
+ * EIP-712 typed-data `types` for the ChannelHub (plus the off-chain `Processed`), in the shape ethers' `TypedDataEncoder` and
  * eth_signTypedData_v4 take (without `EIP712Domain`).
  */
 export const CHANNEL_HUB_EIP712_TYPES = {
