@@ -35,6 +35,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   LOCK_EXPIRED: 409,
   UNKNOWN_HUB: 422,
   NOT_PARTICIPANT: 422,
+  UNKNOWN_PARTNER_KEY: 422,
   INTERNAL: 500,
 };
 

@@ -7,6 +7,8 @@
  * - `BalanceProof(uint256 channelId,uint256 nonce,bytes32 balanceHash)`
  * - `BalanceProofUpdate(uint256 channelId,uint256 nonce,bytes32 balanceHash,bytes closingSignature)`
  * - `CooperativeSettle(uint256 channelId,address participant1,uint256 participant1Amount,address participant2,uint256 participant2Amount)`
+ * - `Processed(uint256 channelId,uint256 nonce,bytes32 balanceHash)`: off-chain only (the contract never sees
+ *   it), the receiver's secp256k1 acknowledgement of one balance proof, relayed over HTTP (x402 direct streaming)
  * with `balanceHash = keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot))`.
  *
  * Every off-chain balance proof carries the EIP-712 secp256k1 signature (what the chain verifies) and an
@@ -83,8 +85,13 @@ export const COOPERATIVE_SETTLE_TYPEHASH = keccakText(
   "CooperativeSettle(uint256 channelId,address participant1,uint256 participant1Amount,address participant2,uint256 participant2Amount)",
 );
 
+/** `Processed(uint256 channelId,uint256 nonce,bytes32 balanceHash)`: off-chain acknowledgement of one proof. */
+export const PROCESSED_TYPEHASH = keccakText(
+  "Processed(uint256 channelId,uint256 nonce,bytes32 balanceHash)",
+);
+
 /**
- * EIP-712 typed-data `types` for the ChannelHub, in the shape ethers' `TypedDataEncoder` and
+ * EIP-712 typed-data `types` for the ChannelHub (plus the off-chain `Processed`), in the shape ethers' `TypedDataEncoder` and
  * eth_signTypedData_v4 take (without `EIP712Domain`).
  */
 export const CHANNEL_HUB_EIP712_TYPES = {
@@ -105,6 +112,11 @@ export const CHANNEL_HUB_EIP712_TYPES = {
     { name: "participant1Amount", type: "uint256" },
     { name: "participant2", type: "address" },
     { name: "participant2Amount", type: "uint256" },
+  ],
+  Processed: [
+    { name: "channelId", type: "uint256" },
+    { name: "nonce", type: "uint256" },
+    { name: "balanceHash", type: "bytes32" },
   ],
 } as const;
 
@@ -300,6 +312,28 @@ export function cooperativeSettleDigest(args: CooperativeSettleArgs): Uint8Array
     abiWord(args.participant2Amount),
   );
   return typedDataDigest(args.chainId, args.hub, keccak_256(struct));
+}
+
+/**
+ * EIP-712 digest of `Processed(uint256 channelId,uint256 nonce,bytes32 balanceHash)` under the hub's domain
+ * (the balance proofs' domain: "QRWP ChannelHub", "1", chainId, hub), where the three fields are those of the
+ * acknowledged balance proof. The receiver of a proof signs it with its secp256k1 key ({@link signDigest}) once
+ * the proof is durable; the sender checks it with {@link recoverDigestSigner} against the channel partner. The
+ * chain id, hub, channel, nonce and balance data together name exactly one proof of one direction (the
+ * sender never signs two different balance data at one nonce), so an acknowledgement cannot be moved to
+ * another proof. It moves no funds and the contract never sees it (see docs/DECISIONS.md).
+ * @returns 32 bytes.
+ * @throws QrwpError INVALID_ARGUMENT on malformed fields.
+ */
+export function processedDigest(proof: BalanceProof): Uint8Array {
+  assertBalanceProof(proof);
+  const struct = concatBytes(
+    PROCESSED_TYPEHASH,
+    abiWord(proof.channelId),
+    abiWord(proof.nonce),
+    balanceHashBytes(proof),
+  );
+  return typedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
 }
 
 /**

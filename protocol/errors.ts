@@ -33,6 +33,8 @@ export type ErrorCode =
   | "LOCK_EXPIRED"
   | "UNKNOWN_HUB"
   | "NOT_PARTICIPANT"
+  /** A proof relayed over HTTP names a partner whose ML-DSA-65 key this node has not learned over libp2p yet. */
+  | "UNKNOWN_PARTNER_KEY"
   | "INTERNAL";
 
 /**

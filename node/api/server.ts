@@ -11,7 +11,7 @@ import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
 import { QrwpError, type ErrorCode } from "../../protocol/index.js";
 import { errorBody, installErrorHandler } from "../../host/http.js";
-import type { ChannelService, ChannelView } from "../channels/service.js";
+import type { AcceptedDirectTransfer, ChannelService, ChannelView } from "../channels/service.js";
 import type { PaymentService, RouteCandidate } from "../payments/service.js";
 import type { WatchtowerStatus } from "../watchtowers.js";
 import type { InvoiceRecord, MediatedPaymentRecord, PaymentRecord } from "../store/store.js";
@@ -189,6 +189,38 @@ export function invoiceJson(i: InvoiceRecord, payee: string) {
     expiresAtMs: i.expiresAtMs,
     paidAtMs: i.paidAtMs,
   };
+}
+
+/** `POST /v1/transfers/direct`'s answer: bigints as decimal strings. */
+export function acceptedDirectTransferJson(a: AcceptedDirectTransfer) {
+  return {
+    paymentId: a.paymentId,
+    channelId: a.channelId.toString(),
+    nonce: a.nonce.toString(),
+    amount: a.amount.toString(),
+    token: a.token,
+    partner: a.partner,
+    processed: {
+      channelId: a.processed.channelId.toString(),
+      nonce: a.processed.nonce.toString(),
+      signature: a.processed.signature,
+    },
+  };
+}
+
+/** Longest `transfer` accepted by `POST /v1/transfers/direct` (base64url characters; a DirectTransfer is ~4.8k). */
+export const MAX_DIRECT_TRANSFER_CHARS = 16 * 1024;
+
+/**
+ * Decodes unpadded base64url strictly (the canonical encoding of the bytes only).
+ * @throws QrwpError INVALID_ARGUMENT naming `field`
+ */
+function fromBase64Url(text: string, field: string): Uint8Array {
+  const bytes = Buffer.from(text, "base64url");
+  if (bytes.toString("base64url") !== text) {
+    throw new QrwpError("INVALID_ARGUMENT", `${field} must be unpadded base64url`, { field });
+  }
+  return new Uint8Array(bytes);
 }
 
 function routeJson(r: RouteCandidate) {
@@ -432,6 +464,118 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
         });
       }
       return reply.status(p.status === "completed" ? 201 : 202).send(mediatedPaymentJson(p));
+    },
+  );
+
+  const decimal = { type: "string", pattern: "^(0|[1-9][0-9]{0,77})$" } as const;
+  const directPaymentBody = {
+    type: "object",
+    required: ["target", "token", "amount"],
+    additionalProperties: false,
+    properties: { target: address, token: address, amount: positiveAmount, paymentId: paymentIdSchema },
+  } as const;
+
+  app.post<{ Body: { target: string; token: string; amount: string; paymentId?: string } }>(
+    "/v1/payments/direct-transfers",
+    {
+      schema: {
+        summary:
+          "Sign (do not send) a direct payment to a channel partner for delivery over HTTP (x402 direct streaming)",
+        description:
+          "201 {payment (status pending), channelId, nonce, transfer}: `transfer` is the unpadded base64url of the " +
+          "stored DirectTransfer envelope; the partner's node accepts it at POST /v1/transfers/direct and the " +
+          "payment completes at POST /v1/payments/:paymentId/processed (or when the libp2p re-send is acknowledged).",
+        body: directPaymentBody,
+      },
+    },
+    async (req, reply) => {
+      const b = req.body;
+      const signed = await service.signDirectTransfer({
+        target: b.target,
+        token: b.token,
+        amount: BigInt(b.amount),
+        ...(b.paymentId ? { paymentId: b.paymentId } : {}),
+      });
+      return reply.status(201).send({
+        payment: { kind: "direct", fee: "0", ...paymentJson(signed.payment) },
+        channelId: signed.payment.channelId.toString(),
+        nonce: signed.payment.nonce.toString(),
+        transfer: Buffer.from(signed.transfer).toString("base64url"),
+      });
+    },
+  );
+
+  app.post<{
+    Params: { paymentId: string };
+    Body: { processed: { channelId: string; nonce: string; signature: string } };
+  }>(
+    "/v1/payments/:paymentId/processed",
+    {
+      schema: {
+        summary:
+          "Complete a direct payment with the partner's signed Processed acknowledgement (relayed over HTTP)",
+        params: { type: "object", required: ["paymentId"], properties: { paymentId: paymentIdSchema } },
+        body: {
+          type: "object",
+          required: ["processed"],
+          additionalProperties: false,
+          properties: {
+            processed: {
+              type: "object",
+              required: ["channelId", "nonce", "signature"],
+              additionalProperties: false,
+              properties: {
+                channelId: decimal,
+                nonce: decimal,
+                signature: { type: "string", pattern: "^0x[0-9a-fA-F]{130}$" },
+              },
+            },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const p = req.body.processed;
+      const payment = await service.confirmProcessed(req.params.paymentId, {
+        channelId: BigInt(p.channelId),
+        nonce: BigInt(p.nonce),
+        signature: p.signature,
+      });
+      return { kind: "direct", fee: "0", ...paymentJson(payment) };
+    },
+  );
+
+  app.post<{ Body: { transfer: string; token?: string } }>(
+    "/v1/transfers/direct",
+    {
+      schema: {
+        summary: "Accept a partner's DirectTransfer relayed over HTTP (x402 direct streaming)",
+        description:
+          "200 {paymentId, channelId, nonce, amount, token, partner, processed: {channelId, nonce, signature}}; " +
+          "the identical transfer again gives the same answer and changes nothing.",
+        body: {
+          type: "object",
+          required: ["transfer"],
+          additionalProperties: false,
+          properties: {
+            transfer: {
+              type: "string",
+              pattern: "^[A-Za-z0-9_-]+$",
+              minLength: 1,
+              maxLength: MAX_DIRECT_TRANSFER_CHARS,
+              description: "unpadded base64url of the DirectTransfer envelope",
+            },
+            token: { ...address, description: "refuse unless the transfer's channel is for this token" },
+          },
+        },
+      },
+    },
+    async (req) => {
+      const b = req.body;
+      const accepted = await service.acceptDirectTransfer(fromBase64Url(b.transfer, "transfer"), {
+        ...(b.token ? { token: b.token } : {}),
+      });
+      return acceptedDirectTransferJson(accepted);
     },
   );
 

@@ -29,6 +29,7 @@ import {
   findLock,
   isQrwpError,
   lockedAmountOf,
+  processedDigest,
   recoverDigestSigner,
   secretHashOf,
   signBalanceProof,
@@ -42,6 +43,8 @@ import {
   type BalanceProof,
   type ChannelEnd,
   type ChannelMessage,
+  type DirectTransfer,
+  type Envelope,
   type ErrorCode,
   type Lock,
   type LockedTransfer,
@@ -56,6 +59,13 @@ import type { ChannelRecord, NodeStore, PaymentRecord, StoredProof } from "../st
 
 /** Default settle timeout for channels we open (seconds of block.timestamp). */
 export const DEFAULT_SETTLE_TIMEOUT_SECONDS = 3600;
+
+/**
+ * The chain poller re-sends a pending proof over libp2p only once it is at least this old (ms), so a direct
+ * transfer signed for HTTP delivery ({@link ChannelService.signDirectTransfer}) normally reaches the partner
+ * through the client first. The next proof on the channel re-sends pending ones at once, whatever their age.
+ */
+export const POLLER_RESEND_AFTER_MS = 10_000;
 
 export interface ChannelServiceInit {
   store: NodeStore;
@@ -152,6 +162,40 @@ export interface PayParams {
   paymentId?: string;
 }
 
+/** What {@link ChannelService.signDirectTransfer} returns. */
+export interface SignedDirectTransfer {
+  /** Our outgoing payment, status `pending` until the partner's acknowledgement (amount in base units). */
+  payment: PaymentRecord;
+  /**
+   * `encodeEnvelope({id: 0, body: DirectTransfer})` (CBOR, protocol/messages.ts): exactly the bytes stored
+   * with the proof, and what the libp2p re-send carries.
+   */
+  transfer: Uint8Array;
+}
+
+/**
+ * The receiver's acknowledgement of one balance proof: its secp256k1 signature (65 bytes `r ‖ s ‖ v`, 0x-hex)
+ * over the EIP-712 `Processed(channelId, nonce, balanceHash)` digest of that proof
+ * (protocol/balance-proof.ts `processedDigest`).
+ */
+export interface ProcessedAcknowledgement {
+  channelId: bigint;
+  nonce: bigint;
+  signature: string;
+}
+
+/** What {@link ChannelService.acceptDirectTransfer} returns (amount in token base units). */
+export interface AcceptedDirectTransfer {
+  paymentId: string;
+  channelId: bigint;
+  nonce: bigint;
+  amount: bigint;
+  token: string;
+  /** The payer: the channel's partner. */
+  partner: string;
+  processed: ProcessedAcknowledgement;
+}
+
 /** In-memory view of a channel's balance proofs; always equal to what the store holds. */
 interface Live {
   record: ChannelRecord;
@@ -191,6 +235,11 @@ export class ChannelService {
   #stopped = false;
   /** Partners' ML-DSA-65 keys (by lower-case address), as persisted in `meta` (see {@link partnerProof}). */
   readonly #partnerKeys = new Map<string, Uint8Array | null>();
+  /**
+   * Per partner (lower-case address), the tail of the chain that runs the partner's proofs one at a time,
+   * whether they came over libp2p or were relayed over HTTP ({@link acceptDirectTransfer}).
+   */
+  readonly #inbound = new Map<string, Promise<unknown>>();
   /**
    * Called (synchronously, after the write) whenever a partner's latest balance proof on a channel changes,
    * and when a partner's ML-DSA key is first learned for channels that already hold its proofs. Must be
@@ -588,6 +637,219 @@ export class ChannelService {
    *   PEER_OFFLINE | PEER_REJECTED | TIMEOUT | CONFLICT (paymentId reused)
    */
   async pay(params: PayParams): Promise<PaymentRecord> {
+    const { live, payment } = this.#newDirectPayment(params);
+    return (await live.queue.add(async () => {
+      const result = await this.#sendProof(
+        live,
+        (end) => withDirect(end, payment.amount),
+        (balanceProof) => directTransferOf(payment, balanceProof),
+        (nonce) => this.#insertDirectPayment(payment, nonce),
+      );
+      if (!result.ok && this.#store.getPayment(payment.paymentId) === null) {
+        throw new QrwpError(result.code as ErrorCode, result.message, { paymentId: payment.paymentId }); // never sent
+      }
+      if (!result.ok) {
+        throw new QrwpError(
+          "PEER_REJECTED",
+          `partner refused the transfer: ${result.code}: ${result.message}`,
+          {
+            paymentId: payment.paymentId,
+            peerCode: result.code,
+          },
+        );
+      }
+      return this.#store.getPayment(payment.paymentId) as PaymentRecord;
+    })) as PaymentRecord;
+  }
+
+  /**
+   * Signs (does not send) a direct payment of `amount` base units of `token` to `target`, a channel partner,
+   * for delivery by the client over HTTP (x402 direct streaming): like {@link pay} it runs in the channel's
+   * queue, first re-sends earlier pending proofs over libp2p, checks capacity (refreshing deposits once) and
+   * signs the next balance proof (nonce + 1, transferredAmount + amount); the proof (status pending, with its
+   * DirectTransfer message) and the payment (pending) are committed in one transaction. The partner need
+   * not be connected. The payment completes on {@link confirmProcessed} with the partner's signed
+   * acknowledgement, or on the partner's Processed over libp2p: the proof is re-sent before our next proof on
+   * the channel, and by the chain poller once older than {@link POLLER_RESEND_AFTER_MS}.
+   * @returns the pending payment and the exact stored envelope bytes.
+   * @throws QrwpError INVALID_ARGUMENT | CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY |
+   *   CONFLICT (paymentId reused); PEER_OFFLINE | PEER_REJECTED | TIMEOUT when an earlier pending proof could
+   *   not be resolved (nothing new is signed then).
+   */
+  async signDirectTransfer(params: PayParams): Promise<SignedDirectTransfer> {
+    const { live, payment } = this.#newDirectPayment(params);
+    return (await live.queue.add(async () => {
+      const end = await this.#nextEnd(live, (e) => withDirect(e, payment.amount), false);
+      const { stored } = this.#signAndPersist(
+        live,
+        end,
+        (balanceProof) => directTransferOf(payment, balanceProof),
+        (nonce) => this.#insertDirectPayment(payment, nonce),
+      );
+      this.#log.info(
+        {
+          channelId: live.record.channelId.toString(),
+          nonce: stored.signed.proof.nonce.toString(),
+          paymentId: payment.paymentId,
+        },
+        "signed direct transfer for HTTP delivery",
+      );
+      return {
+        payment: this.#store.getPayment(payment.paymentId) as PaymentRecord,
+        transfer: stored.message as Uint8Array,
+      };
+    })) as SignedDirectTransfer;
+  }
+
+  /**
+   * Completes our outgoing direct payment with the partner's signed acknowledgement relayed over HTTP: the
+   * payment's proof must be the one named (`channelId`, `nonce`) and `signature` must recover the channel
+   * partner over `processedDigest` of OUR stored proof. Then, in the channel's queue and one transaction, the
+   * proof is acknowledged and the payment completed, exactly as a Processed over libp2p does. A payment
+   * already completed (the libp2p re-send got there first) is returned unchanged.
+   * @throws QrwpError PAYMENT_NOT_FOUND (field "paymentId") | INVALID_ARGUMENT (field "processed.channelId" /
+   *   "processed.nonce") | INVALID_SIGNATURE (field "processed.signature") | CONFLICT (the payment failed)
+   */
+  async confirmProcessed(paymentId: string, ack: ProcessedAcknowledgement): Promise<PaymentRecord> {
+    const payment = this.#store.getPayment(paymentId);
+    if (!payment || payment.direction !== "outgoing") {
+      throw new QrwpError("PAYMENT_NOT_FOUND", `no outgoing payment ${paymentId}`, { field: "paymentId" });
+    }
+    assertArgument(
+      ack.channelId === payment.channelId,
+      "processed.channelId is not the payment's channel",
+      "processed.channelId",
+      ack.channelId,
+    );
+    assertArgument(
+      ack.nonce === payment.nonce,
+      "processed.nonce is not the nonce of the payment's balance proof",
+      "processed.nonce",
+      ack.nonce,
+    );
+    const live = this.#get(payment.channelId);
+    return (await live.queue.add(async () => {
+      const stored = this.#store.storedProofAt(payment.channelId, this.address, payment.nonce);
+      if (!stored) throw new QrwpError("INTERNAL", `payment ${paymentId} has no balance proof`);
+      let signer: string;
+      try {
+        signer = recoverDigestSigner(processedDigest(stored.signed.proof), ack.signature);
+      } catch (err) {
+        throw new QrwpError(
+          "INVALID_SIGNATURE",
+          "processed.signature is malformed",
+          { field: "processed.signature" },
+          { cause: err },
+        );
+      }
+      if (!eqAddr(signer, live.record.partner)) {
+        throw new QrwpError("INVALID_SIGNATURE", "processed.signature is not the partner's over this proof", {
+          field: "processed.signature",
+        });
+      }
+      const current = this.#store.getPayment(paymentId) as PaymentRecord;
+      if (current.status === "completed") return current;
+      if (current.status === "failed") {
+        throw new QrwpError("CONFLICT", `payment ${paymentId} failed: the partner refused its proof`, {
+          field: "paymentId",
+        });
+      }
+      this.#acknowledged(live, stored, paymentId);
+      this.#log.info(
+        { channelId: live.record.channelId.toString(), nonce: payment.nonce.toString(), paymentId },
+        "direct transfer acknowledged over HTTP",
+      );
+      return this.#store.getPayment(paymentId) as PaymentRecord;
+    })) as PaymentRecord;
+  }
+
+  /**
+   * Accepts a DirectTransfer relayed over HTTP (x402 direct streaming): `encoded` is the payer's
+   * `encodeEnvelope({id: 0, body: DirectTransfer})`. The sender is the partner of the channel named by the
+   * balance proof, verified under the ML-DSA-65 key this node learned for that partner over libp2p. If `token`
+   * is given the channel's token must be it. Then the same acceptance path as a DirectTransfer over libp2p
+   * (PROTOCOL.md §7), serialized with the partner's libp2p requests; an identical transfer again returns the
+   * same answer without any change. On success we sign the EIP-712 `Processed` acknowledgement of the proof
+   * (secp256k1), after the proof is durable.
+   * @throws QrwpError INVALID_MESSAGE (field "transfer": not a DirectTransfer envelope) | CHANNEL_NOT_FOUND |
+   *   INVALID_TRANSFER (field "token") | UNKNOWN_PARTNER_KEY | the §7 refusals with `details.field` prefixed
+   *   by "transfer." (INVALID_SIGNATURE, STALE_NONCE, INVALID_TRANSFER, INSUFFICIENT_CAPACITY, CONFLICT,
+   *   CHANNEL_STATE)
+   */
+  async acceptDirectTransfer(
+    encoded: Uint8Array,
+    options: { token?: string } = {},
+  ): Promise<AcceptedDirectTransfer> {
+    let envelope: Envelope;
+    try {
+      envelope = decodeEnvelope(encoded);
+    } catch (err) {
+      throw new QrwpError(
+        "INVALID_MESSAGE",
+        `transfer is not a valid message: ${err instanceof Error ? err.message : String(err)}`,
+        { field: "transfer", messageField: isQrwpError(err) ? err.details.field : undefined },
+      );
+    }
+    const msg = envelope.body;
+    if (msg.type !== "DirectTransfer" || envelope.replyTo !== undefined) {
+      throw new QrwpError("INVALID_MESSAGE", `transfer must be a DirectTransfer request, not ${msg.type}`, {
+        field: "transfer",
+      });
+    }
+    const p = msg.balanceProof.proof;
+    const live = this.#live.get(p.channelId.toString());
+    if (!live) {
+      throw new QrwpError("CHANNEL_NOT_FOUND", `channel ${p.channelId} is not one of ours`, {
+        field: "transfer.balanceProof.channelId",
+      });
+    }
+    if (options.token !== undefined && !eqAddr(options.token, live.record.token)) {
+      throw new QrwpError("INVALID_TRANSFER", "the transfer's channel is for another token", {
+        field: "token",
+        channelToken: live.record.token,
+      });
+    }
+    const partner = live.record.partner;
+    const mldsaPublicKey = this.#partnerKey(partner);
+    if (!mldsaPublicKey) {
+      throw new QrwpError(
+        "UNKNOWN_PARTNER_KEY",
+        "the partner's ML-DSA-65 key is not known yet: it must connect over libp2p once",
+        { field: "transfer", partner },
+      );
+    }
+    const from: RemotePeer = {
+      address: partner,
+      mldsaPublicKey,
+      peerId: this.#store.getPeer(partner)?.peerId ?? "",
+    };
+    let reply: ChannelMessage;
+    try {
+      reply = await this.#serialized(partner, () => this.#onDirectTransfer(from, msg));
+    } catch (err) {
+      if (!isQrwpError(err) || typeof err.details.field !== "string") throw err;
+      throw new QrwpError(err.code, err.message, { ...err.details, field: `transfer.${err.details.field}` });
+    }
+    if (reply.type !== "Processed") throw new QrwpError("INTERNAL", `unexpected acceptance ${reply.type}`);
+    // Signed only now: the proof is durable (committed by #acceptProof). RFC 6979: a repeat gets the same bytes.
+    const signature = signDigest(processedDigest(p), this.#keys.secp256k1PrivateKey);
+    this.#log.info(
+      { channelId: p.channelId.toString(), nonce: p.nonce.toString(), paymentId: msg.paymentId, partner },
+      "accepted direct transfer over HTTP",
+    );
+    return {
+      paymentId: msg.paymentId,
+      channelId: p.channelId,
+      nonce: p.nonce,
+      amount: msg.amount,
+      token: live.record.token,
+      partner,
+      processed: { channelId: p.channelId, nonce: p.nonce, signature },
+    };
+  }
+
+  /** The open channel for a direct payment and its (not yet stored) pending record; CONFLICT on a reused id. */
+  #newDirectPayment(params: PayParams): { live: Live; payment: PaymentRecord } {
     const target = getAddress(params.target);
     const token = getAddress(params.token);
     assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
@@ -601,48 +863,37 @@ export class ChannelService {
         token,
       });
     }
+    this.#assertNewOutgoing(paymentId);
+    const payment: PaymentRecord = {
+      paymentId,
+      direction: "outgoing",
+      channelId: live.record.channelId,
+      partner: live.record.partner,
+      token: live.record.token,
+      amount: params.amount,
+      nonce: 0n,
+      status: "pending",
+      errorCode: null,
+      errorMessage: null,
+      createdAtMs: Date.now(),
+      completedAtMs: null,
+    };
+    return { live, payment };
+  }
+
+  #assertNewOutgoing(paymentId: string): void {
     if (this.#store.getPayment(paymentId)?.direction === "outgoing") {
       throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, {
         field: "paymentId",
         paymentId,
       });
     }
-    return (await live.queue.add(async () => {
-      const payment: PaymentRecord = {
-        paymentId,
-        direction: "outgoing",
-        channelId: live.record.channelId,
-        partner: live.record.partner,
-        token: live.record.token,
-        amount: params.amount,
-        nonce: 0n,
-        status: "pending",
-        errorCode: null,
-        errorMessage: null,
-        createdAtMs: Date.now(),
-        completedAtMs: null,
-      };
-      const result = await this.#sendProof(
-        live,
-        (end) => withDirect(end, params.amount),
-        (balanceProof) => ({ type: "DirectTransfer", paymentId, amount: params.amount, balanceProof }),
-        (nonce) => this.#store.insertPayment({ ...payment, nonce }),
-      );
-      if (!result.ok && this.#store.getPayment(paymentId) === null) {
-        throw new QrwpError(result.code as ErrorCode, result.message, { paymentId }); // never sent
-      }
-      if (!result.ok) {
-        throw new QrwpError(
-          "PEER_REJECTED",
-          `partner refused the transfer: ${result.code}: ${result.message}`,
-          {
-            paymentId,
-            peerCode: result.code,
-          },
-        );
-      }
-      return this.#store.getPayment(paymentId) as PaymentRecord;
-    })) as PaymentRecord;
+  }
+
+  /** Stores a pending direct payment with its proof's nonce (inside the proof's transaction). */
+  #insertDirectPayment(payment: PaymentRecord, nonce: bigint): void {
+    this.#assertNewOutgoing(payment.paymentId); // a concurrent call with the same id may have got here first
+    this.#store.insertPayment({ ...payment, nonce, createdAtMs: Date.now() });
   }
 
   /**
@@ -713,9 +964,9 @@ export class ChannelService {
   }
 
   /**
-   * The one path for our balance proofs (run inside the channel's queue): re-sends what is pending, builds
-   * the next end from our acknowledged one, checks capacity, signs, persists the proof with the message that
-   * carries it (plus `persist`'s writes, in one transaction), sends it and records the partner's answer.
+   * The one path for our balance proofs sent over libp2p (run inside the channel's queue): the next end
+   * ({@link #nextEnd}), the partner reached, then signed and persisted ({@link #signAndPersist}), sent, and
+   * the partner's answer recorded.
    */
   async #sendProof(
     live: Live,
@@ -724,6 +975,33 @@ export class ChannelService {
     persist?: (nonce: bigint) => void,
     allowClosing = false,
   ): Promise<ProofDelivery> {
+    const end = await this.#nextEnd(live, next, allowClosing);
+    // Reach the partner before anything is signed or stored: an offline partner is a clean failure.
+    if (!this.#transport.isConnected(live.record.partner)) {
+      const target = this.#target(live.record.partner);
+      try {
+        if (!target) throw new QrwpError("PEER_OFFLINE", "partner's address is unknown");
+        await this.#transport.connect(live.record.partner, target);
+      } catch (err) {
+        const e = isQrwpError(err) ? err : null;
+        return { ok: false, code: e?.code ?? "PEER_OFFLINE", message: e?.message ?? "partner unreachable" };
+      }
+    }
+    const { stored, body } = this.#signAndPersist(live, end, message, persist);
+    return this.#deliver(live, stored, body);
+  }
+
+  /**
+   * Inside the channel's queue: refuses unless the channel is open (and not closing, unless `allowClosing`),
+   * re-sends what is pending, and returns `next` of our acknowledged end if we can afford it (refreshing
+   * deposits from the chain once when short).
+   * @throws QrwpError CHANNEL_STATE | INSUFFICIENT_CAPACITY | what {@link #deliver} throws for a pending proof
+   */
+  async #nextEnd(
+    live: Live,
+    next: (end: ChannelEnd) => ChannelEnd,
+    allowClosing: boolean,
+  ): Promise<ChannelEnd> {
     if (live.record.state !== "opened" || (live.closing && !allowClosing))
       throw this.#stateError(live, "opened");
     await this.#resendPending(live);
@@ -739,19 +1017,25 @@ export class ChannelService {
         });
       }
     }
-    // Reach the partner before anything is signed or stored: an offline partner is a clean failure.
-    if (!this.#transport.isConnected(live.record.partner)) {
-      const target = this.#target(live.record.partner);
-      try {
-        if (!target) throw new QrwpError("PEER_OFFLINE", "partner's address is unknown");
-        await this.#transport.connect(live.record.partner, target);
-      } catch (err) {
-        const e = isQrwpError(err) ? err : null;
-        return { ok: false, code: e?.code ?? "PEER_OFFLINE", message: e?.message ?? "partner unreachable" };
-      }
-    }
+    // The awaits above may have let a close or a partner's cooperative settle begin.
+    if (live.record.state !== "opened" || (live.closing && !allowClosing))
+      throw this.#stateError(live, "opened");
+    return end;
+  }
+
+  /**
+   * Signs our next balance proof (nonce = highest signed + 1) committing to `end` and persists it, pending,
+   * with the encoded envelope `{id: 0, body: message(proof)}` that carries it and `persist`'s writes, in one
+   * transaction (durable before anything is sent); then records it as pending in memory. Synchronous.
+   */
+  #signAndPersist(
+    live: Live,
+    next: ChannelEnd,
+    message: (balanceProof: SignedBalanceProof) => ChannelMessage,
+    persist?: (nonce: bigint) => void,
+  ): { stored: StoredProof; body: ChannelMessage } {
     const nonce = live.ourLatestNonce + 1n;
-    end = { ...end, nonce };
+    const end = { ...next, nonce };
     const proof: BalanceProof = {
       chainId: BigInt(this.#deployment.chainId),
       hub: this.#deployment.hub,
@@ -762,19 +1046,42 @@ export class ChannelService {
     const signed = signBalanceProof(proof, this.#keys);
     const body = message(signed);
     const encoded = encodeEnvelope({ id: 0, body });
+    const createdAtMs = Date.now();
     // Durable before send: the proof, its locks, the message and the caller's records commit together.
     this.#store.transaction(() => {
       this.#store.insertBalanceProof(this.address, signed, {
         locks: end.locks,
         status: "pending",
         message: encoded,
+        createdAtMs,
       });
       persist?.(nonce);
     });
-    const stored: StoredProof = { signed, locks: end.locks, status: "pending", message: encoded };
+    const stored: StoredProof = {
+      signed,
+      locks: end.locks,
+      status: "pending",
+      message: encoded,
+      createdAtMs,
+    };
     live.ourLatestNonce = nonce;
     live.ourPending.push(stored);
-    return this.#deliver(live, stored, body);
+    return { stored, body };
+  }
+
+  /**
+   * Our proof `stored` was acknowledged by the partner (Processed over libp2p, or its signed acknowledgement
+   * over HTTP): in one transaction the proof is `acked` and its direct payment (if any) `completed`; then the
+   * in-memory acknowledged end advances to it. Idempotent.
+   */
+  #acknowledged(live: Live, stored: StoredProof, paymentId: string | null): void {
+    const nonce = stored.signed.proof.nonce;
+    this.#store.transaction(() => {
+      this.#store.setProofStatus(live.record.channelId, this.address, nonce, "acked");
+      if (paymentId) this.#store.finishOutgoingPayment(paymentId, "completed");
+    });
+    live.ourPending = live.ourPending.filter((p) => p.signed.proof.nonce !== nonce);
+    if (nonce > live.ourEnd.nonce) live.ourEnd = endOf(stored);
   }
 
   /** Sends one pending proof and records the outcome. Throws (the proof stays pending) if no reply came. */
@@ -796,11 +1103,7 @@ export class ChannelService {
     live.ourPending = live.ourPending.filter((p) => p !== stored);
     const payment = body.type === "DirectTransfer" ? body.paymentId : null;
     if (reply.type === "Processed" && reply.nonce === nonce && reply.channelId === live.record.channelId) {
-      this.#store.transaction(() => {
-        this.#store.setProofStatus(live.record.channelId, this.address, nonce, "acked");
-        if (payment) this.#store.finishOutgoingPayment(payment, "completed");
-      });
-      live.ourEnd = endOf(stored);
+      this.#acknowledged(live, stored, payment);
       return { ok: true, nonce };
     }
     // Refused: the partner did not store this proof. The next proof (nonce + 1) builds on the acknowledged
@@ -1106,7 +1409,10 @@ export class ChannelService {
         try {
           if (live.record.state === "opened") {
             await live.queue.add(() => this.#syncFromChain(live));
-            if (live.ourPending.length > 0) await live.queue.add(() => this.#resendPending(live));
+            // A proof signed for HTTP delivery gets a head start before the libp2p re-send.
+            const due = Date.now() - POLLER_RESEND_AFTER_MS;
+            if (live.ourPending.some((p) => p.createdAtMs <= due))
+              await live.queue.add(() => this.#resendPending(live));
           } else if (live.record.state === "closed") {
             await live.queue.add(() => this.#syncFromChain(live));
             const now = await this.#hub.latestTimestamp();
@@ -1232,13 +1538,13 @@ export class ChannelService {
   async #handleRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
     switch (body.type) {
       case "DirectTransfer":
-        return this.#onDirectTransfer(from, body);
+        return this.#serialized(from.address, () => this.#onDirectTransfer(from, body));
       case "LockedTransfer":
-        return this.#onLockedTransfer(from, body);
+        return this.#serialized(from.address, () => this.#onLockedTransfer(from, body));
       case "Unlock":
-        return this.#onUnlock(from, body);
+        return this.#serialized(from.address, () => this.#onUnlock(from, body));
       case "LockExpired":
-        return this.#onLockExpired(from, body);
+        return this.#serialized(from.address, () => this.#onLockExpired(from, body));
       case "RevealSecret":
       case "SecretRequest":
       case "TransferFailed":
@@ -1261,6 +1567,21 @@ export class ChannelService {
       default:
         throw new QrwpError("INVALID_MESSAGE", `unexpected request ${body.type}`, { field: "type" });
     }
+  }
+
+  /**
+   * Runs `fn` after every earlier proof of `partner` (over libp2p or HTTP) finished, so the partner's proofs
+   * are accepted one at a time whatever path they came by.
+   */
+  #serialized<T>(partner: string, fn: () => Promise<T>): Promise<T> {
+    const key = partner.toLowerCase();
+    const run = (this.#inbound.get(key) ?? Promise.resolve()).then(fn);
+    const tail = run.catch(() => undefined);
+    this.#inbound.set(key, tail);
+    void tail.then(() => {
+      if (this.#inbound.get(key) === tail) this.#inbound.delete(key);
+    });
+    return run;
   }
 
   async #onChannelAnnounce(
@@ -1311,6 +1632,8 @@ export class ChannelService {
         "partner opened a channel with us",
       );
     }
+    // The session proved the partner's ML-DSA key: keep it, so its proofs relayed over HTTP can be verified.
+    this.#learnPartnerKey(from);
     return { type: "Ok" };
   }
 
@@ -1342,14 +1665,15 @@ export class ChannelService {
     // After we co-signed a cooperative settle, a new proof would not be in the co-signed amounts.
     if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
     verifyBalanceProof(signed, from.address, from.mldsaPublicKey);
-    const lastNonce = live.partnerLatest?.proof.nonce ?? 0n;
-    if (p.nonce <= lastNonce) {
+    if (p.nonce <= (live.partnerLatest?.proof.nonce ?? 0n)) {
       const earlier = this.#store.balanceProofAt(p.channelId, live.record.partner, p.nonce);
       if (earlier && earlier.signature === signed.signature && isRedelivery(live)) {
         return { type: "Processed", channelId: p.channelId, nonce: p.nonce }; // idempotent re-delivery
       }
     }
     const check = () => {
+      // Read at each check: the partner's latest may move while deposits are refreshed below.
+      const lastNonce = live.partnerLatest?.proof.nonce ?? 0n;
       const end = checkProofMatches(p, lastNonce, expected(live.partnerEnd));
       if (distributableAmount(live.record.partnerDeposit, end, live.ourEnd) < 0n) {
         throw new QrwpError("INSUFFICIENT_CAPACITY", "transfer exceeds the partner's balance", {
@@ -1593,6 +1917,10 @@ function stripP2p(addr: string): string {
 
 function stringify(o: Record<string, unknown>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, String(v)]));
+}
+
+function directTransferOf(payment: PaymentRecord, balanceProof: SignedBalanceProof): DirectTransfer {
+  return { type: "DirectTransfer", paymentId: payment.paymentId, amount: payment.amount, balanceProof };
 }
 
 function endOf(stored: StoredProof): ChannelEnd {

@@ -124,6 +124,10 @@ const RETRYABLE: ReadonlySet<string> = new Set([
   "CHAIN_ERROR",
 ]);
 const MAX_ATTEMPTS = 8;
+/** Unpaid invoices are deleted this long after their expiry (ms). */
+export const INVOICE_RETENTION_AFTER_EXPIRY_MS = 60_000;
+/** How often expired unpaid invoices are swept (ms, on the service's clock). */
+export const INVOICE_SWEEP_INTERVAL_MS = 60_000;
 
 export class PaymentService {
   readonly #store: NodeStore;
@@ -143,6 +147,7 @@ export class PaymentService {
   readonly #waiters = new Map<string, (outcome: { ok: boolean }) => void>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #lastInvoiceSweepMs = 0;
 
   constructor(init: PaymentServiceInit) {
     this.#store = init.store;
@@ -349,7 +354,11 @@ export class PaymentService {
     return invoice;
   }
 
-  /** @throws QrwpError NOT_FOUND */
+  /**
+   * One invoice; an open invoice past its expiry shows `expired`, and an unpaid one is deleted a minute after
+   * its expiry ({@link sweepExpiredInvoices}), after which it is NOT_FOUND.
+   * @throws QrwpError NOT_FOUND (field "paymentHash")
+   */
   getInvoice(paymentHash: string): InvoiceRecord {
     const invoice = this.#store.getInvoice(paymentHash);
     if (!invoice)
@@ -983,7 +992,28 @@ export class PaymentService {
     this.#timer.unref();
   }
 
+  /**
+   * Deletes every unpaid invoice whose expiry passed more than {@link INVOICE_RETENTION_AFTER_EXPIRY_MS} before
+   * `nowMs` (one statement). From then on its hash is unknown: `getInvoice` is NOT_FOUND and a lock for it is
+   * handled like one for an unknown or expired invoice. Runs once per {@link INVOICE_SWEEP_INTERVAL_MS} on the
+   * clock; callable directly.
+   * @returns how many invoices were deleted.
+   */
+  sweepExpiredInvoices(nowMs: number = Date.now()): number {
+    const deleted = this.#store.deleteExpiredInvoices(nowMs - INVOICE_RETENTION_AFTER_EXPIRY_MS);
+    if (deleted > 0) this.#log.info({ deleted }, "deleted expired unpaid invoices");
+    return deleted;
+  }
+
   #tick(): void {
+    if (Date.now() - this.#lastInvoiceSweepMs >= INVOICE_SWEEP_INTERVAL_MS) {
+      this.#lastInvoiceSweepMs = Date.now();
+      try {
+        this.sweepExpiredInvoices();
+      } catch (err) {
+        this.#log.warn({ err: errorFields(err) }, "invoice sweep failed; will retry");
+      }
+    }
     const now = this.#now();
     for (const t of this.#store.openTransfers()) {
       const doc = t.state as TransferDoc;

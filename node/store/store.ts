@@ -71,6 +71,8 @@ export interface StoredProof {
   status: ProofStatus;
   /** The encoded message body (CBOR envelope body) that carried the proof, for re-delivery. */
   message: Uint8Array | null;
+  /** When the proof was stored (unix ms). */
+  createdAtMs: number;
 }
 
 /** Role state of one mediated transfer (protocol/transfers.ts), stored as JSON with bigints as strings. */
@@ -229,6 +231,7 @@ CREATE TABLE IF NOT EXISTS invoices (
   expires_at INTEGER NOT NULL,
   paid_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS invoices_unpaid_expiry ON invoices(expires_at) WHERE status <> 'paid';
 `;
 
 interface ChannelRow {
@@ -258,6 +261,7 @@ interface ProofRow {
   locks: Buffer | null;
   status: ProofStatus;
   message: Buffer | null;
+  created_at: number;
 }
 interface TransferRow {
   id: string;
@@ -342,6 +346,7 @@ const toStoredProof = (r: ProofRow): StoredProof => ({
   locks: r.locks ? unpackLocks(new Uint8Array(r.locks)) : [],
   status: r.status,
   message: r.message ? new Uint8Array(r.message) : null,
+  createdAtMs: r.created_at,
 });
 
 /** JSON with bigints as `{"$n":"123"}` so they round-trip exactly. */
@@ -563,7 +568,13 @@ export class NodeStore {
   insertBalanceProof(
     signer: string,
     signed: SignedBalanceProof,
-    extra: { locks?: readonly Lock[]; status?: ProofStatus; message?: Uint8Array | null } = {},
+    extra: {
+      locks?: readonly Lock[];
+      status?: ProofStatus;
+      message?: Uint8Array | null;
+      /** Unix ms; default now. */
+      createdAtMs?: number;
+    } = {},
   ): void {
     const p: BalanceProof = signed.proof;
     const locks = extra.locks && extra.locks.length > 0 ? Buffer.from(packLocks(extra.locks)) : null;
@@ -582,7 +593,7 @@ export class NodeStore {
       p.locksRoot,
       signed.signature,
       Buffer.from(signed.pqSignature),
-      Date.now(),
+      extra.createdAtMs ?? Date.now(),
       locks,
       extra.status ?? "acked",
       extra.message ? Buffer.from(extra.message) : null,
@@ -771,6 +782,17 @@ export class NodeStore {
           paidAtMs: row.paid_at,
         }
       : null;
+  }
+
+  /**
+   * Deletes, in one statement, every invoice that was never paid and expired before `expiredBeforeMs` (unix
+   * ms): a flood of unpaid x402 402s must not grow the store forever. A deleted invoice is unknown from then
+   * on (`getInvoice` null): a lock for its hash is treated like one for an unknown or expired invoice.
+   * @returns how many invoices were deleted.
+   */
+  deleteExpiredInvoices(expiredBeforeMs: number): number {
+    return this.#sql("DELETE FROM invoices WHERE status <> 'paid' AND expires_at < ?").run(expiredBeforeMs)
+      .changes;
   }
 
   markInvoicePaid(paymentHash: string, paidAmount: bigint): void {
