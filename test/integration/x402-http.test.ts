@@ -160,7 +160,7 @@ describe("integration: x402 node:http middleware (metered prices, paid events, u
       route: "GET /weather",
       amount: weatherPrice.toString(),
     });
-    expect(sse.comments(), "keep-alive comments").to.be.greaterThan(0);
+    await until("a keep-alive comment", () => sse.comments() > 0);
     expect(served).to.deep.equal(["/weather"]);
     // /v1/receipts and the SSE stream need the bearer token.
     expect((await fetch(`${baseUrl}/v1/receipts`)).status).to.equal(401);
