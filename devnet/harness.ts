@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -192,6 +192,8 @@ export interface MerchantProcess extends ChildLifecycle {
   price: bigint;
   /** Receipts SQLite file. */
   receiptsFile: string;
+  /** File (mode 0600) holding the admin token of `GET /v1/receipts`. */
+  adminTokenFile: string;
   /** Client of the app with its admin token: `api.call("GET", "/v1/receipts")`. */
   api: ApiClient;
 }
@@ -464,8 +466,8 @@ export class Devnet {
   /**
    * Starts `examples/weather-merchant.ts` for `node` (its API URL and data directory, for the api-token) and
    * waits for its ready line. `GET /weather` costs `price` base units of the devnet token; receipts go to
-   * `<dir>/<name>-receipts.sqlite`; a random admin token (passed by environment, never on the command line)
-   * guards `GET /v1/receipts`. Stopped with the devnet.
+   * `<dir>/<name>-receipts.sqlite`; a random admin token (passed by environment, never on the command line;
+   * kept in `<dir>/<name>-admin-token`, mode 0600) guards `GET /v1/receipts`. Stopped with the devnet.
    */
   async startMerchant(
     name: string,
@@ -475,6 +477,8 @@ export class Devnet {
     const port = options.port ?? (await freePort());
     const adminToken = randomBytes(24).toString("hex");
     const receiptsFile = join(this.dir, `${name}-receipts.sqlite`);
+    const adminTokenFile = join(this.dir, `${name}-admin-token`);
+    writeFileSync(adminTokenFile, adminToken + "\n", { mode: 0o600 });
     const child = spawn(
       process.execPath,
       [
@@ -511,6 +515,7 @@ export class Devnet {
       address: info.merchant,
       price: options.price,
       receiptsFile,
+      adminTokenFile,
       api: new ApiClient(info.url, adminToken),
       child,
       ...lifecycle(child),

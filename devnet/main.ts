@@ -586,7 +586,10 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       console.log(`  tower       API ${tower.apiUrl}  p2p ${tower.multiaddr}`);
       for (const x of Object.values(n))
         console.log(`  ${x.name.padEnd(6)} API ${x.apiUrl}  token file ${x.tokenFile}  p2p ${x.multiaddr}`);
-      console.log(`  merchant    ${merchant.url}/weather (GET /health free), backed by carol`);
+      console.log(
+        `  merchant    ${merchant.url}/weather (GET /health free), backed by carol; ` +
+          `GET /v1/receipts token file ${merchant.adminTokenFile}`,
+      );
       await new Promise(() => undefined);
     }
     return ok ? 0 : 1;
