@@ -174,15 +174,16 @@ function markdown(phases: PhaseResult[], skipped: SkippedMode[]): string {
     direct: "direct streaming (qrwpFetch)",
   };
   const lines = [
-    "| mode | concurrency | requests | req/s | p50 ms | p99 ms | checks |",
-    "|---|---:|---:|---:|---:|---:|---|",
+    "| mode | concurrency | requests | req/s | p50 ms | p99 ms | load 1m | checks |",
+    "|---|---:|---:|---:|---:|---:|---:|---|",
   ];
   for (const p of phases)
     lines.push(
       `| ${label[p.mode]} | ${p.concurrency} | ${p.requests} | ${p.requestsPerSecond} | ${p.latencyMs.p50} | ` +
-        `${p.latencyMs.p99} | ${p.check ? (p.check.ok ? "receipts + balances ok" : "FAILED") : "-"} |`,
+        `${p.latencyMs.p99} | ${p.loadAverage1m} | ` +
+        `${p.check ? (p.check.ok ? "receipts + balances ok" : "FAILED") : "-"} |`,
     );
-  for (const s of skipped) lines.push(`| ${label[s.mode]} | - | - | - | - | - | ${s.reason} |`);
+  for (const s of skipped) lines.push(`| ${label[s.mode]} | - | - | - | - | - | - | ${s.reason} |`);
   return lines.join("\n");
 }
 
@@ -379,7 +380,8 @@ async function run(options: {
         `client loop in the bench process; price ${PRICE} base units, mediator fee ${ROUTED_FEE}`,
     );
     console.log(
-      `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}\n`,
+      `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}; load ` +
+        `average ${machine.loadAverage1mAtStart} at the start (other work on the machine skews every figure)\n`,
     );
     console.log(table);
     const allOk = phases.every((p) => p.check === null || p.check.ok);
