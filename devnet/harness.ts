@@ -5,7 +5,8 @@
  * by {@link Devnet.stop} (SIGTERM, then SIGKILL after a grace period).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +19,7 @@ import { TestToken__factory } from "../typechain-types/index.js";
 export const ROOT = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const HARDHAT_BIN = join(ROOT, "node_modules", ".bin", "hardhat");
 const CLI = join(ROOT, "cli", "qrwp.ts");
+const WEATHER_MERCHANT = join(ROOT, "examples", "weather-merchant.ts");
 
 /** A free TCP port on 127.0.0.1 (asks the OS for one, then releases it). */
 export async function freePort(): Promise<number> {
@@ -147,8 +149,17 @@ export class ApiClient {
   }
 }
 
+/** A child process the devnet supervises: its graceful stop and its crash. */
+export interface ChildLifecycle {
+  child: ChildProcess;
+  /** SIGTERM and wait (graceful shutdown). */
+  stop(): Promise<void>;
+  /** SIGKILL: a crash. */
+  kill(): Promise<void>;
+}
+
 /** A `qrwp ... start` child process (a node or a watchtower). */
-export interface QrwpProcess {
+export interface QrwpProcess extends ChildLifecycle {
   name: string;
   dataDir: string;
   address: string;
@@ -157,11 +168,6 @@ export interface QrwpProcess {
   multiaddr: string;
   apiUrl: string;
   api: ApiClient;
-  child: ChildProcess;
-  /** SIGTERM and wait (graceful shutdown). */
-  stop(): Promise<void>;
-  /** SIGKILL: a crash. */
-  kill(): Promise<void>;
 }
 
 /** A `qrwp node start` child process (its API needs the token in `tokenFile`). */
@@ -171,6 +177,40 @@ export interface NodeProcess extends QrwpProcess {
 
 /** A `qrwp watchtower start` child process (public API; `multiaddr` is what `--watchtower` takes). */
 export type TowerProcess = QrwpProcess;
+
+/**
+ * The `examples/weather-merchant.ts` child process: a fastify app selling `GET /weather` (x402 v2,
+ * `qrwp-channel`) backed by one node's API, with `GET /health` free.
+ */
+export interface MerchantProcess extends ChildLifecycle {
+  name: string;
+  /** Base URL of the app, e.g. `http://127.0.0.1:41234`. */
+  url: string;
+  /** The merchant node's address (the x402 `payTo`). */
+  address: string;
+  /** Price of `GET /weather`, token base units. */
+  price: bigint;
+  /** Receipts SQLite file. */
+  receiptsFile: string;
+  /** File (mode 0600) holding the admin token of `GET /v1/receipts`. */
+  adminTokenFile: string;
+  /** Client of the app with its admin token: `api.call("GET", "/v1/receipts")`. */
+  api: ApiClient;
+}
+
+/** One receipt as `GET /v1/receipts` lists it (x402/receipts.ts; `mode` once direct streaming exists). */
+export interface ReceiptJson {
+  paymentHash: string;
+  route: string;
+  /** Token base units, decimal. */
+  amount: string;
+  asset: string;
+  payer: string | null;
+  /** Unix ms. */
+  createdAtMs: number;
+  /** "routed" | "direct" (absent before direct streaming: routed). */
+  mode?: string;
+}
 
 /** `stop`: SIGTERM and wait (graceful shutdown); `kill`: SIGKILL and wait (a crash). */
 function lifecycle(child: ChildProcess): { stop(): Promise<void>; kill(): Promise<void> } {
@@ -183,6 +223,13 @@ function lifecycle(child: ChildProcess): { stop(): Promise<void>; kill(): Promis
       );
     },
   };
+}
+
+/** `process.env` without `names`. */
+function withoutEnv(...names: string[]): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const n of names) delete env[n];
+  return env;
 }
 
 /** Runs `qrwp <args>` to completion; resolves with stdout, rejects with stderr on a non-zero exit. */
@@ -330,27 +377,25 @@ export class Devnet {
     return node;
   }
 
-  /** Tracks a `qrwp ... start` child, logs it to `<dir>/<name>.log` and waits for its JSON ready line. */
-  async #ready(
+  /** Tracks a child, logs it to `<dir>/<name>.log` and waits for its JSON ready line (parsed). */
+  async #ready<T = { address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
     name: string,
     child: ChildProcess,
-  ): Promise<{ address: string; peerId: string; multiaddrs: string[]; apiUrl: string }> {
+  ): Promise<T> {
     this.#children.add(child);
     child.once("exit", () => this.#children.delete(child));
     const log = createWriteStream(join(this.dir, `${name}.log`), { flags: "a" });
     child.stderr?.on("data", (d: Buffer) => log.write(d));
     const lines = createInterface({ input: child.stdout! });
-    const ready = new Promise<{ address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
-      (resolveReady, reject) => {
-        lines.on("line", (line) => {
-          log.write(line + "\n");
-          if (line.startsWith('{"event":"ready"')) resolveReady(JSON.parse(line));
-        });
-        child.once("exit", (code) =>
-          reject(new Error(`${name} exited with code ${code} before it was ready (see ${name}.log)`)),
-        );
-      },
-    );
+    const ready = new Promise<T>((resolveReady, reject) => {
+      lines.on("line", (line) => {
+        log.write(line + "\n");
+        if (line.startsWith('{"event":"ready"')) resolveReady(JSON.parse(line) as T);
+      });
+      child.once("exit", (code) =>
+        reject(new Error(`${name} exited with code ${code} before it was ready (see ${name}.log)`)),
+      );
+    });
     return Promise.race([
       ready,
       new Promise<never>((_, reject) =>
@@ -413,6 +458,65 @@ export class Devnet {
       multiaddr: `${info.multiaddrs[0]}`,
       apiUrl: info.apiUrl,
       api: new ApiClient(info.apiUrl, ""),
+      child,
+      ...lifecycle(child),
+    };
+  }
+
+  /**
+   * Starts `examples/weather-merchant.ts` for `node` (its API URL and data directory, for the api-token) and
+   * waits for its ready line. `GET /weather` costs `price` base units of the devnet token; receipts go to
+   * `<dir>/<name>-receipts.sqlite`; a random admin token (passed by environment, never on the command line;
+   * kept in `<dir>/<name>-admin-token`, mode 0600) guards `GET /v1/receipts`. Stopped with the devnet.
+   */
+  async startMerchant(
+    name: string,
+    node: NodeProcess,
+    options: { price: bigint; port?: number; logLevel?: string; extraArgs?: string[] },
+  ): Promise<MerchantProcess> {
+    const port = options.port ?? (await freePort());
+    const adminToken = randomBytes(24).toString("hex");
+    const receiptsFile = join(this.dir, `${name}-receipts.sqlite`);
+    const adminTokenFile = join(this.dir, `${name}-admin-token`);
+    writeFileSync(adminTokenFile, adminToken + "\n", { mode: 0o600 });
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        WEATHER_MERCHANT,
+        "--api-url",
+        node.apiUrl,
+        "--data-dir",
+        node.dataDir,
+        "--token",
+        this.token,
+        "--price",
+        options.price.toString(),
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--receipts",
+        receiptsFile,
+        "--log-level",
+        options.logLevel ?? "info",
+        ...(options.extraArgs ?? []),
+      ],
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+        // The node token comes from --data-dir only: a QRWP_API_TOKEN of the caller's shell must not win.
+        env: { ...withoutEnv("QRWP_API_TOKEN"), QRWP_MERCHANT_ADMIN_TOKEN: adminToken },
+      },
+    );
+    const info = await this.#ready<{ url: string; merchant: string }>(name, child);
+    return {
+      name,
+      url: info.url,
+      address: info.merchant,
+      price: options.price,
+      receiptsFile,
+      adminTokenFile,
+      api: new ApiClient(info.url, adminToken),
       child,
       ...lifecycle(child),
     };

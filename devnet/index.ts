@@ -10,5 +10,7 @@ export {
   runCli,
   startLocalChain,
   type LocalChain,
+  type MerchantProcess,
   type NodeProcess,
+  type ReceiptJson,
 } from "./harness.js";

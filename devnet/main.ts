@@ -8,7 +8,9 @@
  *
  * Scenario: direct payments alice <-> bob; the routes alice -> dave with their fees; multi-hop payments
  * alice -> dave over the cheap path (spontaneous and one invoice); carol goes offline and the next payments
- * retry over erin; carol comes back. Every node hands a watchtower (`qrwp watchtower start`) appointments
+ * retry over erin; carol comes back. x402: carol's merchant app (examples/weather-merchant.ts, a child process backed
+ * by carol's node) sells `GET /weather`; alice buys it 3 times with `qrwpFetch`, routed through bob (one
+ * mediator), and the merchant's receipts are printed and checked (count, amounts). Every node hands a watchtower (`qrwp watchtower start`) appointments
  * for its partners' latest balance proofs. Breach: bob goes offline and alice closes alice <-> bob
  * unilaterally — on-chain her own balance proof is then the stale empty one (nonce 0: as if she had paid bob
  * nothing); the tower contests with her latest proof inside the settle window and the channel settles with
@@ -25,8 +27,16 @@ import { join, resolve } from "node:path";
 import { Command } from "commander";
 import { SingleBar, Presets } from "cli-progress";
 import { formatUnits, parseUnits } from "ethers";
-import { Devnet, type NodeProcess, type TowerProcess } from "./harness.js";
+import { decodePaymentResponseHeader } from "@x402/core/http";
+import {
+  Devnet,
+  type MerchantProcess,
+  type NodeProcess,
+  type ReceiptJson,
+  type TowerProcess,
+} from "./harness.js";
 import { appointmentId } from "../protocol/index.js";
+import { qrwpFetch } from "../x402/index.js";
 import { ChannelHub__factory } from "../typechain-types/index.js";
 
 interface ChannelJson {
@@ -137,6 +147,38 @@ async function waitSettled(node: NodeProcess, channelId: string, timeoutMs = 60_
     await sleep(300);
   }
 }
+
+/** Price of `GET /weather` at carol's merchant app (base units): 0.01 QTT. */
+const WEATHER_PRICE = parseUnits("0.01", 18);
+/** A buyer's fee cap per purchase: bob's fee (0.001001 QTT) fits, the 2-mediator route over erin does not. */
+const WEATHER_MAX_FEE = parseUnits("0.005", 18);
+
+/** One `GET /weather` bought with `qrwpFetch`. */
+interface Purchase {
+  buyer: string;
+  /** The invoice's payment hash (`PAYMENT-RESPONSE.transaction`). */
+  paymentHash: string;
+  /** The buyer node's payment path, e.g. "alice -> bob -> carol" ("?" if the node has no such payment). */
+  path: string;
+  /** Routing fee the buyer paid (base units). */
+  fee: bigint;
+  ms: number;
+}
+
+/** Waits until `a` and `b` hold an authenticated session with each other (`connectedPeers` of `/v1/info`). */
+async function waitConnected(a: NodeProcess, b: NodeProcess, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const peersOf = async (x: NodeProcess) =>
+      (await x.api.call<{ connectedPeers: string[] }>("GET", "/v1/info")).connectedPeers;
+    if ((await peersOf(a)).includes(b.address) && (await peersOf(b)).includes(a.address)) return;
+    if (Date.now() > deadline) throw new Error(`${a.name} and ${b.name} not connected after ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
+
+/** `0x1234ab…cdef` */
+const shortHash = (h: string) => `${h.slice(0, 8)}…${h.slice(-4)}`;
 
 /** Settle timeout of the alice <-> bob channel (the breach waits it out); the others use 600 s. */
 const BREACH_SETTLE_TIMEOUT_SECONDS = 60;
@@ -298,6 +340,83 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     step("carol comes back");
     n.carol = await start("carol");
 
+    // x402: carol's merchant app sells GET /weather; buyers pay through their own nodes with qrwpFetch.
+    step(
+      `starting carol's merchant app (examples/weather-merchant.ts): GET /weather for ${fmt(WEATHER_PRICE)} QTT`,
+    );
+    const merchant: MerchantProcess = await devnet.startMerchant("merchant", node("carol"), {
+      price: WEATHER_PRICE,
+    });
+    step(`  merchant ${merchant.url}  backed by carol ${merchant.address}`);
+    await waitConnected(node("bob"), node("carol"));
+    const purchases: Purchase[] = [];
+    const cities = ["Lisbon", "Porto", "Faro"];
+    /** `buyer` buys `GET /weather` `times` times through its own node; each purchase is checked and recorded. */
+    const buyWeather = async (buyer: NodeProcess, label: string, times: number) => {
+      for (let i = 0; i < times; i++) {
+        const city = cities[i % cities.length] as string;
+        const t0 = performance.now();
+        const res = await qrwpFetch(`${merchant.url}/weather?city=${city}`, undefined, {
+          node: { apiUrl: buyer.apiUrl, token: buyer.api.token },
+          maxAmount: WEATHER_PRICE,
+          maxFee: WEATHER_MAX_FEE,
+          asset: token,
+        });
+        const body = (await res.json()) as { city?: string; error?: string };
+        const ms = performance.now() - t0;
+        const header = res.headers.get("payment-response");
+        if (res.status !== 200 || body.city !== city || !header)
+          throw new Error(`${label}: GET /weather -> ${res.status} ${JSON.stringify(body)}`);
+        const paymentHash = decodePaymentResponseHeader(header).transaction.toLowerCase();
+        const p = await buyer.api
+          .call<RoutedPayment>("GET", `/v1/payments/${encodeURIComponent(`x402:${paymentHash}`)}`)
+          .catch(() => undefined);
+        purchases.push({
+          buyer: label,
+          paymentHash,
+          path: p?.route ? [buyer.name, ...p.route.map((h) => nameOf(h.address))].join(" -> ") : "?",
+          fee: BigInt(p?.fee ?? 0),
+          ms,
+        });
+      }
+    };
+    step("alice buys GET /weather 3 times with qrwpFetch, routed through bob");
+    await buyWeather(node("alice"), "alice", 3);
+    // ── Direct streaming (issue 5, next step) ─────────────────────────────────────────────────────────────
+    // dave has a channel with carol: once qrwpFetch pays by a signed balance-proof increment over it (no
+    // route), enable this call; receipts then carry mode "direct" and the check below expects 6 receipts.
+    // await buyWeather(node("dave"), "dave", 3);
+
+    const { receipts } = await merchant.api.call<{ receipts: ReceiptJson[] }>("GET", "/v1/receipts");
+    receipts.sort((a, b) => a.createdAtMs - b.createdAtMs);
+    const bought = new Map(purchases.map((p) => [p.paymentHash, p]));
+    console.log(
+      `\nx402 receipts of carol's merchant app (${merchant.url}, GET /weather for ${fmt(WEATHER_PRICE)} QTT):`,
+    );
+    console.table(
+      receipts.map((r) => ({
+        payment: shortHash(r.paymentHash),
+        buyer: bought.get(r.paymentHash)?.buyer ?? "?",
+        path: bought.get(r.paymentHash)?.path ?? "?",
+        route: r.route,
+        "amount (QTT)": fmt(BigInt(r.amount)),
+        "fee (QTT)": fmt(bought.get(r.paymentHash)?.fee ?? 0n),
+        mode: r.mode ?? "-",
+        "ms (402 + pay + retry)": Math.round(bought.get(r.paymentHash)?.ms ?? NaN),
+        time: new Date(r.createdAtMs).toISOString().slice(11, 23),
+      })),
+    );
+    const receiptsTotal = receipts.reduce((s, r) => s + BigInt(r.amount), 0n);
+    const expectedTotal = WEATHER_PRICE * BigInt(purchases.length);
+    const receiptsOk =
+      receipts.length === purchases.length &&
+      receiptsTotal === expectedTotal &&
+      receipts.every((r) => bought.has(r.paymentHash) && BigInt(r.amount) === WEATHER_PRICE);
+    console.log(
+      `x402: ${receipts.length} receipts (expected ${purchases.length}), ${fmt(receiptsTotal)} QTT ` +
+        `(expected ${fmt(expectedTotal)}): ${receiptsOk ? "ok" : "MISMATCH"}`,
+    );
+
     console.log("\nmulti-hop payments alice -> dave (by path):");
     const byPath = new Map<
       string,
@@ -428,7 +547,9 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
         `${towerStats.contestsSent} contest(s) sent`,
     );
 
-    const totalFees = payments.reduce((s, p) => s + p.fee, 0n);
+    const totalFees =
+      payments.reduce((s, p) => s + p.fee, 0n) +
+      purchases.filter((p) => p.buyer === "alice").reduce((s, p) => s + p.fee, 0n);
     const rows = [];
     for (const name of names) {
       const after = await devnet.tokenBalance(node(name).address);
@@ -449,12 +570,14 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
         `cooperatively); token ${token}; fees paid by alice ${fmt(totalFees)} QTT`,
     );
     console.table(rows);
-    const ok = rows.every((r) => r.match === "yes") && sum === 0n && bobPayout === BigInt(bobView.ourBalance);
+    const balancesOk =
+      rows.every((r) => r.match === "yes") && sum === 0n && bobPayout === BigInt(bobView.ourBalance);
     console.log(
-      ok
+      balancesOk
         ? "RESULT: on-chain balances match the off-chain totals"
         : "RESULT: MISMATCH between on-chain and off-chain",
     );
+    const ok = balancesOk && receiptsOk;
 
     if (options.keep) {
       console.log("\nnetwork left running (Ctrl-C stops it):");
@@ -463,6 +586,10 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       console.log(`  tower       API ${tower.apiUrl}  p2p ${tower.multiaddr}`);
       for (const x of Object.values(n))
         console.log(`  ${x.name.padEnd(6)} API ${x.apiUrl}  token file ${x.tokenFile}  p2p ${x.multiaddr}`);
+      console.log(
+        `  merchant    ${merchant.url}/weather (GET /health free), backed by carol; ` +
+          `GET /v1/receipts token file ${merchant.adminTokenFile}`,
+      );
       await new Promise(() => undefined);
     }
     return ok ? 0 : 1;

@@ -1,6 +1,7 @@
 /**
  * e2e: the README's main job. `npm run devnet` (here: `tsx devnet/main.ts`) must exit 0, print the breach
- * contested by the watchtower and the balance table with every row matching, and leave no process behind.
+ * contested by the watchtower, the x402 merchant's receipts and the balance table with every row matching,
+ * and leave no process behind.
  */
 import { spawn } from "node:child_process";
 import { expect } from "chai";
@@ -39,5 +40,16 @@ describe("e2e: npm run devnet", function () {
     expect(breach).to.include("'yes'");
     expect(stdout).to.match(/tower: \d+ appointments accepted from 5 nodes, 1 contest\(s\) sent/);
     expect(stderr).to.include("closing the channels without bob cooperatively");
+    // x402: alice bought GET /weather 3 times from carol's merchant app, routed through bob (one mediator);
+    // the merchant's receipts table lists each payment once at the price.
+    const receipts = stdout
+      .split("\n")
+      .filter((l) =>
+        /│ \d+ +│ '0x[0-9a-f]{6}…[0-9a-f]{4}' +│ 'alice' +│ 'alice -> bob -> carol' +│ 'GET \/weather' +│ '0\.01' +│/.test(
+          l,
+        ),
+      );
+    expect(receipts, "x402 receipt rows").to.have.length(3);
+    expect(stdout).to.include("x402: 3 receipts (expected 3), 0.03 QTT (expected 0.03): ok");
   });
 });
