@@ -51,9 +51,11 @@ interface ChannelJson {
 }
 interface RoutedPayment {
   paymentId: string;
+  /** `direct` for a payment on a channel with the target (then no route). */
+  kind?: string;
   status: string;
   fee: string;
-  route: { address: string; fee: string; amount: string }[];
+  route?: { address: string; fee: string; amount: string }[];
   attempts: { status: string; errorCode?: string; failedAt?: string }[];
 }
 interface ChannelDetail extends ChannelJson {
@@ -306,7 +308,7 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
       });
       if (p.status !== "completed") throw new Error(`routed payment ${p.paymentId} ended ${p.status}`);
       payments.push({
-        path: ["alice", ...p.route.map((h) => nameOf(h.address))].join(" -> "),
+        path: ["alice", ...(p.route ?? []).map((h) => nameOf(h.address))].join(" -> "),
         amount,
         fee: BigInt(p.fee),
         attempts: p.attempts.length,
@@ -374,7 +376,11 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
         purchases.push({
           buyer: label,
           paymentHash,
-          path: p?.route ? [buyer.name, ...p.route.map((h) => nameOf(h.address))].join(" -> ") : "?",
+          path: p?.route
+            ? [buyer.name, ...p.route.map((h) => nameOf(h.address))].join(" -> ")
+            : p?.kind === "direct"
+              ? `${buyer.name} -> carol`
+              : "?",
           fee: BigInt(p?.fee ?? 0),
           ms,
         });
@@ -382,10 +388,10 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     };
     step("alice buys GET /weather 3 times with qrwpFetch, routed through bob");
     await buyWeather(node("alice"), "alice", 3);
-    // ── Direct streaming (issue 5, next step) ─────────────────────────────────────────────────────────────
-    // dave has a channel with carol: once qrwpFetch pays by a signed balance-proof increment over it (no
-    // route), enable this call; receipts then carry mode "direct" and the check below expects 6 receipts.
-    // await buyWeather(node("dave"), "dave", 3);
+    // dave has a channel with carol: qrwpFetch pays each 402 with a signed balance-proof increment on it
+    // (direct streaming: no route, no fee), which carol's node stores before the resource is served.
+    step("dave buys GET /weather 3 times with qrwpFetch, direct streaming on his channel with carol");
+    await buyWeather(node("dave"), "dave", 3);
 
     const { receipts } = await merchant.api.call<{ receipts: ReceiptJson[] }>("GET", "/v1/receipts");
     receipts.sort((a, b) => a.createdAtMs - b.createdAtMs);

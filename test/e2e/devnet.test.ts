@@ -50,6 +50,14 @@ describe("e2e: npm run devnet", function () {
         ),
       );
     expect(receipts, "x402 receipt rows").to.have.length(3);
-    expect(stdout).to.include("x402: 3 receipts (expected 3), 0.03 QTT (expected 0.03): ok");
+    for (const row of receipts) expect(row).to.include("'routed'");
+    // dave bought 3 more by direct streaming on his channel with carol: no mediator, no fee.
+    const direct = stdout
+      .split("\n")
+      .filter((l) =>
+        /│ 'dave' +│ 'dave -> carol' +│ 'GET \/weather' +│ '0\.01' +│ '0' +│ 'direct' +│/.test(l),
+      );
+    expect(direct, "x402 direct receipt rows").to.have.length(3);
+    expect(stdout).to.include("x402: 6 receipts (expected 6), 0.06 QTT (expected 0.06): ok");
   });
 });
