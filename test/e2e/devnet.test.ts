@@ -55,7 +55,7 @@ describe("e2e: npm run devnet", function () {
     const direct = stdout
       .split("\n")
       .filter((l) =>
-        /│ 'dave' +│ 'dave -> carol' +│ 'GET \/weather' +│ '0\.01' +│ '0' +│ 'direct' +│/.test(l),
+        /│ 'dave' +│ 'dave -> carol' +│ 'GET \/weather' +│ '0\.01' +│ '0\.0' +│ 'direct' +│/.test(l),
       );
     expect(direct, "x402 direct receipt rows").to.have.length(3);
     expect(stdout).to.include("x402: 6 receipts (expected 6), 0.06 QTT (expected 0.06): ok");
