@@ -14,9 +14,10 @@
  * - `routed`: N `GET /weather` with `qrwpFetch` (x402/client.ts): 402 with a fresh invoice of the merchant
  *   node, the payer node pays it over HTLCs through the mediator, the retry with the preimage is verified
  *   against the merchant node, settled (receipt) and served;
- * - `direct`: the same once the payer has a direct channel with the merchant, where `qrwpFetch` is to pay
- *   by direct streaming (a signed balance-proof increment). A probe request checks the receipt's `mode`;
- *   while receipts do not say "direct" the phase is reported as "direct not available yet", not run.
+ * - `direct`: the same once the payer has a direct channel with the merchant: `qrwpFetch` pays by direct
+ *   streaming (the payer node signs the next balance proof for the price; the retry carries it; the merchant
+ *   node verifies and stores it; the acknowledgement is relayed back). A probe request checks that the
+ *   receipt's `mode` is "direct" (the bench fails otherwise).
  *
  * A request's latency runs from the call to its body being read; req/s is requests over the phase's wall
  * time. After each paid phase it checks every response (200, `PAYMENT-RESPONSE` success), that the merchant's
@@ -82,11 +83,6 @@ interface PaidCheck {
 }
 
 /** A mode that was asked for but did not run. */
-interface SkippedMode {
-  mode: Mode;
-  reason: string;
-}
-
 const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round2 = (v: number) => Math.round(v * 100) / 100;
@@ -166,8 +162,8 @@ async function newestReceipts(merchant: MerchantProcess, limit: number): Promise
     .receipts;
 }
 
-/** The markdown table of every phase (and the modes that did not run). */
-function markdown(phases: PhaseResult[], skipped: SkippedMode[]): string {
+/** The markdown table of every phase. */
+function markdown(phases: PhaseResult[]): string {
   const label: Record<Mode, string> = {
     baseline: "baseline (GET /health, unpaid)",
     routed: "routed (qrwpFetch, 1 mediator)",
@@ -183,7 +179,6 @@ function markdown(phases: PhaseResult[], skipped: SkippedMode[]): string {
         `${p.latencyMs.p99} | ${p.loadAverage1m} | ` +
         `${p.check ? (p.check.ok ? "receipts + balances ok" : "FAILED") : "-"} |`,
     );
-  for (const s of skipped) lines.push(`| ${label[s.mode]} | - | - | - | - | - | - | ${s.reason} |`);
   return lines.join("\n");
 }
 
@@ -261,7 +256,6 @@ async function run(options: {
     step(`  ${merchant.url}: GET /weather for ${PRICE} base units, GET /health free`);
 
     const phases: PhaseResult[] = [];
-    const skipped: SkippedMode[] = [];
     let routeFoundAfterMs: number | null = null;
 
     /** One paid phase: N qrwpFetch requests at `c`, then the receipts and balance checks. */
@@ -360,21 +354,16 @@ async function run(options: {
       const probe = await weatherOnce(merchant, payer!, token, chainId, 0);
       const receipt = (await newestReceipts(merchant, 10)).find((r) => r.paymentHash === probe.paymentHash);
       const probeMode = receipt?.mode ?? "routed";
-      if (probeMode !== "direct") {
-        const reason = `direct not available yet (the probe's receipt says mode "${probeMode}")`;
-        step(`  ${reason}: phase not run`);
-        skipped.push({ mode: "direct", reason });
-      } else {
-        await runConcurrently(WARMUP.paid - 1, 1, (i) => weatherOnce(merchant, payer!, token, chainId, i));
-        for (const c of options.concurrency) {
-          const p = await paidPhase("direct", c);
-          phases.push(p);
-          report(p);
-        }
+      if (probeMode !== "direct") throw new Error(`the direct probe was paid "${probeMode}", not "direct"`);
+      await runConcurrently(WARMUP.paid - 1, 1, (i) => weatherOnce(merchant, payer!, token, chainId, i));
+      for (const c of options.concurrency) {
+        const p = await paidPhase("direct", c);
+        phases.push(p);
+        report(p);
       }
     }
 
-    const table = markdown(phases, skipped);
+    const table = markdown(phases);
     console.log(
       `\nx402 paywall: examples/weather-merchant.ts (fastify, a child process) backed by merchant-node; ` +
         `client loop in the bench process; price ${PRICE} base units, mediator fee ${ROUTED_FEE}`,
@@ -417,7 +406,6 @@ async function run(options: {
           },
           routeFoundAfterMs,
           phases,
-          skipped,
           markdown: table,
         },
         null,
