@@ -23,6 +23,7 @@ import { Command, Option } from "commander";
 import { price, qrwpPaywall } from "../x402/index.js";
 import { readApiToken } from "../host/keystore.js";
 import { createLogger } from "../host/logger.js";
+import { stopOnSignal } from "../host/process.js";
 import { parseAddress, parseAmount, parseHostPort, parseNonEmpty, parseUrl } from "../host/cli-args.js";
 
 /** Parsed flags (amounts are decimal strings of token base units). */
@@ -99,18 +100,7 @@ async function main(o: Options): Promise<void> {
       token: o.token,
     }),
   );
-  const shutdown = (signal: string) => {
-    log.info({ signal }, "shutting down");
-    app.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, "shutdown failed");
-        process.exit(1);
-      },
-    );
-  };
-  process.once("SIGINT", () => shutdown("SIGINT"));
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  stopOnSignal(() => app.close(), log);
 }
 
 await new Command("weather-merchant")

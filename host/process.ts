@@ -25,9 +25,14 @@ export function serveUntilSignal(running: RunningProcess, log: Logger): void {
       apiUrl: running.apiUrl,
     }),
   );
+  stopOnSignal(() => running.stop(), log);
+}
+
+/** On the first SIGINT/SIGTERM: logs it, awaits `stop()`, exits 0 (1 if stopping failed). */
+export function stopOnSignal(stop: () => Promise<void>, log: Pick<Logger, "info" | "error">): void {
   const shutdown = (signal: string) => {
     log.info({ signal }, "shutting down");
-    running.stop().then(
+    stop().then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, "shutdown failed");
