@@ -186,7 +186,7 @@ type Verified = Extract<HTTPProcessResult, { type: "payment-verified" }>;
 export type Gate =
   | { kind: "pass" }
   | { kind: "answer"; answer: PaywallAnswer }
-  | { kind: "verified"; verified: Verified; context: HTTPRequestContext };
+  | { kind: "verified"; verified: Verified; context: HTTPRequestContext; ip: string };
 
 /** Result of {@link PaywallCore.settle}: headers to add to the paid response, or the refusal to send. */
 export type Settled = { ok: true; headers: Record<string, string> } | { ok: false; answer: PaywallAnswer };
@@ -455,7 +455,7 @@ export class PaywallCore {
     if (result.type === "no-payment-required") return { kind: "pass" };
     if (result.type === "payment-error")
       return { kind: "answer", answer: refusal(result.response, paymentHeader) };
-    return { kind: "verified", verified: result, context };
+    return { kind: "verified", verified: result, context, ip: req.ip };
   }
 
   /**
@@ -480,6 +480,7 @@ export class PaywallCore {
         answer: answer(settle.response.status, { error: reason }, settle.response.headers),
       };
     }
+    this.#limiter.refund(gate.ip); // the 402 before this payment was not an unpaid request after all
     const receipt: Receipt | null = this.handle.receipts.get(settle.transaction);
     if (receipt) this.handle.events.emit(receipt);
     return {

@@ -2,7 +2,8 @@
  * The cap on how fast unpaid requests to priced routes mint invoices on the merchant's node: two token
  * buckets, one global and one per client IP (the IP table is an LRU of bounded size, `lru-cache`). Each
  * bucket holds at most one second's worth of tokens and refills continuously. A request that is refused
- * takes no token from either bucket. Pure in-memory state of fixed maximum size; no timers.
+ * takes no token from either bucket, and a paid request gives its 402's token back ({@link refund}), so the
+ * cap limits unpaid invoices, not a paying client's rate. Pure in-memory state of fixed maximum size; no timers.
  */
 import { LRUCache } from "lru-cache";
 import { assertArgument, type X402RefusalReason } from "../protocol/index.js";
@@ -89,5 +90,18 @@ export class UnpaidRateLimiter {
     }
     if (ipBucket) ipBucket.tokens -= 1;
     return { ok: true };
+  }
+
+  /** A request from `ip` paid: one token back to the global bucket and to `ip`'s (never above the burst). */
+  refund(ip: string, nowMs = Date.now()): void {
+    if (this.#rate !== false) {
+      refill(this.#global, this.#rate, nowMs);
+      this.#global.tokens = Math.min(Math.max(1, this.#rate), this.#global.tokens + 1);
+    }
+    const ipBucket = this.#ipRate === false ? undefined : this.#ips.get(ip);
+    if (ipBucket && this.#ipRate !== false) {
+      refill(ipBucket, this.#ipRate, nowMs);
+      ipBucket.tokens = Math.min(Math.max(1, this.#ipRate), ipBucket.tokens + 1);
+    }
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The unpaid-request cap of the x402 paywall (x402/rate-limit.ts) with explicit clocks: per-IP and global
- * token buckets, refill, `Retry-After`, refused requests take no token, the bounded IP table, bad options.
+ * token buckets, refill, `Retry-After`, refused requests take no token, paid requests give theirs back, the
+ * bounded IP table, bad options.
  */
 import { expect } from "chai";
 import { UnpaidRateLimiter } from "../../x402/index.js";
@@ -25,6 +26,21 @@ describe("x402 unpaid rate limiter", () => {
     expect(l.take("c", 500).ok).to.equal(true);
     expect(l.take("c", 500).ok).to.equal(true);
     expect(l.take("c", 500).ok).to.equal(false);
+  });
+
+  it("a paid request gives its 402's token back, never above the burst", () => {
+    const l = new UnpaidRateLimiter({ perSecond: 100, perIpPerSecond: 2 }, 0);
+    // A paying client: 402 (take) then paid retry (refund), ten times within one millisecond.
+    for (let i = 0; i < 10; i++) {
+      expect(l.take("1.1.1.1", 0).ok, `payment ${i}`).to.equal(true);
+      l.refund("1.1.1.1", 0);
+    }
+    // Refunds do not raise the burst above perIpPerSecond.
+    for (let i = 0; i < 5; i++) l.refund("1.1.1.1", 0);
+    expect([0, 1, 2].map(() => l.take("1.1.1.1", 0).ok)).to.deep.equal([true, true, false]);
+    // A refund for an IP never seen changes nothing for it (and does not throw).
+    l.refund("9.9.9.9", 0);
+    expect(l.trackedIps).to.equal(1);
   });
 
   it("a slow rate gives a longer Retry-After; false disables a bucket", () => {
