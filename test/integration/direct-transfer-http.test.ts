@@ -15,6 +15,7 @@ import { expect } from "chai";
 import { parseUnits } from "ethers";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
 import { decodeEnvelope, encodeEnvelope, type ChannelMessage } from "../../protocol/index.js";
+import type { NodeAcceptedTransfer } from "../../x402/node-api.js";
 
 interface PaymentJson {
   kind: string;
@@ -32,15 +33,8 @@ interface SignedJson {
   nonce: string;
   transfer: string;
 }
-interface AcceptedJson {
-  paymentId: string;
-  channelId: string;
-  nonce: string;
-  amount: string;
-  token: string;
-  partner: string;
-  processed: { channelId: string; nonce: string; signature: string };
-}
+/** The merchant node's answer, as the x402 layer's node client types it. */
+type AcceptedJson = NodeAcceptedTransfer;
 interface ChannelJson {
   channelId: string;
   ourBalance: string;
