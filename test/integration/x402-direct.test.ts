@@ -19,7 +19,14 @@ import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from "@x402
 import type { PaymentRequirements } from "@x402/core/types";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
 import { readApiToken } from "../../host/keystore.js";
-import { decodeEnvelope, encodeEnvelope, x402Network, x402PaymentId } from "../../protocol/index.js";
+import {
+  decodeEnvelope,
+  encodeEnvelope,
+  randomSecret,
+  secretHashOf,
+  x402Network,
+  x402PaymentId,
+} from "../../protocol/index.js";
 import { QrwpChannelClientScheme, price, qrwpFetch, qrwpPaywall } from "../../x402/index.js";
 
 const unit = parseUnits("1", 18);
@@ -97,12 +104,19 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     app = Fastify({ logger: false });
     await app.register(qrwpPaywall, {
       node: carolNode,
-      routes: [price("GET /weather", weatherPrice, token)],
+      routes: [
+        price("GET /weather", weatherPrice, token),
+        price("GET /flash", weatherPrice, token, { maxTimeoutSeconds: 1 }), // invoices live one second
+      ],
       receiptsPath: join(devnet.dir, "receipts.sqlite"),
     });
     app.get("/weather", async () => {
       served++;
       return { city: "Porto", celsius: 18 };
+    });
+    app.get("/flash", async () => {
+      served++;
+      return { flash: true };
     });
     baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
   });
@@ -250,6 +264,58 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     expect(res.status).to.equal(200);
     await res.body?.cancel();
     expect((await receipts()).count).to.equal(receiptsAfterPaid + 1);
+  });
+
+  it("refuses another payee, an invoice carol's node never minted and an expired invoice", async () => {
+    const servedBefore = served;
+    const receiptsBefore = (await receipts()).count;
+    const refusal = async (path: string, paymentSignature: string): Promise<unknown> => {
+      const res = await fetch(`${baseUrl}${path}`, { headers: { "payment-signature": paymentSignature } });
+      expect(res.status).to.equal(402);
+      return ((await res.json()) as { error: unknown }).error;
+    };
+    // The accepted requirement names alice as the payee.
+    const p = await signedFor402();
+    const toAlice = { ...p.req, payTo: n.alice!.address };
+    expect(
+      await refusal("/weather", header(toAlice, { paymentHash: p.paymentHash, transfer: p.transfer })),
+    ).to.equal("wrong_payee");
+    // A routed payload for an invoice nobody minted (its preimage is right for its hash).
+    const preimage = randomSecret();
+    const made = secretHashOf(preimage);
+    const unknownReq = {
+      ...p.req,
+      extra: { ...p.req.extra, invoice: { paymentHash: made, expiresAtSeconds: 4_000_000_000 } },
+    };
+    expect(await refusal("/weather", header(unknownReq, { paymentHash: made, preimage }))).to.equal(
+      "unknown_invoice",
+    );
+    // The earlier transfer still pays its own invoice.
+    const ok = await fetch(`${baseUrl}/weather`, {
+      headers: { "payment-signature": header(p.req, { paymentHash: p.paymentHash, transfer: p.transfer }) },
+    });
+    expect(ok.status).to.equal(200);
+    await ok.body?.cancel();
+
+    // A one-second invoice, paid after it expired: refused before carol's node stores anything.
+    const res = await fetch(`${baseUrl}/flash`);
+    await res.body?.cancel();
+    const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
+    const paymentHash = (req.extra as { invoice: { paymentHash: string } }).invoice.paymentHash;
+    await new Promise((r) => setTimeout(r, 2_100));
+    const channelBefore = JSON.stringify(await carolChannel());
+    const signed = await n.alice!.api.call<{ transfer: string }>("POST", "/v1/payments/direct-transfers", {
+      target: n.carol!.address,
+      token,
+      amount: req.amount,
+      paymentId: x402PaymentId(paymentHash),
+    });
+    expect(await refusal("/flash", header(req, { paymentHash, transfer: signed.transfer }))).to.equal(
+      "invoice_expired",
+    );
+    expect(JSON.stringify(await carolChannel())).to.equal(channelBefore);
+    expect(served).to.equal(servedBefore + 1);
+    expect((await receipts()).count).to.equal(receiptsBefore + 1);
   });
 
   it("a direct payment used by two concurrent requests serves exactly one", async () => {
