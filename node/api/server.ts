@@ -472,10 +472,19 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     type: "object",
     required: ["target", "token", "amount"],
     additionalProperties: false,
-    properties: { target: address, token: address, amount: positiveAmount, paymentId: paymentIdSchema },
+    properties: {
+      target: address,
+      token: address,
+      amount: positiveAmount,
+      paymentId: paymentIdSchema,
+      // Unix ms after which nothing may be signed any more (the caller has given up): TIMEOUT instead.
+      notAfterMs: { type: "integer", minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+    },
   } as const;
 
-  app.post<{ Body: { target: string; token: string; amount: string; paymentId?: string } }>(
+  app.post<{
+    Body: { target: string; token: string; amount: string; paymentId?: string; notAfterMs?: number };
+  }>(
     "/v1/payments/direct-transfers",
     {
       schema: {
@@ -490,12 +499,15 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     },
     async (req, reply) => {
       const b = req.body;
-      const signed = await service.signDirectTransfer({
-        target: b.target,
-        token: b.token,
-        amount: BigInt(b.amount),
-        ...(b.paymentId ? { paymentId: b.paymentId } : {}),
-      });
+      const signed = await service.signDirectTransfer(
+        {
+          target: b.target,
+          token: b.token,
+          amount: BigInt(b.amount),
+          ...(b.paymentId ? { paymentId: b.paymentId } : {}),
+        },
+        b.notAfterMs !== undefined ? { notAfterMs: b.notAfterMs } : {},
+      );
       return reply.status(201).send({
         payment: { kind: "direct", fee: "0", ...paymentJson(signed.payment) },
         channelId: signed.payment.channelId.toString(),

@@ -235,6 +235,8 @@ export class ChannelService {
   #stopped = false;
   /** Partners' ML-DSA-65 keys (by lower-case address), as persisted in `meta` (see {@link partnerProof}). */
   readonly #partnerKeys = new Map<string, Uint8Array | null>();
+  /** Proofs signed for HTTP delivery: the poller gives them a head start before re-sending over libp2p. */
+  readonly #heldForHttp = new WeakSet<StoredProof>();
   /**
    * Per partner (lower-case address), the tail of the chain that runs the partner's proofs one at a time,
    * whether they came over libp2p or were relayed over HTTP ({@link acceptDirectTransfer}).
@@ -667,19 +669,30 @@ export class ChannelService {
    * for delivery by the client over HTTP (x402 direct streaming): like {@link pay} it runs in the channel's
    * queue, first re-sends earlier pending proofs over libp2p, checks capacity (refreshing deposits once) and
    * signs the next balance proof (nonce + 1, transferredAmount + amount); the proof (status pending, with its
-   * DirectTransfer message) and the payment (pending) are committed in one transaction. The partner need
-   * not be connected. The payment completes on {@link confirmProcessed} with the partner's signed
+   * DirectTransfer message) and the payment (pending) are committed in one transaction. Nothing is sent.
+   * The payment completes on {@link confirmProcessed} with the partner's signed
    * acknowledgement, or on the partner's Processed over libp2p: the proof is re-sent before our next proof on
    * the channel, and by the chain poller once older than {@link POLLER_RESEND_AFTER_MS}.
+   * `options.notAfterMs` (unix ms): the caller's deadline; once past it (the queue or an earlier proof's
+   * re-send took that long) nothing is signed, so a client that gave up is never charged.
    * @returns the pending payment and the exact stored envelope bytes.
    * @throws QrwpError INVALID_ARGUMENT | CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY |
-   *   CONFLICT (paymentId reused); PEER_OFFLINE | PEER_REJECTED | TIMEOUT when an earlier pending proof could
-   *   not be resolved (nothing new is signed then).
+   *   CONFLICT (paymentId reused) | TIMEOUT (field "notAfterMs"); PEER_OFFLINE | PEER_REJECTED | TIMEOUT
+   *   when an earlier pending proof could not be resolved (nothing new is signed then: the partner must be
+   *   reachable over libp2p unless every earlier proof was acknowledged).
    */
-  async signDirectTransfer(params: PayParams): Promise<SignedDirectTransfer> {
+  async signDirectTransfer(
+    params: PayParams,
+    options: { notAfterMs?: number } = {},
+  ): Promise<SignedDirectTransfer> {
     const { live, payment } = this.#newDirectPayment(params);
     return (await live.queue.add(async () => {
       const end = await this.#nextEnd(live, (e) => withDirect(e, payment.amount), false);
+      if (options.notAfterMs !== undefined && Date.now() > options.notAfterMs)
+        throw new QrwpError("TIMEOUT", "the caller's deadline passed before the transfer could be signed", {
+          field: "notAfterMs",
+          notAfterMs: options.notAfterMs,
+        });
       const { stored } = this.#signAndPersist(
         live,
         end,
@@ -694,6 +707,7 @@ export class ChannelService {
         },
         "signed direct transfer for HTTP delivery",
       );
+      this.#heldForHttp.add(stored);
       return {
         payment: this.#store.getPayment(payment.paymentId) as PaymentRecord,
         transfer: stored.message as Uint8Array,
@@ -882,7 +896,11 @@ export class ChannelService {
   }
 
   #assertNewOutgoing(paymentId: string): void {
-    if (this.#store.getPayment(paymentId)?.direction === "outgoing") {
+    // A routed payment with this id counts too: one x402 invoice is paid one way or the other, never both.
+    if (
+      this.#store.getPayment(paymentId)?.direction === "outgoing" ||
+      this.#store.getMediatedPayment(paymentId) !== null
+    ) {
       throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, {
         field: "paymentId",
         paymentId,
@@ -1411,7 +1429,7 @@ export class ChannelService {
             await live.queue.add(() => this.#syncFromChain(live));
             // A proof signed for HTTP delivery gets a head start before the libp2p re-send.
             const due = Date.now() - POLLER_RESEND_AFTER_MS;
-            if (live.ourPending.some((p) => p.createdAtMs <= due))
+            if (live.ourPending.some((p) => !this.#heldForHttp.has(p) || p.createdAtMs <= due))
               await live.queue.add(() => this.#resendPending(live));
           } else if (live.record.state === "closed") {
             await live.queue.add(() => this.#syncFromChain(live));
@@ -1662,15 +1680,17 @@ export class ChannelService {
         field: "balanceProof.channelId",
       });
     }
-    // After we co-signed a cooperative settle, a new proof would not be in the co-signed amounts.
-    if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
     verifyBalanceProof(signed, from.address, from.mldsaPublicKey);
+    // A proof we already hold is acknowledged again whatever the channel's state (closing included): the
+    // partner must not count it refused while we count it received (it came first over HTTP, say).
     if (p.nonce <= (live.partnerLatest?.proof.nonce ?? 0n)) {
       const earlier = this.#store.balanceProofAt(p.channelId, live.record.partner, p.nonce);
       if (earlier && earlier.signature === signed.signature && isRedelivery(live)) {
         return { type: "Processed", channelId: p.channelId, nonce: p.nonce }; // idempotent re-delivery
       }
     }
+    // After we co-signed a cooperative settle, a new proof would not be in the co-signed amounts.
+    if (live.record.state !== "opened" || live.closing) throw this.#stateError(live, "opened");
     const check = () => {
       // Read at each check: the partner's latest may move while deposits are refreshed below.
       const lastNonce = live.partnerLatest?.proof.nonce ?? 0n;
@@ -1738,7 +1758,14 @@ export class ChannelService {
           completedAtMs: now,
         });
       },
-      () => this.#store.getIncomingPayment(channelId, msg.paymentId) !== null,
+      () => {
+        // The payment id and amount are outside the signature: a re-delivery must name the payment that
+        // this very proof carried, or any old proof could be wrapped as "payment X arrived".
+        const earlier = this.#store.getIncomingPayment(channelId, msg.paymentId);
+        return (
+          earlier !== null && earlier.nonce === msg.balanceProof.proof.nonce && earlier.amount === msg.amount
+        );
+      },
     );
   }
 
