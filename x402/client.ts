@@ -48,6 +48,9 @@ export interface QrwpClientOptions {
   prefer?: "direct" | "routed";
 }
 
+/** How long the payer's node may take to sign a direct transfer (ms); its API call waits longer (10 s). */
+const SIGN_DEADLINE_MS = 8_000;
+
 /** Node refusals of a direct transfer that leave nothing signed: fall back to routed. */
 const NO_DIRECT_CHANNEL = new Set(["CHANNEL_NOT_FOUND", "CHANNEL_STATE", "INSUFFICIENT_CAPACITY"]);
 
@@ -115,6 +118,8 @@ export class QrwpChannelClientScheme implements SchemeNetworkClient {
           token: requirements.asset,
           amount,
           paymentId: x402PaymentId(paymentHash),
+          // Sign only while we still wait for the answer, and before the invoice expires.
+          notAfterMs: Math.min(extra.invoice.expiresAtSeconds * 1000, Date.now() + SIGN_DEADLINE_MS),
         });
         const payload: QrwpDirectPayload = { paymentHash, transfer: signed.transfer };
         return { x402Version, payload };

@@ -182,12 +182,16 @@ export class QrwpNodeApi {
     token: string;
     amount: bigint | string;
     paymentId: string;
+    /** Unix ms after which the node must not sign any more (the caller gave up); keep it below the call's
+     * timeout so that a call that timed out never leaves a signed transfer behind. */
+    notAfterMs?: number;
   }): Promise<NodeSignedTransfer> {
     const body = await this.#call("POST", "/v1/payments/direct-transfers", {
       target: params.target,
       token: params.token,
       amount: params.amount.toString(),
       paymentId: params.paymentId,
+      ...(params.notAfterMs !== undefined ? { notAfterMs: Math.floor(params.notAfterMs) } : {}),
     });
     if (typeof body.transfer !== "string" || !isRecord(body.payment))
       throw new QrwpError("INTERNAL", "node answer lacks transfer/payment", {});

@@ -11,10 +11,14 @@
  *   a fresh invoice of the merchant's node), body `{ error: "missing_payment" }`; beyond the unpaid cap →
  *   429, `Retry-After: <s>`, body `{ error: "rate_limited" }`, no invoice minted;
  * - refused payment → 402 with the coded reason of `X402_REFUSAL_REASONS` in the body and in
- *   `PaymentRequired.error`; never the resource, no state change;
+ *   `PaymentRequired.error`; never the resource, and the merchant's state is unchanged (a direct transfer
+ *   the node refused is not stored; one the payer's node later re-sends over libp2p pays the channel like
+ *   any transfer: see DECISIONS); a refused payment takes a token of the cap, an empty bucket is 429;
+ *   the merchant node unreachable while verifying → 402 `merchant_unavailable`;
  * - a per-request price that cannot be computed for this request (throws, ≤ 0, not an integer, ≥ 2^256) →
  *   400 `{ error: "unpriceable_request" }`, no invoice minted;
- * - merchant node unreachable → 503 `{ error: "merchant_unavailable" }`.
+ * - merchant node unreachable while minting the invoice of an unpaid request → 503
+ *   `{ error: "merchant_unavailable" }`.
  */
 import { timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
@@ -137,6 +141,8 @@ export interface QrwpPaywallOptions extends Pick<
   adminToken?: string | false;
   /** See `QrwpFacilitatorOptions.paidWaitMs`. */
   paidWaitMs?: number;
+  /** See `QrwpFacilitatorOptions.directExpiryGraceMs`. */
+  directExpiryGraceMs?: number;
   /**
    * Unpaid requests (no payment header, or one that does not decode) to priced routes per second over all
    * clients; each mints an invoice. `false`: no cap. Default 50.
@@ -374,6 +380,7 @@ export class PaywallCore {
       const merchant = await createQrwpMerchant(new QrwpNodeApi(opts.node), receipts, {
         log,
         ...(opts.paidWaitMs !== undefined ? { paidWaitMs: opts.paidWaitMs } : {}),
+        ...(opts.directExpiryGraceMs !== undefined ? { directExpiryGraceMs: opts.directExpiryGraceMs } : {}),
       });
       const resourceServer = new x402ResourceServer(merchant.facilitator).register(
         merchant.network,
@@ -423,7 +430,14 @@ export class PaywallCore {
     };
     if (!this.#http.requiresPayment(context)) return { kind: "pass" };
     // Unpaid (no header, or one that does not decode): it would mint an invoice, so it meets the cap first.
-    if (!decodesAsPayment(paymentHeader)) {
+    // A payment is verified unless its client's bucket is empty (refused payments drain it, below).
+    const carriesPayment = decodesAsPayment(paymentHeader);
+    if (carriesPayment && !this.#limiter.allows(req.ip))
+      return {
+        kind: "answer",
+        answer: answer(429, { error: X402_RATE_LIMITED }, { "retry-after": "1" }),
+      };
+    if (!carriesPayment) {
       const taken = this.#limiter.take(req.ip);
       if (!taken.ok)
         return {
@@ -453,8 +467,10 @@ export class PaywallCore {
       return { kind: "answer", answer: answer(503, { error: "merchant_unavailable" }) };
     }
     if (result.type === "no-payment-required") return { kind: "pass" };
-    if (result.type === "payment-error")
+    if (result.type === "payment-error") {
+      if (carriesPayment) this.#limiter.take(req.ip); // a refused payment counts like an unpaid request
       return { kind: "answer", answer: refusal(result.response, paymentHeader) };
+    }
     return { kind: "verified", verified: result, context, ip: req.ip };
   }
 

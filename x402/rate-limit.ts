@@ -3,7 +3,9 @@
  * buckets, one global and one per client IP (the IP table is an LRU of bounded size, `lru-cache`). Each
  * bucket holds at most one second's worth of tokens and refills continuously. A request that is refused
  * takes no token from either bucket, and a paid request gives its 402's token back ({@link refund}), so the
- * cap limits unpaid invoices, not a paying client's rate. Pure in-memory state of fixed maximum size; no timers.
+ * cap limits unpaid invoices, not a paying client's rate. A refused payment costs a token too (the paywall
+ * takes one after the refusal and answers 429 before verifying once the bucket is empty), so a flood of
+ * bad payments cannot make the merchant node verify signatures without bound. Pure in-memory state of fixed maximum size; no timers.
  */
 import { LRUCache } from "lru-cache";
 import { assertArgument, type X402RefusalReason } from "../protocol/index.js";
@@ -90,6 +92,22 @@ export class UnpaidRateLimiter {
     }
     if (ipBucket) ipBucket.tokens -= 1;
     return { ok: true };
+  }
+
+  /** True if {@link take} would succeed now for `ip` (nothing taken). */
+  allows(ip: string, nowMs = Date.now()): boolean {
+    if (this.#ipRate !== false) {
+      const ipBucket = this.#ips.peek(ip);
+      if (ipBucket) {
+        refill(ipBucket, this.#ipRate, nowMs);
+        if (ipBucket.tokens < 1) return false;
+      }
+    }
+    if (this.#rate !== false) {
+      refill(this.#global, this.#rate, nowMs);
+      if (this.#global.tokens < 1) return false;
+    }
+    return true;
   }
 
   /** A request from `ip` paid: one token back to the global bucket and to `ip`'s (never above the burst). */

@@ -164,6 +164,9 @@ export interface QrwpFacilitatorOptions {
   /** How long `verify` waits for an open invoice to turn paid (the unlock reaches the merchant shortly
    * after the payer learns the preimage). Default 10,000 ms. */
   paidWaitMs?: number;
+  /** Direct mode: how long after its invoice expired a transfer is still taken (default
+   * {@link DIRECT_EXPIRY_GRACE_MS}). */
+  directExpiryGraceMs?: number;
   log?: X402Logger;
 }
 
@@ -180,6 +183,13 @@ type Checked =
 
 /** How many accepted direct transfers `verify` remembers for `settle` (each re-asked from the node if gone). */
 const ACCEPTED_CACHE_MAX = 10_000;
+/**
+ * How long after its invoice expired a direct transfer is still taken (ms). The payer is committed once
+ * its node signed (before the expiry: the client's deadline), and its node re-sends the transfer anyway:
+ * refusing it would leave the payer charged and unserved. Matches the merchant node's retention of expired
+ * unpaid invoices (60 s), after which the invoice is unknown.
+ */
+export const DIRECT_EXPIRY_GRACE_MS = 60_000;
 
 /** The node's refusal of a direct transfer as an x402 reason. */
 function directRefusal(code: string): X402RefusalReason {
@@ -197,9 +207,10 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
   readonly #merchant: NodeInfo;
   readonly #receipts: ReceiptStore;
   readonly #paidWaitMs: number;
+  readonly #directGraceMs: number;
   readonly #log: X402Logger;
-  /** paymentHash → what the node answered in `verify` (bounded; insertion order = age). */
-  readonly #accepted = new Map<string, NodeAcceptedTransfer>();
+  /** paymentHash → the transfer and what the node answered in `verify` (bounded; insertion order = age). */
+  readonly #accepted = new Map<string, { transfer: string; answer: NodeAcceptedTransfer }>();
 
   constructor(
     node: QrwpNodeApi,
@@ -213,6 +224,7 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     this.network = network;
     this.#receipts = receipts;
     this.#paidWaitMs = options.paidWaitMs ?? 10_000;
+    this.#directGraceMs = options.directExpiryGraceMs ?? DIRECT_EXPIRY_GRACE_MS;
     this.#log = options.log ?? silentLog;
   }
 
@@ -340,9 +352,11 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     requirements: PaymentRequirements,
   ): Promise<Checked> {
     const refuse = (reason: X402RefusalReason, message: string): Checked => ({ ok: false, reason, message });
-    let accepted = this.#accepted.get(paymentHash);
+    const cached = this.#accepted.get(paymentHash);
+    // Only the very bytes the node accepted reuse its answer; anything else is asked again.
+    let accepted = cached?.transfer === transfer ? cached.answer : undefined;
     if (!accepted) {
-      if (invoice.status === "expired" || invoice.expiresAtMs <= Date.now())
+      if (invoice.expiresAtMs + this.#directGraceMs <= Date.now())
         return refuse("invoice_expired", "invoice expired before the transfer arrived");
       try {
         accepted = await this.#node.acceptDirectTransfer(transfer, requirements.asset);
@@ -357,7 +371,7 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
       }
       if (accepted.paymentId !== x402PaymentId(paymentHash) || accepted.amount !== requirements.amount)
         return refuse("invalid_transfer", "the node stored another payment than the one named");
-      this.#accepted.set(paymentHash, accepted);
+      this.#accepted.set(paymentHash, { transfer, answer: accepted });
       if (this.#accepted.size > ACCEPTED_CACHE_MAX) {
         const oldest = this.#accepted.keys().next().value;
         if (oldest !== undefined) this.#accepted.delete(oldest);

@@ -109,6 +109,10 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
         price("GET /flash", weatherPrice, token, { maxTimeoutSeconds: 1 }), // invoices live one second
       ],
       receiptsPath: join(devnet.dir, "receipts.sqlite"),
+      // Every request comes from 127.0.0.1 in quick succession: no unpaid cap here (x402-http tests it).
+      maxUnpaidPerSecond: false,
+      maxUnpaidPerIpPerSecond: false,
+      directExpiryGraceMs: 2_000,
     });
     app.get("/weather", async () => {
       served++;
@@ -266,7 +270,7 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     expect((await receipts()).count).to.equal(receiptsAfterPaid + 1);
   });
 
-  it("refuses another payee, an invoice carol's node never minted and an expired invoice", async () => {
+  it("refuses another payee, an invoice carol's node never minted and an invoice expired beyond the grace", async () => {
     const servedBefore = served;
     const receiptsBefore = (await receipts()).count;
     const refusal = async (path: string, paymentSignature: string): Promise<unknown> => {
@@ -297,25 +301,42 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     expect(ok.status).to.equal(200);
     await ok.body?.cancel();
 
-    // A one-second invoice, paid after it expired: refused before carol's node stores anything.
-    const res = await fetch(`${baseUrl}/flash`);
-    await res.body?.cancel();
-    const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
-    const paymentHash = (req.extra as { invoice: { paymentHash: string } }).invoice.paymentHash;
-    await new Promise((r) => setTimeout(r, 2_100));
-    const channelBefore = JSON.stringify(await carolChannel());
-    const signed = await n.alice!.api.call<{ transfer: string }>("POST", "/v1/payments/direct-transfers", {
-      target: n.carol!.address,
-      token,
-      amount: req.amount,
-      paymentId: x402PaymentId(paymentHash),
+    // One-second invoices (the app takes direct transfers up to 2 s after expiry here; 60 s by default).
+    const flash = async (): Promise<{ req: PaymentRequirements; paymentHash: string }> => {
+      const res = await fetch(`${baseUrl}/flash`);
+      await res.body?.cancel();
+      const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
+      return { req, paymentHash: (req.extra as { invoice: { paymentHash: string } }).invoice.paymentHash };
+    };
+    const sign = async (paymentHash: string, amount: string) =>
+      (
+        await n.alice!.api.call<{ transfer: string }>("POST", "/v1/payments/direct-transfers", {
+          target: n.carol!.address,
+          token,
+          amount,
+          paymentId: x402PaymentId(paymentHash),
+        })
+      ).transfer;
+    // Expired, but within the grace: the payer is committed once signed, so the merchant takes it.
+    const late = await flash();
+    await new Promise((r) => setTimeout(r, 1_300));
+    const lateTransfer = await sign(late.paymentHash, late.req.amount);
+    const lateRes = await fetch(`${baseUrl}/flash`, {
+      headers: {
+        "payment-signature": header(late.req, { paymentHash: late.paymentHash, transfer: lateTransfer }),
+      },
     });
-    expect(await refusal("/flash", header(req, { paymentHash, transfer: signed.transfer }))).to.equal(
-      "invoice_expired",
-    );
+    expect(lateRes.status).to.equal(200);
+    await lateRes.body?.cancel();
+    // Expired beyond the grace: refused before carol's node stores anything.
+    const { req, paymentHash } = await flash();
+    await new Promise((r) => setTimeout(r, 3_300));
+    const channelBefore = JSON.stringify(await carolChannel());
+    const transfer = await sign(paymentHash, req.amount);
+    expect(await refusal("/flash", header(req, { paymentHash, transfer }))).to.equal("invoice_expired");
     expect(JSON.stringify(await carolChannel())).to.equal(channelBefore);
-    expect(served).to.equal(servedBefore + 1);
-    expect((await receipts()).count).to.equal(receiptsBefore + 1);
+    expect(served).to.equal(servedBefore + 2);
+    expect((await receipts()).count).to.equal(receiptsBefore + 2);
   });
 
   it("a direct payment used by two concurrent requests serves exactly one", async () => {

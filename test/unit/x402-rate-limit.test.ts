@@ -43,6 +43,18 @@ describe("x402 unpaid rate limiter", () => {
     expect(l.trackedIps).to.equal(1);
   });
 
+  it("allows() tells whether take() would pass, without taking", () => {
+    const l = new UnpaidRateLimiter({ perSecond: 100, perIpPerSecond: 2 }, 0);
+    expect(l.allows("1.1.1.1", 0)).to.equal(true);
+    expect(l.trackedIps, "asking tracks nobody").to.equal(0);
+    l.take("1.1.1.1", 0);
+    expect(l.allows("1.1.1.1", 0)).to.equal(true);
+    l.take("1.1.1.1", 0);
+    expect(l.allows("1.1.1.1", 0)).to.equal(false);
+    expect(l.allows("2.2.2.2", 0)).to.equal(true);
+    expect(l.allows("1.1.1.1", 500), "one token back after 1/2 s").to.equal(true);
+  });
+
   it("a slow rate gives a longer Retry-After; false disables a bucket", () => {
     const slow = new UnpaidRateLimiter({ perSecond: false, perIpPerSecond: 0.25 }, 0);
     expect(slow.take("x", 0).ok).to.equal(true); // a bucket holds at least one token
