@@ -6,7 +6,8 @@
  * `PAYMENT-RESPONSE`; missing, malformed and replayed payments are coded 402s and never the resource; the
  * metered price follows `units` and a payment for units=1 cannot buy units=5; `onPaid`, the SSE stream and
  * the HMAC-signed webhook see exactly one event per paid request and none for refused ones; a burst of unpaid
- * requests beyond the cap is answered 429 and mints at most the cap of invoices on carol's node; the same
+ * requests beyond the cap is answered 429 and mints at most the cap of invoices on carol's node, and refused
+ * payments drain the same bucket; the same
  * middleware mounted in express with `app.use`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -327,7 +328,7 @@ describe("integration: x402 node:http middleware (metered prices, paid events, u
     await until("the closed subscriber to be dropped", () => mw.paywall.events.subscribers === 1);
   });
 
-  it("a burst of unpaid requests beyond the cap gets 429 and mints at most the cap of invoices", async () => {
+  it("a burst of unpaid requests beyond the cap gets 429 and mints at most the cap of invoices; refused payments count", async () => {
     await sleep(1100); // a full bucket: 10 per IP (default)
     const invoicesBefore = net.carolInvoiceCount();
     const results = await Promise.all(
@@ -351,10 +352,20 @@ describe("integration: x402 node:http middleware (metered prices, paid events, u
       expect(r.required).to.equal(null);
     }
     expect(net.carolInvoiceCount() - invoicesBefore).to.equal(minted.length);
-    // A request carrying a payment is verified, not limited (this one is a replay).
-    const replay = await status("/weather", { "payment-signature": signatures[0]! });
-    expect(replay.status).to.equal(402);
-    expect(replay.body).to.deep.equal({ error: "replayed" });
+    // While this client's bucket is empty even a payment is not verified (refused payments drain it too).
+    const early = await status("/weather", { "payment-signature": signatures[0]! });
+    expect(early.status).to.equal(429);
+    expect(early.body).to.deep.equal({ error: "rate_limited" });
+    // Once it refilled, a payment is verified (this one is a replay) and its refusal takes a token again.
+    await sleep(1100);
+    const replays = [];
+    for (let i = 0; i < 12; i++)
+      replays.push(await status("/weather", { "payment-signature": signatures[0]! }));
+    expect(replays[0]!.status).to.equal(402);
+    expect(replays[0]!.body).to.deep.equal({ error: "replayed" });
+    expect(replays.filter((r) => r.status === 402).length).to.be.within(10, 11);
+    expect(replays.slice(-1)[0]!.status).to.equal(429);
+    expect(net.carolInvoiceCount() - invoicesBefore, "refused payments mint nothing").to.equal(minted.length);
     // Free routes are never limited.
     expect((await status("/free")).status).to.equal(200);
   });
