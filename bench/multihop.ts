@@ -26,13 +26,14 @@
  */
 import "core-js/actual/promise/with-resolvers.js";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { join } from "node:path";
 import { Command } from "commander";
 import { concurrencyList, latencySummary, positiveInt, runConcurrently } from "./common.js";
 import { parseUnits } from "ethers";
-import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
+import { ROOT, type NodeProcess } from "../devnet/harness.js";
+import { round2, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
 
 const WARMUP_PAYMENTS = 10;
 const RESULTS_FILE = join(ROOT, "bench", "results", "multihop.json");
@@ -110,9 +111,6 @@ interface BalanceCheck {
   carolExpected: string;
   feesReportedMatchSchedule: boolean;
 }
-
-const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Linux clock ticks per second (/proc times are in ticks). */
 const CLK_TCK = (() => {
@@ -248,8 +246,6 @@ async function runPayments(
   return { latencies: results.map((r) => r.ms), payments: results.map((r) => r.payment), seconds };
 }
 
-const round2 = (v: number) => Math.round(v * 100) / 100;
-
 /** Balance changes of a phase against what N payments of AMOUNT with the fee schedule must produce. */
 function checkBalances(
   before: Snapshot,
@@ -335,204 +331,162 @@ function logWarnings(dir: string): Record<string, Record<string, number>> {
 }
 
 async function run(options: { n: number; concurrency: number[]; dir?: string }): Promise<number> {
-  const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-bench-multihop-"));
-  const machine = {
-    cpu: cpus()[0]?.model ?? "unknown",
-    cores: cpus().length,
-    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    node: process.version,
-    platform: `${process.platform} ${process.arch}`,
-    loadAverage1mAtStart: round2(loadavg()[0] ?? NaN),
-  };
   // Each side of each channel holds twice what the whole run can move through it, in whole QTT.
   const paymentsTotal = BigInt(WARMUP_PAYMENTS + options.n * options.concurrency.length);
   const deposit = ((paymentsTotal * (AMOUNT + MAX_FEE) * 2n) / UNIT + 1n) * UNIT;
-  step(
-    `bench directory ${dir}; ${options.n} payments per phase, concurrency ${options.concurrency.join(", ")}; ` +
-      `deposits ${deposit / UNIT} QTT per side`,
-  );
-
-  let devnet: Devnet | undefined;
-  let stopped: Promise<void> | undefined;
-  let interrupted = false;
-  let succeeded = false;
-  const cleanup = () => (stopped ??= devnet ? devnet.stop() : Promise.resolve());
-  const onSignal = () => {
-    if (interrupted) return;
-    interrupted = true;
-    step("interrupted: stopping nodes and chain");
-    // A devnet still starting is stopped as soon as Devnet.start returns (below).
-    if (devnet) void cleanup().finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  try {
-    step("starting hardhat node and deploying Bridge, SecretRegistry, ChannelHub, TestToken");
-    devnet = await Devnet.start(dir);
-    if (interrupted) {
-      await cleanup();
-      process.exit(130);
-    }
-    const token = devnet.token;
-    for (const name of NODES) await devnet.initNode(name, deposit * 3n);
-    step("starting alice, bob (1000 + 100 ppm), carol (2000 + 250 ppm), dave (qrwp node start)");
-    const started = await Promise.all(
-      NODES.map((name) =>
-        devnet!.startNode(name, { feeFlat: FEES[name].feeFlat, feePpm: FEES[name].feePpm, chainPollMs: 250 }),
-      ),
-    );
-    const n = Object.fromEntries(NODES.map((name, i) => [name, started[i]!])) as Record<Name, NodeProcess>;
-
-    const channelIds: Record<string, string> = {};
-    for (const [a, b] of LINE) {
-      step(`${a} opens a channel with ${b}; both deposit ${deposit / UNIT} QTT`);
-      const view = await n[a].api.call<{ channelId: string }>("POST", "/v1/channels", {
-        partner: n[b].address,
-        partnerMultiaddr: n[b].multiaddr,
-        token,
-        deposit: deposit.toString(),
-        settleTimeoutSeconds: 600,
-      });
-      await n[b].api.call("POST", `/v1/channels/${view.channelId}/deposit`, {
-        totalDeposit: deposit.toString(),
-      });
-      channelIds[`${a}-${b}`] = view.channelId;
-    }
-
-    step("waiting for alice's router to find the 3-hop route to dave");
-    const tRoute = performance.now();
-    const q = new URLSearchParams({ target: n.dave.address, token, amount: AMOUNT.toString() });
-    const routeDeadline = Date.now() + ROUTE_WAIT_MS;
-    let routeFee: string | undefined;
-    for (;;) {
-      const { routes } = await n.alice.api.call<{ routes: { fee: string; hops: { address: string }[] }[] }>(
-        "GET",
-        `/v1/routes?${q}`,
-      );
-      const r = routes.find((x) => x.hops.length === 3);
-      if (r) {
-        routeFee = r.fee;
-        break;
-      }
-      if (Date.now() > routeDeadline) throw new Error(`no 3-hop route after ${ROUTE_WAIT_MS} ms`);
-      await sleep(250);
-    }
-    const routeFoundAfterMs = Math.round(performance.now() - tRoute);
-    step(`  route found after ${routeFoundAfterMs} ms, fee ${routeFee} wei (schedule: ${FEE_PER_PAYMENT})`);
-    if (BigInt(routeFee) !== FEE_PER_PAYMENT)
-      throw new Error(`the route's fee ${routeFee} differs from the fee schedule's ${FEE_PER_PAYMENT}`);
-
-    step(`warm-up: ${WARMUP_PAYMENTS} payments`);
-    await runPayments(n.alice, n.dave, token, WARMUP_PAYMENTS, 1, "warmup");
-
-    const phases: PhaseResult[] = [];
-    for (const c of options.concurrency) {
-      const { snapshot: before } = await settledSnapshot(n);
-      step(`phase: ${options.n} payments alice -> dave, concurrency ${c}`);
-      const pids = NODES.map((name) => n[name].child.pid ?? 0);
-      const cpu0 = cpuSample(pids);
-      const { latencies, payments, seconds } = await runPayments(
-        n.alice,
-        n.dave,
-        token,
-        options.n,
-        c,
-        `c${c}`,
-      );
-      const cpu1 = cpuSample(pids);
-      const { snapshot: after, waitedMs } = await settledSnapshot(n);
-      const feesPaid = payments.reduce((s, p) => s + BigInt(p.fee), 0n);
-      const r: PhaseResult = {
-        concurrency: c,
-        payments: latencies.length,
-        totalSeconds: round2(seconds),
-        paymentsPerSecond: round2(latencies.length / seconds),
-        latencyMs: latencySummary(latencies),
-        retriedPayments: payments.filter((p) => p.attempts.length > 1).length,
-        loadAverage1m: round2(loadavg()[0] ?? NaN),
-        cpu:
-          cpu0 && cpu1
-            ? {
-                nodesMsPerPayment: round2(((cpu1.nodes - cpu0.nodes) * 1000) / latencies.length),
-                machineBusyPercent: round2(
-                  ((cpu1.machineBusy - cpu0.machineBusy) * 100) / (seconds * cpus().length),
-                ),
-              }
-            : null,
-        locksClearedAfterMs: Math.round(waitedMs),
-        feesPaid: feesPaid.toString(),
-        check: checkBalances(before, after, latencies.length, feesPaid, payments),
-      };
-      phases.push(r);
-      step(
-        `  ${r.paymentsPerSecond} payments/s, p50 ${r.latencyMs.p50} ms, balances ${r.check.ok ? "ok" : "WRONG"}`,
-      );
-    }
-    const warnings = logWarnings(dir);
-
-    console.log(
-      `\nQRWP 3-hop payments alice -> bob -> carol -> dave, four node processes over libp2p ` +
-        `(amount ${AMOUNT} wei, fee ${FEE_PER_PAYMENT} wei per payment: bob ${BOB_FEE}, carol ${CAROL_FEE})`,
-    );
-    console.log(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}`);
-    for (const r of phases) printPhase(r);
-    const allOk = phases.every((r) => r.check.ok);
-    console.log(
-      allOk
-        ? "\nverified per phase: alice spent N * amount + fees, dave received N * amount, bob and carol " +
-            "earned N * their fee, to the wei (after every lock was unlocked)"
-        : "\nBALANCE CHECK FAILED (see above)",
-    );
-    for (const [name, counts] of Object.entries(warnings))
-      if (Object.keys(counts).length > 0) console.log(`log warnings ${name}: ${JSON.stringify(counts)}`);
-
-    mkdirSync(dirname(RESULTS_FILE), { recursive: true });
-    writeFileSync(
-      RESULTS_FILE,
-      JSON.stringify(
-        {
-          benchmark: "multihop",
-          date: new Date().toISOString(),
-          machine,
-          parameters: {
-            topology: "alice -> bob -> carol -> dave",
-            channelIds,
-            paymentsPerPhase: options.n,
-            concurrency: options.concurrency,
-            warmupPayments: WARMUP_PAYMENTS,
-            amountPerPaymentBaseUnits: AMOUNT.toString(),
-            maxFeeBaseUnits: MAX_FEE.toString(),
-            depositPerSideBaseUnits: deposit.toString(),
-            fees: {
-              bob: { feeFlat: FEES.bob.feeFlat.toString(), feePpm: FEES.bob.feePpm },
-              carol: { feeFlat: FEES.carol.feeFlat.toString(), feePpm: FEES.carol.feePpm },
-            },
-            feePerPaymentBaseUnits: { bob: BOB_FEE.toString(), carol: CAROL_FEE.toString() },
+  const summary =
+    `${options.n} payments per phase, concurrency ${options.concurrency.join(", ")}; ` +
+    `deposits ${deposit / UNIT} QTT per side`;
+  const children = "nodes and chain";
+  return runDevnetBench(
+    { name: "multihop", dir: options.dir, summary, children },
+    async (devnet, dir, machine) => {
+      const token = devnet.token;
+      for (const name of NODES) await devnet.initNode(name, deposit * 3n);
+      step("starting alice, bob (1000 + 100 ppm), carol (2000 + 250 ppm), dave (qrwp node start)");
+      const started = await Promise.all(
+        NODES.map((name) =>
+          devnet!.startNode(name, {
+            feeFlat: FEES[name].feeFlat,
+            feePpm: FEES[name].feePpm,
             chainPollMs: 250,
+          }),
+        ),
+      );
+      const n = Object.fromEntries(NODES.map((name, i) => [name, started[i]!])) as Record<Name, NodeProcess>;
+
+      const channelIds: Record<string, string> = {};
+      for (const [a, b] of LINE) {
+        step(`${a} opens a channel with ${b}; both deposit ${deposit / UNIT} QTT`);
+        const view = await n[a].api.call<{ channelId: string }>("POST", "/v1/channels", {
+          partner: n[b].address,
+          partnerMultiaddr: n[b].multiaddr,
+          token,
+          deposit: deposit.toString(),
+          settleTimeoutSeconds: 600,
+        });
+        await n[b].api.call("POST", `/v1/channels/${view.channelId}/deposit`, {
+          totalDeposit: deposit.toString(),
+        });
+        channelIds[`${a}-${b}`] = view.channelId;
+      }
+
+      step("waiting for alice's router to find the 3-hop route to dave");
+      const tRoute = performance.now();
+      const q = new URLSearchParams({ target: n.dave.address, token, amount: AMOUNT.toString() });
+      const routeDeadline = Date.now() + ROUTE_WAIT_MS;
+      let routeFee: string | undefined;
+      for (;;) {
+        const { routes } = await n.alice.api.call<{ routes: { fee: string; hops: { address: string }[] }[] }>(
+          "GET",
+          `/v1/routes?${q}`,
+        );
+        const r = routes.find((x) => x.hops.length === 3);
+        if (r) {
+          routeFee = r.fee;
+          break;
+        }
+        if (Date.now() > routeDeadline) throw new Error(`no 3-hop route after ${ROUTE_WAIT_MS} ms`);
+        await sleep(250);
+      }
+      const routeFoundAfterMs = Math.round(performance.now() - tRoute);
+      step(`  route found after ${routeFoundAfterMs} ms, fee ${routeFee} wei (schedule: ${FEE_PER_PAYMENT})`);
+      if (BigInt(routeFee) !== FEE_PER_PAYMENT)
+        throw new Error(`the route's fee ${routeFee} differs from the fee schedule's ${FEE_PER_PAYMENT}`);
+
+      step(`warm-up: ${WARMUP_PAYMENTS} payments`);
+      await runPayments(n.alice, n.dave, token, WARMUP_PAYMENTS, 1, "warmup");
+
+      const phases: PhaseResult[] = [];
+      for (const c of options.concurrency) {
+        const { snapshot: before } = await settledSnapshot(n);
+        step(`phase: ${options.n} payments alice -> dave, concurrency ${c}`);
+        const pids = NODES.map((name) => n[name].child.pid ?? 0);
+        const cpu0 = cpuSample(pids);
+        const { latencies, payments, seconds } = await runPayments(
+          n.alice,
+          n.dave,
+          token,
+          options.n,
+          c,
+          `c${c}`,
+        );
+        const cpu1 = cpuSample(pids);
+        const { snapshot: after, waitedMs } = await settledSnapshot(n);
+        const feesPaid = payments.reduce((s, p) => s + BigInt(p.fee), 0n);
+        const r: PhaseResult = {
+          concurrency: c,
+          payments: latencies.length,
+          totalSeconds: round2(seconds),
+          paymentsPerSecond: round2(latencies.length / seconds),
+          latencyMs: latencySummary(latencies),
+          retriedPayments: payments.filter((p) => p.attempts.length > 1).length,
+          loadAverage1m: round2(loadavg()[0] ?? NaN),
+          cpu:
+            cpu0 && cpu1
+              ? {
+                  nodesMsPerPayment: round2(((cpu1.nodes - cpu0.nodes) * 1000) / latencies.length),
+                  machineBusyPercent: round2(
+                    ((cpu1.machineBusy - cpu0.machineBusy) * 100) / (seconds * cpus().length),
+                  ),
+                }
+              : null,
+          locksClearedAfterMs: Math.round(waitedMs),
+          feesPaid: feesPaid.toString(),
+          check: checkBalances(before, after, latencies.length, feesPaid, payments),
+        };
+        phases.push(r);
+        step(
+          `  ${r.paymentsPerSecond} payments/s, p50 ${r.latencyMs.p50} ms, balances ${r.check.ok ? "ok" : "WRONG"}`,
+        );
+      }
+      const warnings = logWarnings(dir);
+
+      console.log(
+        `\nQRWP 3-hop payments alice -> bob -> carol -> dave, four node processes over libp2p ` +
+          `(amount ${AMOUNT} wei, fee ${FEE_PER_PAYMENT} wei per payment: bob ${BOB_FEE}, carol ${CAROL_FEE})`,
+      );
+      console.log(
+        `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}`,
+      );
+      for (const r of phases) printPhase(r);
+      const allOk = phases.every((r) => r.check.ok);
+      console.log(
+        allOk
+          ? "\nverified per phase: alice spent N * amount + fees, dave received N * amount, bob and carol " +
+              "earned N * their fee, to the wei (after every lock was unlocked)"
+          : "\nBALANCE CHECK FAILED (see above)",
+      );
+      for (const [name, counts] of Object.entries(warnings))
+        if (Object.keys(counts).length > 0) console.log(`log warnings ${name}: ${JSON.stringify(counts)}`);
+
+      writeResults(RESULTS_FILE, {
+        benchmark: "multihop",
+        date: new Date().toISOString(),
+        machine,
+        parameters: {
+          topology: "alice -> bob -> carol -> dave",
+          channelIds,
+          paymentsPerPhase: options.n,
+          concurrency: options.concurrency,
+          warmupPayments: WARMUP_PAYMENTS,
+          amountPerPaymentBaseUnits: AMOUNT.toString(),
+          maxFeeBaseUnits: MAX_FEE.toString(),
+          depositPerSideBaseUnits: deposit.toString(),
+          fees: {
+            bob: { feeFlat: FEES.bob.feeFlat.toString(), feePpm: FEES.bob.feePpm },
+            carol: { feeFlat: FEES.carol.feeFlat.toString(), feePpm: FEES.carol.feePpm },
           },
-          routeFoundAfterMs,
-          phases,
-          logWarnings: warnings,
+          feePerPaymentBaseUnits: { bob: BOB_FEE.toString(), carol: CAROL_FEE.toString() },
+          chainPollMs: 250,
         },
-        null,
-        2,
-      ) + "\n",
-    );
-    step(`wrote ${RESULTS_FILE}`);
-    succeeded = allOk;
-    return allOk ? 0 : 1;
-  } catch (err) {
-    if (!interrupted)
-      console.error(`bench failed: ${err instanceof Error ? err.message : String(err)} (logs in ${dir})`);
-    return 1;
-  } finally {
-    step("stopping nodes and chain");
-    await cleanup();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    if (options.dir) step(`data and logs kept in ${dir}`);
-    else if (succeeded) rmSync(dir, { recursive: true, force: true });
-  }
+        routeFoundAfterMs,
+        phases,
+        logWarnings: warnings,
+      });
+      return allOk;
+    },
+  );
 }
 
 const program = new Command("bench:multihop")

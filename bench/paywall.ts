@@ -31,14 +31,14 @@
  *   --dir <path>          data directories and logs, kept (default: a temp directory, removed after success)
  */
 import "core-js/actual/promise/with-resolvers.js";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { loadavg } from "node:os";
+import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { parseUnits } from "ethers";
 import { decodePaymentResponseHeader } from "@x402/core/http";
 import { latencySummary, concurrencyList, positiveInt, runConcurrently } from "./common.js";
-import { Devnet, ROOT, type MerchantProcess, type NodeProcess, type ReceiptJson } from "../devnet/harness.js";
+import { round2, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
+import { ROOT, type MerchantProcess, type NodeProcess, type ReceiptJson } from "../devnet/harness.js";
 import { qrwpFetch } from "../x402/index.js";
 
 const RESULTS_FILE = join(ROOT, "bench", "results", "paywall.json");
@@ -81,11 +81,6 @@ interface PaidCheck {
   payerSpent: string;
   payerExpected: string;
 }
-
-/** A mode that was asked for but did not run. */
-const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const round2 = (v: number) => Math.round(v * 100) / 100;
 
 function modeList(value: string): Mode[] {
   const list = value.split(",").map((v) => v.trim());
@@ -188,245 +183,200 @@ async function run(options: {
   modes: Mode[];
   dir?: string;
 }): Promise<number> {
-  const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-bench-paywall-"));
-  const machine = {
-    cpu: cpus()[0]?.model ?? "unknown",
-    cores: cpus().length,
-    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    node: process.version,
-    platform: `${process.platform} ${process.arch}`,
-    loadAverage1mAtStart: round2(loadavg()[0] ?? NaN),
-  };
-  step(
-    `bench directory ${dir}; modes ${options.modes.join(", ")}; ${options.n} requests per phase, ` +
-      `concurrency ${options.concurrency.join(", ")}`,
-  );
-
-  let devnet: Devnet | undefined;
-  let stopped: Promise<void> | undefined;
-  let interrupted = false;
-  let succeeded = false;
-  const cleanup = () => (stopped ??= devnet ? devnet.stop() : Promise.resolve());
-  const onSignal = () => {
-    if (interrupted) return;
-    interrupted = true;
-    step("interrupted: stopping the merchant app, nodes and chain");
-    if (devnet) void cleanup().finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  try {
-    step("starting hardhat node and deploying Bridge, SecretRegistry, ChannelHub, TestToken");
-    devnet = await Devnet.start(dir);
-    if (interrupted) {
-      await cleanup();
-      process.exit(130);
-    }
-    const d = devnet;
-    const token = d.token;
-    const chainId = d.deployment.chainId.toString();
-    for (const name of ["payer", "mediator", "merchant-node"]) await d.initNode(name, 3n * DEPOSIT);
-    step("starting payer, mediator (1000 + 100 ppm) and merchant-node (qrwp node start)");
-    const [payer, mediator, merchantNode] = await Promise.all([
-      d.startNode("payer", { chainPollMs: 250 }),
-      d.startNode("mediator", { ...MEDIATOR_FEE, chainPollMs: 250 }),
-      d.startNode("merchant-node", { chainPollMs: 250 }),
-    ]);
-    const open = async (a: NodeProcess, b: NodeProcess) => {
-      const view = await a.api.call<{ channelId: string }>("POST", "/v1/channels", {
-        partner: b.address,
-        partnerMultiaddr: b.multiaddr,
-        token,
-        deposit: DEPOSIT.toString(),
-      });
-      await b.api.call("POST", `/v1/channels/${view.channelId}/deposit`, {
-        totalDeposit: DEPOSIT.toString(),
-      });
-      step(`  channel ${view.channelId}: ${a.name} <-> ${b.name}, ${DEPOSIT / UNIT} QTT each side`);
-      return view.channelId;
-    };
-    const channelIds: Record<string, string> = {};
-    channelIds["payer-mediator"] = await open(payer!, mediator!);
-    channelIds["mediator-merchant"] = await open(mediator!, merchantNode!);
-    step("starting the merchant app (examples/weather-merchant.ts) backed by merchant-node");
-    const merchant = await d.startMerchant("weather-merchant", merchantNode!, {
-      price: PRICE,
-      logLevel: "warn",
-    });
-    step(`  ${merchant.url}: GET /weather for ${PRICE} base units, GET /health free`);
-
-    const phases: PhaseResult[] = [];
-    let routeFoundAfterMs: number | null = null;
-
-    /** One paid phase: N qrwpFetch requests at `c`, then the receipts and balance checks. */
-    const paidPhase = async (mode: "routed" | "direct", c: number): Promise<PhaseResult> => {
-      const [payerBefore, merchantBefore] = await settledBalances([payer!, merchantNode!]);
-      step(`phase: ${mode}, ${options.n} paid requests, concurrency ${c}`);
-      const { results, seconds } = await runConcurrently(options.n, c, (i) =>
-        weatherOnce(merchant, payer!, token, chainId, i),
-      );
-      const [payerAfter, merchantAfter] = await settledBalances([payer!, merchantNode!]);
-      const hashes = new Set(results.map((r) => r.paymentHash));
-      const receipts = await newestReceipts(merchant, options.n);
-      const modes = [...new Set(receipts.map((r) => r.mode ?? "routed"))];
-      const fee = mode === "routed" ? ROUTED_FEE : 0n;
-      const n = BigInt(options.n);
-      const merchantReceived = (merchantAfter as bigint) - (merchantBefore as bigint);
-      const payerSpent = (payerBefore as bigint) - (payerAfter as bigint);
-      const check: PaidCheck = {
-        ok:
-          hashes.size === options.n &&
-          receipts.length === options.n &&
-          receipts.every((r) => hashes.has(r.paymentHash) && r.amount === PRICE.toString()) &&
-          modes.length === 1 &&
-          modes[0] === mode &&
-          merchantReceived === n * PRICE &&
-          payerSpent === n * (PRICE + fee),
-        receiptModes: modes,
-        newReceipts: receipts.filter((r) => hashes.has(r.paymentHash)).length,
-        merchantReceived: merchantReceived.toString(),
-        merchantExpected: (n * PRICE).toString(),
-        payerSpent: payerSpent.toString(),
-        payerExpected: (n * (PRICE + fee)).toString(),
+  const summary =
+    `modes ${options.modes.join(", ")}; ${options.n} requests per phase, ` +
+    `concurrency ${options.concurrency.join(", ")}`;
+  const children = "the merchant app, nodes and chain";
+  return runDevnetBench(
+    { name: "paywall", dir: options.dir, summary, children },
+    async (d, _dir, machine) => {
+      const token = d.token;
+      const chainId = d.deployment.chainId.toString();
+      for (const name of ["payer", "mediator", "merchant-node"]) await d.initNode(name, 3n * DEPOSIT);
+      step("starting payer, mediator (1000 + 100 ppm) and merchant-node (qrwp node start)");
+      const [payer, mediator, merchantNode] = await Promise.all([
+        d.startNode("payer", { chainPollMs: 250 }),
+        d.startNode("mediator", { ...MEDIATOR_FEE, chainPollMs: 250 }),
+        d.startNode("merchant-node", { chainPollMs: 250 }),
+      ]);
+      const open = async (a: NodeProcess, b: NodeProcess) => {
+        const view = await a.api.call<{ channelId: string }>("POST", "/v1/channels", {
+          partner: b.address,
+          partnerMultiaddr: b.multiaddr,
+          token,
+          deposit: DEPOSIT.toString(),
+        });
+        await b.api.call("POST", `/v1/channels/${view.channelId}/deposit`, {
+          totalDeposit: DEPOSIT.toString(),
+        });
+        step(`  channel ${view.channelId}: ${a.name} <-> ${b.name}, ${DEPOSIT / UNIT} QTT each side`);
+        return view.channelId;
       };
-      return {
-        mode,
-        concurrency: c,
-        requests: results.length,
-        totalSeconds: round2(seconds),
-        requestsPerSecond: round2(results.length / seconds),
-        latencyMs: latencySummary(results.map((r) => r.ms)),
-        check,
-        loadAverage1m: round2(loadavg()[0] ?? NaN),
-      };
-    };
-    const report = (p: PhaseResult) =>
-      step(
-        `  ${p.requestsPerSecond} req/s, p50 ${p.latencyMs.p50} ms, p99 ${p.latencyMs.p99} ms` +
-          (p.check ? `, checks ${p.check.ok ? "ok" : "FAILED " + JSON.stringify(p.check)}` : ""),
-      );
+      const channelIds: Record<string, string> = {};
+      channelIds["payer-mediator"] = await open(payer!, mediator!);
+      channelIds["mediator-merchant"] = await open(mediator!, merchantNode!);
+      step("starting the merchant app (examples/weather-merchant.ts) backed by merchant-node");
+      const merchant = await d.startMerchant("weather-merchant", merchantNode!, {
+        price: PRICE,
+        logLevel: "warn",
+      });
+      step(`  ${merchant.url}: GET /weather for ${PRICE} base units, GET /health free`);
 
-    if (options.modes.includes("baseline")) {
-      await runConcurrently(WARMUP.baseline, 1, () => healthOnce(merchant));
-      for (const c of options.concurrency) {
-        step(`phase: baseline, ${options.n} unpaid GET /health, concurrency ${c}`);
-        const { results, seconds } = await runConcurrently(options.n, c, () => healthOnce(merchant));
-        const p: PhaseResult = {
-          mode: "baseline",
+      const phases: PhaseResult[] = [];
+      let routeFoundAfterMs: number | null = null;
+
+      /** One paid phase: N qrwpFetch requests at `c`, then the receipts and balance checks. */
+      const paidPhase = async (mode: "routed" | "direct", c: number): Promise<PhaseResult> => {
+        const [payerBefore, merchantBefore] = await settledBalances([payer!, merchantNode!]);
+        step(`phase: ${mode}, ${options.n} paid requests, concurrency ${c}`);
+        const { results, seconds } = await runConcurrently(options.n, c, (i) =>
+          weatherOnce(merchant, payer!, token, chainId, i),
+        );
+        const [payerAfter, merchantAfter] = await settledBalances([payer!, merchantNode!]);
+        const hashes = new Set(results.map((r) => r.paymentHash));
+        const receipts = await newestReceipts(merchant, options.n);
+        const modes = [...new Set(receipts.map((r) => r.mode ?? "routed"))];
+        const fee = mode === "routed" ? ROUTED_FEE : 0n;
+        const n = BigInt(options.n);
+        const merchantReceived = (merchantAfter as bigint) - (merchantBefore as bigint);
+        const payerSpent = (payerBefore as bigint) - (payerAfter as bigint);
+        const check: PaidCheck = {
+          ok:
+            hashes.size === options.n &&
+            receipts.length === options.n &&
+            receipts.every((r) => hashes.has(r.paymentHash) && r.amount === PRICE.toString()) &&
+            modes.length === 1 &&
+            modes[0] === mode &&
+            merchantReceived === n * PRICE &&
+            payerSpent === n * (PRICE + fee),
+          receiptModes: modes,
+          newReceipts: receipts.filter((r) => hashes.has(r.paymentHash)).length,
+          merchantReceived: merchantReceived.toString(),
+          merchantExpected: (n * PRICE).toString(),
+          payerSpent: payerSpent.toString(),
+          payerExpected: (n * (PRICE + fee)).toString(),
+        };
+        return {
+          mode,
           concurrency: c,
           requests: results.length,
           totalSeconds: round2(seconds),
           requestsPerSecond: round2(results.length / seconds),
-          latencyMs: latencySummary(results),
-          check: null,
+          latencyMs: latencySummary(results.map((r) => r.ms)),
+          check,
           loadAverage1m: round2(loadavg()[0] ?? NaN),
         };
-        phases.push(p);
-        report(p);
-      }
-    }
+      };
+      const report = (p: PhaseResult) =>
+        step(
+          `  ${p.requestsPerSecond} req/s, p50 ${p.latencyMs.p50} ms, p99 ${p.latencyMs.p99} ms` +
+            (p.check ? `, checks ${p.check.ok ? "ok" : "FAILED " + JSON.stringify(p.check)}` : ""),
+        );
 
-    if (options.modes.includes("routed")) {
-      step("waiting for the payer's router to find the 2-hop route to merchant-node");
-      const t0 = performance.now();
-      const q = new URLSearchParams({ target: merchantNode!.address, token, amount: PRICE.toString() });
-      const deadline = Date.now() + ROUTE_WAIT_MS;
-      for (;;) {
-        const { routes } = await payer!.api.call<{ routes: { hops: unknown[] }[] }>("GET", `/v1/routes?${q}`);
-        if (routes.some((r) => r.hops.length === 2)) break;
-        if (Date.now() > deadline) throw new Error(`no 2-hop route after ${ROUTE_WAIT_MS} ms`);
-        await sleep(250);
+      if (options.modes.includes("baseline")) {
+        await runConcurrently(WARMUP.baseline, 1, () => healthOnce(merchant));
+        for (const c of options.concurrency) {
+          step(`phase: baseline, ${options.n} unpaid GET /health, concurrency ${c}`);
+          const { results, seconds } = await runConcurrently(options.n, c, () => healthOnce(merchant));
+          const p: PhaseResult = {
+            mode: "baseline",
+            concurrency: c,
+            requests: results.length,
+            totalSeconds: round2(seconds),
+            requestsPerSecond: round2(results.length / seconds),
+            latencyMs: latencySummary(results),
+            check: null,
+            loadAverage1m: round2(loadavg()[0] ?? NaN),
+          };
+          phases.push(p);
+          report(p);
+        }
       }
-      routeFoundAfterMs = Math.round(performance.now() - t0);
-      step(`  route found after ${routeFoundAfterMs} ms; warm-up: ${WARMUP.paid} paid requests`);
-      await runConcurrently(WARMUP.paid, 1, (i) => weatherOnce(merchant, payer!, token, chainId, i));
-      for (const c of options.concurrency) {
-        const p = await paidPhase("routed", c);
-        phases.push(p);
-        report(p);
+
+      if (options.modes.includes("routed")) {
+        step("waiting for the payer's router to find the 2-hop route to merchant-node");
+        const t0 = performance.now();
+        const q = new URLSearchParams({ target: merchantNode!.address, token, amount: PRICE.toString() });
+        const deadline = Date.now() + ROUTE_WAIT_MS;
+        for (;;) {
+          const { routes } = await payer!.api.call<{ routes: { hops: unknown[] }[] }>(
+            "GET",
+            `/v1/routes?${q}`,
+          );
+          if (routes.some((r) => r.hops.length === 2)) break;
+          if (Date.now() > deadline) throw new Error(`no 2-hop route after ${ROUTE_WAIT_MS} ms`);
+          await sleep(250);
+        }
+        routeFoundAfterMs = Math.round(performance.now() - t0);
+        step(`  route found after ${routeFoundAfterMs} ms; warm-up: ${WARMUP.paid} paid requests`);
+        await runConcurrently(WARMUP.paid, 1, (i) => weatherOnce(merchant, payer!, token, chainId, i));
+        for (const c of options.concurrency) {
+          const p = await paidPhase("routed", c);
+          phases.push(p);
+          report(p);
+        }
       }
-    }
 
-    if (options.modes.includes("direct")) {
-      step("opening the direct channel payer <-> merchant-node");
-      channelIds["payer-merchant"] = await open(payer!, merchantNode!);
-      // One probe purchase: does qrwpFetch pay the merchant by direct streaming over the new channel?
-      const probe = await weatherOnce(merchant, payer!, token, chainId, 0);
-      const receipt = (await newestReceipts(merchant, 10)).find((r) => r.paymentHash === probe.paymentHash);
-      const probeMode = receipt?.mode ?? "routed";
-      if (probeMode !== "direct") throw new Error(`the direct probe was paid "${probeMode}", not "direct"`);
-      await runConcurrently(WARMUP.paid - 1, 1, (i) => weatherOnce(merchant, payer!, token, chainId, i));
-      for (const c of options.concurrency) {
-        const p = await paidPhase("direct", c);
-        phases.push(p);
-        report(p);
+      if (options.modes.includes("direct")) {
+        step("opening the direct channel payer <-> merchant-node");
+        channelIds["payer-merchant"] = await open(payer!, merchantNode!);
+        // One probe purchase: does qrwpFetch pay the merchant by direct streaming over the new channel?
+        const probe = await weatherOnce(merchant, payer!, token, chainId, 0);
+        const receipt = (await newestReceipts(merchant, 10)).find((r) => r.paymentHash === probe.paymentHash);
+        const probeMode = receipt?.mode ?? "routed";
+        if (probeMode !== "direct") throw new Error(`the direct probe was paid "${probeMode}", not "direct"`);
+        await runConcurrently(WARMUP.paid - 1, 1, (i) => weatherOnce(merchant, payer!, token, chainId, i));
+        for (const c of options.concurrency) {
+          const p = await paidPhase("direct", c);
+          phases.push(p);
+          report(p);
+        }
       }
-    }
 
-    const table = markdown(phases);
-    console.log(
-      `\nx402 paywall: examples/weather-merchant.ts (fastify, a child process) backed by merchant-node; ` +
-        `client loop in the bench process; price ${PRICE} base units, mediator fee ${ROUTED_FEE}`,
-    );
-    console.log(
-      `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}; load ` +
-        `average ${machine.loadAverage1mAtStart} at the start (other work on the machine skews every figure)\n`,
-    );
-    console.log(table);
-    const allOk = phases.every((p) => p.check === null || p.check.ok);
-    console.log(
-      allOk
-        ? "\nverified per paid phase: every response 200 with PAYMENT-RESPONSE, the merchant's newest N receipts " +
-            "are the phase's payments at the price, the merchant node received N * price and the payer spent " +
-            "N * (price + fee), to the wei"
-        : "\nCHECK FAILED (see above)",
-    );
+      const table = markdown(phases);
+      console.log(
+        `\nx402 paywall: examples/weather-merchant.ts (fastify, a child process) backed by merchant-node; ` +
+          `client loop in the bench process; price ${PRICE} base units, mediator fee ${ROUTED_FEE}`,
+      );
+      console.log(
+        `machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}; load ` +
+          `average ${machine.loadAverage1mAtStart} at the start (other work on the machine skews every figure)\n`,
+      );
+      console.log(table);
+      const allOk = phases.every((p) => p.check === null || p.check.ok);
+      console.log(
+        allOk
+          ? "\nverified per paid phase: every response 200 with PAYMENT-RESPONSE, the merchant's newest N receipts " +
+              "are the phase's payments at the price, the merchant node received N * price and the payer spent " +
+              "N * (price + fee), to the wei"
+          : "\nCHECK FAILED (see above)",
+      );
 
-    mkdirSync(dirname(RESULTS_FILE), { recursive: true });
-    writeFileSync(
-      RESULTS_FILE,
-      JSON.stringify(
-        {
-          benchmark: "paywall",
-          date: new Date().toISOString(),
-          machine,
-          parameters: {
-            topology: "payer -> mediator -> merchant-node (+ payer <-> merchant-node for direct)",
-            merchantApp: "examples/weather-merchant.ts, log level warn",
-            channelIds,
-            requestsPerPhase: options.n,
-            concurrency: options.concurrency,
-            modes: options.modes,
-            warmup: WARMUP,
-            priceBaseUnits: PRICE.toString(),
-            mediatorFee: { feeFlat: MEDIATOR_FEE.feeFlat.toString(), feePpm: MEDIATOR_FEE.feePpm },
-            routedFeeBaseUnits: ROUTED_FEE.toString(),
-            depositPerSideBaseUnits: DEPOSIT.toString(),
-            chainPollMs: 250,
-          },
-          routeFoundAfterMs,
-          phases,
-          markdown: table,
+      writeResults(RESULTS_FILE, {
+        benchmark: "paywall",
+        date: new Date().toISOString(),
+        machine,
+        parameters: {
+          topology: "payer -> mediator -> merchant-node (+ payer <-> merchant-node for direct)",
+          merchantApp: "examples/weather-merchant.ts, log level warn",
+          channelIds,
+          requestsPerPhase: options.n,
+          concurrency: options.concurrency,
+          modes: options.modes,
+          warmup: WARMUP,
+          priceBaseUnits: PRICE.toString(),
+          mediatorFee: { feeFlat: MEDIATOR_FEE.feeFlat.toString(), feePpm: MEDIATOR_FEE.feePpm },
+          routedFeeBaseUnits: ROUTED_FEE.toString(),
+          depositPerSideBaseUnits: DEPOSIT.toString(),
+          chainPollMs: 250,
         },
-        null,
-        2,
-      ) + "\n",
-    );
-    step(`wrote ${RESULTS_FILE}`);
-    succeeded = allOk;
-    return allOk ? 0 : 1;
-  } catch (err) {
-    if (!interrupted)
-      console.error(`bench failed: ${err instanceof Error ? err.message : String(err)} (logs in ${dir})`);
-    return 1;
-  } finally {
-    step("stopping the merchant app, nodes and chain");
-    await cleanup();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    if (options.dir) step(`data and logs kept in ${dir}`);
-    else if (succeeded) rmSync(dir, { recursive: true, force: true });
-  }
+        routeFoundAfterMs,
+        phases,
+        markdown: table,
+      });
+      return allOk;
+    },
+  );
 }
 
 const program = new Command("bench:paywall")
