@@ -393,6 +393,13 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
 
   const paymentIdSchema = { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" } as const;
   const bytes32 = { type: "string", pattern: "^0x[0-9a-fA-F]{64}$" } as const;
+  /** What every way of paying takes: whom, in which token, how much (base units), under which id. */
+  const paymentProperties = {
+    target: address,
+    token: address,
+    amount: positiveAmount,
+    paymentId: paymentIdSchema,
+  } as const;
 
   app.post<{
     Body: {
@@ -416,10 +423,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
           required: ["target", "token", "amount"],
           additionalProperties: false,
           properties: {
-            target: address,
-            token: address,
-            amount: positiveAmount,
-            paymentId: paymentIdSchema,
+            ...paymentProperties,
             maxFee: amount,
             timeoutSeconds: { type: "integer", minimum: 1, maximum: 86400 },
             paymentHash: { ...bytes32, description: "pay an invoice (sha256 of the payee's secret)" },
@@ -473,10 +477,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     required: ["target", "token", "amount"],
     additionalProperties: false,
     properties: {
-      target: address,
-      token: address,
-      amount: positiveAmount,
-      paymentId: paymentIdSchema,
+      ...paymentProperties,
       // Unix ms after which nothing may be signed any more (the caller has given up): TIMEOUT instead.
       notAfterMs: { type: "integer", minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
     },

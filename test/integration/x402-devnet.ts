@@ -7,6 +7,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { expect } from "chai";
+import { decodePaymentResponseHeader } from "@x402/core/http";
+import type { SettleResponse } from "@x402/core/types";
 import { parseUnits } from "ethers";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
 import { readApiToken } from "../../host/keystore.js";
@@ -137,4 +140,18 @@ export async function until(what: string, check: () => boolean, ms = 10_000): Pr
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Asserts that `res` is the paid `GET /weather` of the test apps (200, the Lisbon forecast, a successful
+ * `PAYMENT-RESPONSE` naming a payment hash, `Cache-Control: private`) and returns the settlement.
+ */
+export async function expectPaidWeather(res: Response): Promise<SettleResponse> {
+  expect(res.status).to.equal(200);
+  expect(await res.json()).to.deep.equal({ city: "Lisbon", celsius: 21 });
+  const settle = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+  expect(settle.success).to.equal(true);
+  expect(settle.transaction).to.match(/^0x[0-9a-f]{64}$/);
+  expect(res.headers.get("cache-control")).to.match(/private/);
+  return settle;
 }
