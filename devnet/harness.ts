@@ -321,44 +321,47 @@ export class Devnet {
     } = {},
   ): Promise<NodeProcess> {
     const dataDir = join(this.dir, name);
-    const apiPort = options.apiPort ?? (await freePort());
-    const listenPort = options.listenPort ?? (await freePort());
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        CLI,
-        "node",
-        "start",
-        "--data-dir",
-        dataDir,
-        "--rpc",
-        this.chain.rpcUrl,
-        "--deployment",
-        this.deploymentFile,
-        "--listen",
-        `/ip4/127.0.0.1/tcp/${listenPort}`,
-        "--api",
-        `127.0.0.1:${apiPort}`,
-        "--chain-poll-ms",
-        String(options.chainPollMs ?? 1000),
-        // Devnet margins (instant blocks, no reorgs): expiry delta 10 s, reveal timeout 5 s.
-        "--reorg-seconds",
-        String(DEVNET_SAFETY_MARGINS.reorgSeconds),
-        "--grace-seconds",
-        String(DEVNET_SAFETY_MARGINS.graceSeconds),
-        "--confirmation-seconds",
-        String(DEVNET_SAFETY_MARGINS.confirmationSeconds),
-        "--fee-flat",
-        String(options.feeFlat ?? 0n),
-        "--fee-ppm",
-        String(options.feePpm ?? 0),
-        ...(options.extraArgs ?? []),
-      ],
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    const info = await this.#ready(name, child);
+    const spawnNode = async () => {
+      const apiPort = options.apiPort ?? (await freePort());
+      const listenPort = options.listenPort ?? (await freePort());
+      return spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          CLI,
+          "node",
+          "start",
+          "--data-dir",
+          dataDir,
+          "--rpc",
+          this.chain.rpcUrl,
+          "--deployment",
+          this.deploymentFile,
+          "--listen",
+          `/ip4/127.0.0.1/tcp/${listenPort}`,
+          "--api",
+          `127.0.0.1:${apiPort}`,
+          "--chain-poll-ms",
+          String(options.chainPollMs ?? 1000),
+          // Devnet margins (instant blocks, no reorgs): expiry delta 10 s, reveal timeout 5 s.
+          "--reorg-seconds",
+          String(DEVNET_SAFETY_MARGINS.reorgSeconds),
+          "--grace-seconds",
+          String(DEVNET_SAFETY_MARGINS.graceSeconds),
+          "--confirmation-seconds",
+          String(DEVNET_SAFETY_MARGINS.confirmationSeconds),
+          "--fee-flat",
+          String(options.feeFlat ?? 0n),
+          "--fee-ppm",
+          String(options.feePpm ?? 0),
+          ...(options.extraArgs ?? []),
+        ],
+        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      );
+    };
+    const portsChosen = options.apiPort !== undefined || options.listenPort !== undefined;
+    const { child, info } = await this.#startRetryingPorts(name, spawnNode, portsChosen);
     const tokenFile = join(dataDir, "api-token");
     const { readApiToken } = await import("../host/keystore.js");
     const node: NodeProcess = {
@@ -377,7 +380,31 @@ export class Devnet {
     return node;
   }
 
-  /** Tracks a child, logs it to `<dir>/<name>.log` and waits for its JSON ready line (parsed). */
+  /**
+   * Spawns with `spawnChild` and waits for the ready line; when the child lost the race for a port
+   * {@link freePort} picked (another process bound it in between: EADDRINUSE), spawns again with new ports
+   * (at most 3 attempts; never when the caller chose the ports).
+   */
+  async #startRetryingPorts<T = { address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
+    name: string,
+    spawnChild: () => Promise<ChildProcess>,
+    portsChosen: boolean,
+  ): Promise<{ child: ChildProcess; info: T }> {
+    for (let attempt = 1; ; attempt++) {
+      const child = await spawnChild();
+      try {
+        return { child, info: await this.#ready<T>(name, child) };
+      } catch (err) {
+        const lostPortRace = err instanceof Error && err.message.includes("EADDRINUSE");
+        if (!lostPortRace || portsChosen || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  /**
+   * Tracks a child, logs it to `<dir>/<name>.log` and waits for its JSON ready line (parsed). An exit before
+   * it is rejected with the end of the child's stderr in the message.
+   */
   async #ready<T = { address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
     name: string,
     child: ChildProcess,
@@ -385,15 +412,25 @@ export class Devnet {
     this.#children.add(child);
     child.once("exit", () => this.#children.delete(child));
     const log = createWriteStream(join(this.dir, `${name}.log`), { flags: "a" });
-    child.stderr?.on("data", (d: Buffer) => log.write(d));
+    let outputTail = ""; // the end of what the child printed (stderr and stdout)
+    child.stderr?.on("data", (d: Buffer) => {
+      log.write(d);
+      outputTail = (outputTail + d.toString()).slice(-1000);
+    });
     const lines = createInterface({ input: child.stdout! });
     const ready = new Promise<T>((resolveReady, reject) => {
       lines.on("line", (line) => {
         log.write(line + "\n");
+        outputTail = (outputTail + line + "\n").slice(-1000);
         if (line.startsWith('{"event":"ready"')) resolveReady(JSON.parse(line) as T);
       });
-      child.once("exit", (code) =>
-        reject(new Error(`${name} exited with code ${code} before it was ready (see ${name}.log)`)),
+      // "close", not "exit": by then the child's output has been read to the end.
+      child.once("close", (code) =>
+        reject(
+          new Error(
+            `${name} exited with code ${code} before it was ready (see ${name}.log): ${outputTail.trim()}`,
+          ),
+        ),
       );
     });
     return Promise.race([
@@ -423,33 +460,36 @@ export class Devnet {
     options: { rpcUrls?: string[]; apiPort?: number; listenPort?: number; extraArgs?: string[] } = {},
   ): Promise<TowerProcess> {
     const dataDir = join(this.dir, name);
-    const apiPort = options.apiPort ?? (await freePort());
-    const listenPort = options.listenPort ?? (await freePort());
     const rpcArgs = (options.rpcUrls ?? [this.chain.rpcUrl]).flatMap((u) => ["--rpc", u]);
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        CLI,
-        "watchtower",
-        "start",
-        "--data-dir",
-        dataDir,
-        ...rpcArgs,
-        "--deployment",
-        this.deploymentFile,
-        "--listen",
-        `/ip4/127.0.0.1/tcp/${listenPort}`,
-        "--api",
-        `127.0.0.1:${apiPort}`,
-        "--poll-ms",
-        "250",
-        ...(options.extraArgs ?? []),
-      ],
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    const info = await this.#ready(name, child);
+    const spawnTower = async () => {
+      const apiPort = options.apiPort ?? (await freePort());
+      const listenPort = options.listenPort ?? (await freePort());
+      return spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          CLI,
+          "watchtower",
+          "start",
+          "--data-dir",
+          dataDir,
+          ...rpcArgs,
+          "--deployment",
+          this.deploymentFile,
+          "--listen",
+          `/ip4/127.0.0.1/tcp/${listenPort}`,
+          "--api",
+          `127.0.0.1:${apiPort}`,
+          "--poll-ms",
+          "250",
+          ...(options.extraArgs ?? []),
+        ],
+        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      );
+    };
+    const portsChosen = options.apiPort !== undefined || options.listenPort !== undefined;
+    const { child, info } = await this.#startRetryingPorts(name, spawnTower, portsChosen);
     return {
       name,
       dataDir,
