@@ -321,47 +321,34 @@ export class Devnet {
     } = {},
   ): Promise<NodeProcess> {
     const dataDir = join(this.dir, name);
-    const spawnNode = async () => {
-      const apiPort = options.apiPort ?? (await freePort());
-      const listenPort = options.listenPort ?? (await freePort());
-      return spawn(
-        process.execPath,
-        [
-          "--import",
-          "tsx",
-          CLI,
-          "node",
-          "start",
-          "--data-dir",
-          dataDir,
-          "--rpc",
-          this.chain.rpcUrl,
-          "--deployment",
-          this.deploymentFile,
-          "--listen",
-          `/ip4/127.0.0.1/tcp/${listenPort}`,
-          "--api",
-          `127.0.0.1:${apiPort}`,
-          "--chain-poll-ms",
-          String(options.chainPollMs ?? 1000),
-          // Devnet margins (instant blocks, no reorgs): expiry delta 10 s, reveal timeout 5 s.
-          "--reorg-seconds",
-          String(DEVNET_SAFETY_MARGINS.reorgSeconds),
-          "--grace-seconds",
-          String(DEVNET_SAFETY_MARGINS.graceSeconds),
-          "--confirmation-seconds",
-          String(DEVNET_SAFETY_MARGINS.confirmationSeconds),
-          "--fee-flat",
-          String(options.feeFlat ?? 0n),
-          "--fee-ppm",
-          String(options.feePpm ?? 0),
-          ...(options.extraArgs ?? []),
-        ],
-        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
-      );
-    };
-    const portsChosen = options.apiPort !== undefined || options.listenPort !== undefined;
-    const { child, info } = await this.#startRetryingPorts(name, spawnNode, portsChosen);
+    const { child, info } = await this.#startQrwp(name, options, ({ apiPort, listenPort }) => [
+      "node",
+      "start",
+      "--data-dir",
+      dataDir,
+      "--rpc",
+      this.chain.rpcUrl,
+      "--deployment",
+      this.deploymentFile,
+      "--listen",
+      `/ip4/127.0.0.1/tcp/${listenPort}`,
+      "--api",
+      `127.0.0.1:${apiPort}`,
+      "--chain-poll-ms",
+      String(options.chainPollMs ?? 1000),
+      // Devnet margins (instant blocks, no reorgs): expiry delta 10 s, reveal timeout 5 s.
+      "--reorg-seconds",
+      String(DEVNET_SAFETY_MARGINS.reorgSeconds),
+      "--grace-seconds",
+      String(DEVNET_SAFETY_MARGINS.graceSeconds),
+      "--confirmation-seconds",
+      String(DEVNET_SAFETY_MARGINS.confirmationSeconds),
+      "--fee-flat",
+      String(options.feeFlat ?? 0n),
+      "--fee-ppm",
+      String(options.feePpm ?? 0),
+      ...(options.extraArgs ?? []),
+    ]);
     const tokenFile = join(dataDir, "api-token");
     const { readApiToken } = await import("../host/keystore.js");
     const node: NodeProcess = {
@@ -381,17 +368,24 @@ export class Devnet {
   }
 
   /**
-   * Spawns with `spawnChild` and waits for the ready line; when the child lost the race for a port
-   * {@link freePort} picked (another process bound it in between: EADDRINUSE), spawns again with new ports
-   * (at most 3 attempts; never when the caller chose the ports).
+   * Spawns `qrwp <args(ports)>` (tsx, from the repo root) on an API and a libp2p port (the caller's, or free
+   * ones from {@link freePort}) and waits for its ready line. When the child lost the race for a port
+   * freePort picked (another process bound it in between: EADDRINUSE), it is spawned again on new ports (at
+   * most 3 attempts; never when the caller chose the ports).
    */
-  async #startRetryingPorts<T = { address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
+  async #startQrwp<T = { address: string; peerId: string; multiaddrs: string[]; apiUrl: string }>(
     name: string,
-    spawnChild: () => Promise<ChildProcess>,
-    portsChosen: boolean,
+    ports: { apiPort?: number; listenPort?: number },
+    args: (ports: { apiPort: number; listenPort: number }) => string[],
   ): Promise<{ child: ChildProcess; info: T }> {
+    const portsChosen = ports.apiPort !== undefined || ports.listenPort !== undefined;
     for (let attempt = 1; ; attempt++) {
-      const child = await spawnChild();
+      const apiPort = ports.apiPort ?? (await freePort());
+      const listenPort = ports.listenPort ?? (await freePort());
+      const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args({ apiPort, listenPort })], {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       try {
         return { child, info: await this.#ready<T>(name, child) };
       } catch (err) {
@@ -461,35 +455,22 @@ export class Devnet {
   ): Promise<TowerProcess> {
     const dataDir = join(this.dir, name);
     const rpcArgs = (options.rpcUrls ?? [this.chain.rpcUrl]).flatMap((u) => ["--rpc", u]);
-    const spawnTower = async () => {
-      const apiPort = options.apiPort ?? (await freePort());
-      const listenPort = options.listenPort ?? (await freePort());
-      return spawn(
-        process.execPath,
-        [
-          "--import",
-          "tsx",
-          CLI,
-          "watchtower",
-          "start",
-          "--data-dir",
-          dataDir,
-          ...rpcArgs,
-          "--deployment",
-          this.deploymentFile,
-          "--listen",
-          `/ip4/127.0.0.1/tcp/${listenPort}`,
-          "--api",
-          `127.0.0.1:${apiPort}`,
-          "--poll-ms",
-          "250",
-          ...(options.extraArgs ?? []),
-        ],
-        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
-      );
-    };
-    const portsChosen = options.apiPort !== undefined || options.listenPort !== undefined;
-    const { child, info } = await this.#startRetryingPorts(name, spawnTower, portsChosen);
+    const { child, info } = await this.#startQrwp(name, options, ({ apiPort, listenPort }) => [
+      "watchtower",
+      "start",
+      "--data-dir",
+      dataDir,
+      ...rpcArgs,
+      "--deployment",
+      this.deploymentFile,
+      "--listen",
+      `/ip4/127.0.0.1/tcp/${listenPort}`,
+      "--api",
+      `127.0.0.1:${apiPort}`,
+      "--poll-ms",
+      "250",
+      ...(options.extraArgs ?? []),
+    ]);
     return {
       name,
       dataDir,
