@@ -450,7 +450,7 @@ export class PaywallCore {
         };
     }
     // An undecodable header is answered like an unpaid request (fresh invoice), coded malformed_payment.
-    if (paymentHeader !== undefined && !decodesAsPayment(paymentHeader)) {
+    if (paymentHeader !== undefined && !carriesPayment) {
       adapter.hidePayment = true;
       delete context.paymentHeader;
     }

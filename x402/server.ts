@@ -104,6 +104,10 @@ export class QrwpChannelServerScheme implements SchemeNetworkServer {
     this.#log = log;
   }
 
+  /**
+   * `{ amount, asset }` as is (atomic base units, decimal string > 0).
+   * @throws Error for any other price shape (money strings have no meaning for an arbitrary token).
+   */
   async parsePrice(price: Price, network: Network): Promise<AssetAmount> {
     if (typeof price === "object" && price !== null && isAtomicAmount(price.amount)) {
       return { amount: price.amount, asset: price.asset };
@@ -113,6 +117,7 @@ export class QrwpChannelServerScheme implements SchemeNetworkServer {
     );
   }
 
+  /** Adds `extra.hub` (the merchant node's ChannelHub) and `extra.direct: true`. */
   async enhancePaymentRequirements(
     requirements: PaymentRequirements,
     _supportedKind: SupportedKind,
@@ -191,6 +196,13 @@ const ACCEPTED_CACHE_MAX = 10_000;
  */
 export const DIRECT_EXPIRY_GRACE_MS = 60_000;
 
+/** A direct transfer the merchant node accepted in `verify`, kept for `settle`. */
+interface AcceptedEntry {
+  transfer: string;
+  answer: NodeAcceptedTransfer;
+  invoice: NodeInvoice;
+}
+
 /** The node's refusal of a direct transfer as an x402 reason. */
 function directRefusal(code: string): X402RefusalReason {
   if (code === "CHANNEL_NOT_FOUND" || code === "CHANNEL_STATE") return "no_channel";
@@ -209,8 +221,8 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
   readonly #paidWaitMs: number;
   readonly #directGraceMs: number;
   readonly #log: X402Logger;
-  /** paymentHash → the transfer and what the node answered in `verify` (bounded; insertion order = age). */
-  readonly #accepted = new Map<string, { transfer: string; answer: NodeAcceptedTransfer }>();
+  /** paymentHash → the transfer, the node's answer and the invoice, from `verify` (bounded; oldest first). */
+  readonly #accepted = new Map<string, AcceptedEntry>();
 
   constructor(
     node: QrwpNodeApi,
@@ -228,6 +240,7 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     this.#log = options.log ?? silentLog;
   }
 
+  /** The one kind this facilitator handles: x402 v2, `qrwp-channel`, this merchant's network. */
   async getSupported(): Promise<SupportedResponse> {
     return {
       kinds: [{ x402Version: 2, scheme: QRWP_X402_SCHEME, network: this.network }],
@@ -236,6 +249,11 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     };
   }
 
+  /**
+   * x402 verify: `{ isValid: true, payer? }` once the payment is held by the merchant's node (routed: the
+   * invoice paid; direct: the transfer accepted), else `{ isValid: false, invalidReason }` with a reason of
+   * `X402_REFUSAL_REASONS`. Never throws for client input.
+   */
   async verify(payload: PaymentPayload, requirements: PaymentRequirements): Promise<VerifyResponse> {
     const r = await this.#check(payload, requirements, true);
     if (!r.ok) {
@@ -245,6 +263,11 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     return { isValid: true, ...(r.payer ? { payer: r.payer } : {}) };
   }
 
+  /**
+   * x402 settle: records the receipt once (the replay arbiter). `{ success: true, transaction: paymentHash,
+   * amount, payer?, extra: { mode, processed? } }`, or `{ success: false, errorReason }` (`replayed`, or the
+   * reason `verify` would give now).
+   */
   async settle(payload: PaymentPayload, requirements: PaymentRequirements): Promise<SettleResponse> {
     const base = { transaction: "", network: requirements.network };
     const r = await this.#check(payload, requirements, false);
@@ -316,6 +339,10 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
         return refuse("wrong_amount", "the transfer's amount is not the price");
     }
     if (this.#receipts.get(paymentHash)) return refuse("replayed", "payment already used");
+    // Direct mode, the very bytes `verify` had the node accept: settle needs no node call.
+    const cached = paid.mode === "direct" ? this.#accepted.get(paymentHash) : undefined;
+    if (cached && paid.mode === "direct" && cached.transfer === paid.transfer)
+      return directOk(paymentHash, cached);
 
     const deadline = Date.now() + (wait ? this.#paidWaitMs : 0);
     for (;;) {
@@ -352,40 +379,42 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     requirements: PaymentRequirements,
   ): Promise<Checked> {
     const refuse = (reason: X402RefusalReason, message: string): Checked => ({ ok: false, reason, message });
-    const cached = this.#accepted.get(paymentHash);
-    // Only the very bytes the node accepted reuse its answer; anything else is asked again.
-    let accepted = cached?.transfer === transfer ? cached.answer : undefined;
-    if (!accepted) {
-      if (invoice.expiresAtMs + this.#directGraceMs <= Date.now())
-        return refuse("invoice_expired", "invoice expired before the transfer arrived");
-      try {
-        accepted = await this.#node.acceptDirectTransfer(transfer, requirements.asset);
-      } catch (err) {
-        const code = isQrwpError(err) ? err.code : "INTERNAL";
-        const reason = directRefusal(code);
-        this.#log[reason === "merchant_unavailable" ? "warn" : "info"](
-          { paymentHash, nodeCode: code, reason },
-          "x402 direct transfer refused",
-        );
-        return refuse(reason, `the merchant's node refused the transfer (${code})`);
-      }
-      if (accepted.paymentId !== x402PaymentId(paymentHash) || accepted.amount !== requirements.amount)
-        return refuse("invalid_transfer", "the node stored another payment than the one named");
-      this.#accepted.set(paymentHash, { transfer, answer: accepted });
-      if (this.#accepted.size > ACCEPTED_CACHE_MAX) {
-        const oldest = this.#accepted.keys().next().value;
-        if (oldest !== undefined) this.#accepted.delete(oldest);
-      }
+    if (invoice.expiresAtMs + this.#directGraceMs <= Date.now())
+      return refuse("invoice_expired", "invoice expired before the transfer arrived");
+    let accepted: NodeAcceptedTransfer;
+    try {
+      accepted = await this.#node.acceptDirectTransfer(transfer, requirements.asset);
+    } catch (err) {
+      const code = isQrwpError(err) ? err.code : "INTERNAL";
+      const reason = directRefusal(code);
+      this.#log[reason === "merchant_unavailable" ? "warn" : "info"](
+        { paymentHash, nodeCode: code, reason },
+        "x402 direct transfer refused",
+      );
+      return refuse(reason, `the merchant's node refused the transfer (${code})`);
     }
-    return {
-      ok: true,
-      paymentHash,
-      invoice,
-      mode: "direct",
-      payer: accepted.partner,
-      processed: accepted.processed,
-    };
+    if (accepted.paymentId !== x402PaymentId(paymentHash) || accepted.amount !== requirements.amount)
+      return refuse("invalid_transfer", "the node stored another payment than the one named");
+    const entry = { transfer, answer: accepted, invoice };
+    this.#accepted.set(paymentHash, entry);
+    if (this.#accepted.size > ACCEPTED_CACHE_MAX) {
+      const oldest = this.#accepted.keys().next().value;
+      if (oldest !== undefined) this.#accepted.delete(oldest);
+    }
+    return directOk(paymentHash, entry);
   }
+}
+
+/** The accepted outcome of a direct payment from the node's answer (and the invoice it paid). */
+function directOk(paymentHash: string, entry: AcceptedEntry): Checked {
+  return {
+    ok: true,
+    paymentHash,
+    invoice: entry.invoice,
+    mode: "direct",
+    payer: entry.answer.partner,
+    processed: entry.answer.processed,
+  };
 }
 
 /** The `DirectTransfer` in a base64url envelope, or null if it is anything else. */
