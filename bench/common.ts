@@ -20,7 +20,8 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[i] ?? NaN;
 }
 
-const round2 = (v: number) => Math.round(v * 100) / 100;
+/** `v` rounded to two decimals (for printed figures). */
+export const round2 = (v: number): number => Math.round(v * 100) / 100;
 
 /** p50/p90/p99/max/mean of latencies in ms, rounded to 0.01 ms. */
 export function latencySummary(latencies: readonly number[]): {

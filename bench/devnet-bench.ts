@@ -8,11 +8,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Devnet } from "../devnet/harness.js";
+import { round2 } from "./common.js";
 
 /** A progress line on stderr. */
 export const step = (msg: string): boolean => process.stderr.write(`» ${msg}\n`);
+/** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-export const round2 = (v: number): number => Math.round(v * 100) / 100;
 
 /** What the figures were measured on. */
 export interface MachineInfo {
@@ -24,6 +25,7 @@ export interface MachineInfo {
   loadAverage1mAtStart: number;
 }
 
+/** CPU model, core count, memory (GiB), Node version, platform and the 1-minute load average now. */
 export function machineInfo(): MachineInfo {
   return {
     cpu: cpus()[0]?.model ?? "unknown",

@@ -30,10 +30,10 @@ import { readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { concurrencyList, latencySummary, positiveInt, runConcurrently } from "./common.js";
+import { concurrencyList, latencySummary, positiveInt, round2, runConcurrently } from "./common.js";
 import { parseUnits } from "ethers";
 import { ROOT, type NodeProcess } from "../devnet/harness.js";
-import { round2, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
+import { runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
 
 const WARMUP_PAYMENTS = 10;
 const RESULTS_FILE = join(ROOT, "bench", "results", "multihop.json");

@@ -36,8 +36,8 @@ import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { parseUnits } from "ethers";
 import { decodePaymentResponseHeader } from "@x402/core/http";
-import { latencySummary, concurrencyList, positiveInt, runConcurrently } from "./common.js";
-import { round2, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
+import { latencySummary, concurrencyList, positiveInt, round2, runConcurrently } from "./common.js";
+import { runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
 import { ROOT, type MerchantProcess, type NodeProcess, type ReceiptJson } from "../devnet/harness.js";
 import { qrwpFetch } from "../x402/index.js";
 
