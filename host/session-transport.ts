@@ -3,13 +3,18 @@
  * `/qrwp/watchtower/1.0.0` between a node and a watchtower): one long-lived libp2p stream per peer, opened by
  * whoever needs it first, carrying (1) the post-quantum session handshake of `protocol/session.ts` (X-Wing + HKDF, transcript
  * signed with ML-DSA-65 and secp256k1) and then (2) ChaCha20-Poly1305 frames, each holding one
- * {@link Envelope}. Frames are length-prefixed with libp2p's `lpStream`.
+ * {@link Envelope}. Frames are length-prefixed (libp2p's varint framing) and read by {@link FrameStream} with
+ * an idle deadline for strangers and a deadline for each started frame.
+ *
+ * What strangers may cost is bounded by the host's {@link PeerGuard}: an inbound handshake from a peer we do
+ * not know starts with a client puzzle, handshakes in progress are capped, a stranger's session closes when
+ * idle and the least recently active stranger's session makes room for a new one beyond the cap; protected
+ * peers (channel partners, towers and their clients, as `isProtected` says) are exempt.
  *
  * Requests from a peer are handled one at a time in arrival order (so balance proofs are processed in nonce
  * order); replies are matched to requests by id and never wait behind a request handler.
  */
 import type { Libp2p, Stream, Connection } from "@libp2p/interface";
-import { lpStream, type LengthPrefixedStream } from "@libp2p/utils";
 import { multiaddr } from "@multiformats/multiaddr";
 import { peerIdFromString } from "@libp2p/peer-id";
 import type { Logger } from "pino";
@@ -18,15 +23,20 @@ import {
   MAX_FRAME_BYTES,
   HandshakeInitiator,
   HandshakeResponder,
+  MAX_HANDSHAKE_MESSAGE_BYTES,
   QrwpError,
+  searchPuzzleSolution,
   decodeEnvelope,
   encodeEnvelope,
   isQrwpError,
   type ChannelMessage,
   type Envelope,
   type NodeKeys,
+  type HandshakeChallenge,
   type Session,
 } from "../protocol/index.js";
+import { FrameStream } from "./frame-stream.js";
+import { PeerGuard, remoteHost } from "./peer-guard.js";
 
 /** The authenticated peer a request came from. */
 export interface RemotePeer {
@@ -46,14 +56,42 @@ export interface SessionTransportInit {
   protocol?: string;
   /** Default timeout of a request waiting for its reply (ms). */
   requestTimeoutMs?: number;
-  /** Timeout of the handshake (ms). */
+  /** Timeout of an outbound handshake, puzzle included (ms); inbound ones use the guard's limit. */
   handshakeTimeoutMs?: number;
+  /**
+   * The host's {@link PeerGuard}, shared by every transport on it (the owner starts and stops it). Without
+   * one, the transport makes its own with the default limits and owns it.
+   */
+  guard?: PeerGuard;
+  /** True when the peer with this address must be kept (channel partner, tower, tower client); default none. */
+  isProtected?: (address: string) => boolean;
+  /** Hardest puzzle (bits) this side solves when dialing; a peer asking more is refused. Default 22. */
+  maxPuzzleDifficultyBits?: number;
 }
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 /** A sealed frame is the plaintext plus the 8-byte counter header and the 16-byte Poly1305 tag. */
 const MAX_WIRE_FRAME_BYTES = MAX_FRAME_BYTES + 64;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_MAX_PUZZLE_BITS = 22;
+/** Inbound streams of one QRWP protocol per connection (libp2p resets streams beyond it). */
+const MAX_INBOUND_STREAMS_PER_CONNECTION = 4;
+/** Puzzle counters tried between two yields to the event loop (about 4 ms of hashing). */
+const PUZZLE_CHUNK = 2048;
+
+/**
+ * Solves a handshake puzzle without blocking the event loop for long (chunks of {@link PUZZLE_CHUNK} hashes).
+ * @throws QrwpError HANDSHAKE_FAILED when `signal` aborts first.
+ */
+export async function solvePuzzle(challenge: HandshakeChallenge, signal?: AbortSignal): Promise<Uint8Array> {
+  for (let from = 0; ; from += PUZZLE_CHUNK) {
+    if (signal?.aborted)
+      throw new QrwpError("HANDSHAKE_FAILED", "handshake deadline passed while solving the puzzle");
+    const solution = searchPuzzleSolution(challenge.challenge, challenge.difficultyBits, from, PUZZLE_CHUNK);
+    if (solution) return solution;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
 
 interface Pending {
   resolve(body: ChannelMessage): void;
@@ -61,10 +99,22 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** What a {@link PeerSession} needs from its transport. */
+interface PeerSessionContext {
+  handler: RequestHandler;
+  log: Logger;
+  guard: PeerGuard;
+  isProtected: (address: string) => boolean;
+  onClose: (s: PeerSession) => void;
+}
+
 /** One authenticated, encrypted session with a peer over one libp2p stream. */
 class PeerSession {
   readonly remoteAddress: string;
   closed = false;
+  /** When the peer last sent a frame (ms). */
+  lastActiveMs = Date.now();
+  #protected = false;
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #writeChain: Promise<void> = Promise.resolve();
@@ -72,21 +122,29 @@ class PeerSession {
 
   constructor(
     readonly remotePeerId: string,
-    private readonly lp: LengthPrefixedStream<Stream>,
+    private readonly frames: FrameStream,
     private readonly session: Session,
     private readonly stream: Stream,
-    private readonly handler: RequestHandler,
-    private readonly log: Logger,
-    private readonly onClose: (s: PeerSession) => void,
+    private readonly ctx: PeerSessionContext,
   ) {
     this.remoteAddress = session.remote.address;
+    this.refreshProtection();
+  }
+
+  /** True when the peer is protected; the first time it is, its peer id is protected on the host too. */
+  refreshProtection(): boolean {
+    if (!this.#protected && this.ctx.isProtected(this.remoteAddress)) {
+      this.#protected = true;
+      this.ctx.guard.protect(this.remotePeerId);
+    }
+    return this.#protected;
   }
 
   /** Seals and writes an envelope; writes happen in call order so frame counters stay in sequence. */
   #write(envelope: Envelope): Promise<void> {
     const next = this.#writeChain.then(async () => {
       if (this.closed) throw new QrwpError("PEER_OFFLINE", "session closed", { peer: this.remoteAddress });
-      await this.lp.write(this.session.seal(encodeEnvelope(envelope)));
+      await this.frames.write(this.session.seal(encodeEnvelope(envelope)));
     });
     this.#writeChain = next.catch(() => undefined);
     return next;
@@ -111,19 +169,36 @@ class PeerSession {
     });
   }
 
+  #warn(fields: Record<string, unknown>, message: string): void {
+    this.ctx.guard.warn(this.remotePeerId, { peer: this.remoteAddress, ...fields }, message);
+  }
+
   async readLoop(): Promise<void> {
+    const { guard, log } = this.ctx;
     try {
       for (;;) {
-        const frame = await this.lp.read();
+        // A stranger's session lives while it talks; a protected peer's as long as the stream does.
+        const idleSignal = this.refreshProtection()
+          ? undefined
+          : AbortSignal.timeout(guard.limits.strangerSessionIdleMs);
+        let frame: Uint8Array;
+        try {
+          frame = await this.frames.read(idleSignal ? { idleSignal } : {});
+        } catch (err) {
+          const reason = isQrwpError(err) ? err.details.reason : undefined;
+          if (reason === "idle") log.debug({ peer: this.remoteAddress }, "closing idle stranger session");
+          else if (reason !== "closed")
+            this.#warn({ err: errorFields(err) }, "dropping session after bad frame");
+          break;
+        }
+        this.lastActiveMs = Date.now();
+        guard.touch(this.remotePeerId);
         let plaintext: Uint8Array;
         try {
-          plaintext = this.session.open(frame.subarray());
+          plaintext = this.session.open(frame);
         } catch (err) {
           // A frame that fails authentication breaks the session's counter sequence: drop the session.
-          this.log.warn(
-            { peer: this.remoteAddress, err: errorFields(err) },
-            "dropping session after bad frame",
-          );
+          this.#warn({ err: errorFields(err) }, "dropping session after bad frame");
           break;
         }
         let envelope: Envelope;
@@ -131,7 +206,7 @@ class PeerSession {
           envelope = decodeEnvelope(plaintext);
         } catch (err) {
           // Authentic but malformed: without a valid id there is nothing to reply to; log and go on.
-          this.log.warn({ peer: this.remoteAddress, err: errorFields(err) }, "ignored malformed message");
+          this.#warn({ err: errorFields(err) }, "ignored malformed message");
           continue;
         }
         if (envelope.replyTo !== undefined) {
@@ -147,7 +222,7 @@ class PeerSession {
         this.#requestChain = this.#requestChain.then(async () => {
           let reply: ChannelMessage;
           try {
-            reply = await this.handler(
+            reply = await this.ctx.handler(
               {
                 address: this.remoteAddress,
                 mldsaPublicKey: this.session.remote.mldsaPublicKey,
@@ -157,16 +232,13 @@ class PeerSession {
             );
           } catch (err) {
             reply = errorReply(err);
-            this.log.warn(
-              { peer: this.remoteAddress, type: envelope.body.type, err: errorFields(err) },
-              "refused peer request",
-            );
+            this.#warn({ type: envelope.body.type, err: errorFields(err) }, "refused peer request");
           }
           await this.#write({ id: 0, replyTo: requestId, body: reply }).catch(() => undefined);
         });
       }
-    } catch {
-      // stream ended or reset
+    } catch (err) {
+      log.error({ peer: this.remoteAddress, err: errorFields(err) }, "session read loop failed");
     } finally {
       this.close();
     }
@@ -183,7 +255,7 @@ class PeerSession {
       this.#pending.delete(id);
     }
     this.stream.abort(new Error("session closed"));
-    this.onClose(this);
+    this.ctx.onClose(this);
   }
 }
 
@@ -209,6 +281,10 @@ export class SessionTransport {
   readonly #dialing = new Map<string, Promise<PeerSession>>();
   readonly #requestTimeoutMs: number;
   readonly #handshakeTimeoutMs: number;
+  readonly #maxPuzzleBits: number;
+  readonly #guard: PeerGuard;
+  readonly #ownsGuard: boolean;
+  readonly #isProtected: (address: string) => boolean;
   #handler: RequestHandler = async () => ({ type: "Error", code: "INTERNAL", message: "not ready" });
   /** Called after every new session with the peer's address and peer id. */
   onSession: (address: string, peerId: string) => void = () => undefined;
@@ -222,6 +298,15 @@ export class SessionTransport {
     this.protocol = init.protocol ?? CHANNEL_PROTOCOL;
     this.#requestTimeoutMs = init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#handshakeTimeoutMs = init.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    this.#maxPuzzleBits = init.maxPuzzleDifficultyBits ?? DEFAULT_MAX_PUZZLE_BITS;
+    this.#ownsGuard = init.guard === undefined;
+    this.#guard = init.guard ?? new PeerGuard(libp2p, log);
+    this.#isProtected = init.isProtected ?? (() => false);
+  }
+
+  /** The host's guard this transport reports to. */
+  get guard(): PeerGuard {
+    return this.#guard;
   }
 
   /** Sets the function that answers peers' requests (one at a time per session, in arrival order). */
@@ -231,21 +316,30 @@ export class SessionTransport {
 
   /** Registers the protocol on the libp2p node; inbound streams run the responder handshake. */
   async start(): Promise<void> {
-    await this.libp2p.handle(this.protocol, (stream, connection) => {
-      this.#accept(stream, connection).catch((err: unknown) => {
-        this.log.warn(
-          { remotePeer: connection.remotePeer.toString(), err: errorFields(err) },
-          "inbound handshake failed",
-        );
-        stream.abort(err instanceof Error ? err : new Error(String(err)));
-      });
-    });
+    if (this.#ownsGuard) this.#guard.start();
+    await this.libp2p.handle(
+      this.protocol,
+      (stream, connection) => {
+        this.#accept(stream, connection).catch((err: unknown) => {
+          const host = remoteHost(connection);
+          this.#guard.warn(
+            `handshake:${host}`,
+            { remotePeer: connection.remotePeer.toString(), host, err: errorFields(err) },
+            "inbound handshake failed",
+          );
+          stream.abort(err instanceof Error ? err : new Error(String(err)));
+        });
+      },
+      // One session per peer needs one stream; a few more cover a session being replaced.
+      { maxInboundStreams: MAX_INBOUND_STREAMS_PER_CONNECTION },
+    );
   }
 
   /** Unregisters the protocol and closes every session (pending requests fail with PEER_OFFLINE). */
   async stop(): Promise<void> {
     await this.libp2p.unhandle(this.protocol).catch(() => undefined);
     for (const s of [...this.#sessions.values()]) s.close();
+    if (this.#ownsGuard) this.#guard.stop();
   }
 
   /** True when an authenticated session with `address` is open. */
@@ -258,47 +352,73 @@ export class SessionTransport {
     return [...this.#sessions.values()].map((s) => s.remoteAddress);
   }
 
+  /**
+   * Responder side: reads `hello`; a peer that is not protected (or made too many handshakes) first gets a
+   * puzzle and must send `hello` again with its solution before we do any public-key work.
+   */
   async #accept(stream: Stream, connection: Connection): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_WIRE_FRAME_BYTES });
-    const signal = AbortSignal.timeout(this.#handshakeTimeoutMs);
+    const guard = this.#guard;
+    const frames = new FrameStream(stream, MAX_WIRE_FRAME_BYTES, guard.limits.frameTimeoutMs);
+    const signal = AbortSignal.timeout(guard.limits.handshakeTimeoutMs);
+    const remotePeerId = connection.remotePeer.toString();
     const responder = new HandshakeResponder(this.keys, {
       localPeerId: this.libp2p.peerId.toString(),
-      remotePeerId: connection.remotePeer.toString(),
+      remotePeerId,
     });
-    const hello = await lp.read({ signal });
-    await lp.write(responder.respond(hello.subarray()), { signal });
-    const finish = await lp.read({ signal });
-    const session = responder.complete(finish.subarray());
-    this.#register(connection.remotePeer.toString(), lp, session, stream);
+    const readHandshake = () => frames.read({ signal, maxFrameBytes: MAX_HANDSHAKE_MESSAGE_BYTES });
+    let hello = await readHandshake();
+    const difficultyBits = guard.puzzleDifficulty(remotePeerId);
+    if (difficultyBits !== null) {
+      const release = guard.holdChallenge(() => stream.abort(new Error("evicted while solving the puzzle")));
+      try {
+        await frames.write(responder.challenge(difficultyBits), { signal });
+        hello = await readHandshake();
+      } finally {
+        release();
+      }
+    }
+    await frames.write(responder.respond(hello), { signal });
+    if (difficultyBits !== null) guard.strangerHandshakeDone();
+    const finish = await readHandshake();
+    const session = responder.complete(finish);
+    this.#register(remotePeerId, frames, session, stream);
   }
 
-  #register(
-    remotePeerId: string,
-    lp: LengthPrefixedStream<Stream>,
-    session: Session,
-    stream: Stream,
-  ): PeerSession {
+  #register(remotePeerId: string, frames: FrameStream, session: Session, stream: Stream): PeerSession {
     const key = session.remote.address.toLowerCase();
-    const peer = new PeerSession(
-      remotePeerId,
-      lp,
-      session,
-      stream,
-      (from, body) => this.#handler(from, body),
-      this.log,
-      (s) => {
+    const peer = new PeerSession(remotePeerId, frames, session, stream, {
+      handler: (from, body) => this.#handler(from, body),
+      log: this.log,
+      guard: this.#guard,
+      isProtected: this.#isProtected,
+      onClose: (s) => {
         if (this.#sessions.get(key) === s) this.#sessions.delete(key);
+        this.#guard.sessionClosed(remotePeerId);
       },
-    );
+    });
     // The newest session carries our requests from now on; an older one drains its replies and ends.
     this.#sessions.set(key, peer);
+    this.#guard.sessionOpened(remotePeerId);
     this.log.info(
       { peer: session.remote.address, peerId: remotePeerId, protocol: this.protocol },
       "session established",
     );
+    this.#evictStrangers();
     void peer.readLoop();
     this.onSession(session.remote.address, remotePeerId);
     return peer;
+  }
+
+  /** Beyond `maxStrangerSessions`, closes the least recently active strangers' sessions. */
+  #evictStrangers(): void {
+    const strangers = [...this.#sessions.values()].filter((s) => !s.closed && !s.refreshProtection());
+    const excess = strangers.length - this.#guard.limits.maxStrangerSessions;
+    if (excess <= 0) return;
+    strangers.sort((a, b) => a.lastActiveMs - b.lastActiveMs);
+    for (const s of strangers.slice(0, excess)) {
+      this.log.debug({ peer: s.remoteAddress }, "closing the least recently active stranger's session");
+      s.close();
+    }
   }
 
   /**
@@ -367,18 +487,35 @@ export class SessionTransport {
       });
     }
     const stream = await connection.newStream(this.protocol, { signal });
-    const lp = lpStream(stream, { maxDataLength: MAX_WIRE_FRAME_BYTES });
+    const frames = new FrameStream(stream, MAX_WIRE_FRAME_BYTES, this.#guard.limits.frameTimeoutMs);
     try {
       const initiator = new HandshakeInitiator(this.keys, {
         localPeerId: this.libp2p.peerId.toString(),
         remotePeerId: connection.remotePeer.toString(),
         ...(address !== undefined ? { expectedRemoteAddress: address } : {}),
       });
-      await lp.write(initiator.hello(), { signal });
-      const reply = await lp.read({ signal });
-      const { finish, session } = initiator.finish(reply.subarray());
-      await lp.write(finish, { signal });
-      return this.#register(connection.remotePeer.toString(), lp, session, stream);
+      const readHandshake = () => frames.read({ signal, maxFrameBytes: MAX_HANDSHAKE_MESSAGE_BYTES });
+      await frames.write(initiator.hello(), { signal });
+      let answer = await readHandshake();
+      const challenge = initiator.challengeOf(answer);
+      if (challenge) {
+        if (challenge.difficultyBits > this.#maxPuzzleBits) {
+          throw new QrwpError(
+            "HANDSHAKE_FAILED",
+            `${label} asks a puzzle of ${challenge.difficultyBits} bits`,
+            {
+              peer: label,
+              field: "difficultyBits",
+              max: this.#maxPuzzleBits,
+            },
+          );
+        }
+        await frames.write(initiator.helloWithSolution(await solvePuzzle(challenge, signal)), { signal });
+        answer = await readHandshake();
+      }
+      const { finish, session } = initiator.finish(answer);
+      await frames.write(finish, { signal });
+      return this.#register(connection.remotePeer.toString(), frames, session, stream);
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
       if (isQrwpError(err)) throw err;

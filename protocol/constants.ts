@@ -33,8 +33,11 @@ export const MLDSA_CONTEXT_HANDSHAKE = "qrwp-hs-v1";
 /** ML-DSA-65 context string of a watchtower appointment co-signature. */
 export const MLDSA_CONTEXT_APPOINTMENT = "qrwp-wt-v1";
 
-/** Channel-protocol handshake version carried in `hello`; a peer with another version is refused. */
-export const HANDSHAKE_VERSION = 1;
+/**
+ * Channel-protocol handshake version carried in `hello`; a peer with another version is refused.
+ * Version 2 added the responder's client puzzle (`challenge`, and `solution` in `hello`).
+ */
+export const HANDSHAKE_VERSION = 2;
 /** Largest accepted encoded handshake message in bytes (the reply is about 6.5 KiB). */
 export const MAX_HANDSHAKE_MESSAGE_BYTES = 16 * 1024;
 /** Size of the random nonce each handshake side contributes, in bytes. */

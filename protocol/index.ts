@@ -20,3 +20,4 @@ export * from "./timing.js";
 export * from "./transfers.js";
 export * from "./appointment.js";
 export * from "./x402.js";
+export * from "./handshake-puzzle.js";

@@ -10,6 +10,10 @@
  *    `th2 = SHA-256("qrwp-hs-v1/th2" || len(hello) || hello || len(body) || body)`.
  * 3. `finish` I -> R: I's signatures over
  *    `th3 = SHA-256("qrwp-hs-v1/th3" || th2 || len(reply) || reply)` (the full transcript).
+ * Client puzzle (version 2): before any public-key work, R may answer a `hello` with `challenge` {32 random
+ * bytes, difficulty in bits} (see `handshake-puzzle.ts`); I then sends its `hello` again with a `solution` and
+ * the handshake goes on from step 1 with that `hello` (the one in the transcript). R does this for initiators
+ * it does not know (strangers), so a stranger pays for every handshake it makes R do.
  * Each side signs `m = SHA-256("qrwp-hs-v1/<role>" || th)` with ML-DSA-65 (FIPS 204, context "qrwp-hs-v1")
  * and with secp256k1 (r||s||v; the recovered address must equal the claimed address). Lengths are 4-byte
  * big-endian. Session keys: HKDF-SHA256 (RFC 5869), IKM = X-Wing shared secret, salt = th3,
@@ -52,6 +56,12 @@ import {
   signDigest,
 } from "./keys.js";
 import { assertBytes, normalizeAddress } from "./validation.js";
+import {
+  MAX_PUZZLE_DIFFICULTY_BITS,
+  PUZZLE_CHALLENGE_BYTES,
+  PUZZLE_SOLUTION_BYTES,
+  puzzleSolved,
+} from "./handshake-puzzle.js";
 
 /** A remote node's authenticated identity. */
 export interface PeerIdentity {
@@ -82,6 +92,15 @@ const MAX_PEER_ID_CHARS = 256;
 const MSG_HELLO = 1;
 const MSG_REPLY = 2;
 const MSG_FINISH = 3;
+const MSG_CHALLENGE = 4;
+
+/** A responder's puzzle challenge, as the initiator reads it. */
+export interface HandshakeChallenge {
+  /** 32 random bytes, used once. */
+  challenge: Uint8Array;
+  /** Leading zero bits the solution's hash must have (0..{@link MAX_PUZZLE_DIFFICULTY_BITS}). */
+  difficultyBits: number;
+}
 
 const encoder = new Encoder({
   useRecords: false,
@@ -105,6 +124,13 @@ const helloSchema = z.strictObject({
   mldsaPublicKey: bytes(MLDSA65_PUBLIC_KEY_BYTES),
   initiatorPeerId: peerId,
   responderPeerId: peerId,
+  solution: bytes(PUZZLE_SOLUTION_BYTES).optional(),
+});
+const challengeSchema = z.strictObject({
+  t: z.literal(MSG_CHALLENGE),
+  v: z.number().int(),
+  challenge: bytes(PUZZLE_CHALLENGE_BYTES),
+  difficultyBits: z.number().int().min(0).max(MAX_PUZZLE_DIFFICULTY_BITS),
 });
 const replyBodySchema = z.strictObject({
   v: z.number().int(),
@@ -313,6 +339,8 @@ export class HandshakeInitiator {
   #state: "new" | "sent" | "done" | "failed" = "new";
   #ephemeralSecretKey: Uint8Array | undefined;
   #hello: Uint8Array | undefined;
+  #helloFields: Record<string, unknown> = {};
+  #solved = false;
 
   /** @throws QrwpError INVALID_ARGUMENT on malformed keys or options. */
   constructor(keys: NodeKeys, options: HandshakeOptions) {
@@ -328,7 +356,7 @@ export class HandshakeInitiator {
     if (this.#state !== "new") fail("hello() may only be called once");
     const { secretKey, publicKey } = ml_kem768_x25519.keygen();
     this.#ephemeralSecretKey = secretKey;
-    this.#hello = encoder.encode({
+    this.#helloFields = {
       t: MSG_HELLO,
       v: HANDSHAKE_VERSION,
       nonce: randomBytes(HANDSHAKE_NONCE_BYTES),
@@ -337,8 +365,44 @@ export class HandshakeInitiator {
       mldsaPublicKey: this.#keys.mldsaPublicKey,
       initiatorPeerId: this.#options.localPeerId,
       responderPeerId: this.#options.remotePeerId,
-    }) as Uint8Array;
+    };
+    this.#hello = encoder.encode(this.#helloFields) as Uint8Array;
     this.#state = "sent";
+    return Uint8Array.from(this.#hello);
+  }
+
+  /**
+   * Reads the responder's answer to `hello`: its puzzle challenge, or null when `message` is something else
+   * (then it is the `reply`, for {@link finish}).
+   * @throws QrwpError HANDSHAKE_FAILED on a malformed challenge or one above {@link MAX_PUZZLE_DIFFICULTY_BITS}.
+   */
+  challengeOf(message: Uint8Array): HandshakeChallenge | null {
+    if (!(message instanceof Uint8Array) || message.length === 0 || message.length > 256) return null;
+    let value: unknown;
+    try {
+      value = decoder.decode(message);
+    } catch {
+      return null;
+    }
+    if (typeof value !== "object" || value === null || (value as { t?: unknown }).t !== MSG_CHALLENGE) {
+      return null;
+    }
+    const msg = decodeMessage(challengeSchema, message, "challenge");
+    if (msg.v !== HANDSHAKE_VERSION) fail("unsupported handshake version", { field: "v", value: msg.v });
+    return { challenge: msg.challenge, difficultyBits: msg.difficultyBits };
+  }
+
+  /**
+   * Builds `hello` again, with the same ephemeral key and nonce, carrying the puzzle `solution` (once, after
+   * {@link hello}); the responder puts this one in the transcript.
+   * @param solution - 8 bytes from `searchPuzzleSolution`.
+   * @throws QrwpError HANDSHAKE_FAILED out of order or when called twice; INVALID_ARGUMENT on a bad solution.
+   */
+  helloWithSolution(solution: Uint8Array): Uint8Array {
+    if (this.#state !== "sent" || this.#solved) fail("helloWithSolution() needs hello() first, once");
+    assertBytes(solution, "solution", PUZZLE_SOLUTION_BYTES);
+    this.#hello = encoder.encode({ ...this.#helloFields, solution: Uint8Array.from(solution) }) as Uint8Array;
+    this.#solved = true;
     return Uint8Array.from(this.#hello);
   }
 
@@ -401,7 +465,8 @@ export class HandshakeInitiator {
 export class HandshakeResponder {
   readonly #keys: NodeKeys;
   readonly #options: ResolvedOptions;
-  #state: "new" | "replied" | "done" | "failed" = "new";
+  #state: "new" | "challenged" | "replied" | "done" | "failed" = "new";
+  #challenge: HandshakeChallenge | undefined;
   #remote: PeerIdentity | undefined;
   #th3: Uint8Array | undefined;
   #sharedSecret: Uint8Array | undefined;
@@ -413,13 +478,38 @@ export class HandshakeResponder {
   }
 
   /**
-   * Processes message 1 (`hello`): checks version, channel binding (both peer ids) and the initiator's
-   * claimed identity against the expectations, encapsulates an X-Wing secret and signs the transcript.
+   * Instead of answering the first `hello`, asks the initiator to solve a puzzle (nothing is decoded, signed or
+   * encapsulated). Call at most once, before {@link respond}; `respond` then refuses a `hello` without a valid
+   * solution.
+   * @param difficultyBits - integer in [0, {@link MAX_PUZZLE_DIFFICULTY_BITS}].
+   * @returns the `challenge` message (CBOR, about 50 bytes).
+   * @throws QrwpError HANDSHAKE_FAILED out of order; INVALID_ARGUMENT on a bad difficulty.
+   */
+  challenge(difficultyBits: number): Uint8Array {
+    if (this.#state !== "new") fail("challenge() must come first and only once");
+    assertArgument(
+      Number.isInteger(difficultyBits) && difficultyBits >= 0 && difficultyBits <= MAX_PUZZLE_DIFFICULTY_BITS,
+      `difficultyBits must be an integer in [0, ${MAX_PUZZLE_DIFFICULTY_BITS}]`,
+      "difficultyBits",
+      difficultyBits,
+    );
+    this.#challenge = { challenge: randomBytes(PUZZLE_CHALLENGE_BYTES), difficultyBits };
+    this.#state = "challenged";
+    return Uint8Array.from(
+      encoder.encode({ t: MSG_CHALLENGE, v: HANDSHAKE_VERSION, ...this.#challenge }) as Uint8Array,
+    );
+  }
+
+  /**
+   * Processes message 1 (`hello`): after a {@link challenge}, first checks the puzzle solution (one SHA-256);
+   * then version, channel binding (both peer ids) and the initiator's claimed identity against the
+   * expectations; then encapsulates an X-Wing secret and signs the transcript.
    * @returns message 2 (`reply`, CBOR, about 6.5 KiB).
-   * @throws QrwpError HANDSHAKE_FAILED on malformed or unexpected input, or if called twice.
+   * @throws QrwpError HANDSHAKE_FAILED on malformed or unexpected input, a missing or wrong solution, or if
+   *   called twice.
    */
   respond(hello: Uint8Array): Uint8Array {
-    if (this.#state !== "new") fail("respond() may only be called once");
+    if (this.#state !== "new" && this.#state !== "challenged") fail("respond() may only be called once");
     try {
       return guarded("hello", () => this.#respond(hello));
     } catch (e) {
@@ -431,6 +521,12 @@ export class HandshakeResponder {
   #respond(hello: Uint8Array): Uint8Array {
     const msg = decodeMessage(helloSchema, hello, "hello");
     if (msg.v !== HANDSHAKE_VERSION) fail("unsupported handshake version", { field: "v", value: msg.v });
+    if (this.#challenge !== undefined) {
+      const { challenge, difficultyBits } = this.#challenge;
+      if (msg.solution === undefined || !puzzleSolved(challenge, msg.solution, difficultyBits)) {
+        fail("hello does not solve the puzzle", { field: "solution", difficultyBits });
+      }
+    }
     if (
       msg.initiatorPeerId !== this.#options.remotePeerId ||
       msg.responderPeerId !== this.#options.localPeerId
