@@ -3,7 +3,8 @@
  * throws commander's `InvalidArgumentError` naming what was expected, so a bad flag exits with code 2 and a
  * one-line message before anything starts.
  */
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
+import type { PeerLimits } from "./peer-guard.js";
 
 /** A TCP port 0-65535 (0: any free port). */
 export function parsePort(value: string): number {
@@ -78,4 +79,84 @@ export function parseHash(value: string): string {
   if (!/^0x[0-9a-fA-F]{64}$/.test(value))
     throw new InvalidArgumentError("must be a 0x-prefixed 32-byte hash");
   return value;
+}
+
+/** The `--puzzle-bits`, `--max-connections`, … options of every QRWP process with a libp2p host. */
+export interface PeerLimitOptions {
+  puzzleBits?: number;
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
+  maxStrangerSessions?: number;
+  strangerIdleMs?: number;
+  frameTimeoutMs?: number;
+  preSessionTimeoutMs?: number;
+}
+
+/**
+ * Adds the peer-limit options (each with its `QRWP_*` env) to `cmd`; their defaults are `DEFAULT_PEER_LIMITS`
+ * of `host/peer-guard.ts`, and PROTOCOL.md §2.3 explains each.
+ */
+export function addPeerLimitOptions(cmd: Command): Command {
+  const int = (flag: string, env: string, help: string, parse: (v: string) => number) =>
+    cmd.addOption(new Option(flag, help).env(env).argParser(parse));
+  int(
+    "--puzzle-bits <bits>",
+    "QRWP_PUZZLE_BITS",
+    "handshake puzzle for strangers, bits (default 15)",
+    (v) => {
+      const n = parseNonNegativeInt(v);
+      if (n > 23) throw new InvalidArgumentError("must be at most 23");
+      return n;
+    },
+  );
+  int(
+    "--max-connections <n>",
+    "QRWP_MAX_CONNECTIONS",
+    "connections kept; strangers evicted beyond (default 256)",
+    parsePositiveInt,
+  );
+  int(
+    "--max-connections-per-ip <n>",
+    "QRWP_MAX_CONNECTIONS_PER_IP",
+    "connections kept per remote IP (default 64)",
+    parsePositiveInt,
+  );
+  int(
+    "--max-stranger-sessions <n>",
+    "QRWP_MAX_STRANGER_SESSIONS",
+    "sessions with peers we share nothing with (default 64)",
+    parsePositiveInt,
+  );
+  int(
+    "--stranger-idle-ms <ms>",
+    "QRWP_STRANGER_IDLE_MS",
+    "a stranger's silent session closes after this (default 60000)",
+    parsePositiveInt,
+  );
+  int(
+    "--frame-timeout-ms <ms>",
+    "QRWP_FRAME_TIMEOUT_MS",
+    "a started frame must arrive within this (default 10000)",
+    parsePositiveInt,
+  );
+  int(
+    "--pre-session-timeout-ms <ms>",
+    "QRWP_PRE_SESSION_TIMEOUT_MS",
+    "an inbound connection must open a session within this (default 10000)",
+    parsePositiveInt,
+  );
+  return cmd;
+}
+
+/** The `PeerLimits` overrides given by {@link addPeerLimitOptions}' options (only those set). */
+export function peerLimitsFromOptions(opts: PeerLimitOptions): Partial<PeerLimits> {
+  const limits: Partial<PeerLimits> = {};
+  if (opts.puzzleBits !== undefined) limits.puzzleDifficultyBits = opts.puzzleBits;
+  if (opts.maxConnections !== undefined) limits.maxConnections = opts.maxConnections;
+  if (opts.maxConnectionsPerIp !== undefined) limits.maxConnectionsPerIp = opts.maxConnectionsPerIp;
+  if (opts.maxStrangerSessions !== undefined) limits.maxStrangerSessions = opts.maxStrangerSessions;
+  if (opts.strangerIdleMs !== undefined) limits.strangerSessionIdleMs = opts.strangerIdleMs;
+  if (opts.frameTimeoutMs !== undefined) limits.frameTimeoutMs = opts.frameTimeoutMs;
+  if (opts.preSessionTimeoutMs !== undefined) limits.preSessionTimeoutMs = opts.preSessionTimeoutMs;
+  return limits;
 }

@@ -36,6 +36,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   UNKNOWN_HUB: 422,
   NOT_PARTICIPANT: 422,
   UNKNOWN_PARTNER_KEY: 422,
+  RATE_LIMITED: 429,
   INTERNAL: 500,
 };
 

@@ -10,6 +10,9 @@ import type { Command } from "commander";
 import { InvalidArgumentError, Option } from "commander";
 import { QrwpError, type ErrorCode } from "../protocol/index.js";
 import {
+  addPeerLimitOptions,
+  peerLimitsFromOptions,
+  type PeerLimitOptions,
   parseAddress,
   parseAmount,
   parseHash,
@@ -143,7 +146,7 @@ export function addNodeCommands(program: Command): Command {
     });
 
   const node = program.command("node").description("run a channel node");
-  node
+  const start = node
     .command("start")
     .description("start a channel node: libp2p host, chain client and HTTP API")
     .addOption(
@@ -221,7 +224,9 @@ export function addNodeCommands(program: Command): Command {
         .env("QRWP_WATCHTOWERS")
         .argParser(collectWatchtowers)
         .default([] as string[], "none"),
-    )
+    );
+  addPeerLimitOptions(start);
+  start
     .addOption(
       new Option("--log-level <level>", "log level")
         .env("QRWP_LOG_LEVEL")
@@ -229,22 +234,24 @@ export function addNodeCommands(program: Command): Command {
         .default("info"),
     )
     .action(
-      async (opts: {
-        feeFlat: string;
-        feePpm: number;
-        reorgSeconds: number;
-        graceSeconds: number;
-        confirmationSeconds: number;
-        dataDir: string;
-        keyFile?: string;
-        rpc: string;
-        deployment: string;
-        listen: string;
-        api: { host: string; port: number };
-        chainPollMs: number;
-        watchtower: string[];
-        logLevel: string;
-      }) => {
+      async (
+        opts: {
+          feeFlat: string;
+          feePpm: number;
+          reorgSeconds: number;
+          graceSeconds: number;
+          confirmationSeconds: number;
+          dataDir: string;
+          keyFile?: string;
+          rpc: string;
+          deployment: string;
+          listen: string;
+          api: { host: string; port: number };
+          chainPollMs: number;
+          watchtower: string[];
+          logLevel: string;
+        } & PeerLimitOptions,
+      ) => {
         const log = createLogger({ level: opts.logLevel });
         const running = await startNode(
           {
@@ -257,6 +264,7 @@ export function addNodeCommands(program: Command): Command {
             apiPort: opts.api.port,
             chainPollMs: opts.chainPollMs,
             fees: { feeFlat: BigInt(opts.feeFlat), feePpm: opts.feePpm },
+            peerLimits: peerLimitsFromOptions(opts),
             margins: {
               reorgSeconds: opts.reorgSeconds,
               graceSeconds: opts.graceSeconds,

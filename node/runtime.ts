@@ -23,6 +23,7 @@ import { loadIdentity, readApiToken, KEYS_FILE } from "../host/keystore.js";
 import { SessionTransport } from "../host/session-transport.js";
 import { listenApi } from "../host/http.js";
 import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
+import { PeerGuard, type PeerLimits } from "../host/peer-guard.js";
 import { NodeStore } from "./store/store.js";
 import { PaymentService } from "./payments/service.js";
 import { NetworkRouting } from "./routing.js";
@@ -46,6 +47,8 @@ export interface NodeConfig {
   margins?: SafetyMargins;
   /** Watchtowers to hand appointments to: multiaddrs ending in `/p2p/<peerId>`. */
   watchtowers?: string[];
+  /** What strangers may cost (puzzle, connection and session budgets); defaults `DEFAULT_PEER_LIMITS`. */
+  peerLimits?: Partial<PeerLimits>;
 }
 
 export interface RunningNode {
@@ -96,9 +99,22 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     privateKey: identity.libp2pKey,
     ...(config.listen ? { listen: config.listen } : {}),
     pubsub: true,
+    ...(config.peerLimits ? { limits: config.peerLimits } : {}),
   });
   const multiaddrs = () => libp2p.getMultiaddrs().map((m) => m.toString());
-  const transport = new SessionTransport(libp2p, identity.keys, log.child({ component: "p2p" }));
+  // Channel partners (the only peers the store keeps) and our towers are protected; the rest are strangers.
+  const towerPeerIds = (config.watchtowers ?? []).map((m) => towerPeerId(m));
+  const guard = new PeerGuard(libp2p, log.child({ component: "p2p" }), config.peerLimits, [
+    ...store.listPeerIds(),
+    ...towerPeerIds,
+  ]);
+  guard.start();
+  const transport: SessionTransport = new SessionTransport(
+    libp2p,
+    identity.keys,
+    log.child({ component: "p2p" }),
+    { guard, isProtected: (address: string): boolean => service.isPartner(address) },
+  );
   const service = new ChannelService({
     store,
     keys: identity.keys,
@@ -145,6 +161,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
           towers: config.watchtowers,
           source: service,
           meta: store,
+          guard,
         })
       : null;
   if (watchtowers) service.onPartnerProof = (channelId) => watchtowers.notify(channelId);
@@ -195,6 +212,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
         await service.stop();
         await watchtowers?.stop();
         await transport.stop();
+        guard.stop();
         await libp2p.stop();
         provider.destroy();
         store.close();

@@ -37,6 +37,7 @@ import {
   type SignedBalanceProof,
 } from "../protocol/index.js";
 import { SessionTransport, errorFields } from "../host/session-transport.js";
+import type { PeerGuard } from "../host/peer-guard.js";
 
 /** Where the client reads partner proofs from ({@link ChannelService} implements it). */
 export interface PartnerProofSource {
@@ -73,6 +74,8 @@ export interface WatchtowerClientInit {
   coalesceMs?: number;
   /** How often acknowledged nonces are written to `meta` when they changed (ms). Default 10,000. */
   flushIntervalMs?: number;
+  /** The host's peer guard (shared with the channel transport); without it the client's transport owns one. */
+  guard?: PeerGuard;
 }
 
 /** One tower's state as `GET /v1/info` shows it. */
@@ -202,6 +205,9 @@ export class WatchtowerClient {
     this.#transport = new SessionTransport(init.libp2p, init.keys, init.log, {
       protocol: WATCHTOWER_PROTOCOL,
       requestTimeoutMs: this.#requestTimeoutMs,
+      ...(init.guard ? { guard: init.guard } : {}),
+      // This transport only ever dials the configured towers: every session on it is one we keep.
+      isProtected: () => true,
     });
   }
 

@@ -35,6 +35,8 @@ export type ErrorCode =
   | "NOT_PARTICIPANT"
   /** A proof relayed over HTTP names a partner whose ML-DSA-65 key this node has not learned over libp2p yet. */
   | "UNKNOWN_PARTNER_KEY"
+  /** A peer (or client) asked for more than its budget allows right now; retry later. */
+  | "RATE_LIMITED"
   | "INTERNAL";
 
 /**

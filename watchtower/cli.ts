@@ -8,6 +8,9 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import { createLogger } from "../host/logger.js";
 import { serveUntilSignal } from "../host/process.js";
 import {
+  addPeerLimitOptions,
+  peerLimitsFromOptions,
+  type PeerLimitOptions,
   parseHostPort,
   parseMultiaddr,
   parseNonEmpty,
@@ -32,7 +35,8 @@ function parsePct(value: string): number {
 /** Adds `watchtower start` to the `qrwp` program. */
 export function addWatchtowerCommands(program: Command): Command {
   const wt = program.command("watchtower").description("run a watchtower that contests stale channel closes");
-  wt.command("start")
+  const start = wt
+    .command("start")
     .description("start a watchtower: chain follower, contest loop, libp2p protocol and HTTP API")
     .addOption(
       new Option("--data-dir <dir>", "data directory (keys are created on first start)")
@@ -92,7 +96,9 @@ export function addWatchtowerCommands(program: Command): Command {
         .env("QRWP_TOWER_CONTEST_SPREAD_PCT")
         .argParser(parsePct)
         .default(40),
-    )
+    );
+  addPeerLimitOptions(start);
+  start
     .addOption(
       new Option("--log-level <level>", "log level")
         .env("QRWP_LOG_LEVEL")
@@ -100,19 +106,21 @@ export function addWatchtowerCommands(program: Command): Command {
         .default("info"),
     )
     .action(
-      async (opts: {
-        dataDir: string;
-        rpc: string[];
-        deployment: string;
-        listen: string;
-        api: { host: string; port: number };
-        confirmations: number;
-        pollMs: number;
-        rpcTimeoutMs: number;
-        contestStartPct: number;
-        contestSpreadPct: number;
-        logLevel: string;
-      }) => {
+      async (
+        opts: {
+          dataDir: string;
+          rpc: string[];
+          deployment: string;
+          listen: string;
+          api: { host: string; port: number };
+          confirmations: number;
+          pollMs: number;
+          rpcTimeoutMs: number;
+          contestStartPct: number;
+          contestSpreadPct: number;
+          logLevel: string;
+        } & PeerLimitOptions,
+      ) => {
         const log = createLogger({ level: opts.logLevel, name: "qrwp-watchtower" });
         const running = await startWatchtower(
           {
@@ -126,6 +134,7 @@ export function addWatchtowerCommands(program: Command): Command {
             pollIntervalMs: opts.pollMs,
             rpcTimeoutMs: opts.rpcTimeoutMs,
             contestStartPct: opts.contestStartPct,
+            peerLimits: peerLimitsFromOptions(opts),
             contestSpreadPct: opts.contestSpreadPct,
           },
           log,

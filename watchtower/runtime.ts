@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { readDeployment, type Deployment } from "../chain/index.js";
 import { QrwpError, WATCHTOWER_PROTOCOL, isQrwpError, type ChannelMessage } from "../protocol/index.js";
 import { initKeystore, loadIdentity, KEYS_FILE } from "../host/keystore.js";
+import { PeerGuard, type PeerLimits } from "../host/peer-guard.js";
 import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
 import { SessionTransport } from "../host/session-transport.js";
 import { listenApi } from "../host/http.js";
@@ -35,6 +36,8 @@ export interface WatchtowerConfig {
   rpcTimeoutMs?: number;
   contestStartPct?: number;
   contestSpreadPct?: number;
+  /** What strangers may cost (puzzle, connection and session budgets); defaults `DEFAULT_PEER_LIMITS`. */
+  peerLimits?: Partial<PeerLimits>;
 }
 
 export interface RunningWatchtower {
@@ -118,9 +121,15 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
   const libp2p = await createHost({
     privateKey: identity.libp2pKey,
     ...(config.listen ? { listen: config.listen } : {}),
+    ...(config.peerLimits ? { limits: config.peerLimits } : {}),
   });
+  const guard = new PeerGuard(libp2p, log.child({ component: "p2p" }), config.peerLimits);
+  guard.start();
   const transport = new SessionTransport(libp2p, identity.keys, log.child({ component: "p2p" }), {
     protocol: WATCHTOWER_PROTOCOL,
+    guard,
+    // A client with an accepted appointment is kept; anyone else is a stranger until then.
+    isProtected: (address) => store.clientKeyHash(address) !== null,
   });
   transport.setHandler(async (from, body): Promise<ChannelMessage> => {
     if (body.type !== "Appointment") {
@@ -189,6 +198,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
       stopping ??= (async () => {
         await api.close();
         await transport.stop();
+        guard.stop();
         await libp2p.stop();
         await tower.stop();
         chain.destroy();

@@ -11,7 +11,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
-import { Queue } from "@libp2p/utils";
+import { Queue, RateLimiter } from "@libp2p/utils";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
@@ -217,10 +217,18 @@ interface Live {
 
 const eqAddr = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
+/** ChannelAnnounce messages of unknown channels one peer may send per minute (each is checked on chain). */
+const ANNOUNCES_PER_PEER_PER_MINUTE = 10;
+/** ChannelAnnounce messages of unknown channels checked on chain per second, from all peers together. */
+const ANNOUNCES_PER_SECOND = 20;
+
 export class ChannelService {
   readonly #store: NodeStore;
   readonly #keys: NodeKeys;
   readonly #hub: HubClient;
+  /** Chain reads a peer's ChannelAnnounce may cause: per peer, and in total (each costs three eth_calls). */
+  readonly #announcesPerPeer = new RateLimiter({ points: ANNOUNCES_PER_PEER_PER_MINUTE, duration: 60 });
+  readonly #announcesTotal = new RateLimiter({ points: ANNOUNCES_PER_SECOND, duration: 1 });
   readonly #deployment: Deployment;
   readonly #transport: SessionTransport;
   readonly #log: Logger;
@@ -489,6 +497,14 @@ export class ChannelService {
         eqAddr(l.record.partner, partner) && eqAddr(l.record.token, token) && l.record.state === "opened",
     );
     return live && !live.closing ? this.#summary(live) : null;
+  }
+
+  /** True when we have a channel in any state but settled with `address` (a peer the node must keep). */
+  isPartner(address: string): boolean {
+    for (const l of this.#live.values()) {
+      if (l.record.state !== "settled" && eqAddr(l.record.partner, address)) return true;
+    }
+    return false;
   }
 
   /** The partner's pending lock with this secret hash on a channel (what we may claim), or undefined. */
@@ -1608,6 +1624,14 @@ export class ChannelService {
     multiaddrs: string[],
   ): Promise<ChannelMessage> {
     if (this.#live.has(channelId.toString())) return { type: "Ok" };
+    try {
+      this.#announcesPerPeer.consume(from.peerId);
+      this.#announcesTotal.consume("all");
+    } catch {
+      throw new QrwpError("RATE_LIMITED", "too many channel announcements; retry later", {
+        field: "channelId",
+      });
+    }
     const onchain = await this.#hub.getChannel(channelId);
     const parties = [onchain.participant1, onchain.participant2];
     if (

@@ -511,6 +511,11 @@ export class NodeStore {
       : null;
   }
 
+  /** libp2p peer ids of every stored peer (channel partners only are stored). */
+  listPeerIds(): string[] {
+    return (this.#sql("SELECT peer_id FROM peers").all() as Array<{ peer_id: string }>).map((r) => r.peer_id);
+  }
+
   /** Inserts a new channel; throws if the channel id exists. */
   insertChannel(c: ChannelRecord): void {
     this.#sql(
