@@ -4,7 +4,8 @@
  * stop on SIGINT/SIGTERM (exit 130), the JSON results file, and cleanup (data removed after a successful run
  * unless `--dir` was given).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Devnet } from "../devnet/harness.js";
@@ -35,6 +36,42 @@ export function machineInfo(): MachineInfo {
     platform: `${process.platform} ${process.arch}`,
     loadAverage1mAtStart: round2(loadavg()[0] ?? NaN),
   };
+}
+
+/** Linux clock ticks per second (/proc times are in ticks). */
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/**
+ * CPU accounting from /proc (Linux; null elsewhere): seconds of CPU the whole machine was busy, and user +
+ * system seconds of each of our node processes. Shows how much other work shared the cores with the bench.
+ */
+export function cpuSample(pids: number[]): { machineBusy: number; nodes: number } | null {
+  try {
+    const fields = readFileSync("/proc/stat", "utf8")
+      .split("\n")[0]!
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+    let nodes = 0;
+    for (const pid of pids) {
+      // Fields after the parenthesized command name: state is [0], utime [11], stime [12].
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      nodes += Number(rest[11]) + Number(rest[12]);
+    }
+    return { machineBusy: (total - idle) / CLK_TCK, nodes: nodes / CLK_TCK };
+  } catch {
+    return null;
+  }
 }
 
 /** Writes `results` as pretty JSON to `file` (creating bench/results/) and says so. */

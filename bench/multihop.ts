@@ -25,7 +25,6 @@
  *                         removed after a successful run and kept after a failure)
  */
 import "core-js/actual/promise/with-resolvers.js";
-import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
@@ -33,7 +32,7 @@ import { Command } from "commander";
 import { concurrencyList, latencySummary, positiveInt, round2, runConcurrently } from "./common.js";
 import { parseUnits } from "ethers";
 import { ROOT, type NodeProcess } from "../devnet/harness.js";
-import { runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
+import { cpuSample, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
 
 const WARMUP_PAYMENTS = 10;
 const RESULTS_FILE = join(ROOT, "bench", "results", "multihop.json");
@@ -110,42 +109,6 @@ interface BalanceCheck {
   carolEarned: string;
   carolExpected: string;
   feesReportedMatchSchedule: boolean;
-}
-
-/** Linux clock ticks per second (/proc times are in ticks). */
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/**
- * CPU accounting from /proc (Linux; null elsewhere): seconds of CPU the whole machine was busy, and user +
- * system seconds of each of our node processes. Shows how much other work shared the cores with the bench.
- */
-function cpuSample(pids: number[]): { machineBusy: number; nodes: number } | null {
-  try {
-    const fields = readFileSync("/proc/stat", "utf8")
-      .split("\n")[0]!
-      .trim()
-      .split(/\s+/)
-      .slice(1)
-      .map(Number);
-    const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
-    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-    let nodes = 0;
-    for (const pid of pids) {
-      // Fields after the parenthesized command name: state is [0], utime [11], stime [12].
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      nodes += Number(rest[11]) + Number(rest[12]);
-    }
-    return { machineBusy: (total - idle) / CLK_TCK, nodes: nodes / CLK_TCK };
-  } catch {
-    return null;
-  }
 }
 
 /** The fee a mediator charges for forwarding `amount` (what the router and the mediator compute). */
