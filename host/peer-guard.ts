@@ -24,6 +24,8 @@ export interface PeerLimits {
   strangerHandshakesPerSecond: number;
   /** Most bits the difficulty climbs above `puzzleDifficultyBits` under load. */
   maxExtraDifficultyBits: number;
+  /** Handshakes a stranger's connection may abandon or botch; at this many the connection is closed. */
+  maxFailedHandshakesPerConnection: number;
   /** Handshakes per minute a protected peer makes without a puzzle (then it solves one like anyone). */
   protectedHandshakesPerMinute: number;
   /**
@@ -54,6 +56,7 @@ export const DEFAULT_PEER_LIMITS: Readonly<PeerLimits> = Object.freeze({
   puzzleDifficultyBits: 15,
   strangerHandshakesPerSecond: 10,
   maxExtraDifficultyBits: 5,
+  maxFailedHandshakesPerConnection: 3,
   protectedHandshakesPerMinute: 30,
   maxPendingChallenges: 64,
   handshakeTimeoutMs: 10_000,
@@ -94,6 +97,7 @@ export class PeerGuard {
   readonly #sessions = new Map<string, number>();
   readonly #lastActiveMs = new Map<string, number>();
   readonly #warnings = new LRUCache<string, WarningWindow>({ max: 10_000 });
+  readonly #strikes = new WeakMap<Connection, number>();
   /** Abort functions of the streams waiting for a puzzle solution, oldest first. */
   readonly #challenged = new Set<() => void>();
   /** Strangers' handshakes in the current and the previous one-second bucket. */
@@ -182,6 +186,21 @@ export class PeerGuard {
     const target = Math.max(1, this.limits.strangerHandshakesPerSecond);
     const extra = rate > target ? Math.ceil(Math.log2(rate / target)) : 0;
     return this.limits.puzzleDifficultyBits + Math.min(extra, this.limits.maxExtraDifficultyBits);
+  }
+
+  /**
+   * Counts a handshake that failed on `connection` (abandoned, malformed, puzzle unsolved); a stranger's
+   * connection is closed at `maxFailedHandshakesPerConnection`, so a flood of hellos needs a flood of new
+   * connections, which libp2p allows 5 a second per host.
+   * @returns true when the connection was closed.
+   */
+  handshakeFailed(connection: Connection): boolean {
+    if (this.#protected.has(connection.remotePeer.toString())) return false;
+    const strikes = (this.#strikes.get(connection) ?? 0) + 1;
+    this.#strikes.set(connection, strikes);
+    if (strikes < this.limits.maxFailedHandshakesPerConnection) return false;
+    connection.abort(new Error("too many failed handshakes"));
+    return true;
   }
 
   /** Counts one stranger's handshake the responder did the public-key work for (drives the difficulty). */

@@ -321,6 +321,7 @@ export class SessionTransport {
       this.protocol,
       (stream, connection) => {
         this.#accept(stream, connection).catch((err: unknown) => {
+          this.#guard.handshakeFailed(connection);
           const host = remoteHost(connection);
           this.#guard.warn(
             `handshake:${host}`,

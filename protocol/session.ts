@@ -246,11 +246,17 @@ interface ResolvedOptions {
   rekeyAfterFrames: bigint;
 }
 
+/** Key sets already checked (a responder is built per inbound stream, before any puzzle: keep it cheap). */
+const checkedKeys = new WeakSet<NodeKeys>();
+
 function resolveOptions(keys: NodeKeys, options: HandshakeOptions): ResolvedOptions {
   assertArgument(typeof keys === "object" && keys !== null, "keys are required", "keys");
-  assertBytes(keys.secp256k1PrivateKey, "secp256k1PrivateKey", 32);
-  assertBytes(keys.mldsaPublicKey, "mldsaPublicKey", MLDSA65_PUBLIC_KEY_BYTES);
-  normalizeAddress(keys.address, "keys.address");
+  if (!checkedKeys.has(keys)) {
+    assertBytes(keys.secp256k1PrivateKey, "secp256k1PrivateKey", 32);
+    assertBytes(keys.mldsaPublicKey, "mldsaPublicKey", MLDSA65_PUBLIC_KEY_BYTES);
+    normalizeAddress(keys.address, "keys.address");
+    checkedKeys.add(keys);
+  }
   assertArgument(typeof options === "object" && options !== null, "options are required", "options");
   for (const field of ["localPeerId", "remotePeerId"] as const) {
     const v = options[field];
