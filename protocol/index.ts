@@ -21,3 +21,4 @@ export * from "./transfers.js";
 export * from "./appointment.js";
 export * from "./x402.js";
 export * from "./handshake-puzzle.js";
+export * from "./frames.js";
