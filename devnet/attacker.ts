@@ -27,7 +27,7 @@ import {
   type Session,
 } from "../protocol/index.js";
 import { FrameStream } from "../host/frame-stream.js";
-import { solvePuzzle } from "../host/session-transport.js";
+import { initiateHandshake } from "../host/session-transport.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 
@@ -126,16 +126,7 @@ export async function openStrangerSession(
     localPeerId: host.peerId.toString(),
     remotePeerId: connection.remotePeer.toString(),
   });
-  const read = () => frames.read({ signal, maxFrameBytes: MAX_HANDSHAKE_MESSAGE_BYTES });
-  await frames.write(initiator.hello(), { signal });
-  let answer = await read();
-  const challenge = initiator.challengeOf(answer);
-  if (challenge) {
-    await frames.write(initiator.helloWithSolution(await solvePuzzle(challenge, signal)), { signal });
-    answer = await read();
-  }
-  const { finish, session } = initiator.finish(answer);
-  await frames.write(finish, { signal });
+  const session = await initiateHandshake(frames, initiator, { signal });
   return {
     keys,
     connection,

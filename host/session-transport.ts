@@ -99,6 +99,39 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * The initiator's side of the handshake over `frames`: `hello`; if the responder answers with a puzzle, solves
+ * it (up to `maxPuzzleDifficultyBits`) and sends `hello` again with the solution; then `finish`.
+ * @returns the established session.
+ * @throws QrwpError HANDSHAKE_FAILED (a forged or unexpected reply, a puzzle above the cap, the deadline);
+ *   FRAME_REJECTED when the stream fails.
+ */
+export async function initiateHandshake(
+  frames: FrameStream,
+  initiator: HandshakeInitiator,
+  options: { signal: AbortSignal; maxPuzzleDifficultyBits?: number },
+): Promise<Session> {
+  const { signal } = options;
+  const maxBits = options.maxPuzzleDifficultyBits ?? DEFAULT_MAX_PUZZLE_BITS;
+  const read = () => frames.read({ signal, maxFrameBytes: MAX_HANDSHAKE_MESSAGE_BYTES });
+  await frames.write(initiator.hello(), { signal });
+  let answer = await read();
+  const challenge = initiator.challengeOf(answer);
+  if (challenge) {
+    if (challenge.difficultyBits > maxBits) {
+      throw new QrwpError("HANDSHAKE_FAILED", `the peer asks a puzzle of ${challenge.difficultyBits} bits`, {
+        field: "difficultyBits",
+        max: maxBits,
+      });
+    }
+    await frames.write(initiator.helloWithSolution(await solvePuzzle(challenge, signal)), { signal });
+    answer = await read();
+  }
+  const { finish, session } = initiator.finish(answer);
+  await frames.write(finish, { signal });
+  return session;
+}
+
 /** What a {@link PeerSession} needs from its transport. */
 interface PeerSessionContext {
   handler: RequestHandler;
@@ -495,27 +528,10 @@ export class SessionTransport {
         remotePeerId: connection.remotePeer.toString(),
         ...(address !== undefined ? { expectedRemoteAddress: address } : {}),
       });
-      const readHandshake = () => frames.read({ signal, maxFrameBytes: MAX_HANDSHAKE_MESSAGE_BYTES });
-      await frames.write(initiator.hello(), { signal });
-      let answer = await readHandshake();
-      const challenge = initiator.challengeOf(answer);
-      if (challenge) {
-        if (challenge.difficultyBits > this.#maxPuzzleBits) {
-          throw new QrwpError(
-            "HANDSHAKE_FAILED",
-            `${label} asks a puzzle of ${challenge.difficultyBits} bits`,
-            {
-              peer: label,
-              field: "difficultyBits",
-              max: this.#maxPuzzleBits,
-            },
-          );
-        }
-        await frames.write(initiator.helloWithSolution(await solvePuzzle(challenge, signal)), { signal });
-        answer = await readHandshake();
-      }
-      const { finish, session } = initiator.finish(answer);
-      await frames.write(finish, { signal });
+      const session = await initiateHandshake(frames, initiator, {
+        signal,
+        maxPuzzleDifficultyBits: this.#maxPuzzleBits,
+      });
       return this.#register(connection.remotePeer.toString(), frames, session, stream);
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
