@@ -35,6 +35,8 @@ export type ErrorCode =
   | "NOT_PARTICIPANT"
   /** A proof relayed over HTTP names a partner whose ML-DSA-65 key this node has not learned over libp2p yet. */
   | "UNKNOWN_PARTNER_KEY"
+  /** The node's wallet holds less of the token (or ETH) than a deposit needs; nothing was sent on-chain. */
+  | "INSUFFICIENT_FUNDS"
   | "INTERNAL";
 
 /**
