@@ -128,7 +128,8 @@ export function installErrorHandler(app: FastifyInstance): void {
     const status = HTTP_STATUS[e.code] ?? 500;
     if (status >= 500) req.log.warn({ code: e.code, msg: e.message }, "request failed");
     else req.log.info({ code: e.code, msg: e.message, details: e.details }, "request refused");
-    void reply.status(status).send({ error: { code: e.code, message: e.message, details: e.details } });
+    // toJSON: details made JSON-safe (bigints as decimal strings, bytes as hex).
+    void reply.status(status).send({ error: QrwpError.prototype.toJSON.call(e) });
   });
 }
 
