@@ -12,6 +12,8 @@
 import { randomUUID } from "node:crypto";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { Queue } from "@libp2p/utils";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
@@ -194,6 +196,38 @@ export interface AcceptedDirectTransfer {
   /** The payer: the channel's partner. */
   partner: string;
   processed: ProcessedAcknowledgement;
+}
+
+/** The hub's refusals of `openChannel` as client errors: [code, field, reason]. */
+const OPEN_REFUSALS: Record<string, [ErrorCode, string, string]> = {
+  ChannelHubInvalidToken: ["INVALID_ARGUMENT", "token", "the token is not a contract"],
+  ChannelHubInvalidSettleTimeout: ["INVALID_ARGUMENT", "settleTimeoutSeconds", "settle timeout out of range"],
+  ChannelHubChannelAlreadyOpen: ["CONFLICT", "partner", "a channel with this partner and token is open"],
+};
+
+/**
+ * A partner's `/.../p2p/<peerId>` multiaddr as a dial target (`peerId` and the address without it).
+ * @throws QrwpError INVALID_ARGUMENT (field "partnerMultiaddr") when it is no multiaddr or names no valid peer id.
+ */
+function parsePartnerMultiaddr(text: string): { peerId: string; multiaddrs: string[] } {
+  // "/ip4/…/tcp/…/p2p/<id>"; the same "/p2p/<id>" twice (a dialable address with its id appended) is accepted.
+  const [addr, peerId, ...rest] = text.split("/p2p/");
+  let valid = peerId !== undefined && rest.every((r) => r === peerId) && addr !== undefined && addr !== "";
+  if (valid) {
+    try {
+      multiaddr(addr as string);
+      peerIdFromString(peerId as string);
+    } catch {
+      valid = false;
+    }
+  }
+  assertArgument(
+    valid,
+    "partnerMultiaddr must be a multiaddr ending with /p2p/<peerId>",
+    "partnerMultiaddr",
+    text,
+  );
+  return { peerId: peerId as string, multiaddrs: [addr as string] };
 }
 
 /** In-memory view of a channel's balance proofs; always equal to what the store holds. */
@@ -573,17 +607,7 @@ export class ChannelService {
       }
     }
     let target = this.#target(partner);
-    if (params.partnerMultiaddr) {
-      const peerId = params.partnerMultiaddr.split("/p2p/")[1];
-      assertArgument(
-        peerId,
-        "partnerMultiaddr must end with /p2p/<peerId>",
-        "partnerMultiaddr",
-        params.partnerMultiaddr,
-      );
-      target = { peerId, multiaddrs: [params.partnerMultiaddr.split("/p2p/")[0] as string] };
-      this.#store.upsertPeer({ address: partner, peerId, multiaddrs: target.multiaddrs });
-    }
+    if (params.partnerMultiaddr) target = parsePartnerMultiaddr(params.partnerMultiaddr);
     if (!target) {
       // A client mistake, not an outage: we never learnt where this partner listens.
       throw new QrwpError("INVALID_ARGUMENT", "partner's address is unknown: give partnerMultiaddr", {
@@ -591,11 +615,36 @@ export class ChannelService {
       });
     }
     if (params.depositAmount > 0n) await this.#assertWalletHolds(token, params.depositAmount, "deposit");
-    await this.#transport.connect(partner, target);
+    try {
+      await this.#transport.connect(partner, target);
+    } catch (err) {
+      // The node at the given multiaddr proved another address: the client named the wrong node.
+      if (
+        params.partnerMultiaddr &&
+        isQrwpError(err) &&
+        err.code === "HANDSHAKE_FAILED" &&
+        err.details.field === "address"
+      )
+        throw new QrwpError("INVALID_ARGUMENT", "the node at partnerMultiaddr is not the partner", {
+          field: "partnerMultiaddr",
+          actual: err.details.actual,
+        });
+      throw err;
+    }
+    if (params.partnerMultiaddr && target.peerId)
+      this.#store.upsertPeer({ address: partner, peerId: target.peerId, multiaddrs: target.multiaddrs });
 
-    const { channelId } = await this.#chain("openChannel", () =>
-      this.#hub.openChannel(partner, token, settleTimeoutSeconds),
-    );
+    const { channelId } = await this.#hub
+      .openChannel(partner, token, settleTimeoutSeconds)
+      .catch((err: unknown) => {
+        // The hub's refusals (found when estimating gas: nothing was sent) are the client's mistakes.
+        const refusal = OPEN_REFUSALS[String((err as { errorName?: unknown }).errorName)];
+        if (refusal)
+          throw new QrwpError(refusal[0], `the hub refuses this channel: ${refusal[2]}`, {
+            field: refusal[1],
+          });
+        return this.#chain("openChannel", () => Promise.reject(err));
+      });
     const now = Date.now();
     const record: ChannelRecord = {
       channelId,

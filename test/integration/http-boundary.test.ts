@@ -273,13 +273,46 @@ describe("integration: strict HTTP input on the node and watchtower APIs", funct
     expect(await txCount()).to.equal(txsBefore);
   });
 
-  it("client mistakes are 4xx: an unknown partner without partnerMultiaddr, a notAfterMs already past", async () => {
+  it("client mistakes are 4xx: an unknown partner without (or with a wrong) partnerMultiaddr, a token that is no contract, a notAfterMs already past", async () => {
     refused(
       await call("POST", "/v1/channels", { partner: Wallet.createRandom().address, token, deposit: "0" }),
       400,
       "INVALID_ARGUMENT",
       "partnerMultiaddr",
     );
+    const txsBefore = await txCount();
+    // A multiaddr naming no valid peer id; a multiaddr of another node (bob proves his own address); a token
+    // address that is no contract (the hub refuses it when the gas is estimated).
+    const stranger = Wallet.createRandom().address;
+    refused(
+      await call("POST", "/v1/channels", {
+        partner: stranger,
+        partnerMultiaddr: "/ip4/127.0.0.1/tcp/1/p2p/not-a-peer-id",
+        token,
+        deposit: "0",
+      }),
+      400,
+      "INVALID_ARGUMENT",
+      "partnerMultiaddr",
+    );
+    refused(
+      await call("POST", "/v1/channels", {
+        partner: stranger,
+        partnerMultiaddr: bob.multiaddr,
+        token,
+        deposit: "0",
+      }),
+      400,
+      "INVALID_ARGUMENT",
+      "partnerMultiaddr",
+    );
+    refused(
+      await call("POST", "/v1/channels", { partner: bob.address, token: stranger, deposit: "0" }),
+      400,
+      "INVALID_ARGUMENT",
+      "token",
+    );
+    expect(await txCount()).to.equal(txsBefore);
     const before = await channelOf(alice);
     refused(
       await call("POST", "/v1/payments/direct-transfers", payBody({ notAfterMs: Date.now() - 1000 })),
