@@ -713,6 +713,12 @@ export class ChannelService {
     if (existing?.direction === "outgoing") return this.#payAgain(existing, params);
     const { live, payment } = this.#newDirectPayment(params);
     return (await live.queue.add(async () => {
+      // A retry with the same id that arrived while this one waited for the queue: answered, not signed.
+      const raced = this.#store.getPayment(payment.paymentId);
+      if (raced?.direction === "outgoing") {
+        this.#assertSamePayment(raced, params);
+        return this.#redeliverLocked(live, raced.paymentId);
+      }
       let result: ProofDelivery;
       try {
         result = await this.#sendProof(
@@ -757,6 +763,14 @@ export class ChannelService {
    * then stands. Never signs anything new.
    */
   async #payAgain(existing: PaymentRecord, params: PayParams): Promise<PaymentRecord> {
+    this.#assertSamePayment(existing, params);
+    const live = this.#live.get(existing.channelId.toString());
+    if (existing.status !== "pending" || !live) return existing;
+    return (await live.queue.add(() => this.#redeliverLocked(live, existing.paymentId))) as PaymentRecord;
+  }
+
+  /** CONFLICT (field "target" | "token" | "amount") unless `params` ask for the payment `existing` is. */
+  #assertSamePayment(existing: PaymentRecord, params: PayParams): void {
     const field = !eqAddr(existing.partner, getAddress(params.target))
       ? "target"
       : !eqAddr(existing.token, getAddress(params.token))
@@ -769,21 +783,26 @@ export class ChannelService {
         field,
         paymentId: existing.paymentId,
       });
-    const live = this.#live.get(existing.channelId.toString());
-    if (existing.status !== "pending" || !live) return existing;
-    return (await live.queue.add(async () => {
-      if (
-        this.#store.getPayment(existing.paymentId)?.status === "pending" &&
-        live.record.state === "opened"
-      ) {
-        try {
-          await this.#resendPending(live);
-        } catch (err) {
-          if (!(isQrwpError(err) && err.details.pending === true)) throw err;
-        }
+  }
+
+  /**
+   * Inside `live`'s queue: re-delivers the pending proofs of the channel if the payment `paymentId` (ours, on
+   * this channel) is still pending and the channel open; returns the payment as it then stands.
+   */
+  async #redeliverLocked(live: Live, paymentId: string): Promise<PaymentRecord> {
+    const now = this.#store.getPayment(paymentId) as PaymentRecord;
+    if (
+      now.status === "pending" &&
+      now.channelId === live.record.channelId &&
+      live.record.state === "opened"
+    ) {
+      try {
+        await this.#resendPending(live);
+      } catch (err) {
+        if (!(isQrwpError(err) && err.details.pending === true)) throw err;
       }
-      return this.#store.getPayment(existing.paymentId) as PaymentRecord;
-    })) as PaymentRecord;
+    }
+    return this.#store.getPayment(paymentId) as PaymentRecord;
   }
 
   /**

@@ -387,6 +387,44 @@ describe("integration: strict HTTP input on the node and watchtower APIs", funct
     );
   });
 
+  it("concurrent calls with one new paymentId, queued behind a slow payment, pay once and get the same answer", async () => {
+    const paymentId = "http-boundary-concurrent-1";
+    const blockerId = "http-boundary-blocker-1";
+    const bobBefore = await channelOf(bob);
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // A payment to a frozen bob holds the channel's queue, so the three calls all pass the id check before
+    // any of them is signed.
+    bob.child.kill("SIGSTOP");
+    bobStopped = true;
+    const blocker = call("POST", "/v1/payments", payBody({ amount: unit.toString(), paymentId: blockerId }));
+    await sleep(300);
+    const concurrent = Promise.all(
+      [1, 2, 3].map(() =>
+        call("POST", "/v1/payments", payBody({ amount: (2n * unit).toString(), paymentId })),
+      ),
+    );
+    await sleep(300);
+    bob.child.kill("SIGCONT");
+    bobStopped = false;
+    const [first, answers] = await Promise.all([blocker, concurrent]);
+    expect(first.status, JSON.stringify(first.body)).to.be.oneOf([201, 202]);
+    for (const a of answers) {
+      expect(a.status, JSON.stringify(a.body)).to.be.oneOf([201, 202]);
+      expect(a.body).to.include({ paymentId, nonce: answers[0]!.body.nonce });
+    }
+    // Retried with their ids until completed (a 202 completes by re-delivery).
+    for (const [id, amount] of [
+      [blockerId, unit],
+      [paymentId, 2n * unit],
+    ] as const) {
+      const done = await call("POST", "/v1/payments", payBody({ amount: amount.toString(), paymentId: id }));
+      expect(done.status, JSON.stringify(done.body)).to.equal(201);
+    }
+    const bobAfter = await channelOf(bob);
+    expect(bobAfter.totals.receivedCount).to.equal(bobBefore.totals.receivedCount + 2);
+    expect(BigInt(bobAfter.totals.received) - BigInt(bobBefore.totals.received)).to.equal(3n * unit);
+  });
+
   it("the watchtower API refuses unknown fields and wrong types on POST /v1/appointments, naming them", async () => {
     const hex = (bytes: number) => `0x${"11".repeat(bytes)}`;
     const appointment = {
