@@ -16,6 +16,7 @@ import {
   SecretRegistry__factory,
   TestToken__factory,
 } from "../typechain-types/index.js";
+import { QrwpError, isQrwpError } from "../protocol/index.js";
 import type { Deployment } from "./deployment.js";
 
 /** Channel state as the ChannelHub reports it. */
@@ -219,20 +220,44 @@ export class HubClient {
 
   /**
    * Raises the signer's total deposit in `channelId` to `totalDeposit` (monotonic; a retry with the same
-   * total reverts with `ChannelHubDepositNotIncreasing` and moves nothing). For an ERC-20 channel, first
-   * approves the Bridge for the increase when the allowance is short; for ETH, sends the increase as value.
-   * @param totalDeposit New total deposit, token base units.
-   * @throws HubCallError e.g. `ChannelHubDepositNotIncreasing`, `ChannelHubInvalidChannelState`.
+   * total reverts with `ChannelHubDepositNotIncreasing` and moves nothing). Nothing is approved for a deposit
+   * that would fail: the call is first simulated (`eth_call` of `setTotalDeposit`); a revert other than the
+   * ERC-20's missing allowance is thrown before any transaction. Then the wallet's balance must cover the
+   * increase. For an ERC-20 channel whose simulation only lacked the allowance, the Bridge is approved for
+   * exactly the increase (never more); for ETH, the increase is sent as value. See docs/DECISIONS.md.
+   * @param totalDeposit New total deposit, token base units (uint256).
+   * @returns the deposit transaction, and the approve sent first (null when none was needed).
+   * @throws QrwpError INVALID_ARGUMENT (field "totalDeposit": not a uint256) | INSUFFICIENT_FUNDS (field
+   *   "totalDeposit": the wallet holds less than the increase; nothing sent)
+   * @throws HubCallError e.g. `ChannelHubDepositNotIncreasing`, `ChannelHubInvalidChannelState`,
+   *   `ChannelHubDepositOverflow` (from the simulation: nothing sent)
    */
   async setTotalDeposit(channelId: bigint, totalDeposit: bigint): Promise<DepositResult> {
     return this.#enqueue("setTotalDeposit", async () => {
+      if (totalDeposit < 0n || totalDeposit > ethers.MaxUint256)
+        throw new QrwpError("INVALID_ARGUMENT", "totalDeposit must be a uint256", {
+          field: "totalDeposit",
+          totalDeposit,
+        });
       const me = await this.address();
       const channel = await this.hub.getChannel(channelId);
       const current = (await this.hub.getParticipant(channelId, me)).totalDeposit;
       const increase = totalDeposit > current ? totalDeposit - current : 0n;
       const isEth = channel.token === ethers.ZeroAddress;
+      const value = isEth ? increase : 0n;
+      const simulated = await this.#simulateDeposit(channelId, me, totalDeposit, value);
+      if (simulated.outcome === "reverted") throw this.#wrap("setTotalDeposit", simulated.error);
+      if (increase > 0n) {
+        const balanceWei = await this.tokenBalance(channel.token, me);
+        if (balanceWei < increase || simulated.outcome === "insufficientBalance")
+          throw new QrwpError(
+            "INSUFFICIENT_FUNDS",
+            `the wallet holds ${balanceWei} base units of the token; the deposit needs ${increase} more`,
+            { field: "totalDeposit", token: channel.token, balance: balanceWei, needed: increase },
+          );
+      }
       let approve: TxResult | null = null;
-      if (!isEth && increase > 0n) {
+      if (!isEth && increase > 0n && simulated.outcome === "insufficientAllowance") {
         const token = IERC20__factory.connect(channel.token, this.#signer);
         const allowance = await token.allowance(me, this.deployment.bridge);
         if (allowance < increase) {
@@ -240,10 +265,40 @@ export class HubClient {
         }
       }
       const receipt = await this.#send(() =>
-        this.hub.setTotalDeposit(channelId, me, totalDeposit, { value: isEth ? increase : 0n }),
+        this.hub.setTotalDeposit(channelId, me, totalDeposit, { value }),
       );
       return { ...this.#result(receipt), approve };
     });
+  }
+
+  /**
+   * `eth_call` of `setTotalDeposit` as the signer: "ok", "insufficientAllowance" (the ERC-20's
+   * `ERC20InsufficientAllowance`, or a legacy "allowance" reason string: the deposit is otherwise valid),
+   * "insufficientBalance" (`ERC20InsufficientBalance` or the node's "insufficient funds"), or "reverted"
+   * with the error (anything else: a hub, bridge or token refusal).
+   */
+  async #simulateDeposit(
+    channelId: bigint,
+    me: string,
+    totalDeposit: bigint,
+    value: bigint,
+  ): Promise<
+    | { outcome: "ok" | "insufficientAllowance" | "insufficientBalance" }
+    | { outcome: "reverted"; error: unknown }
+  > {
+    try {
+      await this.hub.setTotalDeposit.staticCall(channelId, me, totalDeposit, { value, from: me });
+      return { outcome: "ok" };
+    } catch (error) {
+      const name = this.decodeError(error)?.name;
+      const reason = (error as { reason?: unknown }).reason;
+      if (name === "ERC20InsufficientAllowance" || (name === undefined && /allowance/i.test(String(reason))))
+        return { outcome: "insufficientAllowance" };
+      const message = error instanceof Error ? error.message : String(error);
+      if (name === "ERC20InsufficientBalance" || (name === undefined && /insufficient funds/i.test(message)))
+        return { outcome: "insufficientBalance" };
+      return { outcome: "reverted", error };
+    }
   }
 
   /**
@@ -547,7 +602,7 @@ export class HubClient {
   }
 
   #wrap(action: string, error: unknown): Error {
-    if (error instanceof HubCallError) return error;
+    if (error instanceof HubCallError || isQrwpError(error)) return error;
     const decoded = this.decodeError(error);
     return new HubCallError(
       action.includes(".") ? action : `ChannelHub.${action}`,

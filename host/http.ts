@@ -5,7 +5,7 @@
  * naming the field; anything unexpected is logged and answered 500 INTERNAL without its message).
  */
 import type { FastifyError, FastifyInstance } from "fastify";
-import { QrwpError, isQrwpError, type ErrorCode } from "../protocol/index.js";
+import { QrwpError, isQrwpError, toSafeValue, type ErrorCode } from "../protocol/index.js";
 
 /** HTTP status for each error code. */
 export const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -37,8 +37,64 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   NOT_PARTICIPANT: 422,
   UNKNOWN_PARTNER_KEY: 422,
   RATE_LIMITED: 429,
+  INSUFFICIENT_FUNDS: 422,
   INTERNAL: 500,
 };
+
+/**
+ * The fastify `ajv` option both APIs are built with: request schemas are checked as written. fastify's
+ * default ajv coerces types (`coerceTypes: "array"`: `12345678901234567890` becomes a rounded string,
+ * `["5"]` becomes `"5"`) and strips unknown properties (`removeAdditional: true`, so
+ * `additionalProperties: false` would drop a field instead of refusing it); both are off here, so a wrong
+ * type or an unknown field is 400 INVALID_ARGUMENT naming it. Querystring and path values are strings then:
+ * their schemas use string patterns and the handlers parse them.
+ */
+export const STRICT_AJV = {
+  customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false },
+} as const;
+
+/** Largest Solidity `uint256`, 2^256 - 1. */
+const UINT256_MAX = (1n << 256n) - 1n;
+const DECIMAL_RE = /^(0|[1-9][0-9]*)$/;
+
+/**
+ * Parses a request's decimal amount (token base units) and bounds it to Solidity `uint256`.
+ * @param value - decimal string without sign, leading zeros or exponent (the route's schema has checked the
+ *   pattern; this re-checks it).
+ * @param field - the request field, named in the error (e.g. "amount", "deposit", "maxFee").
+ * @param min - smallest accepted value (0n by default; 1n for amounts that must be positive).
+ * @returns the amount in base units, `min <= amount <= 2^256 - 1`.
+ * @throws QrwpError INVALID_ARGUMENT `{ field, value }` when not a decimal, below `min` or above 2^256 - 1.
+ */
+export function parseAmount(value: string, field: string, min = 0n): bigint {
+  if (!DECIMAL_RE.test(value))
+    throw new QrwpError("INVALID_ARGUMENT", `${field} must be a decimal string of base units`, {
+      field,
+      value: toSafeValue(value),
+    });
+  const amount = BigInt(value);
+  if (amount < min || amount > UINT256_MAX)
+    throw new QrwpError(
+      "INVALID_ARGUMENT",
+      amount > UINT256_MAX ? `${field} must be at most 2^256 - 1` : `${field} must be at least ${min}`,
+      { field, value: toSafeValue(value) },
+    );
+  return amount;
+}
+
+/**
+ * Parses a querystring or path integer (a string once types are not coerced) in `[min, max]`.
+ * @throws QrwpError INVALID_ARGUMENT `{ field, value }`.
+ */
+export function parseIntegerParam(value: string, field: string, min: number, max: number): number {
+  const n = /^(0|[1-9][0-9]{0,15})$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new QrwpError("INVALID_ARGUMENT", `${field} must be an integer in ${min}..${max}`, {
+      field,
+      value: toSafeValue(value),
+    });
+  return n;
+}
 
 /** OpenAPI schema of an error body `{ error: { code, message, details } }` (for route `response` maps). */
 export const errorBody = {
@@ -61,14 +117,8 @@ export function installErrorHandler(app: FastifyInstance): void {
     let e: QrwpError;
     if (isQrwpError(err)) e = err;
     else if ("validation" in err && err.validation) {
-      const v = err.validation[0];
-      // A missing property names itself; otherwise the failing path (e.g. "/amount" -> "amount").
-      const missing =
-        v?.params && "missingProperty" in v.params ? String(v.params.missingProperty) : undefined;
-      const path = v?.instancePath ? v.instancePath.replace(/^\//, "").replace(/\//g, ".") : undefined;
-      const field = missing ?? path ?? err.validationContext ?? "body";
       e = new QrwpError("INVALID_ARGUMENT", `${err.validationContext ?? "request"} ${err.message}`, {
-        field: missing ?? field,
+        field: validationField(err.validation[0], err.validationContext),
       });
     } else if ("statusCode" in err && typeof err.statusCode === "number" && err.statusCode < 500) {
       e = new QrwpError("INVALID_ARGUMENT", err.message, { field: "body" });
@@ -79,8 +129,30 @@ export function installErrorHandler(app: FastifyInstance): void {
     const status = HTTP_STATUS[e.code] ?? 500;
     if (status >= 500) req.log.warn({ code: e.code, msg: e.message }, "request failed");
     else req.log.info({ code: e.code, msg: e.message, details: e.details }, "request refused");
-    void reply.status(status).send({ error: { code: e.code, message: e.message, details: e.details } });
+    // toJSON: details made JSON-safe (bigints as decimal strings, bytes as hex).
+    void reply.status(status).send({ error: QrwpError.prototype.toJSON.call(e) });
   });
+}
+
+/**
+ * The field a schema failure names, as a dotted path: a missing property or an unknown one
+ * (`additionalProperty`) under the failing object (e.g. `processed.nonce`, `extra`), else the failing
+ * value's path (`"/amount"` -> `amount`), else the part of the request (`body`, `querystring`, `params`).
+ */
+function validationField(
+  v: { instancePath?: string; params?: Record<string, unknown> } | undefined,
+  context: string | undefined,
+): string {
+  const path = (v?.instancePath ?? "").replace(/^\//, "").replace(/\//g, ".");
+  const params = v?.params ?? {};
+  const child =
+    "missingProperty" in params
+      ? String(params.missingProperty)
+      : "additionalProperty" in params
+        ? String(params.additionalProperty)
+        : undefined;
+  if (child !== undefined) return path ? `${path}.${child}` : child;
+  return path || context || "body";
 }
 
 /**

@@ -295,7 +295,12 @@ export function addNodeCommands(program: Command): Command {
       .addOption(
         new Option("--payment-hash <hash>", "pay an invoice with this payment hash").argParser(parseHash),
       )
-      .addOption(new Option("--payment-id <id>", "idempotency id of the payment"))
+      .addOption(
+        new Option(
+          "--payment-id <id>",
+          'idempotency id of the payment: a status "pending" may still complete, so retry with the same id',
+        ),
+      )
       .addOption(new Option("--routed", "always route with HTLCs, even to a channel partner")),
   ).action(
     async (

@@ -7,13 +7,15 @@
  *   `CHANNEL_NOT_FOUND`, `CHANNEL_STATE`, `STALE_NONCE`, `INVALID_SIGNATURE`, `INVALID_ARGUMENT`) and name the field.
  * - `GET /v1/appointments/:id`: one slot (blinded: nonce, balance hash, status, contest progress).
  * - `GET /v1/stats`: counts, store size and memory.
+ * Requests are checked as written (host/http.ts `STRICT_AJV`): a wrong type or an unknown field (body, query
+ * or path) is 400 INVALID_ARGUMENT naming it in `details.field`; nothing is coerced or dropped.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
 import { QrwpError, appointmentFromJson } from "../protocol/index.js";
-import { errorBody, installErrorHandler } from "../host/http.js";
+import { STRICT_AJV, errorBody, installErrorHandler } from "../host/http.js";
 import type { Watchtower } from "./service.js";
 import type { StoredAppointment, WatchtowerStore } from "./store.js";
 
@@ -84,6 +86,9 @@ const appointmentBody = {
   },
 } as const;
 
+/** A route without query parameters: any is 400 naming it. */
+const noQuery = { type: "object", additionalProperties: false, properties: {} } as const;
+
 const accepted = {
   type: "object",
   properties: {
@@ -100,6 +105,7 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
   const app = Fastify({
     loggerInstance: init.log.child({ component: "api" }) as FastifyBaseLogger,
     bodyLimit: 64 * 1024,
+    ajv: STRICT_AJV,
   });
   await app.register(swagger, {
     openapi: { info: { title: "QRWP watchtower API", version: "1" } },
@@ -107,7 +113,11 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
   await app.register(swaggerUi, { routePrefix: "/docs" });
   installErrorHandler(app);
 
-  app.get("/v1/info", { schema: { summary: "Tower identity, chain, hub and contest policy" } }, init.info);
+  app.get(
+    "/v1/info",
+    { schema: { summary: "Tower identity, chain, hub and contest policy", querystring: noQuery } },
+    init.info,
+  );
 
   app.post(
     "/v1/appointments",
@@ -116,6 +126,7 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
         summary:
           "Hand the tower an appointment (the partner's latest balance proof, blinded, counter-signed)",
         body: appointmentBody,
+        querystring: noQuery,
         response: {
           200: accepted,
           201: accepted,
@@ -139,7 +150,13 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
     {
       schema: {
         summary: "One appointment slot: nonce, status and contest progress (no amounts)",
-        params: { type: "object", required: ["id"], properties: { id: hex(32) } },
+        params: {
+          type: "object",
+          required: ["id"],
+          additionalProperties: false,
+          properties: { id: hex(32) },
+        },
+        querystring: noQuery,
         response: { 404: errorBody },
       },
     },
@@ -151,13 +168,17 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
     },
   );
 
-  app.get("/v1/stats", { schema: { summary: "Counts, store size and memory" } }, async () => {
-    const mem = process.memoryUsage();
-    return {
-      ...store.stats(),
-      lastProcessedBlock: tower.lastProcessedBlock,
-      memory: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed },
-    };
-  });
+  app.get(
+    "/v1/stats",
+    { schema: { summary: "Counts, store size and memory", querystring: noQuery } },
+    async () => {
+      const mem = process.memoryUsage();
+      return {
+        ...store.stats(),
+        lastProcessedBlock: tower.lastProcessedBlock,
+        memory: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed },
+      };
+    },
+  );
   return app;
 }

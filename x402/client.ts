@@ -8,7 +8,8 @@
  *   price (`POST /v1/payments/direct-transfers`) and the payload is `{ paymentHash, transfer }`. Otherwise
  *   **routed**: the node pays the 402's invoice through the network (`POST /v1/payments` with the invoice's
  *   `paymentHash`, HTLCs) and the payload is `{ paymentHash, preimage }`. One invoice is paid at most once
- *   either way: the node payment id is `x402:<paymentHash>`, which the node refuses to reuse (CONFLICT).
+ *   either way: the node payment id is `x402:<paymentHash>`; the node never pays one id twice (a direct
+ *   signature under a used id is CONFLICT; a routed payment under it returns the existing payment).
  * - {@link qrwpFetch}: `fetch` that pays 402s with that scheme through `wrapFetchWithPayment` of
  *   `@x402/fetch`, with a per-payment cap; a request that already carries `PAYMENT-SIGNATURE` is sent as is
  *   and never paid.
@@ -70,7 +71,9 @@ export class QrwpChannelClientScheme implements SchemeNetworkClient {
    * Pays `requirements` (its invoice) and returns the routed payload.
    * @throws QrwpError INVALID_ARGUMENT (not a routed qrwp-channel requirement, another chain or hub than the
    *   payer node's, amount above `maxAmount` or the SDK's cap, invoice expired), or the node's coded error
-   *   (NO_ROUTE, INSUFFICIENT_CAPACITY, CONFLICT for an invoice already paid from here, ...).
+   *   (NO_ROUTE, INSUFFICIENT_CAPACITY, CONFLICT for an invoice already paid directly from here, ...; an
+   *   invoice already paid routed from here gives back that payment, whose receipt the merchant then
+   *   refuses as `replayed`).
    */
   async createPaymentPayload(
     x402Version: number,

@@ -1,8 +1,18 @@
 /**
  * The node's HTTP API (fastify 5, JSON, OpenAPI at `/docs`). Every route but `/docs` needs
  * `Authorization: Bearer <token>` (the data directory's `api-token`). Amounts are decimal strings of token
- * base units. Errors are `{ "error": { "code", "message", "details" } }` with the matching HTTP status;
- * request validation failures are 400 INVALID_ARGUMENT naming the field.
+ * base units, at most 2^256 - 1. Errors are `{ "error": { "code", "message", "details" } }` with the
+ * matching HTTP status; request validation failures (a wrong type, an unknown field: nothing is coerced or
+ * dropped) are 400 INVALID_ARGUMENT naming the field in `details.field`. 4xx answers are the client's
+ * mistakes (nothing happened); 5xx are ours or the network's.
+ *
+ * Payments (`POST /v1/payments`): 201 `completed`; 202 `pending` when the outcome is not known yet (a direct
+ * payment signed but not acknowledged because the partner is offline or slow, or a routed payment whose lock
+ * is outstanding): it may still complete, so poll `GET /v1/payments/:id` and never pay again under a new id.
+ * Retry with the SAME `paymentId`: the same target, token and amount return the existing payment as it
+ * stands (a pending direct payment is re-delivered, never signed twice); another target, token or amount is
+ * 409 CONFLICT. A payment has failed only when its status is `failed`, or when the call was refused with a
+ * 4xx (or a 5xx without a payment record: then nothing was signed and `GET /v1/payments/:id` is 404).
  */
 import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
@@ -10,11 +20,36 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
 import { QrwpError, type ErrorCode } from "../../protocol/index.js";
-import { errorBody, installErrorHandler } from "../../host/http.js";
+import {
+  STRICT_AJV,
+  errorBody,
+  installErrorHandler,
+  parseAmount,
+  parseIntegerParam,
+} from "../../host/http.js";
 import type { AcceptedDirectTransfer, ChannelService, ChannelView } from "../channels/service.js";
 import type { PaymentService, RouteCandidate } from "../payments/service.js";
 import type { WatchtowerStatus } from "../watchtowers.js";
 import type { InvoiceRecord, MediatedPaymentRecord, PaymentRecord } from "../store/store.js";
+import {
+  acceptDirectTransferBody,
+  channelIdParam,
+  closeBody,
+  depositBody,
+  directPaymentBody,
+  infoBody,
+  invoiceBody,
+  noBody,
+  noQuery,
+  openChannelBody,
+  payBody,
+  paymentHashParam,
+  paymentIdParam,
+  processedBody,
+  routesQuery,
+} from "./schemas.js";
+
+export { MAX_DIRECT_TRANSFER_CHARS } from "./schemas.js";
 
 export interface ApiInfo {
   address: string;
@@ -36,79 +71,6 @@ export interface ApiServerInit {
   token: string;
   log: Logger;
 }
-
-const address = { type: "string", pattern: "^0x[0-9a-fA-F]{40}$" } as const;
-const amount = {
-  type: "string",
-  pattern: "^(0|[1-9][0-9]{0,77})$",
-  description: "token base units, decimal",
-} as const;
-const positiveAmount = {
-  type: "string",
-  pattern: "^[1-9][0-9]{0,77}$",
-  description: "token base units, decimal, > 0",
-} as const;
-const channelIdParam = {
-  type: "object",
-  required: ["id"],
-  properties: { id: { type: "string", pattern: "^[1-9][0-9]{0,77}$" } },
-} as const;
-/** `GET /v1/info` (further properties pass through unchanged). */
-const infoBody = {
-  type: "object",
-  additionalProperties: true,
-  properties: {
-    address,
-    peerId: { type: "string" },
-    multiaddrs: { type: "array", items: { type: "string" } },
-    chainId: { type: "string" },
-    hub: address,
-    bridge: address,
-    connectedPeers: { type: "array", items: address },
-    channels: { type: "integer", description: "number of channels (any state)" },
-    watchtowers: {
-      type: "array",
-      description: "the watchtowers given with --watchtower, in order",
-      items: {
-        type: "object",
-        required: [
-          "multiaddr",
-          "address",
-          "connected",
-          "lastAcceptedAtMs",
-          "lastError",
-          "pendingChannels",
-          "acceptedAppointments",
-        ],
-        properties: {
-          multiaddr: { type: "string", description: "the tower's multiaddr, ending in /p2p/<peerId>" },
-          address: {
-            type: ["string", "null"],
-            description: "the tower's Ethereum address, proven in the session handshake (null until then)",
-          },
-          connected: { type: "boolean", description: "an authenticated session with the tower is open" },
-          lastAcceptedAtMs: {
-            type: ["integer", "null"],
-            description: "when the tower last accepted an appointment (unix ms; null: not since start)",
-          },
-          lastError: {
-            type: ["object", "null"],
-            description: "the last failure (unreachable, timeout, coded refusal); null after a success",
-            properties: { code: { type: "string" }, message: { type: "string" } },
-          },
-          pendingChannels: {
-            type: "integer",
-            description: "channels whose latest partner balance proof the tower has not acknowledged yet",
-          },
-          acceptedAppointments: {
-            type: "integer",
-            description: "appointments the tower acknowledged since the node started",
-          },
-        },
-      },
-    },
-  },
-} as const;
 
 export function channelJson(c: ChannelView) {
   return {
@@ -208,9 +170,6 @@ export function acceptedDirectTransferJson(a: AcceptedDirectTransfer) {
   };
 }
 
-/** Longest `transfer` accepted by `POST /v1/transfers/direct` (base64url characters; a DirectTransfer is ~4.8k). */
-export const MAX_DIRECT_TRANSFER_CHARS = 16 * 1024;
-
 /**
  * Decodes unpadded base64url strictly (the canonical encoding of the bytes only).
  * @throws QrwpError INVALID_ARGUMENT naming `field`
@@ -255,6 +214,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   const app = Fastify({
     loggerInstance: init.log.child({ component: "api" }) as FastifyBaseLogger,
     bodyLimit: 64 * 1024,
+    ajv: STRICT_AJV,
   });
 
   await app.register(swagger, {
@@ -280,6 +240,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     {
       schema: {
         summary: "Node identity, chain and deployment, watchtowers",
+        querystring: noQuery,
         response: { 200: infoBody, 401: errorBody },
       },
     },
@@ -296,13 +257,22 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     }),
   );
 
-  app.get("/v1/channels", { schema: { summary: "All channels with balances" } }, async () => ({
-    channels: service.listChannels().map(channelJson),
-  }));
+  app.get(
+    "/v1/channels",
+    { schema: { summary: "All channels with balances", querystring: noQuery } },
+    async () => ({ channels: service.listChannels().map(channelJson) }),
+  );
 
   app.get<{ Params: { id: string } }>(
     "/v1/channels/:id",
-    { schema: { summary: "One channel", params: channelIdParam, response: { 404: errorBody } } },
+    {
+      schema: {
+        summary: "One channel",
+        params: channelIdParam,
+        querystring: noQuery,
+        response: { 404: errorBody },
+      },
+    },
     async (req) => channelJson(service.getChannel(BigInt(req.params.id))),
   );
 
@@ -319,23 +289,11 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     {
       schema: {
         summary: "Open a channel on-chain and deposit",
-        body: {
-          type: "object",
-          required: ["partner", "token", "deposit"],
-          additionalProperties: false,
-          properties: {
-            partner: address,
-            partnerMultiaddr: {
-              type: "string",
-              minLength: 1,
-              maxLength: 512,
-              description: "multiaddr ending in /p2p/<peerId>",
-            },
-            token: address,
-            deposit: amount,
-            settleTimeoutSeconds: { type: "integer", minimum: 10, maximum: 31536000 },
-          },
-        },
+        description:
+          "400 INVALID_ARGUMENT naming `partnerMultiaddr` for a partner this node does not know without one; " +
+          "422 INSUFFICIENT_FUNDS (field `deposit`) when the wallet holds less than the deposit (nothing is sent).",
+        body: openChannelBody,
+        querystring: noQuery,
       },
     },
     async (req, reply) => {
@@ -343,7 +301,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       const view = await service.openChannel({
         partner: b.partner,
         token: b.token,
-        depositAmount: BigInt(b.deposit),
+        depositAmount: parseAmount(b.deposit, "deposit"),
         ...(b.partnerMultiaddr ? { partnerMultiaddr: b.partnerMultiaddr } : {}),
         ...(b.settleTimeoutSeconds ? { settleTimeoutSeconds: b.settleTimeoutSeconds } : {}),
       });
@@ -356,29 +314,28 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     {
       schema: {
         summary: "Raise our total deposit (monotonic)",
+        description:
+          "Simulated before anything is approved or sent: 400 for a deposit the hub refuses, 422 " +
+          "INSUFFICIENT_FUNDS when the wallet holds less than the increase, 409 CHANNEL_STATE when not open.",
         params: channelIdParam,
-        body: {
-          type: "object",
-          required: ["totalDeposit"],
-          additionalProperties: false,
-          properties: { totalDeposit: positiveAmount },
-        },
+        querystring: noQuery,
+        body: depositBody,
       },
     },
-    async (req) => channelJson(await service.deposit(BigInt(req.params.id), BigInt(req.body.totalDeposit))),
+    async (req) =>
+      channelJson(
+        await service.deposit(BigInt(req.params.id), parseAmount(req.body.totalDeposit, "totalDeposit", 1n)),
+      ),
   );
 
-  app.post<{ Params: { id: string }; Body: { cooperative?: boolean } | undefined }>(
+  app.post<{ Params: { id: string }; Body: { cooperative?: boolean } | null | undefined }>(
     "/v1/channels/:id/close",
     {
       schema: {
         summary: "Close cooperatively (default) or unilaterally",
         params: channelIdParam,
-        body: {
-          type: "object",
-          additionalProperties: false,
-          properties: { cooperative: { type: "boolean" } },
-        },
+        querystring: noQuery,
+        body: closeBody,
       },
     },
     async (req) =>
@@ -387,19 +344,16 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
 
   app.post<{ Params: { id: string } }>(
     "/v1/channels/:id/settle",
-    { schema: { summary: "Settle a closed channel after its settle timeout", params: channelIdParam } },
+    {
+      schema: {
+        summary: "Settle a closed channel after its settle timeout",
+        params: channelIdParam,
+        querystring: noQuery,
+        body: noBody,
+      },
+    },
     async (req) => channelJson(await service.settle(BigInt(req.params.id))),
   );
-
-  const paymentIdSchema = { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" } as const;
-  const bytes32 = { type: "string", pattern: "^0x[0-9a-fA-F]{64}$" } as const;
-  /** What every way of paying takes: whom, in which token, how much (base units), under which id. */
-  const paymentProperties = {
-    target: address,
-    token: address,
-    amount: positiveAmount,
-    paymentId: paymentIdSchema,
-  } as const;
 
   app.post<{
     Body: {
@@ -418,26 +372,30 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       schema: {
         summary:
           "Pay any node: directly over our channel with the target (mode auto/direct), else through mediators with HTLCs",
-        body: {
-          type: "object",
-          required: ["target", "token", "amount"],
-          additionalProperties: false,
-          properties: {
-            ...paymentProperties,
-            maxFee: amount,
-            timeoutSeconds: { type: "integer", minimum: 1, maximum: 86400 },
-            paymentHash: { ...bytes32, description: "pay an invoice (sha256 of the payee's secret)" },
-            mode: { type: "string", enum: ["auto", "direct", "routed"] },
-          },
-        },
+        description:
+          "201: completed. 202: pending, the outcome is not known yet (may still complete; poll " +
+          "GET /v1/payments/:id). Retry only with the same paymentId: the same target/token/amount return the " +
+          "existing payment (never paid twice), another is 409 CONFLICT. Failed: status `failed`, or a coded " +
+          "error answer (4xx, or 5xx when nothing was signed).",
+        body: payBody,
+        querystring: noQuery,
       },
     },
     async (req, reply) => {
       const b = req.body;
+      const amountWei = parseAmount(b.amount, "amount", 1n);
+      const maxFeeWei = b.maxFee !== undefined ? parseAmount(b.maxFee, "maxFee") : undefined;
       const mode = b.mode ?? "auto";
+      // A retry goes the way the first call went (same paymentId), whatever the channels look like now.
+      const earlierRouted = b.paymentId ? (init.payments?.getPayment(b.paymentId) ?? null) : null;
+      const earlierDirect =
+        b.paymentId !== undefined && earlierRouted === null && service.outgoingPayment(b.paymentId) !== null;
       const direct =
         mode === "direct" ||
-        (mode === "auto" && !b.paymentHash && service.openChannelWith(b.target, b.token) !== null);
+        (mode === "auto" &&
+          !b.paymentHash &&
+          earlierRouted === null &&
+          (earlierDirect || service.openChannelWith(b.target, b.token) !== null));
       if (direct) {
         if (b.paymentHash) {
           throw new QrwpError("INVALID_ARGUMENT", "a paymentHash needs a routed payment", {
@@ -447,17 +405,26 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
         const payment = await service.pay({
           target: b.target,
           token: b.token,
-          amount: BigInt(b.amount),
+          amount: amountWei,
           ...(b.paymentId ? { paymentId: b.paymentId } : {}),
         });
-        return reply.status(201).send({ kind: "direct", fee: "0", ...paymentJson(payment) });
+        if (payment.status === "failed") {
+          throw new QrwpError(
+            "PEER_REJECTED",
+            `partner refused the transfer: ${payment.errorCode ?? ""}: ${payment.errorMessage ?? ""}`,
+            { paymentId: payment.paymentId, peerCode: payment.errorCode },
+          );
+        }
+        return reply
+          .status(payment.status === "completed" ? 201 : 202)
+          .send({ kind: "direct", fee: "0", ...paymentJson(payment) });
       }
       const p = await requirePayments(init.payments).pay({
         target: b.target,
         token: b.token,
-        amount: BigInt(b.amount),
+        amount: amountWei,
         ...(b.paymentId ? { paymentId: b.paymentId } : {}),
-        ...(b.maxFee !== undefined ? { maxFee: BigInt(b.maxFee) } : {}),
+        ...(maxFeeWei !== undefined ? { maxFee: maxFeeWei } : {}),
         ...(b.timeoutSeconds ? { timeoutSeconds: b.timeoutSeconds } : {}),
         ...(b.paymentHash ? { paymentHash: b.paymentHash } : {}),
       });
@@ -470,18 +437,6 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       return reply.status(p.status === "completed" ? 201 : 202).send(mediatedPaymentJson(p));
     },
   );
-
-  const decimal = { type: "string", pattern: "^(0|[1-9][0-9]{0,77})$" } as const;
-  const directPaymentBody = {
-    type: "object",
-    required: ["target", "token", "amount"],
-    additionalProperties: false,
-    properties: {
-      ...paymentProperties,
-      // Unix ms after which nothing may be signed any more (the caller has given up): TIMEOUT instead.
-      notAfterMs: { type: "integer", minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
-    },
-  } as const;
 
   app.post<{
     Body: { target: string; token: string; amount: string; paymentId?: string; notAfterMs?: number };
@@ -496,6 +451,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
           "stored DirectTransfer envelope; the partner's node accepts it at POST /v1/transfers/direct and the " +
           "payment completes at POST /v1/payments/:paymentId/processed (or when the libp2p re-send is acknowledged).",
         body: directPaymentBody,
+        querystring: noQuery,
       },
     },
     async (req, reply) => {
@@ -504,7 +460,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
         {
           target: b.target,
           token: b.token,
-          amount: BigInt(b.amount),
+          amount: parseAmount(b.amount, "amount", 1n),
           ...(b.paymentId ? { paymentId: b.paymentId } : {}),
         },
         b.notAfterMs !== undefined ? { notAfterMs: b.notAfterMs } : {},
@@ -527,31 +483,16 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       schema: {
         summary:
           "Complete a direct payment with the partner's signed Processed acknowledgement (relayed over HTTP)",
-        params: { type: "object", required: ["paymentId"], properties: { paymentId: paymentIdSchema } },
-        body: {
-          type: "object",
-          required: ["processed"],
-          additionalProperties: false,
-          properties: {
-            processed: {
-              type: "object",
-              required: ["channelId", "nonce", "signature"],
-              additionalProperties: false,
-              properties: {
-                channelId: decimal,
-                nonce: decimal,
-                signature: { type: "string", pattern: "^0x[0-9a-fA-F]{130}$" },
-              },
-            },
-          },
-        },
+        params: paymentIdParam("paymentId"),
+        querystring: noQuery,
+        body: processedBody,
       },
     },
     async (req) => {
       const p = req.body.processed;
       const payment = await service.confirmProcessed(req.params.paymentId, {
-        channelId: BigInt(p.channelId),
-        nonce: BigInt(p.nonce),
+        channelId: parseAmount(p.channelId, "processed.channelId"),
+        nonce: parseAmount(p.nonce, "processed.nonce"),
         signature: p.signature,
       });
       return { kind: "direct", fee: "0", ...paymentJson(payment) };
@@ -566,21 +507,8 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
         description:
           "200 {paymentId, channelId, nonce, amount, token, partner, processed: {channelId, nonce, signature}}; " +
           "the identical transfer again gives the same answer and changes nothing.",
-        body: {
-          type: "object",
-          required: ["transfer"],
-          additionalProperties: false,
-          properties: {
-            transfer: {
-              type: "string",
-              pattern: "^[A-Za-z0-9_-]+$",
-              minLength: 1,
-              maxLength: MAX_DIRECT_TRANSFER_CHARS,
-              description: "unpadded base64url of the DirectTransfer envelope",
-            },
-            token: { ...address, description: "refuse unless the transfer's channel is for this token" },
-          },
-        },
+        body: acceptDirectTransferBody,
+        querystring: noQuery,
       },
     },
     async (req) => {
@@ -597,7 +525,8 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     {
       schema: {
         summary: "One payment by id: a routed payment (route, fees, attempts, failure) or a direct one",
-        params: { type: "object", required: ["id"], properties: { id: paymentIdSchema } },
+        params: paymentIdParam("id"),
+        querystring: noQuery,
       },
     },
     async (req) => {
@@ -607,23 +536,12 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     },
   );
 
-  app.get<{ Querystring: { target: string; token: string; amount: string; maxFee?: string; k?: number } }>(
+  app.get<{ Querystring: { target: string; token: string; amount: string; maxFee?: string; k?: string } }>(
     "/v1/routes",
     {
       schema: {
         summary: "Routes to a target for an amount, best first, with per-hop amounts, expirations and fees",
-        querystring: {
-          type: "object",
-          required: ["target", "token", "amount"],
-          additionalProperties: false,
-          properties: {
-            target: address,
-            token: address,
-            amount: positiveAmount,
-            maxFee: amount,
-            k: { type: "integer", minimum: 1, maximum: 10 },
-          },
-        },
+        querystring: routesQuery,
       },
     },
     async (req) => {
@@ -631,9 +549,9 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       const routes = requirePayments(init.payments).findRoutes(
         q.target,
         q.token,
-        BigInt(q.amount),
-        q.maxFee !== undefined ? BigInt(q.maxFee) : null,
-        q.k ?? 3,
+        parseAmount(q.amount, "amount", 1n),
+        q.maxFee !== undefined ? parseAmount(q.maxFee, "maxFee") : null,
+        q.k !== undefined ? parseIntegerParam(q.k, "k", 1, 10) : 3,
       );
       return { routes: routes.map(routeJson) };
     },
@@ -644,24 +562,15 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     {
       schema: {
         summary: "Create an invoice: a payment hash whose secret this node reveals when paid",
-        body: {
-          type: "object",
-          required: ["token", "amount"],
-          additionalProperties: false,
-          properties: {
-            token: address,
-            amount: positiveAmount,
-            description: { type: "string", maxLength: 512 },
-            expirySeconds: { type: "integer", minimum: 1, maximum: 2592000 },
-          },
-        },
+        body: invoiceBody,
+        querystring: noQuery,
       },
     },
     async (req, reply) => {
       const b = req.body;
       const invoice = requirePayments(init.payments).createInvoice({
         token: b.token,
-        amount: BigInt(b.amount),
+        amount: parseAmount(b.amount, "amount", 1n),
         ...(b.description !== undefined ? { description: b.description } : {}),
         ...(b.expirySeconds ? { expirySeconds: b.expirySeconds } : {}),
       });
@@ -674,7 +583,8 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     {
       schema: {
         summary: "One invoice and whether it was paid",
-        params: { type: "object", required: ["paymentHash"], properties: { paymentHash: bytes32 } },
+        params: paymentHashParam,
+        querystring: noQuery,
       },
     },
     async (req) =>

@@ -12,6 +12,8 @@
 import { randomUUID } from "node:crypto";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { Queue, RateLimiter } from "@libp2p/utils";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr } from "@multiformats/multiaddr";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
@@ -194,6 +196,38 @@ export interface AcceptedDirectTransfer {
   /** The payer: the channel's partner. */
   partner: string;
   processed: ProcessedAcknowledgement;
+}
+
+/** The hub's refusals of `openChannel` as client errors: [code, field, reason]. */
+const OPEN_REFUSALS: Record<string, [ErrorCode, string, string]> = {
+  ChannelHubInvalidToken: ["INVALID_ARGUMENT", "token", "the token is not a contract"],
+  ChannelHubInvalidSettleTimeout: ["INVALID_ARGUMENT", "settleTimeoutSeconds", "settle timeout out of range"],
+  ChannelHubChannelAlreadyOpen: ["CONFLICT", "partner", "a channel with this partner and token is open"],
+};
+
+/**
+ * A partner's `/.../p2p/<peerId>` multiaddr as a dial target (`peerId` and the address without it).
+ * @throws QrwpError INVALID_ARGUMENT (field "partnerMultiaddr") when it is no multiaddr or names no valid peer id.
+ */
+function parsePartnerMultiaddr(text: string): { peerId: string; multiaddrs: string[] } {
+  // "/ip4/…/tcp/…/p2p/<id>"; the same "/p2p/<id>" twice (a dialable address with its id appended) is accepted.
+  const [addr, peerId, ...rest] = text.split("/p2p/");
+  let valid = peerId !== undefined && rest.every((r) => r === peerId) && addr !== undefined && addr !== "";
+  if (valid) {
+    try {
+      multiaddr(addr as string);
+      peerIdFromString(peerId as string);
+    } catch {
+      valid = false;
+    }
+  }
+  assertArgument(
+    valid,
+    "partnerMultiaddr must be a multiaddr ending with /p2p/<peerId>",
+    "partnerMultiaddr",
+    text,
+  );
+  return { peerId: peerId as string, multiaddrs: [addr as string] };
 }
 
 /** In-memory view of a channel's balance proofs; always equal to what the store holds. */
@@ -536,6 +570,12 @@ export class ChannelService {
     return p;
   }
 
+  /** Our outgoing direct payment with this id (any status), or null. */
+  outgoingPayment(paymentId: string): PaymentRecord | null {
+    const p = this.#store.getPayment(paymentId);
+    return p?.direction === "outgoing" ? p : null;
+  }
+
   #target(partner: string): { peerId?: string; multiaddrs: string[] } | null {
     const peer = this.#store.getPeer(partner);
     return peer ? { peerId: peer.peerId, multiaddrs: peer.multiaddrs } : null;
@@ -554,8 +594,11 @@ export class ChannelService {
 
   /**
    * Opens a channel with `partner` on-chain (openChannel + setTotalDeposit through the Bridge) and announces
-   * it to the partner, who checks it on-chain. The partner must be reachable first (no gas is spent otherwise).
-   * @throws QrwpError INVALID_ARGUMENT | PEER_OFFLINE | HANDSHAKE_FAILED | CONFLICT | CHAIN_ERROR
+   * it to the partner, who checks it on-chain. The partner must be reachable first, and the wallet must hold
+   * `depositAmount` (base units) of the token (no gas is spent otherwise).
+   * @throws QrwpError INVALID_ARGUMENT (field "partnerMultiaddr" when the partner's address is unknown and
+   *   none was given; "deposit" for a deposit the hub refuses) | INSUFFICIENT_FUNDS (field "deposit") |
+   *   PEER_OFFLINE | HANDSHAKE_FAILED | CONFLICT | CHAIN_ERROR
    */
   async openChannel(params: OpenChannelParams): Promise<ChannelView> {
     const partner = getAddress(params.partner);
@@ -580,27 +623,44 @@ export class ChannelService {
       }
     }
     let target = this.#target(partner);
-    if (params.partnerMultiaddr) {
-      const peerId = params.partnerMultiaddr.split("/p2p/")[1];
-      assertArgument(
-        peerId,
-        "partnerMultiaddr must end with /p2p/<peerId>",
-        "partnerMultiaddr",
-        params.partnerMultiaddr,
-      );
-      target = { peerId, multiaddrs: [params.partnerMultiaddr.split("/p2p/")[0] as string] };
-      this.#store.upsertPeer({ address: partner, peerId, multiaddrs: target.multiaddrs });
-    }
+    if (params.partnerMultiaddr) target = parsePartnerMultiaddr(params.partnerMultiaddr);
     if (!target) {
-      throw new QrwpError("PEER_OFFLINE", "partner's address is unknown: give partnerMultiaddr", {
+      // A client mistake, not an outage: we never learnt where this partner listens.
+      throw new QrwpError("INVALID_ARGUMENT", "partner's address is unknown: give partnerMultiaddr", {
         field: "partnerMultiaddr",
       });
     }
-    await this.#transport.connect(partner, target);
+    if (params.depositAmount > 0n) await this.#assertWalletHolds(token, params.depositAmount, "deposit");
+    try {
+      await this.#transport.connect(partner, target);
+    } catch (err) {
+      // The node at the given multiaddr proved another address: the client named the wrong node.
+      if (
+        params.partnerMultiaddr &&
+        isQrwpError(err) &&
+        err.code === "HANDSHAKE_FAILED" &&
+        err.details.field === "address"
+      )
+        throw new QrwpError("INVALID_ARGUMENT", "the node at partnerMultiaddr is not the partner", {
+          field: "partnerMultiaddr",
+          actual: err.details.actual,
+        });
+      throw err;
+    }
+    if (params.partnerMultiaddr && target.peerId)
+      this.#store.upsertPeer({ address: partner, peerId: target.peerId, multiaddrs: target.multiaddrs });
 
-    const { channelId } = await this.#chain("openChannel", () =>
-      this.#hub.openChannel(partner, token, settleTimeoutSeconds),
-    );
+    const { channelId } = await this.#hub
+      .openChannel(partner, token, settleTimeoutSeconds)
+      .catch((err: unknown) => {
+        // The hub's refusals (found when estimating gas: nothing was sent) are the client's mistakes.
+        const refusal = OPEN_REFUSALS[String((err as { errorName?: unknown }).errorName)];
+        if (refusal)
+          throw new QrwpError(refusal[0], `the hub refuses this channel: ${refusal[2]}`, {
+            field: refusal[1],
+          });
+        return this.#chain("openChannel", () => Promise.reject(err));
+      });
     const now = Date.now();
     const record: ChannelRecord = {
       channelId,
@@ -619,7 +679,7 @@ export class ChannelService {
     const live = this.#load(record);
     this.#log.info({ channelId: channelId.toString(), partner, token }, "channel opened on-chain");
     if (params.depositAmount > 0n) {
-      await this.#chain("setTotalDeposit", () => this.#hub.setTotalDeposit(channelId, params.depositAmount));
+      await this.#chainDeposit("deposit", () => this.#hub.setTotalDeposit(channelId, params.depositAmount));
       live.record.ourDeposit = params.depositAmount;
       this.#store.updateChannel(live.record);
     }
@@ -628,8 +688,10 @@ export class ChannelService {
   }
 
   /**
-   * Raises our on-chain total deposit to `totalDeposit` (monotonic, idempotent on retry).
-   * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INVALID_ARGUMENT | CHAIN_ERROR
+   * Raises our on-chain total deposit to `totalDeposit` (base units; monotonic, idempotent on retry). The
+   * deposit is simulated before anything is approved or sent (chain/hub-client.ts `setTotalDeposit`).
+   * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INVALID_ARGUMENT (field "totalDeposit") |
+   *   INSUFFICIENT_FUNDS (field "totalDeposit": the wallet holds less than the increase) | CHAIN_ERROR
    */
   async deposit(channelId: bigint, totalDeposit: bigint): Promise<ChannelView> {
     const live = this.#get(channelId);
@@ -641,7 +703,7 @@ export class ChannelService {
         "totalDeposit",
         totalDeposit,
       );
-      await this.#chain("setTotalDeposit", () => this.#hub.setTotalDeposit(channelId, totalDeposit));
+      await this.#chainDeposit("totalDeposit", () => this.#hub.setTotalDeposit(channelId, totalDeposit));
       live.record.ourDeposit = totalDeposit;
       this.#store.updateChannel(live.record);
       return this.#view(live);
@@ -651,18 +713,48 @@ export class ChannelService {
   /**
    * Pays `amount` base units of `token` to `target`, a direct channel partner: signs a new balance proof
    * (nonce + 1, transferredAmount + amount), persists it, sends it and waits for the partner's Processed.
+   *
+   * Outcomes: the payment `completed`; or `pending` when the proof was signed and stored but its delivery
+   * failed (partner offline, timeout, dropped session): it completes later by re-delivery (before our next
+   * proof on the channel, by the chain poller, or on a retry), so the caller must not pay again under a new
+   * id. A retry with the same `paymentId` and the same target, token and amount never signs a second proof:
+   * it re-delivers a pending one (if the channel is still open) and returns the payment as it then stands.
    * @throws QrwpError INVALID_ARGUMENT | CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY |
-   *   PEER_OFFLINE | PEER_REJECTED | TIMEOUT | CONFLICT (paymentId reused)
+   *   PEER_REJECTED (the partner refused it: status failed) | PEER_OFFLINE | HANDSHAKE_FAILED | TIMEOUT (only
+   *   when nothing was signed for this payment) | CONFLICT (paymentId used by a routed payment, or by a direct
+   *   one with another target, token or amount: `details.field` names the differing field)
    */
   async pay(params: PayParams): Promise<PaymentRecord> {
+    const existing = params.paymentId === undefined ? null : this.#store.getPayment(params.paymentId);
+    if (existing?.direction === "outgoing") return this.#payAgain(existing, params);
     const { live, payment } = this.#newDirectPayment(params);
     return (await live.queue.add(async () => {
-      const result = await this.#sendProof(
-        live,
-        (end) => withDirect(end, payment.amount),
-        (balanceProof) => directTransferOf(payment, balanceProof),
-        (nonce) => this.#insertDirectPayment(payment, nonce),
-      );
+      // A retry with the same id that arrived while this one waited for the queue: answered, not signed.
+      const raced = this.#store.getPayment(payment.paymentId);
+      if (raced?.direction === "outgoing") {
+        this.#assertSamePayment(raced, params);
+        return this.#redeliverLocked(live, raced.paymentId);
+      }
+      let result: ProofDelivery;
+      try {
+        result = await this.#sendProof(
+          live,
+          (end) => withDirect(end, payment.amount),
+          (balanceProof) => directTransferOf(payment, balanceProof),
+          (nonce) => this.#insertDirectPayment(payment, nonce),
+        );
+      } catch (err) {
+        // Signed and stored, delivery outcome unknown: the payment is pending, not failed.
+        const stored = this.#store.getPayment(payment.paymentId);
+        if (stored?.status === "pending" && isQrwpError(err) && err.details.pending === true) {
+          this.#log.warn(
+            { paymentId: payment.paymentId, code: err.code, reason: err.message },
+            "direct payment signed but not acknowledged yet: pending",
+          );
+          return stored;
+        }
+        throw err;
+      }
       if (!result.ok && this.#store.getPayment(payment.paymentId) === null) {
         throw new QrwpError(result.code as ErrorCode, result.message, { paymentId: payment.paymentId }); // never sent
       }
@@ -681,6 +773,55 @@ export class ChannelService {
   }
 
   /**
+   * A retry of our outgoing direct payment `existing` (same `paymentId`): CONFLICT naming the first differing
+   * field of target, token and amount; else, if still pending on an open channel, its proof is re-delivered
+   * (inside the channel's queue; an undelivered re-send leaves it pending) and the payment is returned as it
+   * then stands. Never signs anything new.
+   */
+  async #payAgain(existing: PaymentRecord, params: PayParams): Promise<PaymentRecord> {
+    this.#assertSamePayment(existing, params);
+    const live = this.#live.get(existing.channelId.toString());
+    if (existing.status !== "pending" || !live) return existing;
+    return (await live.queue.add(() => this.#redeliverLocked(live, existing.paymentId))) as PaymentRecord;
+  }
+
+  /** CONFLICT (field "target" | "token" | "amount") unless `params` ask for the payment `existing` is. */
+  #assertSamePayment(existing: PaymentRecord, params: PayParams): void {
+    const field = !eqAddr(existing.partner, getAddress(params.target))
+      ? "target"
+      : !eqAddr(existing.token, getAddress(params.token))
+        ? "token"
+        : existing.amount !== params.amount
+          ? "amount"
+          : null;
+    if (field !== null)
+      throw new QrwpError("CONFLICT", `payment ${existing.paymentId} already exists with another ${field}`, {
+        field,
+        paymentId: existing.paymentId,
+      });
+  }
+
+  /**
+   * Inside `live`'s queue: re-delivers the pending proofs of the channel if the payment `paymentId` (ours, on
+   * this channel) is still pending and the channel open; returns the payment as it then stands.
+   */
+  async #redeliverLocked(live: Live, paymentId: string): Promise<PaymentRecord> {
+    const now = this.#store.getPayment(paymentId) as PaymentRecord;
+    if (
+      now.status === "pending" &&
+      now.channelId === live.record.channelId &&
+      live.record.state === "opened"
+    ) {
+      try {
+        await this.#resendPending(live);
+      } catch (err) {
+        if (!(isQrwpError(err) && err.details.pending === true)) throw err;
+      }
+    }
+    return this.#store.getPayment(paymentId) as PaymentRecord;
+  }
+
+  /**
    * Signs (does not send) a direct payment of `amount` base units of `token` to `target`, a channel partner,
    * for delivery by the client over HTTP (x402 direct streaming): like {@link pay} it runs in the channel's
    * queue, first re-sends earlier pending proofs over libp2p, checks capacity (refreshing deposits once) and
@@ -693,7 +834,8 @@ export class ChannelService {
    * re-send took that long) nothing is signed, so a client that gave up is never charged.
    * @returns the pending payment and the exact stored envelope bytes.
    * @throws QrwpError INVALID_ARGUMENT | CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY |
-   *   CONFLICT (paymentId reused) | TIMEOUT (field "notAfterMs"); PEER_OFFLINE | PEER_REJECTED | TIMEOUT
+   *   CONFLICT (paymentId reused) | INVALID_ARGUMENT (field "notAfterMs": already past on arrival) |
+   *   TIMEOUT (field "notAfterMs": passed while waiting for the channel); PEER_OFFLINE | PEER_REJECTED | TIMEOUT
    *   when an earlier pending proof could not be resolved (nothing new is signed then: the partner must be
    *   reachable over libp2p unless every earlier proof was acknowledged).
    */
@@ -701,6 +843,13 @@ export class ChannelService {
     params: PayParams,
     options: { notAfterMs?: number } = {},
   ): Promise<SignedDirectTransfer> {
+    if (options.notAfterMs !== undefined)
+      assertArgument(
+        options.notAfterMs > Date.now(),
+        "notAfterMs is already past: nothing was signed",
+        "notAfterMs",
+        options.notAfterMs,
+      );
     const { live, payment } = this.#newDirectPayment(params);
     return (await live.queue.add(async () => {
       const end = await this.#nextEnd(live, (e) => withDirect(e, payment.amount), false);
@@ -1482,6 +1631,56 @@ export class ChannelService {
         { cause: err },
       );
     }
+  }
+
+  /**
+   * Runs a `setTotalDeposit` of {@link HubClient} (simulated before anything is sent) and turns the hub's
+   * refusals of the deposit into coded client errors naming `field`: not increasing, overflow ->
+   * INVALID_ARGUMENT; channel not open / not ours -> CHANNEL_STATE. QrwpErrors (INSUFFICIENT_FUNDS,
+   * INVALID_ARGUMENT) pass with `field`; anything else is CHAIN_ERROR.
+   */
+  async #chainDeposit<T>(field: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isQrwpError(err)) {
+        if (err.details.field === "totalDeposit" && field !== "totalDeposit")
+          throw new QrwpError(err.code, err.message.replace("totalDeposit", field), {
+            ...err.details,
+            field,
+          });
+        throw err;
+      }
+      const name = (err as { errorName?: unknown }).errorName;
+      if (name === "ChannelHubDepositNotIncreasing" || name === "ChannelHubDepositOverflow")
+        throw new QrwpError("INVALID_ARGUMENT", `the hub refuses this deposit: ${String(name)}`, { field });
+      if (name === "ChannelHubInvalidChannelState" || name === "ChannelHubNotParticipant")
+        throw new QrwpError("CHANNEL_STATE", `the hub refuses this deposit: ${String(name)}`, { field });
+      return this.#chain("setTotalDeposit", () => Promise.reject(err));
+    }
+  }
+
+  /**
+   * Refuses (INSUFFICIENT_FUNDS, naming `field`) before any transaction when our wallet holds less than
+   * `amount` base units of `token` (wei for ETH). A token address that is no ERC-20 is INVALID_ARGUMENT
+   * (field "token").
+   */
+  async #assertWalletHolds(token: string, amount: bigint, field: string): Promise<void> {
+    let balance: bigint;
+    try {
+      balance = await this.#hub.tokenBalance(token, this.address);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code === "BAD_DATA" || code === "CALL_EXCEPTION")
+        throw new QrwpError("INVALID_ARGUMENT", "token is not an ERC-20 contract", { field: "token", token });
+      return this.#chain("tokenBalance", () => Promise.reject(err));
+    }
+    if (balance < amount)
+      throw new QrwpError(
+        "INSUFFICIENT_FUNDS",
+        `the wallet holds ${balance} base units of the token; ${field} needs ${amount}`,
+        { field, token, balance, needed: amount },
+      );
   }
 
   /**

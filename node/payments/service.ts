@@ -201,8 +201,12 @@ export class PaymentService {
   /**
    * Pays `amount` to `target` through the network (spontaneous, or an invoice with `paymentHash`): finds
    * routes, sends the LockedTransfer, retries on other routes after a definitive failure, until success,
-   * no route is left or `timeoutSeconds` passed (then the record is returned as it stands).
-   * @throws QrwpError INVALID_ARGUMENT | CONFLICT (paymentId reused)
+   * no route is left or `timeoutSeconds` passed (then the record is returned as it stands: `pending` while a
+   * lock is outstanding, it completes or fails on its own; poll it by id).
+   * A retry with the same `paymentId` and the same target, token and amount (and `paymentHash`, when given)
+   * returns the existing payment as it stands and sends nothing new.
+   * @throws QrwpError INVALID_ARGUMENT | CONFLICT (paymentId used by a direct payment, or by a routed one with
+   *   another target, token, amount or paymentHash: `details.field` names it)
    */
   async pay(params: MediatedPayParams): Promise<MediatedPaymentRecord> {
     const target = getAddress(params.target);
@@ -218,10 +222,9 @@ export class PaymentService {
       timeoutSeconds,
     );
     const paymentId = params.paymentId ?? randomUUID();
-    if (
-      this.#store.getMediatedPayment(paymentId) ||
-      this.#store.getPayment(paymentId)?.direction === "outgoing"
-    ) {
+    const existing = this.#store.getMediatedPayment(paymentId);
+    if (existing) return this.#payAgain(existing, target, token, params);
+    if (this.#store.getPayment(paymentId)?.direction === "outgoing") {
       throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, { field: "paymentId" });
     }
     const secret = params.paymentHash ? null : randomSecret();
@@ -296,6 +299,30 @@ export class PaymentService {
       this.#store.updateMediatedPayment(final);
     }
     return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+  }
+
+  /** A retry of the routed payment `existing`: CONFLICT naming the first differing field, else it as it stands. */
+  #payAgain(
+    existing: MediatedPaymentRecord,
+    target: string,
+    token: string,
+    params: MediatedPayParams,
+  ): MediatedPaymentRecord {
+    const field = !eq(existing.target, target)
+      ? "target"
+      : !eq(existing.token, token)
+        ? "token"
+        : existing.amount !== params.amount
+          ? "amount"
+          : params.paymentHash !== undefined && params.paymentHash.toLowerCase() !== existing.secretHash
+            ? "paymentHash"
+            : null;
+    if (field !== null)
+      throw new QrwpError("CONFLICT", `payment ${existing.paymentId} already exists with another ${field}`, {
+        field,
+        paymentId: existing.paymentId,
+      });
+    return existing;
   }
 
   /** A multi-hop payment by id, or null. */

@@ -15,6 +15,8 @@ import {
   signUpdate,
 } from "./helpers.js";
 import type { Fixture } from "./helpers.js";
+import { isQrwpError } from "../../protocol/index.js";
+import { TestToken__factory } from "../../typechain-types/index.js";
 
 const E = (n: string) => ethers.parseEther(n);
 
@@ -211,5 +213,74 @@ describe("chain/HubClient", function () {
     expect((badSecret as Error).message).to.match(/^SecretRegistry\.registerSecret failed/);
     // The queue and the nonce manager still work after the failures.
     expect((await bob.registerSecret(s3)).registered).to.equal(true);
+  });
+
+  describe("setTotalDeposit: nothing approved for a deposit that would fail", function () {
+    const allowanceOf = (owner: string) =>
+      TestToken__factory.connect(token, f.deployer).allowance(owner, f.deployment.bridge);
+    const nonceOf = (owner: string) => f.deployer.provider!.getTransactionCount(owner, "latest");
+    const failure = (p: Promise<unknown>) =>
+      p.then(
+        () => expect.fail("the deposit succeeded"),
+        (e: unknown) => e as Error,
+      );
+
+    it("a deposit above the wallet's balance is INSUFFICIENT_FUNDS: no approve, no transaction", async function () {
+      const { channelId: id } = await alice.openChannel(f.bob.address, token, 30);
+      const nonceBefore = await nonceOf(f.alice.address);
+      // Above the wallet (1000 tokens), and the largest uint256 (the old client approved almost 2^256).
+      for (const total of [E("1000.000000000000000001"), ethers.MaxUint256]) {
+        const err = await failure(alice.setTotalDeposit(id, total));
+        expect(isQrwpError(err) && err.code, err.message).to.equal("INSUFFICIENT_FUNDS");
+        expect((err as { details?: Record<string, unknown> }).details?.field).to.equal("totalDeposit");
+      }
+      expect(await allowanceOf(f.alice.address)).to.equal(0n);
+      expect(await nonceOf(f.alice.address)).to.equal(nonceBefore);
+      expect((await alice.getParticipant(id, f.alice.address)).totalDeposit).to.equal(0n);
+    });
+
+    it("a deposit the hub refuses (not increasing, channel closed, above uint256) sends nothing", async function () {
+      const { channelId: id } = await alice.openChannel(f.bob.address, token, 30);
+      await alice.setTotalDeposit(id, E("5"));
+      const nonceBefore = await nonceOf(f.alice.address);
+      const same = await failure(alice.setTotalDeposit(id, E("5")));
+      expect(same).to.be.instanceOf(HubCallError);
+      expect((same as HubCallError).errorName).to.equal("ChannelHubDepositNotIncreasing");
+      const tooBig = await failure(alice.setTotalDeposit(id, ethers.MaxUint256 + 1n));
+      expect(isQrwpError(tooBig) && tooBig.code).to.equal("INVALID_ARGUMENT");
+      expect(await nonceOf(f.alice.address)).to.equal(nonceBefore);
+      expect(await allowanceOf(f.alice.address)).to.equal(0n);
+
+      await bob.closeChannel(id, f.alice.address, null);
+      const closedNonce = await nonceOf(f.alice.address);
+      const closed = await failure(alice.setTotalDeposit(id, E("6")));
+      expect((closed as HubCallError).errorName).to.equal("ChannelHubInvalidChannelState");
+      expect(await nonceOf(f.alice.address)).to.equal(closedNonce);
+      expect(await allowanceOf(f.alice.address)).to.equal(0n);
+    });
+
+    it("a good deposit approves exactly the increase, and nothing when the allowance already covers it", async function () {
+      const { channelId: id } = await alice.openChannel(f.bob.address, token, 30);
+      const erc20 = TestToken__factory.connect(token, f.deployer);
+      const approvedValue = async (txHash: string) => {
+        const receipt = await f.deployer.provider!.getTransactionReceipt(txHash);
+        const approval = receipt!.logs
+          .map((l) => erc20.interface.parseLog(l))
+          .find((l) => l?.name === "Approval");
+        return approval?.args[2] as bigint;
+      };
+      const first = await alice.setTotalDeposit(id, E("7"));
+      expect(first.approve).to.not.equal(null);
+      expect(await approvedValue(first.approve!.txHash)).to.equal(E("7"));
+      const second = await alice.setTotalDeposit(id, E("10"));
+      expect(await approvedValue(second.approve!.txHash)).to.equal(E("3"));
+      expect(await allowanceOf(f.alice.address)).to.equal(0n); // each approve was spent exactly
+      // An allowance that already covers the increase: no approve.
+      await (await TestToken__factory.connect(token, f.alice).approve(f.deployment.bridge, E("2"))).wait();
+      const aliceAgain = new HubClient(f.alice, f.deployment); // a fresh nonce manager after that approve
+      const third = await aliceAgain.setTotalDeposit(id, E("12"));
+      expect(third.approve).to.equal(null);
+      expect((await aliceAgain.getParticipant(id, f.alice.address)).totalDeposit).to.equal(E("12"));
+    });
   });
 });

@@ -190,13 +190,29 @@ describe("integration: multi-hop payments over five nodes", function () {
       description: "coffee",
     });
     expect(invoice.status).to.equal("open");
-    const p = await n.alice!.api.call<RoutedPayment>("POST", "/v1/payments", {
-      target: n.dave!.address,
-      token,
-      amount: (2n * unit).toString(),
-      paymentHash: invoice.paymentHash,
-    });
+    const payInvoice = (amount: bigint) =>
+      n.alice!.api.call<RoutedPayment>("POST", "/v1/payments", {
+        target: n.dave!.address,
+        token,
+        amount: amount.toString(),
+        paymentHash: invoice.paymentHash,
+        paymentId: "coffee-invoice",
+      });
+    const p = await payInvoice(2n * unit);
     expect(p.status).to.equal("completed");
+    // A retry with the same paymentId is answered with the same payment: nothing is sent again.
+    const aliceBob = await ourBalance(n.alice!, n.bob!);
+    const again = await payInvoice(2n * unit);
+    expect(again).to.deep.include({ paymentId: "coffee-invoice", status: "completed", preimage: p.preimage });
+    expect(again.attempts.length).to.equal(p.attempts.length);
+    expect(await ourBalance(n.alice!, n.bob!)).to.equal(aliceBob);
+    const conflict = await payInvoice(3n * unit).then(
+      () => null,
+      (e: { status: number; body: { error: { code: string; details: { field: string } } } }) => e,
+    );
+    expect(conflict?.status).to.equal(409);
+    expect(conflict?.body.error).to.deep.include({ code: "CONFLICT" });
+    expect(conflict?.body.error.details.field).to.equal("amount");
     const deadline = Date.now() + 30_000;
     for (;;) {
       const inv = await n.dave!.api.call<{ status: string; paidAmount: string }>(
