@@ -94,7 +94,7 @@ export interface PeerLimitOptions {
 
 /**
  * Adds the peer-limit options (each with its `QRWP_*` env) to `cmd`; their defaults are `DEFAULT_PEER_LIMITS`
- * of `host/peer-guard.ts`, and PROTOCOL.md §2.3 explains each.
+ * of `host/peer-guard.ts`, and PROTOCOL.md §3.1 and §5 explains each.
  */
 export function addPeerLimitOptions(cmd: Command): Command {
   const int = (flag: string, env: string, help: string, parse: (v: string) => number) =>
@@ -104,8 +104,9 @@ export function addPeerLimitOptions(cmd: Command): Command {
     "QRWP_PUZZLE_BITS",
     "handshake puzzle for strangers, bits (default 15)",
     (v) => {
+      // The difficulty climbs up to 5 bits under load, and an initiator solves at most 22.
       const n = parseNonNegativeInt(v);
-      if (n > 23) throw new InvalidArgumentError("must be at most 23");
+      if (n > 17) throw new InvalidArgumentError("must be at most 17");
       return n;
     },
   );

@@ -27,6 +27,13 @@ export interface FrameReadOptions {
 /** Reads and writes length-prefixed frames on one stream (one reader and one writer at a time). */
 export class FrameStream {
   readonly #bytes: ByteStream<Stream>;
+  /**
+   * The frame deadline: one controller and one timer for the stream's life, re-armed when a frame starts
+   * (no timer per frame on the hot path); it aborts only if a frame is still incomplete when it fires.
+   */
+  readonly #stall = new AbortController();
+  readonly #stallTimer: NodeJS.Timeout;
+  #inFrame = false;
 
   /**
    * @param stream - the libp2p stream (this object becomes its only reader).
@@ -36,10 +43,15 @@ export class FrameStream {
   constructor(
     stream: Stream,
     private readonly maxFrameBytes: number,
-    private readonly frameTimeoutMs: number,
+    frameTimeoutMs: number,
   ) {
     // Room for a few pipelined frames; a peer that floods beyond it while we are busy loses the stream.
     this.#bytes = byteStream(stream, { maxBufferSize: 4 * (maxFrameBytes + MAX_LENGTH_BYTES) });
+    this.#stallTimer = setTimeout(() => {
+      if (this.#inFrame) this.#stall.abort();
+    }, frameTimeoutMs);
+    this.#stallTimer.unref();
+    stream.addEventListener("close", () => clearTimeout(this.#stallTimer), { once: true });
   }
 
   /**
@@ -52,7 +64,18 @@ export class FrameStream {
    */
   async read(options: FrameReadOptions = {}): Promise<Uint8Array> {
     const first = await this.#readBytes(1, anySignal(options.signal, options.idleSignal), options, "idle");
-    const frameSignal = anySignal(options.signal, AbortSignal.timeout(this.frameTimeoutMs));
+    this.#inFrame = true;
+    this.#stallTimer.refresh();
+    try {
+      return await this.#readRest(first, options);
+    } finally {
+      this.#inFrame = false;
+    }
+  }
+
+  /** The rest of a frame whose first length byte is `first`, under the frame deadline. */
+  async #readRest(first: Uint8Array, options: FrameReadOptions): Promise<Uint8Array> {
+    const frameSignal = anySignal(options.signal, this.#stall.signal);
     const lengthBytes = new Uint8ArrayList(first);
     let length: number | undefined;
     while (length === undefined) {
@@ -91,7 +114,10 @@ export class FrameStream {
     return chunk.subarray();
   }
 
-  /** Writes one frame (length varint, then the bytes) under `signal`. */
+  /**
+   * Writes one frame (length varint, then the bytes) under `signal`.
+   * @throws libp2p's stream errors when the stream is closed or reset, or `signal` aborts.
+   */
   async write(frame: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
     await this.#bytes.write(new Uint8ArrayList(encodeVarint(frame.byteLength), frame), options);
   }

@@ -4,17 +4,17 @@
  * difficulty climbs with the rate of strangers' handshakes), a cap on handshakes in progress, connection
  * budgets (in total and per IP, strangers evicted first, never a protected peer), a deadline for an inbound
  * connection to open a session, and rate-limited warnings for what peers cause. The numbers and their
- * reasons are in PROTOCOL.md §2.3.
+ * reasons are in PROTOCOL.md §3.1 and §5.
  *
  * A peer is *protected* when the process has a reason to keep it (a channel partner, a configured watchtower,
  * a watchtower's client): its libp2p peer id, authenticated by Noise before our handshake starts, is
  * remembered and tagged in the peer store so libp2p's own pruner keeps it too.
  */
-import type { Connection, Libp2p } from "@libp2p/interface";
+import type { Connection, Libp2p, PeerId } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
 import { RateLimiter, tryGetNetConfig } from "@libp2p/utils";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
-import { MAX_PUZZLE_DIFFICULTY_BITS } from "../protocol/index.js";
 
 /** The limits a {@link PeerGuard} enforces (all overridable; see {@link DEFAULT_PEER_LIMITS}). */
 export interface PeerLimits {
@@ -51,7 +51,7 @@ export interface PeerLimits {
   peerWarningsPerMinute: number;
 }
 
-/** Defaults, sized for a 2-core machine (PROTOCOL.md §2.3 gives the measurements behind them). */
+/** Defaults, sized for a 2-core machine (PROTOCOL.md §3.1 and §5 gives the measurements behind them). */
 export const DEFAULT_PEER_LIMITS: Readonly<PeerLimits> = Object.freeze({
   puzzleDifficultyBits: 15,
   strangerHandshakesPerSecond: 10,
@@ -69,6 +69,14 @@ export const DEFAULT_PEER_LIMITS: Readonly<PeerLimits> = Object.freeze({
   peerWarningsPerMinute: 10,
 });
 
+/**
+ * Hardest puzzle an initiator of ours solves (bits; about 8 s of JS SHA-256 on average): a responder's
+ * base difficulty plus its climb must stay within it.
+ */
+export const INITIATOR_MAX_PUZZLE_BITS = 22;
+/** A connection this young (or a session this recently active) is evicted after older, quieter ones (ms). */
+const NEW_CONNECTION_GRACE_MS = 5_000;
+
 /** libp2p peer-store tag of protected peers (its value makes libp2p's pruner keep them). */
 export const PROTECTED_TAG = "qrwp-protected";
 const WINDOW_MS = 60_000;
@@ -79,10 +87,26 @@ interface WarningWindow {
   suppressed: number;
 }
 
-/** The remote IP of a connection (or its multiaddr string when it has none). */
+/**
+ * The remote host a connection counts against for per-IP budgets: its IPv4 address, the /64 prefix of its
+ * IPv6 address (one subscriber's usual allocation, so a /64 is one "IP"), or its multiaddr string.
+ */
 export function remoteHost(connection: Pick<Connection, "remoteAddr">): string {
   const config = tryGetNetConfig(connection.remoteAddr);
-  return config && "host" in config ? config.host : connection.remoteAddr.toString();
+  if (!config || !("host" in config)) return connection.remoteAddr.toString();
+  return config.type === "ip6" ? ipv6Prefix64(config.host) : config.host;
+}
+
+/** The first four 16-bit groups of an IPv6 address, expanded (e.g. "2001:db8:0:1::/64"). */
+export function ipv6Prefix64(address: string): string {
+  const [head = "", tail] = address.split("%")[0]!.split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === undefined || tail === "" ? [] : tail.split(":");
+  const groups = [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (parseInt(g, 16) || 0).toString(16))
+    .join(":")}::/64`;
 }
 
 /** Enforces {@link PeerLimits} on one libp2p host; see the module doc. */
@@ -93,9 +117,9 @@ export class PeerGuard {
   readonly #log: Logger;
   readonly #protected = new Set<string>();
   readonly #protectedHandshakes: RateLimiter;
-  /** Open QRWP sessions per peer id (over every protocol), and when each peer last sent a frame. */
-  readonly #sessions = new Map<string, number>();
-  readonly #lastActiveMs = new Map<string, number>();
+  /** Open QRWP sessions per connection (over every protocol), and when each such connection last had a frame. */
+  readonly #sessions = new Map<Connection, number>();
+  readonly #lastActiveMs = new Map<Connection, number>();
   readonly #warnings = new LRUCache<string, WarningWindow>({ max: 10_000 });
   readonly #strikes = new WeakMap<Connection, number>();
   /** Abort functions of the streams waiting for a puzzle solution, oldest first. */
@@ -122,9 +146,12 @@ export class PeerGuard {
     if (
       !Number.isInteger(l.puzzleDifficultyBits) ||
       l.puzzleDifficultyBits < 0 ||
-      l.puzzleDifficultyBits + l.maxExtraDifficultyBits > MAX_PUZZLE_DIFFICULTY_BITS
+      l.puzzleDifficultyBits + l.maxExtraDifficultyBits > INITIATOR_MAX_PUZZLE_BITS
     ) {
-      throw new RangeError(`puzzle difficulty must stay within [0, ${MAX_PUZZLE_DIFFICULTY_BITS}] bits`);
+      // Never ask more than an initiator solves: a peer would be locked out instead of slowed down.
+      throw new RangeError(
+        `puzzleDifficultyBits + maxExtraDifficultyBits must stay within [0, ${INITIATOR_MAX_PUZZLE_BITS}] bits`,
+      );
     }
     this.#libp2p = libp2p;
     this.#log = log;
@@ -132,7 +159,7 @@ export class PeerGuard {
       points: Math.max(1, l.protectedHandshakesPerMinute),
       duration: 60,
     });
-    for (const peerId of protectedPeerIds) this.#protected.add(peerId);
+    for (const peerId of protectedPeerIds) this.protect(peerId);
   }
 
   /** Starts watching connections (idempotent). */
@@ -223,16 +250,21 @@ export class PeerGuard {
 
   // ---- peers and sessions ----
 
-  /** Remembers `peerId` as protected (free handshakes, never evicted) and tags it in the peer store. */
+  /**
+   * Remembers `peerId` (a libp2p peer id string) as protected: free handshakes within its budget, no
+   * pre-session deadline, never evicted; and tags it in libp2p's peer store so libp2p's pruner keeps it too.
+   * A malformed peer id is ignored.
+   */
   protect(peerId: string): void {
     if (this.#protected.has(peerId)) return;
-    this.#protected.add(peerId);
-    const connection = this.#libp2p.getConnections().find((c) => c.remotePeer.toString() === peerId);
-    if (connection) {
-      this.#libp2p.peerStore
-        .merge(connection.remotePeer, { tags: { [PROTECTED_TAG]: { value: 100 } } })
-        .catch(() => undefined);
+    let id: PeerId;
+    try {
+      id = peerIdFromString(peerId);
+    } catch {
+      return;
     }
+    this.#protected.add(peerId);
+    this.#libp2p.peerStore.merge(id, { tags: { [PROTECTED_TAG]: { value: 100 } } }).catch(() => undefined);
   }
 
   /** True for a protected peer id. */
@@ -240,39 +272,39 @@ export class PeerGuard {
     return this.#protected.has(peerId);
   }
 
-  /** A QRWP session with `peerId` opened (any protocol). */
-  sessionOpened(peerId: string): void {
-    this.#sessions.set(peerId, (this.#sessions.get(peerId) ?? 0) + 1);
-    this.#lastActiveMs.set(peerId, Date.now());
+  /** A QRWP session opened on `connection` (any protocol). Pair every call with {@link sessionClosed}. */
+  sessionOpened(connection: Connection): void {
+    this.#sessions.set(connection, (this.#sessions.get(connection) ?? 0) + 1);
+    this.#lastActiveMs.set(connection, Date.now());
   }
 
-  /** A QRWP session with `peerId` closed; a stranger left with no session loses its inbound connections. */
-  sessionClosed(peerId: string): void {
-    const n = (this.#sessions.get(peerId) ?? 1) - 1;
+  /**
+   * A QRWP session on `connection` closed (once per {@link sessionOpened}); a stranger's inbound connection
+   * left without a session is closed too.
+   */
+  sessionClosed(connection: Connection): void {
+    const n = (this.#sessions.get(connection) ?? 1) - 1;
     if (n > 0) {
-      this.#sessions.set(peerId, n);
+      this.#sessions.set(connection, n);
       return;
     }
-    this.#sessions.delete(peerId);
-    this.#lastActiveMs.delete(peerId);
-    if (this.#protected.has(peerId)) return;
-    for (const c of this.#libp2p.getConnections()) {
-      if (c.remotePeer.toString() === peerId && c.direction === "inbound") {
-        c.abort(new Error("stranger's session ended"));
-      }
+    this.#sessions.delete(connection);
+    this.#lastActiveMs.delete(connection);
+    if (connection.direction === "inbound" && !this.#protected.has(connection.remotePeer.toString())) {
+      connection.abort(new Error("stranger's session ended"));
     }
   }
 
-  /** `peerId` sent a frame now (for least-recently-active eviction). */
-  touch(peerId: string): void {
-    if (this.#lastActiveMs.has(peerId)) this.#lastActiveMs.set(peerId, Date.now());
+  /** A frame arrived on `connection` now (for least-recently-active eviction). */
+  touch(connection: Connection): void {
+    if (this.#lastActiveMs.has(connection)) this.#lastActiveMs.set(connection, Date.now());
   }
 
   #connectionOpened(connection: Connection): void {
-    const peerId = connection.remotePeer.toString();
-    if (connection.direction === "inbound" && !this.#protected.has(peerId)) {
+    if (connection.direction === "inbound" && !this.#protected.has(connection.remotePeer.toString())) {
       const timer = setTimeout(() => {
-        if (connection.status === "open" && !this.#sessions.has(peerId) && !this.#protected.has(peerId)) {
+        const peerId = connection.remotePeer.toString();
+        if (connection.status === "open" && !this.#sessions.has(connection) && !this.#protected.has(peerId)) {
           connection.abort(new Error("no session before the pre-session deadline"));
         }
       }, this.limits.preSessionTimeoutMs);
@@ -282,11 +314,14 @@ export class PeerGuard {
   }
 
   /**
-   * Keeps the connection counts within budget after `opened` arrived: closes strangers' inbound connections,
-   * those without a session oldest first, then those with a session least recently active first.
+   * Keeps the connection counts within budget after `opened` arrived by closing strangers' inbound
+   * connections, in this order: those without a session past their first seconds (oldest first), those whose
+   * session has been quiet for as long (least recently active first), new ones still handshaking, and last
+   * those whose session is active. Protected peers' connections are never closed.
    */
   #enforceBudgets(opened: Connection): void {
     const all = this.#libp2p.getConnections();
+    const now = Date.now();
     const host = remoteHost(opened);
     const sameHost = all.filter((c) => remoteHost(c) === host);
     const excessTotal = all.length - this.limits.maxConnections;
@@ -297,13 +332,10 @@ export class PeerGuard {
     const victims = pool
       .filter((c) => c.direction === "inbound" && !this.#protected.has(c.remotePeer.toString()))
       .map((c) => {
-        const peerId = c.remotePeer.toString();
-        const hasSession = this.#sessions.has(peerId);
-        return {
-          c,
-          rank: hasSession ? 1 : 0,
-          at: hasSession ? (this.#lastActiveMs.get(peerId) ?? 0) : c.timeline.open,
-        };
+        const active = this.#lastActiveMs.get(c);
+        const at = active ?? c.timeline.open;
+        const recent = now - at < NEW_CONNECTION_GRACE_MS;
+        return { c, at, rank: active === undefined ? (recent ? 2 : 0) : recent ? 3 : 1 };
       })
       .sort((a, b) => a.rank - b.rank || a.at - b.at)
       .slice(0, excess);

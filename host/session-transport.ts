@@ -8,8 +8,10 @@
  *
  * What strangers may cost is bounded by the host's {@link PeerGuard}: an inbound handshake from a peer we do
  * not know starts with a client puzzle, handshakes in progress are capped, a stranger's session closes when
- * idle and the least recently active stranger's session makes room for a new one beyond the cap; protected
- * peers (channel partners, towers and their clients, as `isProtected` says) are exempt.
+ * idle and the least recently active stranger's session makes room for a new one beyond the cap; a session
+ * replaced by a newer one with the same peer closes once quiet; protected peers (channel partners, towers
+ * and their clients, as `isProtected` says, checked at the start of a session and after each of its
+ * requests) are exempt.
  *
  * Requests from a peer are handled one at a time in arrival order (so balance proofs are processed in nonce
  * order); replies are matched to requests by id and never wait behind a request handler.
@@ -36,7 +38,7 @@ import {
   type Session,
 } from "../protocol/index.js";
 import { FrameStream } from "./frame-stream.js";
-import { PeerGuard, remoteHost } from "./peer-guard.js";
+import { INITIATOR_MAX_PUZZLE_BITS, PeerGuard, remoteHost } from "./peer-guard.js";
 
 /** The authenticated peer a request came from. */
 export interface RemotePeer {
@@ -65,7 +67,7 @@ export interface SessionTransportInit {
   guard?: PeerGuard;
   /** True when the peer with this address must be kept (channel partner, tower, tower client); default none. */
   isProtected?: (address: string) => boolean;
-  /** Hardest puzzle (bits) this side solves when dialing; a peer asking more is refused. Default 22. */
+  /** Hardest puzzle (bits) this side solves when dialing; a peer asking more is refused. Default 22 (`INITIATOR_MAX_PUZZLE_BITS`). */
   maxPuzzleDifficultyBits?: number;
 }
 
@@ -73,7 +75,6 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 /** A sealed frame is the plaintext plus the 8-byte counter header and the 16-byte Poly1305 tag. */
 const MAX_WIRE_FRAME_BYTES = MAX_FRAME_BYTES + 64;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-const DEFAULT_MAX_PUZZLE_BITS = 22;
 /** Inbound streams of one QRWP protocol per connection (libp2p resets streams beyond it). */
 const MAX_INBOUND_STREAMS_PER_CONNECTION = 4;
 /** Puzzle counters tried between two yields to the event loop (about 4 ms of hashing). */
@@ -81,6 +82,7 @@ const PUZZLE_CHUNK = 2048;
 
 /**
  * Solves a handshake puzzle without blocking the event loop for long (chunks of {@link PUZZLE_CHUNK} hashes).
+ * @returns the 8-byte solution (`searchPuzzleSolution` of protocol/handshake-puzzle.ts).
  * @throws QrwpError HANDSHAKE_FAILED when `signal` aborts first.
  */
 export async function solvePuzzle(challenge: HandshakeChallenge, signal?: AbortSignal): Promise<Uint8Array> {
@@ -104,7 +106,7 @@ interface Pending {
  * it (up to `maxPuzzleDifficultyBits`) and sends `hello` again with the solution; then `finish`.
  * @returns the established session.
  * @throws QrwpError HANDSHAKE_FAILED (a forged or unexpected reply, a puzzle above the cap, the deadline);
- *   FRAME_REJECTED when the stream fails.
+ *   FRAME_REJECTED when a read fails; a write to a failed stream throws libp2p's error.
  */
 export async function initiateHandshake(
   frames: FrameStream,
@@ -112,7 +114,7 @@ export async function initiateHandshake(
   options: { signal: AbortSignal; maxPuzzleDifficultyBits?: number },
 ): Promise<Session> {
   const { signal } = options;
-  const maxBits = options.maxPuzzleDifficultyBits ?? DEFAULT_MAX_PUZZLE_BITS;
+  const maxBits = options.maxPuzzleDifficultyBits ?? INITIATOR_MAX_PUZZLE_BITS;
   const read = () => frames.read({ signal, maxFrameBytes: MAX_HANDSHAKE_MESSAGE_BYTES });
   await frames.write(initiator.hello(), { signal });
   let answer = await read();
@@ -138,8 +140,13 @@ interface PeerSessionContext {
   log: Logger;
   guard: PeerGuard;
   isProtected: (address: string) => boolean;
+  /** How long a replaced session may stay quiet before it closes (ms). */
+  retiredIdleMs: number;
   onClose: (s: PeerSession) => void;
 }
+
+/** Requests of one session queued or running at once; beyond it a request is answered RATE_LIMITED unread. */
+const MAX_QUEUED_REQUESTS = 64;
 
 /** One authenticated, encrypted session with a peer over one libp2p stream. */
 class PeerSession {
@@ -148,13 +155,17 @@ class PeerSession {
   /** When the peer last sent a frame (ms). */
   lastActiveMs = Date.now();
   #protected = false;
+  /** Replaced by a newer session with the same peer: it drains, then closes once quiet. */
+  #retired = false;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #queuedRequests = 0;
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #writeChain: Promise<void> = Promise.resolve();
   #requestChain: Promise<void> = Promise.resolve();
 
   constructor(
-    readonly remotePeerId: string,
+    readonly connection: Connection,
     private readonly frames: FrameStream,
     private readonly session: Session,
     private readonly stream: Stream,
@@ -164,13 +175,51 @@ class PeerSession {
     this.refreshProtection();
   }
 
-  /** True when the peer is protected; the first time it is, its peer id is protected on the host too. */
+  get remotePeerId(): string {
+    return this.connection.remotePeer.toString();
+  }
+
+  /**
+   * True when the peer is protected. Checked when the session starts and after each request it made (a
+   * request is what makes a stranger a partner or a tower client); the first time it is true, the peer id is
+   * protected on the host and a pending idle deadline is lifted.
+   */
   refreshProtection(): boolean {
     if (!this.#protected && this.ctx.isProtected(this.remoteAddress)) {
       this.#protected = true;
       this.ctx.guard.protect(this.remotePeerId);
+      if (!this.#retired) this.#clearIdle();
     }
     return this.#protected;
+  }
+
+  /** Whether the peer was protected when last checked (no new check). */
+  get isProtected(): boolean {
+    return this.#protected;
+  }
+
+  /** Marks the session replaced: it still delivers replies, and closes after `retiredIdleMs` of quiet. */
+  retire(): void {
+    this.#retired = true;
+  }
+
+  #clearIdle(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+  }
+
+  /** The idle deadline of the next frame: a stranger's or a retired session's; none for a protected peer. */
+  #idleSignal(): AbortSignal | undefined {
+    this.#clearIdle();
+    const ms = this.#retired
+      ? this.ctx.retiredIdleMs
+      : this.#protected
+        ? undefined
+        : this.ctx.guard.limits.strangerSessionIdleMs;
+    if (ms === undefined) return undefined;
+    const idle = new AbortController();
+    this.#idleTimer = setTimeout(() => idle.abort(), ms);
+    return idle.signal;
   }
 
   /** Seals and writes an envelope; writes happen in call order so frame counters stay in sequence. */
@@ -210,22 +259,19 @@ class PeerSession {
     const { guard, log } = this.ctx;
     try {
       for (;;) {
-        // A stranger's session lives while it talks; a protected peer's as long as the stream does.
-        const idleSignal = this.refreshProtection()
-          ? undefined
-          : AbortSignal.timeout(guard.limits.strangerSessionIdleMs);
+        const idleSignal = this.#idleSignal();
         let frame: Uint8Array;
         try {
           frame = await this.frames.read(idleSignal ? { idleSignal } : {});
         } catch (err) {
           const reason = isQrwpError(err) ? err.details.reason : undefined;
-          if (reason === "idle") log.debug({ peer: this.remoteAddress }, "closing idle stranger session");
+          if (reason === "idle") log.debug({ peer: this.remoteAddress }, "closing an idle session");
           else if (reason !== "closed")
             this.#warn({ err: errorFields(err) }, "dropping session after bad frame");
           break;
         }
         this.lastActiveMs = Date.now();
-        guard.touch(this.remotePeerId);
+        guard.touch(this.connection);
         let plaintext: Uint8Array;
         try {
           plaintext = this.session.open(frame);
@@ -251,24 +297,7 @@ class PeerSession {
           }
           continue;
         }
-        const requestId = envelope.id;
-        this.#requestChain = this.#requestChain.then(async () => {
-          let reply: ChannelMessage;
-          try {
-            reply = await this.ctx.handler(
-              {
-                address: this.remoteAddress,
-                mldsaPublicKey: this.session.remote.mldsaPublicKey,
-                peerId: this.remotePeerId,
-              },
-              envelope.body,
-            );
-          } catch (err) {
-            reply = errorReply(err);
-            this.#warn({ type: envelope.body.type, err: errorFields(err) }, "refused peer request");
-          }
-          await this.#write({ id: 0, replyTo: requestId, body: reply }).catch(() => undefined);
-        });
+        this.#enqueueRequest(envelope);
       }
     } catch (err) {
       log.error({ peer: this.remoteAddress, err: errorFields(err) }, "session read loop failed");
@@ -277,9 +306,49 @@ class PeerSession {
     }
   }
 
+  /**
+   * Runs a peer's request after its earlier ones (arrival order), then re-checks protection; a peer with
+   * {@link MAX_QUEUED_REQUESTS} waiting is answered RATE_LIMITED at once instead of queueing more.
+   */
+  #enqueueRequest(envelope: Envelope): void {
+    const requestId = envelope.id;
+    if (this.#queuedRequests >= MAX_QUEUED_REQUESTS) {
+      this.#warn({ type: envelope.body.type }, "too many queued requests; refused");
+      const body: ChannelMessage = {
+        type: "Error",
+        code: "RATE_LIMITED",
+        message: "too many requests queued",
+      };
+      void this.#write({ id: 0, replyTo: requestId, body }).catch(() => undefined);
+      return;
+    }
+    this.#queuedRequests++;
+    this.#requestChain = this.#requestChain.then(async () => {
+      let reply: ChannelMessage;
+      try {
+        reply = await this.ctx.handler(
+          {
+            address: this.remoteAddress,
+            mldsaPublicKey: this.session.remote.mldsaPublicKey,
+            peerId: this.remotePeerId,
+          },
+          envelope.body,
+        );
+      } catch (err) {
+        reply = errorReply(err);
+        this.#warn({ type: envelope.body.type, err: errorFields(err) }, "refused peer request");
+      } finally {
+        this.#queuedRequests--;
+      }
+      this.refreshProtection();
+      await this.#write({ id: 0, replyTo: requestId, body: reply }).catch(() => undefined);
+    });
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.#clearIdle();
     for (const [id, p] of this.#pending) {
       clearTimeout(p.timer);
       p.reject(
@@ -310,7 +379,10 @@ export function errorFields(err: unknown): { code?: string; message: string } {
 export class SessionTransport {
   /** The libp2p protocol id this transport serves and dials. */
   readonly protocol: string;
+  /** The session that carries our requests, per lower-case address. */
   readonly #sessions = new Map<string, PeerSession>();
+  /** Every live session, replaced ones included (they drain, then close when quiet). */
+  readonly #live = new Set<PeerSession>();
   readonly #dialing = new Map<string, Promise<PeerSession>>();
   readonly #requestTimeoutMs: number;
   readonly #handshakeTimeoutMs: number;
@@ -331,15 +403,10 @@ export class SessionTransport {
     this.protocol = init.protocol ?? CHANNEL_PROTOCOL;
     this.#requestTimeoutMs = init.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#handshakeTimeoutMs = init.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    this.#maxPuzzleBits = init.maxPuzzleDifficultyBits ?? DEFAULT_MAX_PUZZLE_BITS;
+    this.#maxPuzzleBits = init.maxPuzzleDifficultyBits ?? INITIATOR_MAX_PUZZLE_BITS;
     this.#ownsGuard = init.guard === undefined;
     this.#guard = init.guard ?? new PeerGuard(libp2p, log);
     this.#isProtected = init.isProtected ?? (() => false);
-  }
-
-  /** The host's guard this transport reports to. */
-  get guard(): PeerGuard {
-    return this.#guard;
   }
 
   /** Sets the function that answers peers' requests (one at a time per session, in arrival order). */
@@ -372,7 +439,7 @@ export class SessionTransport {
   /** Unregisters the protocol and closes every session (pending requests fail with PEER_OFFLINE). */
   async stop(): Promise<void> {
     await this.libp2p.unhandle(this.protocol).catch(() => undefined);
-    for (const s of [...this.#sessions.values()]) s.close();
+    for (const s of [...this.#live]) s.close();
     if (this.#ownsGuard) this.#guard.stop();
   }
 
@@ -415,24 +482,30 @@ export class SessionTransport {
     if (difficultyBits !== null) guard.strangerHandshakeDone();
     const finish = await readHandshake();
     const session = responder.complete(finish);
-    this.#register(remotePeerId, frames, session, stream);
+    this.#register(connection, frames, session, stream);
   }
 
-  #register(remotePeerId: string, frames: FrameStream, session: Session, stream: Stream): PeerSession {
+  #register(connection: Connection, frames: FrameStream, session: Session, stream: Stream): PeerSession {
     const key = session.remote.address.toLowerCase();
-    const peer = new PeerSession(remotePeerId, frames, session, stream, {
+    const remotePeerId = connection.remotePeer.toString();
+    const peer = new PeerSession(connection, frames, session, stream, {
       handler: (from, body) => this.#handler(from, body),
       log: this.log,
       guard: this.#guard,
       isProtected: this.#isProtected,
+      retiredIdleMs: this.#requestTimeoutMs,
       onClose: (s) => {
         if (this.#sessions.get(key) === s) this.#sessions.delete(key);
-        this.#guard.sessionClosed(remotePeerId);
+        this.#live.delete(s);
+        this.#guard.sessionClosed(connection);
       },
     });
-    // The newest session carries our requests from now on; an older one drains its replies and ends.
+    // The newest session carries our requests from now on; an older one drains its replies and closes
+    // once quiet (both sides may have dialed at once and picked different ones: neither is cut short).
+    this.#sessions.get(key)?.retire();
     this.#sessions.set(key, peer);
-    this.#guard.sessionOpened(remotePeerId);
+    this.#live.add(peer);
+    this.#guard.sessionOpened(connection);
     this.log.info(
       { peer: session.remote.address, peerId: remotePeerId, protocol: this.protocol },
       "session established",
@@ -443,9 +516,9 @@ export class SessionTransport {
     return peer;
   }
 
-  /** Beyond `maxStrangerSessions`, closes the least recently active strangers' sessions. */
+  /** Beyond `maxStrangerSessions` (replaced ones count too), closes the least recently active strangers'. */
   #evictStrangers(): void {
-    const strangers = [...this.#sessions.values()].filter((s) => !s.closed && !s.refreshProtection());
+    const strangers = [...this.#live].filter((s) => !s.closed && !s.isProtected);
     const excess = strangers.length - this.#guard.limits.maxStrangerSessions;
     if (excess <= 0) return;
     strangers.sort((a, b) => a.lastActiveMs - b.lastActiveMs);
@@ -532,7 +605,7 @@ export class SessionTransport {
         signal,
         maxPuzzleDifficultyBits: this.#maxPuzzleBits,
       });
-      return this.#register(connection.remotePeer.toString(), frames, session, stream);
+      return this.#register(connection, frames, session, stream);
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)));
       if (isQrwpError(err)) throw err;

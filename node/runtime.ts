@@ -105,7 +105,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   // Channel partners (the only peers the store keeps) and our towers are protected; the rest are strangers.
   const towerPeerIds = (config.watchtowers ?? []).map((m) => towerPeerId(m));
   const guard = new PeerGuard(libp2p, log.child({ component: "p2p" }), config.peerLimits, [
-    ...store.listPeerIds(),
+    ...store.partnerPeerIds(),
     ...towerPeerIds,
   ]);
   guard.start();

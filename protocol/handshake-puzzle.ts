@@ -1,5 +1,5 @@
 /**
- * The client puzzle of the channel-protocol handshake (see `session.ts` and PROTOCOL.md §2.3): a responder that
+ * The client puzzle of the channel-protocol handshake (see `session.ts` and PROTOCOL.md §3.1 and §5): a responder that
  * does not know the initiator answers its first `hello` with a `challenge` (32 random bytes and a difficulty in
  * bits) instead of doing any public-key work; the initiator must send its `hello` again carrying an 8-byte
  * `solution` such that

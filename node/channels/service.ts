@@ -253,6 +253,8 @@ const eqAddr = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
 /** ChannelAnnounce messages of unknown channels one peer may send per minute (each is checked on chain). */
 const ANNOUNCES_PER_PEER_PER_MINUTE = 10;
+/** Times an opener asks again after its partner answered a ChannelAnnounce with RATE_LIMITED. */
+const ANNOUNCE_RETRIES = 3;
 /** ChannelAnnounce messages of unknown channels checked on chain per second, from all peers together. */
 const ANNOUNCES_PER_SECOND = 20;
 
@@ -683,8 +685,26 @@ export class ChannelService {
       live.record.ourDeposit = params.depositAmount;
       this.#store.updateChannel(live.record);
     }
-    await this.#request(partner, { type: "ChannelAnnounce", channelId, multiaddrs: this.#listenAddrs() });
+    await this.#announce(partner, channelId);
     return this.#view(live);
+  }
+
+  /**
+   * Sends ChannelAnnounce; a partner that answers RATE_LIMITED (its budget for checking announced channels on
+   * chain is spent, perhaps by strangers) is asked again after 1, 2 and 4 s.
+   * @throws QrwpError PEER_REJECTED (any other refusal, or still rate-limited) | PEER_OFFLINE | TIMEOUT
+   */
+  async #announce(partner: string, channelId: bigint): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#request(partner, { type: "ChannelAnnounce", channelId, multiaddrs: this.#listenAddrs() });
+        return;
+      } catch (err) {
+        const rateLimited = isQrwpError(err) && err.details.peerCode === "RATE_LIMITED";
+        if (!rateLimited || attempt >= ANNOUNCE_RETRIES) throw err;
+        await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
+      }
+    }
   }
 
   /**

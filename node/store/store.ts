@@ -511,9 +511,13 @@ export class NodeStore {
       : null;
   }
 
-  /** libp2p peer ids of every stored peer (channel partners only are stored). */
-  listPeerIds(): string[] {
-    return (this.#sql("SELECT peer_id FROM peers").all() as Array<{ peer_id: string }>).map((r) => r.peer_id);
+  /** libp2p peer ids of the partners of channels not settled yet (the peers the node keeps, PROTOCOL §3.1). */
+  partnerPeerIds(): string[] {
+    const rows = this.#sql(
+      `SELECT DISTINCT p.peer_id FROM peers p JOIN channels c ON lower(c.partner) = lower(p.address)
+        WHERE c.state != 'settled'`,
+    ).all() as Array<{ peer_id: string }>;
+    return rows.map((r) => r.peer_id);
   }
 
   /** Inserts a new channel; throws if the channel id exists. */

@@ -6,10 +6,11 @@
 import { Writable } from "node:stream";
 import { expect } from "chai";
 import { generateKeyPair } from "@libp2p/crypto/keys";
+import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import type { Libp2p } from "@libp2p/interface";
 import { pino } from "pino";
 import { createHost, dialableMultiaddrs } from "../../host/libp2p.js";
-import { PeerGuard } from "../../host/peer-guard.js";
+import { PeerGuard, ipv6Prefix64 } from "../../host/peer-guard.js";
 import { dialNew, startAttackerHost } from "../../devnet/attacker.js";
 
 function capturingLogger(): { log: pino.Logger; lines: Array<Record<string, unknown>> } {
@@ -25,6 +26,7 @@ function capturingLogger(): { log: pino.Logger; lines: Array<Record<string, unkn
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const newPeerId = async () => peerIdFromPrivateKey(await generateKeyPair("Ed25519")).toString();
 
 describe("host/peer-guard", function () {
   this.timeout(60_000);
@@ -37,17 +39,20 @@ describe("host/peer-guard", function () {
     await host?.stop();
   });
 
-  it("asks strangers for the base puzzle; a protected peer goes free until its per-minute budget is spent", () => {
+  it("asks strangers for the base puzzle; a protected peer goes free until its per-minute budget is spent", async () => {
     const { log } = capturingLogger();
+    const [a, b] = await Promise.all([newPeerId(), newPeerId()]);
     const guard = new PeerGuard(host, log, { puzzleDifficultyBits: 12, protectedHandshakesPerMinute: 3 }, [
-      "peerA",
+      a,
     ]);
     expect(guard.puzzleDifficulty("stranger")).to.equal(12);
-    expect([1, 2, 3].map(() => guard.puzzleDifficulty("peerA"))).to.deep.equal([null, null, null]);
-    expect(guard.puzzleDifficulty("peerA")).to.equal(12);
-    guard.protect("peerB");
-    expect(guard.isProtected("peerB")).to.equal(true);
-    expect(guard.puzzleDifficulty("peerB")).to.equal(null);
+    expect([1, 2, 3].map(() => guard.puzzleDifficulty(a))).to.deep.equal([null, null, null]);
+    expect(guard.puzzleDifficulty(a)).to.equal(12);
+    guard.protect(b);
+    expect(guard.isProtected(b)).to.equal(true);
+    expect(guard.puzzleDifficulty(b)).to.equal(null);
+    guard.protect("not a peer id");
+    expect(guard.isProtected("not a peer id")).to.equal(false);
   });
 
   it("raises the difficulty one bit per doubling of strangers' handshakes above the target, up to a cap", () => {
@@ -65,11 +70,22 @@ describe("host/peer-guard", function () {
     expect(guard.puzzleDifficulty("s")).to.equal(13); // capped at +3
   });
 
-  it("refuses a difficulty beyond what the protocol allows", () => {
+  it("refuses a difficulty an initiator would not solve (base + climb above 22 bits)", () => {
     const { log } = capturingLogger();
-    expect(() => new PeerGuard(host, log, { puzzleDifficultyBits: 26, maxExtraDifficultyBits: 5 })).to.throw(
+    expect(() => new PeerGuard(host, log, { puzzleDifficultyBits: 18, maxExtraDifficultyBits: 5 })).to.throw(
       RangeError,
     );
+    expect(
+      new PeerGuard(host, log, { puzzleDifficultyBits: 17, maxExtraDifficultyBits: 5 }).limits
+        .puzzleDifficultyBits,
+    ).to.equal(17);
+  });
+
+  it("counts a /64 of IPv6 as one host", () => {
+    expect(ipv6Prefix64("2001:db8:0:1:aaaa::1")).to.equal(ipv6Prefix64("2001:db8::1:bbbb:0:0:2"));
+    expect(ipv6Prefix64("2001:db8:0:1::1")).to.equal("2001:db8:0:1::/64");
+    expect(ipv6Prefix64("2001:db8:0:2::1")).to.not.equal(ipv6Prefix64("2001:db8:0:1::1"));
+    expect(ipv6Prefix64("::1")).to.equal("0:0:0:0::/64");
   });
 
   it("evicts the oldest handshake waiting for its solution when the waiting room is full", () => {
