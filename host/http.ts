@@ -7,6 +7,9 @@
 import type { FastifyError, FastifyInstance } from "fastify";
 import { QrwpError, isQrwpError, toSafeValue, type ErrorCode } from "../protocol/index.js";
 
+/** Querystring schema of a route that takes no query parameters: any is 400 naming it. */
+export const noQuery = { type: "object", additionalProperties: false, properties: {} } as const;
+
 /** HTTP status for each error code. */
 export const HTTP_STATUS: Record<ErrorCode, number> = {
   INVALID_ARGUMENT: 400,

@@ -1,7 +1,8 @@
 /**
  * What a stranger may cost a QRWP process, for one libp2p host (shared by every {@link SessionTransport} on
  * it): handshake admission (a free handshake only for peers we know, a client puzzle for everyone else, whose
- * difficulty climbs with the rate of strangers' handshakes), a cap on handshakes in progress, connection
+ * difficulty climbs with the rate of strangers' handshakes), a cap on handshakes waiting for their puzzle
+ * solution, a limit of failed handshakes per connection, connection
  * budgets (in total and per IP, strangers evicted first, never a protected peer), a deadline for an inbound
  * connection to open a session, and rate-limited warnings for what peers cause. The numbers and their
  * reasons are in PROTOCOL.md §3.1 and §5.

@@ -7,7 +7,7 @@
  * an idle deadline for strangers and a deadline for each started frame.
  *
  * What strangers may cost is bounded by the host's {@link PeerGuard}: an inbound handshake from a peer we do
- * not know starts with a client puzzle, handshakes in progress are capped, a stranger's session closes when
+ * not know starts with a client puzzle, handshakes waiting for their solution are capped, a stranger's session closes when
  * idle and the least recently active stranger's session makes room for a new one beyond the cap; a session
  * replaced by a newer one with the same peer closes once quiet; protected peers (channel partners, towers
  * and their clients, as `isProtected` says, checked at the start of a session and after each of its

@@ -15,7 +15,7 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
 import { QrwpError, appointmentFromJson } from "../protocol/index.js";
-import { STRICT_AJV, errorBody, installErrorHandler } from "../host/http.js";
+import { STRICT_AJV, errorBody, installErrorHandler, noQuery } from "../host/http.js";
 import type { Watchtower } from "./service.js";
 import type { StoredAppointment, WatchtowerStore } from "./store.js";
 
@@ -87,7 +87,6 @@ const appointmentBody = {
 } as const;
 
 /** A route without query parameters: any is 400 naming it. */
-const noQuery = { type: "object", additionalProperties: false, properties: {} } as const;
 
 const accepted = {
   type: "object",

@@ -6,25 +6,25 @@
  * are strings (integer query fields are string patterns, parsed by the handler).
  */
 
-export const address = { type: "string", pattern: "^0x[0-9a-fA-F]{40}$" } as const;
-export const amount = {
+/** An Ethereum address, 0x + 40 hex (any case). */
+const address = { type: "string", pattern: "^0x[0-9a-fA-F]{40}$" } as const;
+const amount = {
   type: "string",
   pattern: "^(0|[1-9][0-9]{0,77})$",
   description: "token base units, decimal",
 } as const;
-export const positiveAmount = {
+const positiveAmount = {
   type: "string",
   pattern: "^[1-9][0-9]{0,77}$",
-  description: "token base units, decimal, > 0",
+  description: "token base units, amount, > 0",
 } as const;
+/** `:id` of the channel routes: a channel id, decimal. */
 export const channelIdParam = {
   type: "object",
   required: ["id"],
   additionalProperties: false,
   properties: { id: { type: "string", pattern: "^[1-9][0-9]{0,77}$" } },
 } as const;
-/** A route that takes no query parameters: any is 400 naming it. */
-export const noQuery = { type: "object", additionalProperties: false, properties: {} } as const;
 /** A POST without a body (an empty JSON object is accepted too; any property is 400 naming it). */
 export const noBody = { type: ["object", "null"], additionalProperties: false, properties: {} } as const;
 /** `GET /v1/info` (further properties pass through unchanged). */
@@ -84,17 +84,17 @@ export const infoBody = {
   },
 } as const;
 
-export const paymentIdSchema = { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" } as const;
-export const bytes32 = { type: "string", pattern: "^0x[0-9a-fA-F]{64}$" } as const;
+const paymentIdSchema = { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" } as const;
+const bytes32 = { type: "string", pattern: "^0x[0-9a-fA-F]{64}$" } as const;
 /** What every way of paying takes: whom, in which token, how much (base units), under which id. */
-export const paymentProperties = {
+const paymentProperties = {
   target: address,
   token: address,
   amount: positiveAmount,
   paymentId: paymentIdSchema,
 } as const;
 
-export const decimal = { type: "string", pattern: "^(0|[1-9][0-9]{0,77})$" } as const;
+/** `POST /v1/payments/direct-transfers`: whom, which token, how much, and the signing deadline. */
 export const directPaymentBody = {
   type: "object",
   required: ["target", "token", "amount"],
@@ -180,8 +180,8 @@ export const processedBody = {
       required: ["channelId", "nonce", "signature"],
       additionalProperties: false,
       properties: {
-        channelId: decimal,
-        nonce: decimal,
+        channelId: amount,
+        nonce: amount,
         signature: { type: "string", pattern: "^0x[0-9a-fA-F]{130}$" },
       },
     },

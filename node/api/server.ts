@@ -25,6 +25,7 @@ import {
   errorBody,
   installErrorHandler,
   parseAmount,
+  noQuery,
   parseIntegerParam,
 } from "../../host/http.js";
 import type { AcceptedDirectTransfer, ChannelService, ChannelView } from "../channels/service.js";
@@ -40,7 +41,6 @@ import {
   infoBody,
   invoiceBody,
   noBody,
-  noQuery,
   openChannelBody,
   payBody,
   paymentHashParam,
