@@ -198,12 +198,41 @@ export interface AcceptedDirectTransfer {
   processed: ProcessedAcknowledgement;
 }
 
-/** The hub's refusals of `openChannel` as client errors: [code, field, reason]. */
-const OPEN_REFUSALS: Record<string, [ErrorCode, string, string]> = {
+/**
+ * The hub's refusals that are the client's mistakes (found when estimating gas or simulating: nothing was
+ * sent): [code, field (null: the field the caller names), reason].
+ */
+const HUB_REFUSALS: Record<string, [ErrorCode, string | null, string]> = {
   ChannelHubInvalidToken: ["INVALID_ARGUMENT", "token", "the token is not a contract"],
   ChannelHubInvalidSettleTimeout: ["INVALID_ARGUMENT", "settleTimeoutSeconds", "settle timeout out of range"],
   ChannelHubChannelAlreadyOpen: ["CONFLICT", "partner", "a channel with this partner and token is open"],
+  ChannelHubDepositNotIncreasing: ["INVALID_ARGUMENT", null, "the total deposit must increase"],
+  ChannelHubDepositOverflow: ["INVALID_ARGUMENT", null, "the deposit overflows"],
+  ChannelHubInvalidChannelState: ["CHANNEL_STATE", null, "the channel is not open"],
+  ChannelHubNotParticipant: ["CHANNEL_STATE", null, "we are not a participant of the channel"],
 };
+
+/**
+ * A failed chain call as a QrwpError: a QrwpError as it is; with `refusalField` (calls a client asked for:
+ * open, deposit), a hub refusal of {@link HUB_REFUSALS} as its client error naming the table's field, else
+ * `refusalField`; anything else CHAIN_ERROR for `action`.
+ */
+function chainError(action: string, err: unknown, refusalField?: string): QrwpError {
+  if (isQrwpError(err)) return err;
+  const name = String((err as { errorName?: unknown }).errorName);
+  const refusal = refusalField === undefined ? undefined : HUB_REFUSALS[name];
+  if (refusal) {
+    return new QrwpError(refusal[0], `the hub refuses ${action}: ${refusal[2]} (${name})`, {
+      field: refusal[1] ?? refusalField,
+    });
+  }
+  return new QrwpError(
+    "CHAIN_ERROR",
+    `${action} failed: ${err instanceof Error ? err.message.slice(0, 300) : String(err)}`,
+    { action },
+    { cause: err },
+  );
+}
 
 /**
  * A partner's `/.../p2p/<peerId>` multiaddr as a dial target (`peerId` and the address without it).
@@ -655,13 +684,7 @@ export class ChannelService {
     const { channelId } = await this.#hub
       .openChannel(partner, token, settleTimeoutSeconds)
       .catch((err: unknown) => {
-        // The hub's refusals (found when estimating gas: nothing was sent) are the client's mistakes.
-        const refusal = OPEN_REFUSALS[String((err as { errorName?: unknown }).errorName)];
-        if (refusal)
-          throw new QrwpError(refusal[0], `the hub refuses this channel: ${refusal[2]}`, {
-            field: refusal[1],
-          });
-        return this.#chain("openChannel", () => Promise.reject(err));
+        throw chainError("openChannel", err, "partner");
       });
     const now = Date.now();
     const record: ChannelRecord = {
@@ -1643,13 +1666,7 @@ export class ChannelService {
     try {
       return await fn();
     } catch (err) {
-      if (isQrwpError(err)) throw err;
-      throw new QrwpError(
-        "CHAIN_ERROR",
-        `${action} failed: ${err instanceof Error ? err.message.slice(0, 300) : String(err)}`,
-        { action },
-        { cause: err },
-      );
+      throw chainError(action, err);
     }
   }
 
@@ -1671,12 +1688,7 @@ export class ChannelService {
           });
         throw err;
       }
-      const name = (err as { errorName?: unknown }).errorName;
-      if (name === "ChannelHubDepositNotIncreasing" || name === "ChannelHubDepositOverflow")
-        throw new QrwpError("INVALID_ARGUMENT", `the hub refuses this deposit: ${String(name)}`, { field });
-      if (name === "ChannelHubInvalidChannelState" || name === "ChannelHubNotParticipant")
-        throw new QrwpError("CHANNEL_STATE", `the hub refuses this deposit: ${String(name)}`, { field });
-      return this.#chain("setTotalDeposit", () => Promise.reject(err));
+      throw chainError("setTotalDeposit", err, field);
     }
   }
 
@@ -1693,7 +1705,7 @@ export class ChannelService {
       const code = (err as { code?: unknown }).code;
       if (code === "BAD_DATA" || code === "CALL_EXCEPTION")
         throw new QrwpError("INVALID_ARGUMENT", "token is not an ERC-20 contract", { field: "token", token });
-      return this.#chain("tokenBalance", () => Promise.reject(err));
+      throw chainError("tokenBalance", err);
     }
     if (balance < amount)
       throw new QrwpError(
