@@ -1,0 +1,104 @@
+/**
+ * host/session-transport.ts between two real libp2p hosts on 127.0.0.1: a stranger solves the puzzle and
+ * gets a session; when both sides dial each other, the replaced session closes once quiet and requests keep
+ * working; a stranger's quiet session closes at its idle deadline while a protected peer's stays.
+ */
+import { expect } from "chai";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import type { Libp2p } from "@libp2p/interface";
+import { pino } from "pino";
+import { createHost, dialableMultiaddrs } from "../../host/libp2p.js";
+import { PeerGuard } from "../../host/peer-guard.js";
+import { SessionTransport } from "../../host/session-transport.js";
+import {
+  CHANNEL_PROTOCOL,
+  generateNodeKeys,
+  type ChannelMessage,
+  type NodeKeys,
+} from "../../protocol/index.js";
+
+const log = pino({ level: "silent" });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Side {
+  host: Libp2p;
+  keys: NodeKeys;
+  guard: PeerGuard;
+  transport: SessionTransport;
+  requests: number;
+}
+
+async function side(options: { protect?: () => boolean; strangerIdleMs?: number } = {}): Promise<Side> {
+  const host = await createHost({ privateKey: await generateKeyPair("Ed25519") });
+  const guard = new PeerGuard(host, log, {
+    puzzleDifficultyBits: 8,
+    ...(options.strangerIdleMs ? { strangerSessionIdleMs: options.strangerIdleMs } : {}),
+  });
+  guard.start();
+  const keys = generateNodeKeys();
+  const transport = new SessionTransport(host, keys, log, {
+    guard,
+    requestTimeoutMs: 1_000,
+    isProtected: options.protect ?? (() => false),
+  });
+  const s: Side = { host, keys, guard, transport, requests: 0 };
+  transport.setHandler(async (): Promise<ChannelMessage> => {
+    s.requests++;
+    return { type: "Ok" };
+  });
+  await transport.start();
+  return s;
+}
+
+const target = (s: Side) => ({
+  peerId: s.host.peerId.toString(),
+  multiaddrs: [dialableMultiaddrs(s.host)[0]!.split("/p2p/")[0]!],
+});
+const channelStreams = (a: Side, b: Side) =>
+  a.host
+    .getConnections(b.host.peerId)
+    .flatMap((c) => c.streams)
+    .filter((st) => st.protocol === CHANNEL_PROTOCOL && st.status === "open").length;
+
+describe("host/session-transport", function () {
+  this.timeout(60_000);
+  const sides: Side[] = [];
+  after(async () => {
+    for (const s of sides) {
+      await s.transport.stop();
+      s.guard.stop();
+      await s.host.stop();
+    }
+  });
+
+  it("both sides dial: the replaced session closes once quiet, requests keep working both ways", async () => {
+    const [a, b] = [await side({ protect: () => true }), await side({ protect: () => true })];
+    sides.push(a, b);
+    await Promise.all([
+      a.transport.request(b.keys.address, { type: "Ok" }, target(b)),
+      b.transport.request(a.keys.address, { type: "Ok" }, target(a)),
+    ]);
+    // Both dialed before either had a session: two sessions, one each way.
+    expect(channelStreams(a, b), "two session streams").to.equal(2);
+    // The one each side replaced goes after 1 s of quiet.
+    await sleep(2_500);
+    expect(channelStreams(a, b), "one session stream left").to.be.at.most(1);
+    const before = a.requests + b.requests;
+    expect((await a.transport.request(b.keys.address, { type: "Ok" }, target(b))).type).to.equal("Ok");
+    expect((await b.transport.request(a.keys.address, { type: "Ok" }, target(a))).type).to.equal("Ok");
+    expect(a.requests + b.requests).to.equal(before + 2);
+  });
+
+  it("closes a stranger's quiet session at its idle deadline; a protected peer's session stays", async () => {
+    const victim = await side({ strangerIdleMs: 1_000, protect: () => false });
+    const friendVictim = await side({ strangerIdleMs: 1_000, protect: () => true });
+    const stranger = await side();
+    sides.push(victim, friendVictim, stranger);
+    await stranger.transport.request(victim.keys.address, { type: "Ok" }, target(victim));
+    await stranger.transport.request(friendVictim.keys.address, { type: "Ok" }, target(friendVictim));
+    expect(victim.transport.connectedPeers()).to.include(stranger.keys.address);
+    await sleep(2_000);
+    expect(victim.transport.connectedPeers()).to.not.include(stranger.keys.address);
+    expect(friendVictim.transport.connectedPeers()).to.include(stranger.keys.address);
+  });
+});
