@@ -57,6 +57,7 @@ import {
 import type { Deployment, HubClient } from "../../chain/index.js";
 import type { SessionTransport, RemotePeer } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
+import { assertSamePayment } from "../payment-retry.js";
 import type { ChannelRecord, NodeStore, PaymentRecord, StoredProof } from "../store/store.js";
 
 /** Default settle timeout for channels we open (seconds of block.timestamp). */
@@ -830,18 +831,11 @@ export class ChannelService {
 
   /** CONFLICT (field "target" | "token" | "amount") unless `params` ask for the payment `existing` is. */
   #assertSamePayment(existing: PaymentRecord, params: PayParams): void {
-    const field = !eqAddr(existing.partner, getAddress(params.target))
-      ? "target"
-      : !eqAddr(existing.token, getAddress(params.token))
-        ? "token"
-        : existing.amount !== params.amount
-          ? "amount"
-          : null;
-    if (field !== null)
-      throw new QrwpError("CONFLICT", `payment ${existing.paymentId} already exists with another ${field}`, {
-        field,
-        paymentId: existing.paymentId,
-      });
+    assertSamePayment(existing.paymentId, [
+      ["target", eqAddr(existing.partner, getAddress(params.target))],
+      ["token", eqAddr(existing.token, getAddress(params.token))],
+      ["amount", existing.amount === params.amount],
+    ]);
   }
 
   /**

@@ -51,6 +51,7 @@ import type {
   PaymentAttempt,
   TransferRecord,
 } from "../store/store.js";
+import { assertSamePayment } from "../payment-retry.js";
 
 /** A route as the router proposes it: the lock each hop receives (the last hop is the target). */
 export interface RouteCandidate {
@@ -308,20 +309,15 @@ export class PaymentService {
     token: string,
     params: MediatedPayParams,
   ): MediatedPaymentRecord {
-    const field = !eq(existing.target, target)
-      ? "target"
-      : !eq(existing.token, token)
-        ? "token"
-        : existing.amount !== params.amount
-          ? "amount"
-          : params.paymentHash !== undefined && params.paymentHash.toLowerCase() !== existing.secretHash
-            ? "paymentHash"
-            : null;
-    if (field !== null)
-      throw new QrwpError("CONFLICT", `payment ${existing.paymentId} already exists with another ${field}`, {
-        field,
-        paymentId: existing.paymentId,
-      });
+    assertSamePayment(existing.paymentId, [
+      ["target", eq(existing.target, target)],
+      ["token", eq(existing.token, token)],
+      ["amount", existing.amount === params.amount],
+      [
+        "paymentHash",
+        params.paymentHash === undefined || params.paymentHash.toLowerCase() === existing.secretHash,
+      ],
+    ]);
     return existing;
   }
 
