@@ -9,7 +9,7 @@ import type { Stream } from "@libp2p/interface";
 import { byteStream, type ByteStream } from "@libp2p/utils";
 import { decode as decodeVarint, encode as encodeVarint } from "uint8-varint";
 import { Uint8ArrayList } from "uint8arraylist";
-import { QrwpError } from "../protocol/index.js";
+import { frameRejected } from "../protocol/index.js";
 
 /** Most bytes a varint length of a frame below 2^28 takes. */
 const MAX_LENGTH_BYTES = 4;
@@ -83,13 +83,13 @@ export class FrameStream {
         length = decodeVarint(lengthBytes);
       } catch (err) {
         if (!(err instanceof RangeError) || lengthBytes.byteLength >= MAX_LENGTH_BYTES) {
-          throw rejected("malformed frame length", "length");
+          throw frameRejected("malformed frame length", "length");
         }
         lengthBytes.append(await this.#readBytes(1, frameSignal, options, "stalled"));
       }
     }
     const max = Math.min(options.maxFrameBytes ?? this.maxFrameBytes, this.maxFrameBytes);
-    if (length > max) throw rejected(`frame of ${length} bytes exceeds ${max}`, "length", { length });
+    if (length > max) throw frameRejected(`frame of ${length} bytes exceeds ${max}`, "length", { length });
     if (length === 0) return new Uint8Array(0);
     return this.#readBytes(length, frameSignal, options, "stalled");
   }
@@ -104,13 +104,16 @@ export class FrameStream {
     try {
       chunk = await this.#bytes.read({ bytes: count, ...(signal ? { signal } : {}) });
     } catch (err) {
-      if (options.signal?.aborted) throw rejected("read deadline passed", "timeout", {}, err);
+      if (options.signal?.aborted) throw frameRejected("read deadline passed", "timeout", {}, err);
       if (signal?.aborted) {
-        throw rejected(onAbort === "idle" ? "no frame before the idle deadline" : "frame stalled", onAbort);
+        throw frameRejected(
+          onAbort === "idle" ? "no frame before the idle deadline" : "frame stalled",
+          onAbort,
+        );
       }
-      throw rejected("stream closed", "closed", {}, err);
+      throw frameRejected("stream closed", "closed", {}, err);
     }
-    if (chunk === null || chunk.byteLength !== count) throw rejected("stream closed", "closed");
+    if (chunk === null || chunk.byteLength !== count) throw frameRejected("stream closed", "closed");
     return chunk.subarray();
   }
 
@@ -127,13 +130,4 @@ function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal | un
   const present = signals.filter((s): s is AbortSignal => s !== undefined);
   if (present.length <= 1) return present[0];
   return AbortSignal.any(present);
-}
-
-function rejected(message: string, reason: string, extra: Record<string, unknown> = {}, cause?: unknown) {
-  return new QrwpError(
-    "FRAME_REJECTED",
-    message,
-    { reason, ...extra },
-    cause === undefined ? undefined : { cause },
-  );
 }

@@ -171,7 +171,11 @@ function frameNonce(header: Uint8Array): Uint8Array {
   return nonce;
 }
 
-function frameRejected(
+/**
+ * A `FRAME_REJECTED` error with `details.reason` (e.g. "counter", "tag", "length", "idle", "stalled") and any
+ * further details; `cause` is kept on the error, not serialised.
+ */
+export function frameRejected(
   message: string,
   reason: string,
   extra: Record<string, unknown> = {},
