@@ -571,7 +571,7 @@ function parseQuantity(value: unknown, what: string): number {
   return n;
 }
 
-function urlLabel(url: string): string {
+export function urlLabel(url: string): string {
   try {
     return new URL(url).origin;
   } catch {

@@ -45,4 +45,4 @@ export type {
   NonClosingBalanceProofUpdatedEvent,
   SecretRevealedEvent,
 } from "./events.js";
-export { CHAIN_EVENT_TYPES, ChainEventFollower } from "./events.js";
+export { CHAIN_EVENT_TYPES, ChainEventFollower, urlLabel } from "./events.js";

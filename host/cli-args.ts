@@ -32,6 +32,15 @@ export function parseUrl(value: string): string {
   }
 }
 
+/**
+ * Collects a repeatable URL flag such as `--rpc` (an environment variable may hold several, comma-separated):
+ * each an http(s) or ws(s) URL, in the order given.
+ */
+export function collectUrls(value: string, previous: string[] | undefined): string[] {
+  const urls = value.split(",").map((u) => parseUrl(u.trim()));
+  return [...(previous ?? []), ...urls];
+}
+
 /** A TCP multiaddr, e.g. `/ip4/127.0.0.1/tcp/9000[/p2p/<peerId>]` (returned unchanged). */
 export function parseMultiaddr(value: string): string {
   if (!/^\/(ip4|ip6|dns4|dns6|dns)\/[^/]+\/tcp\/\d{1,5}(\/.*)?$/.test(value)) {

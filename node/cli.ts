@@ -1,7 +1,7 @@
 /**
  * The channel node's `qrwp` commands (commander; the entry point is `cli/qrwp.ts`):
  *   qrwp init --data-dir D                       create keys (mode 0600) and an API token
- *   qrwp node start --data-dir D --rpc URL ...   run a channel node (--watchtower MULTIADDR, repeatable)
+ *   qrwp node start --data-dir D --rpc URL ...   run a channel node (--rpc and --watchtower repeatable)
  *   qrwp pay | route | invoice create|show       call a running node's API
  * Every flag also reads an environment variable (shown in --help).
  */
@@ -22,6 +22,7 @@ import {
   parseNonNegativeInt,
   parsePositiveInt,
   parseUrl,
+  collectUrls,
 } from "../host/cli-args.js";
 import { initKeystore, readApiToken } from "../host/keystore.js";
 import { createLogger } from "../host/logger.js";
@@ -158,10 +159,16 @@ export function addNodeCommands(program: Command): Command {
       new Option("--key-file <file>", "keys file (default <data-dir>/keys.json)").env("QRWP_KEY_FILE"),
     )
     .addOption(
-      new Option("--rpc <url>", "Ethereum JSON-RPC URL")
+      new Option("--rpc <url>", "Ethereum JSON-RPC URL; repeat (or comma-separate) for failover")
         .env("QRWP_RPC_URL")
-        .argParser(parseUrl)
+        .argParser(collectUrls)
         .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option("--confirmations <blocks>", "blocks below the head before the node acts on a chain event")
+        .env("QRWP_CONFIRMATIONS")
+        .argParser(parseNonNegativeInt)
+        .default(0),
     )
     .addOption(
       new Option("--deployment <file>", "deployment JSON (chainId, bridge, hub, token)")
@@ -181,7 +188,7 @@ export function addNodeCommands(program: Command): Command {
         .default({ host: "127.0.0.1", port: 7001 }, "127.0.0.1:7001"),
     )
     .addOption(
-      new Option("--chain-poll-ms <ms>", "how often to poll the chain for closes")
+      new Option("--chain-poll-ms <ms>", "how often the channel monitor polls the chain")
         .env("QRWP_CHAIN_POLL_MS")
         .argParser(parsePositiveInt)
         .default(2000),
@@ -243,7 +250,8 @@ export function addNodeCommands(program: Command): Command {
           confirmationSeconds: number;
           dataDir: string;
           keyFile?: string;
-          rpc: string;
+          rpc: string[];
+          confirmations: number;
           deployment: string;
           listen: string;
           api: { host: string; port: number };
@@ -257,7 +265,8 @@ export function addNodeCommands(program: Command): Command {
           {
             dataDir: resolve(opts.dataDir),
             ...(opts.keyFile ? { keyFile: resolve(opts.keyFile) } : {}),
-            rpcUrl: opts.rpc,
+            rpcUrls: opts.rpc,
+            confirmations: opts.confirmations,
             deploymentFile: resolve(opts.deployment),
             listen: opts.listen,
             apiHost: opts.api.host,

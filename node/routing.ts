@@ -1,6 +1,6 @@
 /**
  * The node's view of the network for routing: the deployment's public channel graph (router/NetworkGraph)
- * fed by confirmed ChannelHub events (chain/ChainEventFollower, cursor persisted in the store) and by
+ * fed by the confirmed ChannelHub events the channel monitor delivers (node/monitor, one follower per node) and by
  * signed channel updates over gossipsub (router/ChannelGossip); our own channel updates (fee schedule,
  * expiry delta, capacity hint) are published whenever a channel of ours changes and every
  * `updateIntervalMs`. Implements the payments layer's {@link RouteProvider} with router/findPaymentRoutes,
@@ -8,7 +8,7 @@
  */
 import type { GossipSub } from "@libp2p/gossipsub";
 import type { Logger } from "pino";
-import { ChainEventFollower, type ChainEvent, type Deployment } from "../chain/index.js";
+import type { ChainEvent, ChainEventBatch, Deployment } from "../chain/index.js";
 import type { FeeSchedule, LockTiming, NodeKeys } from "../protocol/index.js";
 import {
   ChannelGossip,
@@ -24,7 +24,6 @@ import { errorFields } from "../host/session-transport.js";
 import type { RouteCandidate, RouteProvider, RouteQuery } from "./payments/service.js";
 import type { NodeStore } from "./store/store.js";
 
-const CURSOR_KEY = "chain-events:last-processed-block";
 /** Balances move with every payment: learnt liquidity bounds are dropped after this long (crude decay). */
 const SCORER_MEMORY_MS = 10 * 60_000;
 
@@ -34,12 +33,9 @@ export interface NetworkRoutingInit {
   deployment: Deployment;
   channels: ChannelService;
   pubsub: GossipSub;
-  rpcUrls: string[];
   fees: FeeSchedule;
   timing: LockTiming;
   log: Logger;
-  /** Poll interval of the chain event follower, ms. */
-  chainPollMs?: number;
   /**
    * Re-sign and publish our channel updates (fresh capacity hints) this often, ms (default 60,000). Each
    * publish reaches every node, so this is a slow refresh; chain events of our channels publish at once and
@@ -52,14 +48,11 @@ export class NetworkRouting implements RouteProvider {
   readonly graph: NetworkGraph;
   readonly #init: NetworkRoutingInit;
   readonly #gossip: ChannelGossip;
-  readonly #follower: ChainEventFollower;
   #timer: NodeJS.Timeout | undefined;
   #lastNonce = 0n;
   /** Liquidity learnt from our payments (LDK-style bounds); forgotten every SCORER_MEMORY_MS. */
   readonly #scorer = new Scorer();
   #scorerResetAt = Date.now();
-  /** Called with each secret registered on-chain (the payments layer learns secrets it was not sent). */
-  onSecretRevealed: ((secret: string) => void) | undefined;
 
   constructor(init: NetworkRoutingInit) {
     this.#init = init;
@@ -70,32 +63,25 @@ export class NetworkRouting implements RouteProvider {
       republishIntervalMs: 15_000,
       log: init.log.child({ component: "gossip" }),
     });
-    const cursor = init.store.getMeta(CURSOR_KEY);
-    this.#follower = new ChainEventFollower({
-      rpcUrls: init.rpcUrls,
-      deployment: init.deployment,
-      fromBlock: cursor === null ? init.deployment.deployBlock : Number(cursor) + 1,
-      pollIntervalMs: init.chainPollMs ?? 1000,
-      log: init.log.child({ component: "chain-events" }),
-      onBatch: async (batch) => {
-        let ours = false;
-        for (const event of batch.events) {
-          const e = toNetworkEvent(event);
-          if (e) this.graph.applyEvent(e);
-          if (event.type === "SecretRevealed") this.onSecretRevealed?.(event.secret);
-          if (involves(event, init.keys.address)) ours = true;
-        }
-        init.store.setMeta(CURSOR_KEY, String(batch.toBlock));
-        if (ours) this.publishOwnUpdates();
-      },
-    });
   }
 
-  /** Catches up with the chain, then follows it; starts gossip and our periodic updates. */
+  /**
+   * Applies one confirmed range of hub events to the graph (the channel monitor delivers every range since
+   * the deployment block, in order); our own channels' events publish fresh updates at once.
+   */
+  applyBatch(batch: ChainEventBatch): void {
+    let ours = false;
+    for (const event of batch.events) {
+      const e = toNetworkEvent(event);
+      if (e) this.graph.applyEvent(e);
+      if (involves(event, this.#init.keys.address)) ours = true;
+    }
+    if (ours) this.publishOwnUpdates();
+  }
+
+  /** Starts gossip and our periodic updates (the graph follows the chain through {@link applyBatch}). */
   async start(): Promise<void> {
     this.#gossip.start();
-    await this.#follower.catchUp();
-    this.#follower.start();
     this.publishOwnUpdates();
     this.#timer = setInterval(() => this.publishOwnUpdates(), this.#init.updateIntervalMs ?? 60_000);
     this.#timer.unref();
@@ -103,7 +89,6 @@ export class NetworkRouting implements RouteProvider {
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    await this.#follower.stop();
     await this.#gossip.stop();
   }
 

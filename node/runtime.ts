@@ -9,10 +9,11 @@ import type { GossipSub } from "@libp2p/gossipsub";
 import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { HubClient, readDeployment, type Deployment } from "../chain/index.js";
+import { HubClient, readDeployment, urlLabel, type Deployment } from "../chain/index.js";
 import {
   DEFAULT_SAFETY_MARGINS,
   QrwpError,
+  assertArgument,
   lockTiming,
   type FeeSchedule,
   type SafetyMargins,
@@ -27,6 +28,7 @@ import { PeerGuard, type PeerLimits } from "../host/peer-guard.js";
 import { NodeStore } from "./store/store.js";
 import { PaymentService } from "./payments/service.js";
 import { NetworkRouting } from "./routing.js";
+import { ChannelMonitor } from "./monitor/monitor.js";
 import { WatchtowerClient, towerPeerId } from "./watchtowers.js";
 
 /** Everything `qrwp node start` takes (flags or env). */
@@ -34,7 +36,10 @@ export interface NodeConfig {
   dataDir: string;
   /** Keys file; default `<dataDir>/keys.json`. */
   keyFile?: string;
-  rpcUrl: string;
+  /** JSON-RPC URLs of the chain, tried in order with failover (at least one). */
+  rpcUrls: string[];
+  /** Blocks below the head before the channel monitor acts on an event (default 0). */
+  confirmations?: number;
   deploymentFile: string;
   /** libp2p listen multiaddr, default `/ip4/127.0.0.1/tcp/0`. */
   listen?: string;
@@ -75,12 +80,15 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       { cause },
     );
   });
-  const provider = new JsonRpcProvider(config.rpcUrl, undefined, {
+  assertArgument(config.rpcUrls.length > 0, "at least one RPC URL is required", "rpc", config.rpcUrls.length);
+  // Transactions and the engine's reads go through the first URL; the channel monitor follows all of them.
+  const rpcUrl = config.rpcUrls[0] as string;
+  const provider = new JsonRpcProvider(rpcUrl, undefined, {
     staticNetwork: true,
     pollingInterval: 500,
   });
   const network = await provider.getNetwork().catch((cause: unknown) => {
-    throw new QrwpError("CHAIN_ERROR", `cannot reach RPC ${config.rpcUrl}`, { field: "rpc" }, { cause });
+    throw new QrwpError("CHAIN_ERROR", `cannot reach RPC ${urlLabel(rpcUrl)}`, { field: "rpc" }, { cause });
   });
   if (network.chainId.toString() !== deployment.chainId) {
     throw new QrwpError(
@@ -123,7 +131,19 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     transport,
     log: log.child({ component: "channels" }),
     listenAddrs: multiaddrs,
-    ...(config.chainPollMs ? { chainPollMs: config.chainPollMs } : {}),
+    ...(config.chainPollMs ? { redeliveryIntervalMs: config.chainPollMs } : {}),
+  });
+  const monitor = new ChannelMonitor({
+    store,
+    keys: identity.keys,
+    deployment,
+    registry: service.registry,
+    chain: service.chain,
+    manager: service.manager,
+    rpcUrls: config.rpcUrls,
+    ...(config.confirmations !== undefined ? { confirmations: config.confirmations } : {}),
+    ...(config.chainPollMs ? { pollIntervalMs: config.chainPollMs } : {}),
+    log: log.child({ component: "monitor" }),
   });
   const fees: FeeSchedule = config.fees ?? { feeFlat: 0n, feePpm: 0 };
   const timing = lockTiming(config.margins ?? DEFAULT_SAFETY_MARGINS);
@@ -133,11 +153,9 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     deployment,
     channels: service,
     pubsub: libp2p.services.pubsub as GossipSub,
-    rpcUrls: [config.rpcUrl],
     fees,
     timing,
     log: log.child({ component: "routing" }),
-    ...(config.chainPollMs ? { chainPollMs: config.chainPollMs } : {}),
   });
   const payments = new PaymentService({
     store,
@@ -164,13 +182,15 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
           guard,
         })
       : null;
-  if (watchtowers) service.onPartnerProof = (channelId) => watchtowers.notify(channelId);
-  routing.onSecretRevealed = (secret) => payments.secretRevealedOnChain(secret);
+  if (watchtowers) service.registry.events.on("partnerProof", (channelId) => watchtowers.notify(channelId));
+  monitor.events.on("chain", (batch) => routing.applyBatch(batch));
+  monitor.events.on("secretRevealed", ({ secret }) => payments.secretRevealedOnChain(secret));
   await transport.start();
   await service.start();
   watchtowers?.start();
   payments.start();
   await routing.start();
+  await monitor.start();
 
   const api: FastifyInstance = await buildApiServer({
     service,
@@ -207,6 +227,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     stop() {
       stopping ??= (async () => {
         await api.close();
+        await monitor.stop();
         await routing.stop();
         await payments.stop();
         await service.stop();

@@ -16,15 +16,9 @@ import {
   parseNonEmpty,
   parseNonNegativeInt,
   parsePositiveInt,
-  parseUrl,
+  collectUrls,
 } from "../host/cli-args.js";
 import { startWatchtower } from "./runtime.js";
-
-function collectUrl(value: string, previous: string[] | undefined): string[] {
-  // An env var may hold several URLs, comma-separated.
-  const urls = value.split(",").map((u) => parseUrl(u.trim()));
-  return [...(previous ?? []), ...urls];
-}
 
 function parsePct(value: string): number {
   const n = parseNonNegativeInt(value);
@@ -47,7 +41,7 @@ export function addWatchtowerCommands(program: Command): Command {
     .addOption(
       new Option("--rpc <url>", "Ethereum JSON-RPC URL; repeat (or comma-separate) for failover")
         .env("QRWP_TOWER_RPC_URLS")
-        .argParser(collectUrl)
+        .argParser(collectUrls)
         .makeOptionMandatory(),
     )
     .addOption(

@@ -496,6 +496,10 @@ export class NodeStore {
     ).run(key, value);
   }
 
+  deleteMeta(key: string): void {
+    this.#sql("DELETE FROM meta WHERE key = ?").run(key);
+  }
+
   upsertPeer(peer: PeerRecord): void {
     this.#sql(
       `INSERT INTO peers(address, peer_id, multiaddrs, updated_at) VALUES (?, ?, ?, ?)
