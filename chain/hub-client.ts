@@ -534,6 +534,13 @@ export class HubClient {
   }
 
   /** Timestamp of the latest block, seconds. */
+  /** The timestamp (unix seconds) of block `blockNumber`. @throws Error when the node does not have it. */
+  async blockTimestamp(blockNumber: number): Promise<number> {
+    const block = await this.#provider.getBlock(blockNumber);
+    if (block === null) throw new Error(`blockTimestamp: no block ${blockNumber}`);
+    return block.timestamp;
+  }
+
   async latestTimestamp(): Promise<number> {
     const block = await this.#provider.getBlock("latest");
     if (block === null) throw new Error("latestTimestamp: no latest block");

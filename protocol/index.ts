@@ -16,6 +16,7 @@ export * from "./session.js";
 export * from "./messages.js";
 export * from "./locks.js";
 export * from "./channel-state.js";
+export * from "./channel-lifecycle.js";
 export * from "./timing.js";
 export * from "./transfers.js";
 export * from "./appointment.js";

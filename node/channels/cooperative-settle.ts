@@ -98,8 +98,7 @@ export class CooperativeSettle {
         weAreP1 ? reply.signature : ourSignature,
       ),
     );
-    live.record.state = "settled";
-    this.#registry.save(live, "settled");
+    this.#registry.transition(live, { type: "settled" });
     this.#log.info(
       { channelId: live.record.channelId.toString(), ...stringify(amounts) },
       "channel settled cooperatively",

@@ -206,8 +206,6 @@ export class ChannelManager {
       settleTimeoutSeconds,
       ourDeposit: 0n,
       partnerDeposit: 0n,
-      closedAtSeconds: null,
-      closingParticipant: null,
       openedAtMs: now,
       updatedAtMs: now,
     };
@@ -312,10 +310,11 @@ export class ChannelManager {
       ),
     );
     const onchain = await this.#chain.hub.getChannel(live.record.channelId);
-    live.record.state = "closed";
-    live.record.closedAtSeconds = onchain.closedAtSeconds;
-    live.record.closingParticipant = this.#registry.address;
-    this.#registry.save(live, "closed");
+    this.#registry.transition(live, {
+      type: "closed",
+      closingParticipant: this.#registry.address,
+      closedAtSeconds: onchain.closedAtSeconds,
+    });
     this.#log.info(
       { channelId: live.record.channelId.toString(), settleTimeoutSeconds: live.record.settleTimeoutSeconds },
       "channel closed unilaterally",
@@ -331,14 +330,12 @@ export class ChannelManager {
     const live = this.#registry.get(channelId);
     return (await live.queue.add(async () => {
       const onchain = await this.#chain.hub.getChannel(channelId);
-      if (onchain.state === "settled" && live.record.state !== "settled") {
-        live.record.state = "settled";
-        this.#registry.save(live, "settled");
-      }
-      if (live.record.state === "settled") return this.#registry.view(live);
-      if (live.record.state !== "closed") throw this.#registry.stateError(live, "closed");
+      if (onchain.state === "settled") this.#registry.transition(live, { type: "settled" });
+      const record = live.record;
+      if (record.state === "settled") return this.#registry.view(live);
+      if (record.state !== "closed") throw this.#registry.stateError(live, "closed");
       const now = await this.#chain.hub.latestTimestamp();
-      const deadline = (live.record.closedAtSeconds ?? 0) + live.record.settleTimeoutSeconds;
+      const deadline = record.closedAtSeconds + record.settleTimeoutSeconds;
       if (now <= deadline) {
         throw new QrwpError("CHANNEL_STATE", `settle timeout has not passed (${deadline - now} s left)`, {
           channelId: channelId.toString(),
@@ -364,8 +361,7 @@ export class ChannelManager {
           await data(onchain.participant2),
         ),
       );
-      live.record.state = "settled";
-      this.#registry.save(live, "settled");
+      this.#registry.transition(live, { type: "settled" });
       this.#log.info({ channelId: channelId.toString() }, "channel settled");
       return this.#registry.view(live);
     })) as ChannelView;
@@ -414,8 +410,6 @@ export class ChannelManager {
       settleTimeoutSeconds: onchain.settleTimeoutSeconds,
       ourDeposit: ours.totalDeposit,
       partnerDeposit: theirs.totalDeposit,
-      closedAtSeconds: null,
-      closingParticipant: null,
       openedAtMs: now,
       updatedAtMs: now,
     };

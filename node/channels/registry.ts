@@ -14,11 +14,13 @@ import {
   distributableAmount,
   findLock,
   lockedAmountOf,
+  nextLifecycle,
+  type LifecycleEvent,
   type Lock,
 } from "../../protocol/index.js";
 import type { RemotePeer } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
-import type { ChannelRecord, NodeStore } from "../store/store.js";
+import type { ChannelBase, ChannelRecord, NodeStore } from "../store/store.js";
 import {
   cosignedKey,
   endOf,
@@ -132,6 +134,20 @@ export class ChannelRegistry {
     this.emit("channel", { channelId: live.record.channelId, state: live.record.state, reason });
   }
 
+  /**
+   * Moves the channel's lifecycle by `event` (protocol/channel-lifecycle.ts `nextLifecycle`), persists it and
+   * tells `channel` listeners; false when nothing changed.
+   * @throws QrwpError CHANNEL_STATE for a transition the chain cannot make
+   */
+  transition(live: Live, event: LifecycleEvent): boolean {
+    const current = live.record;
+    const next = nextLifecycle(current, event);
+    if (next === current) return false;
+    live.record = { ...baseOf(current), ...next };
+    this.save(live, event.type);
+    return true;
+  }
+
   /** Emits an event; a listener that throws is logged, never propagated to the code that made the change. */
   emit<K extends keyof ChannelEventMap>(type: K, ...args: ChannelEventMap[K]): void {
     try {
@@ -181,8 +197,8 @@ export class ChannelRegistry {
       ourLocked: lockedAmountOf(live.ourEnd.locks),
       partnerLocked: lockedAmountOf(live.partnerEnd.locks),
       pendingLocks: { ours: live.ourEnd.locks.length, partner: live.partnerEnd.locks.length },
-      closedAtSeconds: r.closedAtSeconds,
-      closingParticipant: r.closingParticipant,
+      closedAtSeconds: r.state === "opened" ? null : r.closedAtSeconds,
+      closingParticipant: r.state === "opened" ? null : r.closingParticipant,
     };
   }
 
@@ -295,4 +311,18 @@ export class ChannelRegistry {
       },
     );
   }
+}
+
+/** The fields of a channel record that do not depend on its state. */
+function baseOf(r: ChannelRecord): ChannelBase {
+  return {
+    channelId: r.channelId,
+    partner: r.partner,
+    token: r.token,
+    settleTimeoutSeconds: r.settleTimeoutSeconds,
+    ourDeposit: r.ourDeposit,
+    partnerDeposit: r.partnerDeposit,
+    openedAtMs: r.openedAtMs,
+    updatedAtMs: r.updatedAtMs,
+  };
 }

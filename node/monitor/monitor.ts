@@ -154,9 +154,15 @@ export class ChannelMonitor {
   async #onBatch(batch: ChainEventBatch): Promise<void> {
     const fresh = batch.events.filter((e) => e.blockNumber > this.#cursor);
     if (batch.toBlock > this.#cursor) {
+      // A close's time is its block's timestamp (read before the transaction: it does no I/O).
+      const closeTimes = new Map<number, number>();
+      for (const e of fresh) {
+        if (e.type === "ChannelClosed" && this.#registry.has(e.channelId) && !closeTimes.has(e.blockNumber))
+          closeTimes.set(e.blockNumber, await this.#chain.hub.blockTimestamp(e.blockNumber));
+      }
       // Applied and the cursor moved in one transaction: a crash re-applies the whole range or none of it.
       this.#store.transaction(() => {
-        for (const event of fresh) this.#apply(event);
+        for (const event of fresh) this.#apply(event, closeTimes.get(event.blockNumber) ?? 0);
         this.#store.setMeta(MONITOR_CURSOR_KEY, String(batch.toBlock));
       });
       this.#cursor = batch.toBlock;
@@ -166,8 +172,11 @@ export class ChannelMonitor {
     await this.#act();
   }
 
-  /** Applies one confirmed event to our channel's record (inside the batch's transaction; no I/O). */
-  #apply(event: ChainEvent): void {
+  /**
+   * Applies one confirmed event to our channel's record (inside the batch's transaction; no I/O).
+   * `blockTimestamp`: the event's block timestamp (unix seconds) for a ChannelClosed.
+   */
+  #apply(event: ChainEvent, blockTimestamp: number): void {
     if (event.type === "SecretRevealed" || event.type === "ChannelOpened") return;
     const live = this.#registry.find(event.channelId);
     if (!live) return;
@@ -184,20 +193,17 @@ export class ChannelMonitor {
         return;
       case "ChannelClosed":
         this.#store.setMeta(closerNonceKey(r.channelId), "0");
-        if (r.state === "opened" || r.closingParticipant === null) {
-          r.state = "closed";
-          r.closingParticipant = event.closingParticipant;
-          this.#registry.save(live, "closed");
-        }
+        this.#registry.transition(live, {
+          type: "closed",
+          closingParticipant: event.closingParticipant,
+          closedAtSeconds: blockTimestamp,
+        });
         return;
       case "NonClosingBalanceProofUpdated":
         this.#store.setMeta(closerNonceKey(r.channelId), event.nonce.toString());
         return;
       case "ChannelSettled":
-        if (r.state !== "settled") {
-          r.state = "settled";
-          this.#registry.save(live, "settled");
-        }
+        this.#registry.transition(live, { type: "settled" });
         return;
       default:
         return;
@@ -269,11 +275,12 @@ export class ChannelMonitor {
     const onchain = await this.#chain.hub.getChannel(channelId);
     if (onchain.state === "opened") return this.#closeRemoved(live);
     if (onchain.state === "settled") return; // its ChannelSettled event reaches us at the confirmation depth
-    if (live.record.closedAtSeconds !== onchain.closedAtSeconds) {
-      live.record.closedAtSeconds = onchain.closedAtSeconds;
-      live.record.closingParticipant = onchain.closingParticipant;
-      this.#registry.save(live, "closed");
-    }
+    // The head's close time (a close re-mined in another block by a reorganisation moves it).
+    this.#registry.transition(live, {
+      type: "closed",
+      closingParticipant: onchain.closingParticipant,
+      closedAtSeconds: onchain.closedAtSeconds,
+    });
     await live.queue.add(() => this.#chain.registerKnownSecrets(live));
     const deadline = onchain.closedAtSeconds + onchain.settleTimeoutSeconds;
     if (eqAddr(onchain.closingParticipant, live.record.partner) && nowSeconds <= deadline)
@@ -313,16 +320,13 @@ export class ChannelMonitor {
 
   /** The head says the channel is open again: a reorganisation removed the close. */
   async #closeRemoved(live: Live): Promise<void> {
-    const ours =
-      live.record.closingParticipant !== null &&
-      eqAddr(live.record.closingParticipant, this.#registry.address);
-    const channelId = live.record.channelId;
+    const r = live.record;
+    if (r.state !== "closed") return;
+    const ours = eqAddr(r.closingParticipant, this.#registry.address);
+    const channelId = r.channelId;
     this.#store.transaction(() => {
-      live.record.state = "opened";
-      live.record.closedAtSeconds = null;
-      live.record.closingParticipant = null;
       this.#store.deleteMeta(closerNonceKey(channelId));
-      this.#registry.save(live, "close-reorged");
+      this.#registry.transition(live, { type: "closeRemoved" });
     });
     this.#log.warn({ channelId: channelId.toString(), ours }, "a reorganisation removed the channel's close");
     if (ours) await this.#init.manager.close(channelId, { cooperative: false });

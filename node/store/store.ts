@@ -7,30 +7,37 @@
  * are SQLite integers (< 2^53 in practice; a channel would need 9e15 payments to overflow).
  */
 import Database from "better-sqlite3";
+import { z } from "zod";
 import {
+  QrwpError,
   packLocks,
   unpackLocks,
   type BalanceProof,
+  type ChannelLifecycle,
+  type ChannelLifecycleState,
   type Lock,
   type SignedBalanceProof,
 } from "../../protocol/index.js";
 
-export type ChannelState = "opened" | "closed" | "settled";
+export type ChannelState = ChannelLifecycleState;
 
-/** A channel as the node sees it. `ourDeposit`/`partnerDeposit` are on-chain total deposits (base units). */
-export interface ChannelRecord {
+/** What a channel record holds whatever its state. Deposits are on-chain total deposits (base units). */
+export interface ChannelBase {
   channelId: bigint;
   partner: string;
   token: string;
-  state: ChannelState;
   settleTimeoutSeconds: number;
   ourDeposit: bigint;
   partnerDeposit: bigint;
-  closedAtSeconds: number | null;
-  closingParticipant: string | null;
   openedAtMs: number;
   updatedAtMs: number;
 }
+
+/**
+ * A channel as the node sees it: its fixed data and deposits, and its lifecycle (protocol/channel-lifecycle.ts:
+ * an open channel has no close data, a closed one has its closer and close time).
+ */
+export type ChannelRecord = ChannelBase & ChannelLifecycle;
 
 export type PaymentDirection = "outgoing" | "incoming";
 export type PaymentStatus = "pending" | "completed" | "failed";
@@ -234,19 +241,6 @@ CREATE TABLE IF NOT EXISTS invoices (
 CREATE INDEX IF NOT EXISTS invoices_unpaid_expiry ON invoices(expires_at) WHERE status <> 'paid';
 `;
 
-interface ChannelRow {
-  channel_id: string;
-  partner: string;
-  token: string;
-  state: ChannelState;
-  settle_timeout_seconds: number;
-  our_deposit: string;
-  partner_deposit: string;
-  closed_at_seconds: number | null;
-  closing_participant: string | null;
-  opened_at: number;
-  updated_at: number;
-}
 interface ProofRow {
   channel_id: string;
   signer: string;
@@ -315,19 +309,70 @@ interface PaymentRow {
   completed_at: number | null;
 }
 
-const toChannel = (r: ChannelRow): ChannelRecord => ({
-  channelId: BigInt(r.channel_id),
-  partner: r.partner,
-  token: r.token,
-  state: r.state,
-  settleTimeoutSeconds: r.settle_timeout_seconds,
-  ourDeposit: BigInt(r.our_deposit),
-  partnerDeposit: BigInt(r.partner_deposit),
-  closedAtSeconds: r.closed_at_seconds,
-  closingParticipant: r.closing_participant,
-  openedAtMs: r.opened_at,
-  updatedAtMs: r.updated_at,
+const uintText = z.string().regex(/^[0-9]{1,78}$/);
+const addressText = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
+const channelRowSchema = z.object({
+  channel_id: uintText,
+  partner: addressText,
+  token: addressText,
+  state: z.enum(["opened", "closed", "settled"]),
+  settle_timeout_seconds: z.number().int().nonnegative(),
+  our_deposit: uintText,
+  partner_deposit: uintText,
+  closed_at_seconds: z.number().int().nonnegative().nullable(),
+  closing_participant: addressText.nullable(),
+  opened_at: z.number().int(),
+  updated_at: z.number().int(),
 });
+
+/**
+ * A `channels` row decoded (never cast): columns checked, then the lifecycle union built from the state
+ * and its close columns. A closed row without a close time (written before close times were kept) decodes
+ * with 0; the channel monitor replaces it with the chain's at its next pass.
+ * @throws QrwpError INTERNAL naming the column of a corrupt row (a closed row without its closer)
+ */
+function toChannel(row: unknown): ChannelRecord {
+  const parsed = channelRowSchema.safeParse(row);
+  if (!parsed.success) {
+    throw new QrwpError("INTERNAL", `corrupt channels row: ${parsed.error.issues[0]?.message ?? "invalid"}`, {
+      field: String(parsed.error.issues[0]?.path[0] ?? "row"),
+    });
+  }
+  const r = parsed.data;
+  const base: ChannelBase = {
+    channelId: BigInt(r.channel_id),
+    partner: r.partner,
+    token: r.token,
+    settleTimeoutSeconds: r.settle_timeout_seconds,
+    ourDeposit: BigInt(r.our_deposit),
+    partnerDeposit: BigInt(r.partner_deposit),
+    openedAtMs: r.opened_at,
+    updatedAtMs: r.updated_at,
+  };
+  if (r.state === "opened") return { ...base, state: "opened" };
+  if (r.state === "settled")
+    return {
+      ...base,
+      state: "settled",
+      closingParticipant: r.closing_participant,
+      closedAtSeconds: r.closed_at_seconds,
+    };
+  if (r.closing_participant === null)
+    throw new QrwpError("INTERNAL", "corrupt channels row: closed without its closer", {
+      field: "closing_participant",
+    });
+  return {
+    ...base,
+    state: "closed",
+    closingParticipant: r.closing_participant,
+    closedAtSeconds: r.closed_at_seconds ?? 0,
+  };
+}
+
+/** The close columns of a record (null while open). */
+function closeColumns(c: ChannelRecord): [number | null, string | null] {
+  return c.state === "opened" ? [null, null] : [c.closedAtSeconds, c.closingParticipant];
+}
 const toProof = (r: ProofRow): SignedBalanceProof => ({
   proof: {
     chainId: BigInt(r.chain_id),
@@ -538,8 +583,7 @@ export class NodeStore {
       c.settleTimeoutSeconds,
       c.ourDeposit.toString(),
       c.partnerDeposit.toString(),
-      c.closedAtSeconds,
-      c.closingParticipant,
+      ...closeColumns(c),
       c.openedAtMs,
       c.updatedAtMs,
     );
@@ -554,24 +598,22 @@ export class NodeStore {
       c.state,
       c.ourDeposit.toString(),
       c.partnerDeposit.toString(),
-      c.closedAtSeconds,
-      c.closingParticipant,
+      ...closeColumns(c),
       Date.now(),
       c.channelId.toString(),
     );
   }
 
   getChannel(channelId: bigint): ChannelRecord | null {
-    const row = this.#sql("SELECT * FROM channels WHERE channel_id = ?").get(channelId.toString()) as
-      ChannelRow | undefined;
-    return row ? toChannel(row) : null;
+    const row: unknown = this.#sql("SELECT * FROM channels WHERE channel_id = ?").get(channelId.toString());
+    return row === undefined ? null : toChannel(row);
   }
 
   /** All channels, by channel id. */
   listChannels(): ChannelRecord[] {
-    return (
-      this.#sql("SELECT * FROM channels ORDER BY CAST(channel_id AS INTEGER)").all() as ChannelRow[]
-    ).map(toChannel);
+    return (this.#sql("SELECT * FROM channels ORDER BY CAST(channel_id AS INTEGER)").all() as unknown[]).map(
+      toChannel,
+    );
   }
 
   /**
