@@ -257,7 +257,9 @@ export class RpcPool {
     if (password.length > 0) this.#scrub.push([password, "…"]);
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (username.length > 0 || password.length > 0) {
-      headers.authorization = `Basic ${Buffer.from(`${username}:${password}`).toString("base64")}`;
+      const basic = Buffer.from(`${username}:${password}`).toString("base64");
+      headers.authorization = `Basic ${basic}`;
+      this.#scrub.push([basic, "…"]);
     }
     const request = new FetchRequest(target);
     request.timeout = this.#timeoutMs;
