@@ -295,10 +295,16 @@ export class TxSender {
           await e.send("eth_sendRawTransaction", [raw], signal);
         } catch (error) {
           const text = errorMessage(error).toLowerCase();
-          if (text.includes("already known") || text.includes("known transaction")) return;
+          if (text.includes("already known") || text.includes("known transaction")) {
+            this.#log.debug({ rpc: e.label, tx: txHash }, "the URL already holds the transaction");
+            return;
+          }
           if (text.includes("nonce too low") || text.includes("nonce has already been used")) {
             // Our own bytes, taken by an earlier try (a stalled URL that passed them on)?
-            if ((await e.send("eth_getTransactionByHash", [txHash], signal)) !== null) return;
+            if ((await e.send("eth_getTransactionByHash", [txHash], signal)) !== null) {
+              this.#log.debug({ rpc: e.label, tx: txHash }, "the chain already holds the transaction");
+              return;
+            }
             this.#nextNonce = null;
             throw new NonceUsedError(`nonce ${txNonce} was already used`);
           }

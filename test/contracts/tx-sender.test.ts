@@ -181,57 +181,75 @@ describe("chain/TxSender (hardhat node)", function () {
     expect(revealed(results[2] as ConfirmedTx)).to.deep.equal([]);
   });
 
-  it("broadcasts one transaction (the same bytes and hash) when the first URL stalls after passing it on", async function () {
-    // Forwards every request to the node, but never answers eth_sendRawTransaction (after forwarding it).
-    const forwarded: string[] = [];
-    const proxy = createServer((req, res) => {
-      let body = "";
-      req.on("data", (d: Buffer) => (body += d.toString()));
-      req.on("end", () => {
-        const call = JSON.parse(body) as { method?: string; params?: unknown[] };
-        const upstream = httpRequest(
-          chain.rpcUrl,
-          { method: "POST", headers: { "content-type": "application/json" } },
-          (up) => {
-            if (call.method === "eth_sendRawTransaction") {
-              forwarded.push(String(call.params?.[0]));
-              up.resume();
-              return; // stall: the client never hears back
-            }
-            res.statusCode = up.statusCode ?? 502;
-            up.pipe(res);
-          },
-        );
-        upstream.end(body);
+  for (const mode of ["mined at once", "still in the mempool"] as const) {
+    it(`broadcasts one transaction (the same bytes and hash) when the first URL stalls after passing it on (${mode})`, async function () {
+      const automine = mode === "mined at once";
+      // Forwards every request to the node, but never answers eth_sendRawTransaction (after forwarding it).
+      const forwarded: string[] = [];
+      const proxy = createServer((req, res) => {
+        let body = "";
+        req.on("data", (d: Buffer) => (body += d.toString()));
+        req.on("end", () => {
+          const call = JSON.parse(body) as { method?: string; params?: unknown[] };
+          const upstream = httpRequest(
+            chain.rpcUrl,
+            { method: "POST", headers: { "content-type": "application/json" } },
+            (up) => {
+              if (call.method === "eth_sendRawTransaction") {
+                forwarded.push(String(call.params?.[0]));
+                up.resume();
+                return; // stall: the client never hears back
+              }
+              res.statusCode = up.statusCode ?? 502;
+              up.pipe(res);
+            },
+          );
+          upstream.end(body);
+        });
       });
-    });
-    servers.push(proxy);
-    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
-    const proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
-    const { log, records } = captureLogger();
-    const { wallet, sender } = await account({
-      rpcUrls: [proxyUrl, chain.rpcUrl],
-      requestTimeoutMs: 1_000,
-      log,
-    });
+      servers.push(proxy);
+      await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+      const proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
+      const { log, records } = captureLogger();
+      const { wallet, sender } = await account({
+        rpcUrls: [proxyUrl, chain.rpcUrl],
+        requestTimeoutMs: 1_000,
+        log,
+      });
 
-    const s = secret();
-    const done = await sender.send(registerSecretCall(deployment, s));
-    expect(forwarded).to.have.length(1);
-    expect(ethers.Transaction.from(forwarded[0]).hash).to.equal(done.txHash);
-    expect(done.sent.map((t) => t.txHash)).to.deep.equal([done.txHash]);
-    // One transaction of the account, and it is the one that registered the secret.
-    expect(await nonceOf(wallet.address)).to.equal(1);
-    const block = await chain.provider.getBlock(done.blockNumber);
-    expect(block?.transactions).to.deep.equal([done.txHash]);
-    expect(done.events.map((e) => (e.type === "SecretRevealed" ? e.secret : e.type))).to.deep.equal([s]);
-    const failed = records
-      .filter((r) => r.msg === "RPC call failed")
-      .map((r) => [r.obj.rpc, r.obj.method, r.obj.err]);
-    expect(failed).to.deep.equal([
-      [proxyUrl, "eth_sendRawTransaction", "eth_sendRawTransaction timed out after 1000 ms"],
-    ]);
-  });
+      const s = secret();
+      if (!automine) await chain.provider.send("evm_setAutomine", [false]);
+      const done = await sender.send(registerSecretCall(deployment, s), {
+        // Mine once the (only) broadcast is done, wherever it landed.
+        onSent: () => void chain.provider.send("evm_mine", []),
+      });
+      expect(forwarded).to.have.length(1);
+      expect(ethers.Transaction.from(forwarded[0]).hash).to.equal(done.txHash);
+      expect(done.sent.map((t) => t.txHash)).to.deep.equal([done.txHash]);
+      // One transaction of the account, and it is the one that registered the secret.
+      expect(await nonceOf(wallet.address)).to.equal(1);
+      const block = await chain.provider.getBlock(done.blockNumber);
+      expect(block?.transactions).to.deep.equal([done.txHash]);
+      expect(done.events.map((e) => (e.type === "SecretRevealed" ? e.secret : e.type))).to.deep.equal([s]);
+      const failed = records
+        .filter((r) => r.msg === "RPC call failed")
+        .map((r) => [r.obj.rpc, r.obj.method, r.obj.err]);
+      expect(failed).to.deep.equal([
+        [proxyUrl, "eth_sendRawTransaction", "eth_sendRawTransaction timed out after 1000 ms"],
+      ]);
+      // When the second URL got the same bytes the node had mined them ("nonce too low", but our hash is on
+      // the chain) or held them in its mempool ("known transaction"): a success either way.
+      const held = records
+        .filter((r) => r.level === "debug" && r.obj.tx === done.txHash)
+        .map((r) => [r.obj.rpc, r.msg]);
+      expect(held).to.deep.equal([
+        [
+          chain.rpcUrl,
+          automine ? "the chain already holds the transaction" : "the URL already holds the transaction",
+        ],
+      ]);
+    });
+  }
 
   it("replaces a transaction that is not mined in time: same nonce, higher fees, and the replacement lands", async function () {
     const { wallet, sender } = await account();
