@@ -9,16 +9,17 @@
  * again after a backoff. Handlers should persist their effects and `batch.toBlock` (the caller's
  * `lastProcessedBlock`) together, and start the next follower at `lastProcessedBlock + 1`.
  *
- * Several JSON-RPC URLs may be given: the follower stays on one until a call fails (connection refused,
- * HTTP or JSON-RPC error, malformed answer, a stall longer than `requestTimeoutMs`, or a chain id other
- * than the deployment's) and then tries the next ones at once. When every URL failed it waits with capped
- * exponential backoff. Reorgs deeper than `confirmations` are not detected: set it to the chain's
+ * Several JSON-RPC URLs may be given (an {@link RpcPool}): the follower stays on one until a call fails
+ * (connection refused, HTTP or JSON-RPC error, malformed answer, a stall longer than `requestTimeoutMs`)
+ * and then tries the next ones at once; a URL that serves another chain than the deployment's is refused
+ * for good. When every URL failed it waits with capped exponential backoff. Reorgs deeper than `confirmations` are not detected: set it to the chain's
  * finality depth on a real chain.
  */
 import { ethers } from "ethers";
 import { z } from "zod";
 import { ChannelHub__factory, SecretRegistry__factory } from "../typechain-types/index.js";
 import type { Deployment } from "./deployment.js";
+import { RpcPool, errorMessage, type ChainLogger } from "./rpc-pool.js";
 
 /** Where an event was logged. */
 export interface ChainEventMeta {
@@ -130,12 +131,7 @@ export interface ChainEventBatch {
 }
 
 /** The subset of a pino logger the follower uses (a pino `Logger` fits). */
-export interface ChainEventLogger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
+export type ChainEventLogger = ChainLogger;
 
 /** Options of {@link ChainEventFollower}. */
 export interface ChainEventFollowerInit {
@@ -194,37 +190,57 @@ const rpcLogSchema = z.object({
 const rpcLogsSchema = z.array(rpcLogSchema);
 type RpcLog = z.infer<typeof rpcLogSchema>;
 
-const NOOP_LOGGER: ChainEventLogger = { debug() {}, info() {}, warn() {}, error() {} };
+const EVENT_FRAGMENTS = [
+  ...ChannelHub__factory.createInterface().fragments,
+  ...SecretRegistry__factory.createInterface().fragments,
+].filter(
+  (f): f is ethers.EventFragment =>
+    f instanceof ethers.EventFragment && (CHAIN_EVENT_TYPES as readonly string[]).includes(f.name),
+);
+/** Decodes the events of {@link CHAIN_EVENT_TYPES}. */
+const EVENT_INTERFACE = new ethers.Interface(EVENT_FRAGMENTS);
+const EVENT_TOPICS = EVENT_FRAGMENTS.map((f) => f.topicHash);
 
-/** A JSON-RPC error answer (`code`, `message`). */
-class JsonRpcError extends Error {
-  override readonly name = "JsonRpcError";
-  constructor(
-    readonly code: number,
-    message: string,
-  ) {
-    super(`JSON-RPC error ${code}: ${message}`);
+/**
+ * Decodes the hub's and the registry's events among raw JSON-RPC logs (e.g. the `logs` of an
+ * `eth_getTransactionReceipt` answer), in (blockNumber, logIndex) order. Logs of other contracts, removed
+ * logs and other events are skipped.
+ * @throws Error when `logs` is not an array of JSON-RPC logs.
+ */
+export function decodeChainEvents(
+  logs: unknown,
+  deployment: Pick<Deployment, "hub" | "secretRegistry">,
+): ChainEvent[] {
+  const parsed = rpcLogsSchema.safeParse(logs);
+  if (!parsed.success) throw new Error(`malformed logs: ${parsed.error.issues[0]?.message}`);
+  const addresses = [deployment.hub, deployment.secretRegistry].map((a) => a.toLowerCase());
+  const events: ChainEvent[] = [];
+  for (const log of parsed.data) {
+    if (log.removed === true || !addresses.includes(log.address.toLowerCase())) continue;
+    const description = EVENT_INTERFACE.parseLog({ topics: log.topics, data: log.data });
+    if (description !== null) events.push(toChainEvent(description, logMeta(log)));
   }
+  return events.sort((a, b) => a.blockNumber - b.blockNumber || a.logIndex - b.logIndex);
 }
 
-interface Endpoint {
-  url: string;
-  /** URL without path, query or credentials, for logs (API keys often sit in the path). */
-  label: string;
-  chainIdChecked: boolean;
+function logMeta(log: RpcLog): ChainEventMeta {
+  return {
+    blockNumber: parseQuantity(log.blockNumber, "log.blockNumber"),
+    blockHash: log.blockHash.toLowerCase(),
+    logIndex: parseQuantity(log.logIndex, "log.logIndex"),
+    txHash: log.transactionHash.toLowerCase(),
+  };
 }
+
+const NOOP_LOGGER: ChainEventLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /**
  * Follows the ChannelHub and SecretRegistry logs of one deployment (see the module docs).
  * Lifecycle: optionally {@link catchUp} once, then {@link start}; {@link stop} ends it.
  */
 export class ChainEventFollower {
-  readonly #endpoints: Endpoint[];
-  #current = 0;
-  readonly #chainId: bigint;
+  readonly #pool: RpcPool;
   readonly #addresses: string[];
-  readonly #topics: string[];
-  readonly #iface: ethers.Interface;
   readonly #onBatch: (batch: ChainEventBatch) => Promise<void>;
   readonly #confirmations: number;
   readonly #pollIntervalMs: number;
@@ -235,7 +251,6 @@ export class ChainEventFollower {
   readonly #log: ChainEventLogger;
   #blockRange: number;
   #next: number;
-  #rpcId = 0;
   #loop: Promise<void> | null = null;
   #busy = false;
   readonly #abort = new AbortController();
@@ -243,18 +258,7 @@ export class ChainEventFollower {
   constructor(init: ChainEventFollowerInit) {
     if (init.rpcUrls.length === 0) throw new Error("ChainEventFollower: at least one RPC URL is required");
     assertCount(init.fromBlock, "fromBlock", 0);
-    this.#endpoints = init.rpcUrls.map((url) => ({ url, label: urlLabel(url), chainIdChecked: false }));
-    this.#chainId = BigInt(init.deployment.chainId);
     this.#addresses = [init.deployment.hub, init.deployment.secretRegistry].map((a) => ethers.getAddress(a));
-    const fragments = [
-      ...ChannelHub__factory.createInterface().fragments,
-      ...SecretRegistry__factory.createInterface().fragments,
-    ].filter(
-      (f): f is ethers.EventFragment =>
-        f instanceof ethers.EventFragment && (CHAIN_EVENT_TYPES as readonly string[]).includes(f.name),
-    );
-    this.#iface = new ethers.Interface(fragments);
-    this.#topics = fragments.map((f) => f.topicHash);
     this.#onBatch = init.onBatch;
     this.#confirmations = assertCount(init.confirmations ?? DEFAULTS.confirmations, "confirmations", 0);
     this.#pollIntervalMs = assertCount(init.pollIntervalMs ?? DEFAULTS.pollIntervalMs, "pollIntervalMs", 0);
@@ -275,6 +279,14 @@ export class ChainEventFollower {
       this.#retryMinDelayMs,
     );
     this.#log = init.log ?? NOOP_LOGGER;
+    this.#pool = new RpcPool({
+      rpcUrls: init.rpcUrls,
+      chainId: init.deployment.chainId,
+      requestTimeoutMs: this.#requestTimeoutMs,
+      signal: this.#abort.signal,
+      log: this.#log,
+      name: "chain event follower",
+    });
     this.#blockRange = this.#maxBlockRange;
     this.#next = init.fromBlock;
   }
@@ -300,7 +312,7 @@ export class ChainEventFollower {
     }
     this.#busy = true;
     this.#log.info(
-      { fromBlock: this.#next, confirmations: this.#confirmations, rpc: this.#endpoints.map((e) => e.label) },
+      { fromBlock: this.#next, confirmations: this.#confirmations, rpc: this.#pool.labels },
       "chain event follower started",
     );
     this.#loop = this.#run().finally(() => {
@@ -317,6 +329,7 @@ export class ChainEventFollower {
     const loop = this.#loop;
     if (loop !== null) await loop;
     this.#loop = null;
+    this.#pool.destroy();
   }
 
   /**
@@ -403,7 +416,7 @@ export class ChainEventFollower {
         fromBlock: ethers.toQuantity(fromBlock),
         toBlock: ethers.toQuantity(toBlock),
         address: this.#addresses,
-        topics: [this.#topics],
+        topics: [EVENT_TOPICS],
       },
     ]);
     const parsed = rpcLogsSchema.safeParse(result);
@@ -417,12 +430,7 @@ export class ChainEventFollower {
     const events: ChainEvent[] = [];
     for (const log of logs) {
       if (log.removed === true) continue;
-      const meta: ChainEventMeta = {
-        blockNumber: parseQuantity(log.blockNumber, "log.blockNumber"),
-        blockHash: log.blockHash.toLowerCase(),
-        logIndex: parseQuantity(log.logIndex, "log.logIndex"),
-        txHash: log.transactionHash.toLowerCase(),
-      };
+      const meta = logMeta(log);
       if (meta.blockNumber < fromBlock || meta.blockNumber > toBlock) {
         throw new Error(`eth_getLogs returned block ${meta.blockNumber} outside ${fromBlock}-${toBlock}`);
       }
@@ -432,71 +440,16 @@ export class ChainEventFollower {
       const key = `${meta.blockNumber}:${meta.logIndex}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      const parsed = this.#iface.parseLog({ topics: log.topics, data: log.data });
+      const parsed = EVENT_INTERFACE.parseLog({ topics: log.topics, data: log.data });
       if (parsed === null) continue;
       events.push(toChainEvent(parsed, meta));
     }
     return events.sort((a, b) => a.blockNumber - b.blockNumber || a.logIndex - b.logIndex);
   }
 
-  /** One JSON-RPC call on the current URL, failing over to the next ones in order. */
-  async #call(method: string, params: unknown[]): Promise<unknown> {
-    const errors: string[] = [];
-    for (let attempt = 0; attempt < this.#endpoints.length; attempt++) {
-      const index = (this.#current + attempt) % this.#endpoints.length;
-      const endpoint = this.#endpoints[index] as Endpoint;
-      try {
-        if (!endpoint.chainIdChecked) {
-          const chainId = BigInt(
-            parseQuantity(await this.#request(endpoint, "eth_chainId", []), "eth_chainId"),
-          );
-          if (chainId !== this.#chainId) {
-            throw new Error(`chain id ${chainId}, expected ${this.#chainId}`);
-          }
-          endpoint.chainIdChecked = true;
-        }
-        const result = await this.#request(endpoint, method, params);
-        if (index !== this.#current) {
-          this.#log.info({ rpc: endpoint.label }, "chain event follower switched RPC URL");
-          this.#current = index;
-        }
-        return result;
-      } catch (error) {
-        if (this.#abort.signal.aborted) throw error;
-        endpoint.chainIdChecked = false;
-        errors.push(`${endpoint.label}: ${errorMessage(error)}`);
-        this.#log.warn({ rpc: endpoint.label, method, err: errorMessage(error) }, "RPC call failed");
-      }
-    }
-    throw new Error(`${method} failed on every RPC URL (${errors.join("; ")})`);
-  }
-
-  async #request(endpoint: Endpoint, method: string, params: unknown[]): Promise<unknown> {
-    const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#requestTimeoutMs)]);
-    const id = ++this.#rpcId;
-    let body: unknown;
-    try {
-      const response = await fetch(endpoint.url, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ jsonrpc: "2.0", id, method, params }),
-        signal,
-      });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      body = await response.json();
-    } catch (error) {
-      if (signal.aborted && !this.#abort.signal.aborted) {
-        throw new Error(`${method} timed out after ${this.#requestTimeoutMs} ms`, { cause: error });
-      }
-      throw error;
-    }
-    if (body === null || typeof body !== "object") throw new Error(`${method}: malformed JSON-RPC answer`);
-    const answer = body as { id?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown } };
-    if (answer.error !== undefined && answer.error !== null) {
-      throw new JsonRpcError(Number(answer.error.code), String(answer.error.message));
-    }
-    if (answer.id !== id || !("result" in answer)) throw new Error(`${method}: malformed JSON-RPC answer`);
-    return answer.result;
+  /** One JSON-RPC call with failover over the follower's URLs (see {@link RpcPool}). */
+  #call(method: string, params: unknown[]): Promise<unknown> {
+    return this.#pool.request(method, params);
   }
 }
 
@@ -569,20 +522,6 @@ function parseQuantity(value: unknown, what: string): number {
   const n = parsed.success ? Number.parseInt(parsed.data.slice(2), 16) : Number.NaN;
   if (!Number.isSafeInteger(n)) throw new Error(`${what}: expected a hex quantity, got ${String(value)}`);
   return n;
-}
-
-export function urlLabel(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return "(invalid URL)";
-  }
-}
-
-function errorMessage(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const cause = error.cause instanceof Error ? ` (${error.cause.message})` : "";
-  return `${error.message}${cause}`;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

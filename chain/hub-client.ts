@@ -166,7 +166,6 @@ export class HubClient {
   readonly secretRegistry: SecretRegistry;
   readonly #signer: ethers.NonceManager;
   readonly #provider: ethers.Provider;
-  readonly #errors: ethers.Interface;
   #queue: Promise<unknown> = Promise.resolve();
 
   /**
@@ -182,14 +181,6 @@ export class HubClient {
     this.hub = ChannelHub__factory.connect(deployment.hub, this.#signer);
     this.bridge = Bridge__factory.connect(deployment.bridge, this.#signer);
     this.secretRegistry = SecretRegistry__factory.connect(deployment.secretRegistry, this.#signer);
-    // One interface that decodes the hub's, the bridge's and the ERC-20 (EIP-6093) custom errors.
-    const fragments = [
-      ...ChannelHub__factory.createInterface().fragments,
-      ...Bridge__factory.createInterface().fragments,
-      ...TestToken__factory.createInterface().fragments,
-    ].filter((f): f is ethers.ErrorFragment => f.type === "error");
-    const unique = new Map(fragments.map((f) => [f.selector, f]));
-    this.#errors = new ethers.Interface([...unique.values()]);
   }
 
   /** The signer's address (participant in the calls that act "as the signer"). */
@@ -549,15 +540,7 @@ export class HubClient {
 
   /** Decodes a revert from `error` (any ethers/Hardhat error shape) with the hub, bridge and ERC-20 errors. */
   decodeError(error: unknown): ethers.ErrorDescription | null {
-    for (const data of revertDataCandidates(error)) {
-      try {
-        const parsed = this.#errors.parseError(data);
-        if (parsed !== null) return parsed;
-      } catch {
-        // not one of ours; try the next candidate
-      }
-    }
-    return null;
+    return decodeHubError(error);
   }
 
   #enqueue<T>(action: string, fn: () => Promise<T>): Promise<T> {
@@ -620,8 +603,37 @@ export class HubClient {
   }
 }
 
+/** One interface that decodes the hub's, the bridge's and the ERC-20 (EIP-6093) custom errors. */
+const HUB_ERRORS = new ethers.Interface([
+  ...new Map(
+    [
+      ...ChannelHub__factory.createInterface().fragments,
+      ...Bridge__factory.createInterface().fragments,
+      ...TestToken__factory.createInterface().fragments,
+    ]
+      .filter((f): f is ethers.ErrorFragment => f.type === "error")
+      .map((f) => [f.selector, f]),
+  ).values(),
+]);
+
+/**
+ * Decodes a revert found anywhere in `error` (ethers, Hardhat or raw JSON-RPC error shapes) as one of the
+ * ChannelHub's, SecretRegistry's, Bridge's or ERC-20 (EIP-6093) custom errors; null when none matches.
+ */
+export function decodeHubError(error: unknown): ethers.ErrorDescription | null {
+  for (const data of revertDataCandidates(error)) {
+    try {
+      const parsed = HUB_ERRORS.parseError(data);
+      if (parsed !== null) return parsed;
+    } catch {
+      // not one of ours; try the next candidate
+    }
+  }
+  return null;
+}
+
 /** The `locks` argument of `ChannelHub.unlock`: concatenated `abi.encodePacked(amount, expiration, secretHash)`. */
-function packLocks(locks: readonly PendingLock[]): string {
+export function packLocks(locks: readonly PendingLock[]): string {
   return ethers.concat(
     locks.map((l) =>
       ethers.solidityPacked(["uint256", "uint256", "bytes32"], [l.amount, l.expiration, l.secretHash]),

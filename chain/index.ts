@@ -3,8 +3,11 @@
  *
  * Owns the deployment record (addresses, chain id, deploy block; JSON with runtime validation), the
  * deployer of Bridge + SecretRegistry + ChannelHub (+ TestToken on devnets), {@link HubClient}, the typed,
- * nonce-safe, serialised client of the ChannelHub and SecretRegistry, and {@link ChainEventFollower},
- * which polls their logs in confirmed block ranges for the node and the watchtower. Contract bindings
+ * nonce-safe, serialised client of the ChannelHub and SecretRegistry, {@link ChainEventFollower},
+ * which polls their logs in confirmed block ranges for the node and the watchtower, {@link RpcPool}
+ * (several JSON-RPC URLs: timeouts, failover, chain-id check) and {@link TxSender} (simulated, signed
+ * once, same bytes on failover, fee-bumped replacement, confirmation depth, one queue per account) with
+ * the typed call builders of `hub-calls.ts`. Contract bindings
  * come from TypeChain (`typechain-types/`). Imports protocol/ only (never node/, watchtower/ or devnet/).
  */
 export type { Deployment, DeployOptions } from "./deployment.js";
@@ -30,7 +33,7 @@ export type {
   TxResult,
   UnlockResult,
 } from "./hub-client.js";
-export { HubCallError, HubClient } from "./hub-client.js";
+export { HubCallError, HubClient, decodeHubError, packLocks } from "./hub-client.js";
 export type {
   ChainEvent,
   ChainEventBatch,
@@ -45,4 +48,25 @@ export type {
   NonClosingBalanceProofUpdatedEvent,
   SecretRevealedEvent,
 } from "./events.js";
-export { CHAIN_EVENT_TYPES, ChainEventFollower, urlLabel } from "./events.js";
+export { CHAIN_EVENT_TYPES, ChainEventFollower, decodeChainEvents } from "./events.js";
+export type { ChainLogger, RpcEndpoint, RpcPoolInit, RpcRunOptions } from "./rpc-pool.js";
+export { JsonRpcError, RpcPool, urlLabel } from "./rpc-pool.js";
+export type { ContestCallArgs, TxCall } from "./hub-calls.js";
+export {
+  closeChannelCall,
+  contestCall,
+  registerSecretBatchCall,
+  registerSecretCall,
+  settleChannelCall,
+  unlockCall,
+} from "./hub-calls.js";
+export type {
+  ConfirmedTx,
+  SendTxOptions,
+  SentTx,
+  SubmitTxOptions,
+  TxFeeParams,
+  TxReceiptView,
+  TxSenderInit,
+} from "./tx-sender.js";
+export { NonceUsedError, TxRevertedError, TxSender } from "./tx-sender.js";

@@ -31,12 +31,12 @@ import type { Logger } from "pino";
 import {
   ChainEventFollower,
   HubCallError,
+  NonceUsedError,
   type ChainEvent,
   type ChainEventBatch,
   type ChannelView,
   type Deployment,
 } from "../chain/index.js";
-import { NonceUsedError } from "./chain.js";
 import {
   QrwpError,
   abiAddressWord,
