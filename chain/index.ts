@@ -29,6 +29,7 @@ export type {
   SignedBalanceProof,
   TxResult,
   UnlockResult,
+  WithdrawResult,
 } from "./hub-client.js";
 export { HubCallError, HubClient } from "./hub-client.js";
 export type {
@@ -42,6 +43,7 @@ export type {
   ChannelOpenedEvent,
   ChannelSettledEvent,
   ChannelUnlockedEvent,
+  ChannelWithdrawEvent,
   NonClosingBalanceProofUpdatedEvent,
   SecretRevealedEvent,
 } from "./events.js";
