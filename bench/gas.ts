@@ -1,5 +1,5 @@
 /**
- * Gas benchmark of the ChannelHub lifecycle, the SecretRegistry and unlocks of pending HTLC locks on the
+ * Gas benchmark of the ChannelHub lifecycle (incl. withdraws from an open channel), the SecretRegistry and unlocks of pending HTLC locks on the
  * in-process Hardhat network (cancun, optimizer 200 runs).
  * Prints a table and writes bench/results/gas.json. Run with `npm run bench:gas`.
  */
@@ -47,11 +47,12 @@ async function main(): Promise<void> {
   const E = (n: string) => ethers.parseEther(n);
 
   // The typed-data definitions the contract uses, from protocol/ (one source of truth).
-  const { BalanceProof, BalanceProofUpdate, CooperativeSettle } = CHANNEL_HUB_EIP712_TYPES;
+  const { BalanceProof, BalanceProofUpdate, CooperativeSettle, Withdraw } = CHANNEL_HUB_EIP712_TYPES;
   // ethers wants mutable arrays; the protocol constants are readonly.
   const bpTypes = { BalanceProof: [...BalanceProof] };
   const updTypes = { BalanceProofUpdate: [...BalanceProofUpdate] };
   const coopTypes = { CooperativeSettle: [...CooperativeSettle] };
+  const withdrawTypes = { Withdraw: [...Withdraw] };
   const hashOf = (transferred: bigint, locked = 0n, locksRoot = ethers.ZeroHash) =>
     ethers.keccak256(
       ethers.AbiCoder.defaultAbiCoder().encode(
@@ -131,6 +132,58 @@ async function main(): Promise<void> {
   const ethClose = await b.closeChannel(open3.channelId, alice.address, null);
   rows.push({ operation: "closeChannel", gasUsed: ethClose.gasUsed, note: "no partner proof (nonce 0)" });
 
+  // Channel 4 (ERC-20): withdraws from the open channel, both signatures, sent by the participant.
+  const open4 = await a.openChannel(bob.address, token, TIMEOUT_SECONDS);
+  await a.setTotalDeposit(open4.channelId, E("10"));
+  await b.setTotalDeposit(open4.channelId, E("10"));
+  const withdraw = async (
+    client: HubClient,
+    participant: ethers.Wallet,
+    partner: ethers.Wallet,
+    total: bigint,
+  ) => {
+    const message = {
+      channelId: open4.channelId,
+      participant: participant.address,
+      totalWithdraw: total,
+      expiryTimestamp: BigInt(await client.latestTimestamp()) + 600n,
+    };
+    return client.setTotalWithdraw(
+      message.channelId,
+      message.participant,
+      message.totalWithdraw,
+      message.expiryTimestamp,
+      await participant.signTypedData(domain, withdrawTypes, message),
+      await partner.signTypedData(domain, withdrawTypes, message),
+    );
+  };
+  const w1 = await withdraw(a, alice, bob, E("3"));
+  rows.push({ operation: "setTotalWithdraw", gasUsed: w1.gasUsed, note: "first ERC-20 withdraw" });
+  const w2 = await withdraw(a, alice, bob, E("5"));
+  rows.push({ operation: "setTotalWithdraw", gasUsed: w2.gasUsed, note: "top-up ERC-20 withdraw" });
+  // What is left after the withdraws (20 - 5) is settled cooperatively, which also frees the pair.
+  const coop4 = {
+    channelId: open4.channelId,
+    participant1: alice.address,
+    participant1Amount: E("5"),
+    participant2: bob.address,
+    participant2Amount: E("10"),
+  };
+  const coop4Result = await t.cooperativeSettle(
+    coop4.channelId,
+    coop4.participant1,
+    coop4.participant1Amount,
+    coop4.participant2,
+    coop4.participant2Amount,
+    await alice.signTypedData(domain, coopTypes, coop4),
+    await bob.signTypedData(domain, coopTypes, coop4),
+  );
+  rows.push({
+    operation: "cooperativeSettle",
+    gasUsed: coop4Result.gasUsed,
+    note: "two ERC-20 payouts, after a withdraw",
+  });
+
   // SecretRegistry.
   const secret = () => ethers.hexlify(ethers.randomBytes(32));
   const reg1 = await t.registerSecret(secret());
@@ -138,7 +191,7 @@ async function main(): Promise<void> {
   const reg10 = await t.registerSecretBatch(Array.from({ length: 10 }, secret));
   rows.push({ operation: "registerSecretBatch", gasUsed: reg10.gasUsed, note: "10 new secrets" });
 
-  // Channels 4-6 (ERC-20): alice's proof carries N pending locks; bob closes with it, settle keeps the
+  // Channels 5-7 (ERC-20): alice's proof carries N pending locks; bob closes with it, settle keeps the
   // locked amount, then a watchtower unlocks. All secrets but the last one (for N > 1) are registered in time.
   for (const count of [1, 10, 160]) {
     const { channelId } = await a.openChannel(bob.address, token, TIMEOUT_SECONDS);

@@ -52,6 +52,17 @@ export interface ChannelNewDepositEvent extends ChainEventMeta {
   totalDeposit: bigint;
 }
 
+/**
+ * ChannelHub `ChannelWithdraw`: `participant`'s total withdraw is now `totalWithdraw` (base units); the
+ * increase left the channel (paid to `participant`, or kept as a deferred payout).
+ */
+export interface ChannelWithdrawEvent extends ChainEventMeta {
+  type: "ChannelWithdraw";
+  channelId: bigint;
+  participant: string;
+  totalWithdraw: bigint;
+}
+
 /** ChannelHub `ChannelClosed`: the closer submitted the partner's balance proof (`nonce`, `balanceHash`). */
 export interface ChannelClosedEvent extends ChainEventMeta {
   type: "ChannelClosed";
@@ -103,6 +114,7 @@ export interface SecretRevealedEvent extends ChainEventMeta {
 export type ChainEvent =
   | ChannelOpenedEvent
   | ChannelNewDepositEvent
+  | ChannelWithdrawEvent
   | ChannelClosedEvent
   | NonClosingBalanceProofUpdatedEvent
   | ChannelSettledEvent
@@ -113,6 +125,7 @@ export type ChainEvent =
 export const CHAIN_EVENT_TYPES = [
   "ChannelOpened",
   "ChannelNewDeposit",
+  "ChannelWithdraw",
   "ChannelClosed",
   "NonClosingBalanceProofUpdated",
   "ChannelSettled",
@@ -473,6 +486,14 @@ function toChainEvent(parsed: ethers.LogDescription, meta: ChainEventMeta): Chai
         channelId: arg("channelId"),
         participant: arg("participant"),
         totalDeposit: arg("totalDeposit"),
+      };
+    case "ChannelWithdraw":
+      return {
+        ...meta,
+        type: "ChannelWithdraw",
+        channelId: arg("channelId"),
+        participant: arg("participant"),
+        totalWithdraw: arg("totalWithdraw"),
       };
     case "ChannelClosed":
     case "NonClosingBalanceProofUpdated":

@@ -16,7 +16,13 @@ import {
   SecretRegistry__factory,
   TestToken__factory,
 } from "../typechain-types/index.js";
-import { QrwpError, isQrwpError } from "../protocol/index.js";
+import {
+  QrwpError,
+  assertArgument,
+  assertUint256,
+  isQrwpError,
+  normalizeAddress,
+} from "../protocol/index.js";
 import type { Deployment } from "./deployment.js";
 
 /** Channel state as the ChannelHub reports it. */
@@ -44,6 +50,17 @@ export interface DepositResult extends TxResult {
   approve: TxResult | null;
 }
 
+/** Result of {@link HubClient.setTotalWithdraw} (from the receipt's `ChannelWithdraw` and `PayoutDeferred`). */
+export interface WithdrawResult extends TxResult {
+  /** The participant's total withdraw now stored by the hub, token base units. */
+  totalWithdraw: bigint;
+  /**
+   * Part of the increase the hub could not pay (the transfer failed) and kept as a deferred payout for
+   * `claimDeferredPayout`, token base units; 0n when the increase was paid out.
+   */
+  deferredAmount: bigint;
+}
+
 /** A channel as {@link HubClient.getChannel} returns it. */
 export interface ChannelView {
   state: ChannelState;
@@ -62,6 +79,8 @@ export interface ChannelView {
 export interface ParticipantView {
   /** Total deposit, token base units. */
   totalDeposit: bigint;
+  /** Total withdraw (monotonic; already paid out of the channel), token base units. */
+  totalWithdraw: bigint;
   /** Nonce of the balance proof stored for this participant (0 = none). */
   nonce: bigint;
   /** Balance hash stored for this participant (bytes32 hex, zero hash = none). */
@@ -293,9 +312,64 @@ export class HubClient {
   }
 
   /**
+   * Withdraws from an opened channel without closing it: raises `participant`'s total withdraw to
+   * `totalWithdraw` and the hub pays the increase to `participant` (anyone may send it; a failed transfer is
+   * kept as a deferred payout). Both participants signed the same EIP-712
+   * `Withdraw(uint256 channelId,address participant,uint256 totalWithdraw,uint256 expiryTimestamp)`
+   * (protocol/withdraw.ts `signWithdraw`). The total is monotonic: a retry of a mined withdraw reverts with
+   * `ChannelHubWithdrawNotIncreasing` and moves nothing. A refused withdraw fails at gas estimation, so
+   * nothing is sent.
+   * @param participant The participant who withdraws and is paid (0x address).
+   * @param totalWithdraw New total withdraw, token base units (uint256, not the increase).
+   * @param expiryTimestamp Last block.timestamp (seconds) at which the hub accepts it (uint256).
+   * @param participantSignature `participant`'s 65-byte signature, 0x-hex `r || s || v`.
+   * @param partnerSignature The partner's 65-byte signature of the same message, 0x-hex `r || s || v`.
+   * @throws QrwpError INVALID_ARGUMENT naming the field ("participant", "totalWithdraw", "expiryTimestamp",
+   *   "participantSignature", "partnerSignature") on a malformed argument; nothing sent
+   * @throws HubCallError e.g. `ChannelHubWithdrawExpired`, `ChannelHubWithdrawNotIncreasing`,
+   *   `ChannelHubWithdrawExceedsDeposits`, `ChannelHubInvalidSignature`, `ChannelHubInvalidChannelState`
+   *   (closed: a withdraw racing a close is refused), `ChannelHubNotParticipant`.
+   */
+  async setTotalWithdraw(
+    channelId: bigint,
+    participant: string,
+    totalWithdraw: bigint,
+    expiryTimestamp: bigint,
+    participantSignature: string,
+    partnerSignature: string,
+  ): Promise<WithdrawResult> {
+    return this.#enqueue("setTotalWithdraw", async () => {
+      assertUint256(channelId, "channelId");
+      const who = normalizeAddress(participant, "participant");
+      assertUint256(totalWithdraw, "totalWithdraw");
+      assertUint256(expiryTimestamp, "expiryTimestamp");
+      assertSignature(participantSignature, "participantSignature");
+      assertSignature(partnerSignature, "partnerSignature");
+      const receipt = await this.#send(() =>
+        this.hub.setTotalWithdraw(
+          channelId,
+          who,
+          totalWithdraw,
+          expiryTimestamp,
+          participantSignature,
+          partnerSignature,
+        ),
+      );
+      const event = this.#events(receipt, this.hub, "ChannelWithdraw")[0];
+      if (event === undefined) throw new Error("ChannelWithdraw event not found in the receipt");
+      const deferredAmount = this.#events(receipt, this.hub, "PayoutDeferred").reduce(
+        (sum, e) => sum + (e.args[2] as bigint),
+        0n,
+      );
+      return { totalWithdraw: event.args[2] as bigint, deferredAmount, ...this.#result(receipt) };
+    });
+  }
+
+  /**
    * Settles an opened channel at once with amounts both participants signed (EIP-712
    * `CooperativeSettle(uint256 channelId,address participant1,uint256 participant1Amount,address participant2,uint256 participant2Amount)`).
-   * Amounts in token base units must sum to the channel's total deposit.
+   * Amounts in token base units must sum to what the channel holds: both total deposits minus both total
+   * withdraws.
    * @throws HubCallError e.g. `ChannelHubInvalidSettleAmounts`, `ChannelHubInvalidSignature`.
    */
   async cooperativeSettle(
@@ -507,10 +581,15 @@ export class HubClient {
     };
   }
 
-  /** Reads `participant`'s deposit and stored balance proof in `channelId`. */
+  /** Reads `participant`'s deposit, total withdraw and stored balance proof in `channelId`. */
   async getParticipant(channelId: bigint, participant: string): Promise<ParticipantView> {
     const p = await this.hub.getParticipant(channelId, participant).catch(this.#rethrow("getParticipant"));
-    return { totalDeposit: p.totalDeposit, nonce: p.nonce, balanceHash: p.balanceHash };
+    return {
+      totalDeposit: p.totalDeposit,
+      totalWithdraw: p.totalWithdraw,
+      nonce: p.nonce,
+      balanceHash: p.balanceHash,
+    };
   }
 
   /** The unsettled channel id of the pair (either order) for `token`, or 0n. */
@@ -630,6 +709,16 @@ export function decodeHubError(error: unknown): ethers.ErrorDescription | null {
     }
   }
   return null;
+}
+
+/** Asserts a 65-byte `r || s || v` signature as 0x-hex. @throws QrwpError INVALID_ARGUMENT naming `field` */
+function assertSignature(value: unknown, field: string): asserts value is string {
+  assertArgument(
+    typeof value === "string" && /^0x[0-9a-fA-F]{130}$/.test(value),
+    `${field} must be 0x-hex of 65 bytes`,
+    field,
+    value,
+  );
 }
 
 /** The `locks` argument of `ChannelHub.unlock`: concatenated `abi.encodePacked(amount, expiration, secretHash)`. */

@@ -32,6 +32,7 @@ export type {
   SignedBalanceProof,
   TxResult,
   UnlockResult,
+  WithdrawResult,
 } from "./hub-client.js";
 export { HubCallError, HubClient, decodeHubError, packLocks } from "./hub-client.js";
 export type {
@@ -45,6 +46,7 @@ export type {
   ChannelOpenedEvent,
   ChannelSettledEvent,
   ChannelUnlockedEvent,
+  ChannelWithdrawEvent,
   NonClosingBalanceProofUpdatedEvent,
   SecretRevealedEvent,
 } from "./events.js";

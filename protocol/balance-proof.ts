@@ -7,6 +7,8 @@
  * - `BalanceProof(uint256 channelId,uint256 nonce,bytes32 balanceHash)`
  * - `BalanceProofUpdate(uint256 channelId,uint256 nonce,bytes32 balanceHash,bytes closingSignature)`
  * - `CooperativeSettle(uint256 channelId,address participant1,uint256 participant1Amount,address participant2,uint256 participant2Amount)`
+ * - `Withdraw(uint256 channelId,address participant,uint256 totalWithdraw,uint256 expiryTimestamp)`: digest,
+ *   signing and recovery in withdraw.ts
  * - `Processed(uint256 channelId,uint256 nonce,bytes32 balanceHash)`: off-chain only (the contract never sees
  *   it), the receiver's secp256k1 acknowledgement of one balance proof, relayed over HTTP (x402 direct streaming)
  * with `balanceHash = keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot))`.
@@ -113,6 +115,12 @@ export const CHANNEL_HUB_EIP712_TYPES = {
     { name: "participant2", type: "address" },
     { name: "participant2Amount", type: "uint256" },
   ],
+  Withdraw: [
+    { name: "channelId", type: "uint256" },
+    { name: "participant", type: "address" },
+    { name: "totalWithdraw", type: "uint256" },
+    { name: "expiryTimestamp", type: "uint256" },
+  ],
   Processed: [
     { name: "channelId", type: "uint256" },
     { name: "nonce", type: "uint256" },
@@ -150,7 +158,12 @@ export function channelHubDomainSeparator(chainId: bigint, hub: string): Uint8Ar
   );
 }
 
-function typedDataDigest(chainId: bigint, hub: string, structHash: Uint8Array): Uint8Array {
+/**
+ * `keccak256(0x1901 || domainSeparator(chainId, hub) || structHash)`: the EIP-712 digest of a struct under
+ * the hub's domain (shared with withdraw.ts).
+ * @throws QrwpError INVALID_ARGUMENT on a malformed chainId or hub.
+ */
+export function channelHubTypedDataDigest(chainId: bigint, hub: string, structHash: Uint8Array): Uint8Array {
   return keccak_256(
     concatBytes(new Uint8Array([0x19, 0x01]), channelHubDomainSeparator(chainId, hub), structHash),
   );
@@ -228,7 +241,7 @@ export function blindedBalanceProofDigest(
   proof: BlindedBalanceProof,
   balanceHash: Uint8Array | string,
 ): Uint8Array {
-  return typedDataDigest(
+  return channelHubTypedDataDigest(
     proof.chainId,
     proof.hub,
     keccak_256(concatBytes(BALANCE_PROOF_TYPEHASH, blindedStruct(proof, balanceHash))),
@@ -286,7 +299,7 @@ export function blindedBalanceProofUpdateDigest(
     blindedStruct(proof, balanceHash),
     keccak_256(sig),
   );
-  return typedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
+  return channelHubTypedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
 }
 
 /**
@@ -311,7 +324,7 @@ export function cooperativeSettleDigest(args: CooperativeSettleArgs): Uint8Array
     abiAddressWord(p2),
     abiWord(args.participant2Amount),
   );
-  return typedDataDigest(args.chainId, args.hub, keccak_256(struct));
+  return channelHubTypedDataDigest(args.chainId, args.hub, keccak_256(struct));
 }
 
 /**
@@ -333,7 +346,7 @@ export function processedDigest(proof: BalanceProof): Uint8Array {
     abiWord(proof.nonce),
     balanceHashBytes(proof),
   );
-  return typedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
+  return channelHubTypedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
 }
 
 /**

@@ -2,7 +2,7 @@
  * protocol/: QRWP's shared kernel, pure and I/O-free (no fs, network, process or env).
  * Owns: coded errors, protocol constants, node keys and the two signature schemes (secp256k1 for the chain,
  * ML-DSA-65 for post-quantum evidence), EIP-712 balance proofs / balance-proof updates / cooperative settle
- * for the ChannelHub, the channel-protocol handshake (X-Wing + hybrid-signed transcript) and encrypted
+ * and withdraws for the ChannelHub, the channel-protocol handshake (X-Wing + hybrid-signed transcript) and encrypted
  * frames, and boundary validators. Everyone imports it; it imports no other folder.
  * Wire message codecs live in messages.ts (exported below by its owner).
  */
@@ -12,6 +12,7 @@ export * from "./validation.js";
 export * from "./keys.js";
 export * from "./eip712.js";
 export * from "./balance-proof.js";
+export * from "./withdraw.js";
 export * from "./session.js";
 export * from "./messages.js";
 export * from "./locks.js";

@@ -4,7 +4,8 @@
  * follower's events) and from verified {@link ChannelUpdate}s (gossip).
  *
  * A channel direction (channelId, participant -> partner) is routable once its participant has published a
- * non-disabled update; its capacity is `min(capacityHint, participant1Deposit + participant2Deposit)`.
+ * non-disabled update; its capacity is `min(capacityHint, what the channel holds)`, where the channel holds
+ * `participant1Deposit + participant2Deposit - participant1Withdraw - participant2Withdraw`.
  * The payer may override its own directions with exact local balances ({@link LocalBalances}).
  * Closed and settled channels are removed with their updates; their ids are remembered (bounded) so that
  * late updates for them are ignored instead of buffered.
@@ -51,6 +52,13 @@ export interface ChannelNewDepositEvent {
   participant: string;
   totalDeposit: bigint;
 }
+/** The ChannelHub's `ChannelWithdraw` event: `participant`'s total withdraw is now `totalWithdraw`. */
+export interface ChannelWithdrawEvent {
+  type: "ChannelWithdraw";
+  channelId: bigint;
+  participant: string;
+  totalWithdraw: bigint;
+}
 /** The ChannelHub's `ChannelClosed` event (the channel stops being routable). */
 export interface ChannelClosedEvent {
   type: "ChannelClosed";
@@ -63,7 +71,11 @@ export interface ChannelSettledEvent {
 }
 /** The on-chain events a NetworkGraph consumes, in chain order. */
 export type NetworkChainEvent =
-  ChannelOpenedEvent | ChannelNewDepositEvent | ChannelClosedEvent | ChannelSettledEvent;
+  | ChannelOpenedEvent
+  | ChannelNewDepositEvent
+  | ChannelWithdrawEvent
+  | ChannelClosedEvent
+  | ChannelSettledEvent;
 
 /** An open channel as the chain describes it (addresses EIP-55, amounts base units). */
 export interface NetworkChannel {
@@ -74,6 +86,9 @@ export interface NetworkChannel {
   settleTimeoutSeconds: bigint;
   participant1Deposit: bigint;
   participant2Deposit: bigint;
+  /** Total withdraws (already out of the channel), base units. */
+  participant1Withdraw: bigint;
+  participant2Withdraw: bigint;
 }
 
 /** One direction of an open channel and the latest update its participant published (if any). */
@@ -221,10 +236,11 @@ export class NetworkGraph {
 
   /**
    * Applies one on-chain event (in chain order; re-delivery is harmless). An open on a remembered closed id
-   * re-opens it (a replay from an earlier block); deposits, closes and settles of unknown channels are
-   * ignored. Opening a channel applies the pending updates of its participants.
+   * re-opens it (a replay from an earlier block); deposits, withdraws, closes and settles of unknown channels
+   * are ignored. A deposit raises what the channel holds (and so its directions' capacity), a withdraw
+   * lowers it. Opening a channel applies the pending updates of its participants.
    * @returns whether the graph changed.
-   * @throws QrwpError INVALID_ARGUMENT on a malformed event or a deposit by a non-participant.
+   * @throws QrwpError INVALID_ARGUMENT on a malformed event or a deposit or withdraw by a non-participant.
    */
   applyEvent(event: NetworkChainEvent): boolean {
     assertArgument(typeof event === "object" && event !== null, "event must be an object", "event");
@@ -250,6 +266,22 @@ export class NetworkGraph {
         if (participant === ch.participant1) ch.participant1Deposit = event.totalDeposit;
         else if (participant === ch.participant2) ch.participant2Deposit = event.totalDeposit;
         else assertArgument(false, "deposit by a non-participant", "participant", participant);
+        this.#version++;
+        return true;
+      }
+      case "ChannelWithdraw": {
+        const participant = normalizeAddress(event.participant, "participant");
+        assertArgument(
+          typeof event.totalWithdraw === "bigint" && event.totalWithdraw >= 0n,
+          "totalWithdraw must be a uint",
+          "totalWithdraw",
+          event.totalWithdraw,
+        );
+        const ch = this.#channels.get(event.channelId);
+        if (!ch) return false;
+        if (participant === ch.participant1) ch.participant1Withdraw = event.totalWithdraw;
+        else if (participant === ch.participant2) ch.participant2Withdraw = event.totalWithdraw;
+        else assertArgument(false, "withdraw by a non-participant", "participant", participant);
         this.#version++;
         return true;
       }
@@ -294,6 +326,8 @@ export class NetworkGraph {
       settleTimeoutSeconds: e.settleTimeoutSeconds,
       participant1Deposit: 0n,
       participant2Deposit: 0n,
+      participant1Withdraw: 0n,
+      participant2Withdraw: 0n,
     });
     this.#version++;
     for (const p of [participant1, participant2]) {
@@ -462,14 +496,14 @@ export class NetworkGraph {
       };
     }
     if (!u || u.disabled) return undefined;
-    const deposits = ch.participant1Deposit + ch.participant2Deposit;
+    const held = channelFunds(ch);
     return {
       feeFlat: u.feeFlat,
       feePpm: u.feePpm,
       expiryDeltaSeconds: u.expiryDeltaSeconds,
       htlcMinimum: u.htlcMinimum,
       htlcMaximum: u.htlcMaximum,
-      capacity: u.capacityHint < deposits ? u.capacityHint : deposits,
+      capacity: u.capacityHint < held ? u.capacityHint : held,
     };
   }
 
@@ -555,4 +589,14 @@ function edgeOf(d: NetworkDirection, p: ForwardingPolicy, disabled: boolean): Ch
     htlcMinimum: p.htlcMinimum,
     htlcMaximum: p.htlcMaximum,
   };
+}
+
+/**
+ * What a channel holds: both deposits minus both total withdraws (base units). The hub keeps this >= 0; a
+ * graph that saw a withdraw's event before a deposit's (never in chain order) reads 0, not a negative amount.
+ */
+export function channelFunds(ch: NetworkChannel): bigint {
+  const held =
+    ch.participant1Deposit + ch.participant2Deposit - ch.participant1Withdraw - ch.participant2Withdraw;
+  return held > 0n ? held : 0n;
 }

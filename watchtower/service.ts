@@ -449,6 +449,11 @@ export class Watchtower {
       case "ChannelSettled":
         channel.state = "settled";
         break;
+      case "ChannelNewDeposit":
+      case "ChannelWithdraw":
+        // Amounts are not the tower's concern: it contests with the newest balance proof whatever the
+        // deposits and withdraws (the hub clamps settlement to what the channel holds).
+        break;
       default:
         break;
     }

@@ -11,9 +11,9 @@ import {SecretRegistry} from "./SecretRegistry.sol";
  * @title ChannelHub
  * @notice Raiden-style bidirectional payment channels (ETH and any ERC-20) settling through the {Bridge}.
  *
- * Lifecycle: {openChannel} -> {setTotalDeposit} -> (off-chain transfers) -> {cooperativeSettle}, or
- * {closeChannel} -> contest window ({updateNonClosingBalanceProof}) -> {settleChannel} -> {unlock} of the
- * pending locks kept at settlement.
+ * Lifecycle: {openChannel} -> {setTotalDeposit} -> (off-chain transfers, {setTotalWithdraw} while open)
+ * -> {cooperativeSettle}, or {closeChannel} -> contest window ({updateNonClosingBalanceProof}) ->
+ * {settleChannel} -> {unlock} of the pending locks kept at settlement.
  *
  * Balance proofs are per direction: the SENDER signs, as EIP-712 typed data on this contract's domain
  * (name "QRWP ChannelHub", version "1", chainId, this address),
@@ -21,6 +21,11 @@ import {SecretRegistry} from "./SecretRegistry.sol";
  * `balanceHash = keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot))`.
  * The blinded balance hash lets watchtowers check proofs without learning amounts (Raiden spec).
  * A balance proof with nonce 0 means "nothing transferred": balanceHash 0 and no signature.
+ *
+ * Withdraws (Raiden's `setTotalWithdraw`): both participants sign
+ * `Withdraw(uint256 channelId,address participant,uint256 totalWithdraw,uint256 expiryTimestamp)` on the
+ * same domain; the total withdraw per participant is monotonic, and what a channel holds is always
+ * `deposit1 + deposit2 - withdraw1 - withdraw2` (settlement and cooperative settle pay exactly that).
  *
  * Pending hash-time locks (HTLCs): a lock is `(uint256 amount, uint256 expiration, bytes32 secretHash)`,
  * packed as `abi.encodePacked(amount, expiration, secretHash)` (96 bytes); a direction's
@@ -57,9 +62,11 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         uint256 closedAt;
     }
 
-    /// @notice A participant's deposit and the balance proof stored for them (what THEY transferred).
+    /// @notice A participant's deposit, total withdraw and the balance proof stored for them (what THEY
+    /// transferred). Amounts in token base units.
     struct ParticipantInfo {
         uint256 totalDeposit;
+        uint256 totalWithdraw;
         uint256 nonce;
         bytes32 balanceHash;
     }
@@ -87,6 +94,14 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         uint256 transferredAmount;
         uint256 lockedAmount;
         bytes32 locksRoot;
+    }
+
+    /// @dev Deposit and total withdraw of both participants (channel order), read at settlement.
+    struct Funds {
+        uint256 deposit1;
+        uint256 withdrawn1;
+        uint256 deposit2;
+        uint256 withdrawn2;
     }
 
     /// @dev Result of {_settlementAmounts}: payouts and locked amounts per participant (channel order).
@@ -119,6 +134,9 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         keccak256(
             "CooperativeSettle(uint256 channelId,address participant1,uint256 participant1Amount,address participant2,uint256 participant2Amount)"
         );
+    /// @notice EIP-712 type hash of the withdraw message signed by both participants ({setTotalWithdraw}).
+    bytes32 public constant WITHDRAW_TYPEHASH =
+        keccak256("Withdraw(uint256 channelId,address participant,uint256 totalWithdraw,uint256 expiryTimestamp)");
 
     /// @dev A participant address is zero, or both participants are the same.
     error ChannelHubInvalidParticipants(address participant1, address participant2);
@@ -157,10 +175,10 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     error ChannelHubSettleTimeoutNotExpired(uint256 channelId, uint256 deadline);
     /// @dev The balance data given for `participant` does not hash to the stored balance hash.
     error ChannelHubInvalidBalanceData(uint256 channelId, address participant);
-    /// @dev Cooperative settle amounts do not sum to the channel's total deposit.
+    /// @dev Cooperative settle amounts do not sum to what the channel holds (deposits minus withdraws).
     error ChannelHubInvalidSettleAmounts(
         uint256 channelId,
-        uint256 totalDeposit,
+        uint256 channelFunds,
         uint256 participant1Amount,
         uint256 participant2Amount
     );
@@ -170,6 +188,23 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     error ChannelHubNothingToUnlock(uint256 channelId, address sender);
     /// @dev The packed locks are malformed (length), too many, or do not hash to the kept `locksRoot`.
     error ChannelHubInvalidLocks(uint256 channelId, address sender, bytes32 locksRoot);
+    /// @dev The withdraw message expired: `block.timestamp` is past `expiryTimestamp` (seconds).
+    error ChannelHubWithdrawExpired(uint256 channelId, uint256 expiryTimestamp);
+    /// @dev The requested total withdraw does not exceed the stored one (also: a replayed withdraw message).
+    error ChannelHubWithdrawNotIncreasing(
+        uint256 channelId,
+        address participant,
+        uint256 currentTotalWithdraw,
+        uint256 requestedTotalWithdraw
+    );
+    /// @dev Both total withdraws together would exceed both total deposits together: `participant` may
+    /// withdraw at most `maxTotalWithdraw` (deposit1 + deposit2 - the partner's total withdraw).
+    error ChannelHubWithdrawExceedsDeposits(
+        uint256 channelId,
+        address participant,
+        uint256 maxTotalWithdraw,
+        uint256 requestedTotalWithdraw
+    );
 
     /// @notice Channel `channelId` was opened.
     event ChannelOpened(
@@ -181,6 +216,9 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     );
     /// @notice `participant`'s total deposit in `channelId` is now `totalDeposit`.
     event ChannelNewDeposit(uint256 indexed channelId, address indexed participant, uint256 totalDeposit);
+    /// @notice `participant`'s total withdraw in `channelId` is now `totalWithdraw` (base units); the increase
+    /// over the previous total was paid out to `participant` (or deferred, see {PayoutDeferred}).
+    event ChannelWithdraw(uint256 indexed channelId, address indexed participant, uint256 totalWithdraw);
     /// @notice `closingParticipant` closed the channel with the partner's balance proof (`nonce`, `balanceHash`).
     event ChannelClosed(
         uint256 indexed channelId,
@@ -292,10 +330,11 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     }
 
     /**
-     * @notice A participant's total deposit (token base units) and the balance proof stored for them.
+     * @notice A participant's total deposit and total withdraw (token base units) and the balance proof
+     * stored for them.
      * @param channelId The channel id.
      * @param participant The participant.
-     * @return The participant's deposit, stored nonce and balance hash.
+     * @return The participant's deposit, total withdraw, stored nonce and balance hash.
      */
     function getParticipant(
         uint256 channelId,
@@ -422,10 +461,55 @@ contract ChannelHub is EIP712, ReentrancyGuard {
     }
 
     /**
+     * @notice Raises `participant`'s total withdraw to `totalWithdraw` and pays the increase out to
+     * `participant`, without closing the channel. Both participants sign the same EIP-712
+     * `Withdraw(uint256 channelId,address participant,uint256 totalWithdraw,uint256 expiryTimestamp)`;
+     * anyone may submit. The total is monotonic, so a message is used at most once (Raiden spec,
+     * `setTotalWithdraw`).
+     * @dev Opened channels only (a withdraw racing a close is refused); `block.timestamp <= expiryTimestamp`;
+     * `totalWithdraw` > the stored total withdraw; `totalWithdraw + partner's total withdraw <=
+     * deposit1 + deposit2`. Whether the participant's off-chain balance covers the withdraw is for the partner
+     * to check before signing. A failed payout is deferred ({claimDeferredPayout}).
+     * Reverts with {ChannelHubInvalidChannelState}, {ChannelHubNotParticipant}, {ChannelHubWithdrawExpired},
+     * {ChannelHubWithdrawNotIncreasing}, {ChannelHubWithdrawExceedsDeposits}, {ChannelHubInvalidSignature}.
+     * Emits {ChannelWithdraw}.
+     * @param channelId The channel id.
+     * @param participant The participant whose total withdraw is raised and who is paid.
+     * @param totalWithdraw The new total withdraw, token base units (wei for ETH).
+     * @param expiryTimestamp Last `block.timestamp` (seconds) at which the message is accepted.
+     * @param participantSignature `participant`'s 65-byte signature (r || s || v).
+     * @param partnerSignature The partner's 65-byte signature (r || s || v) over the same digest.
+     */
+    function setTotalWithdraw(
+        uint256 channelId,
+        address participant,
+        uint256 totalWithdraw,
+        uint256 expiryTimestamp,
+        bytes calldata participantSignature,
+        bytes calldata partnerSignature
+    ) external nonReentrant {
+        Channel storage channel = _requireState(channelId, ChannelState.Opened);
+        address partner = _partnerOf(channelId, channel, participant);
+        if (block.timestamp > expiryTimestamp) revert ChannelHubWithdrawExpired(channelId, expiryTimestamp);
+        uint256 increase = _withdrawIncrease(channelId, participant, partner, totalWithdraw);
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(abi.encode(WITHDRAW_TYPEHASH, channelId, participant, totalWithdraw, expiryTimestamp))
+        );
+        _requireSigner(channelId, digest, participantSignature, participant);
+        _requireSigner(channelId, digest, partnerSignature, partner);
+
+        _participants[channelId][participant].totalWithdraw = totalWithdraw;
+        emit ChannelWithdraw(channelId, participant, totalWithdraw);
+
+        _payout(channel.token, participant, increase);
+    }
+
+    /**
      * @notice Settles an opened channel at once with amounts both participants signed
      * (EIP-712 `CooperativeSettle`). Anyone may submit. Participants may be given in either order;
      * the signatures cover the order given.
-     * @dev Amounts must sum exactly to the channel's total deposit. Reverts with
+     * @dev Amounts must sum exactly to what the channel holds: deposit1 + deposit2 - withdraw1 - withdraw2
+     * (the participants' amounts are what is left to each after their withdraws). Reverts with
      * {ChannelHubInvalidChannelState}, {ChannelHubNotParticipant}, {ChannelHubInvalidSettleAmounts},
      * {ChannelHubInvalidSignature}. Emits {ChannelSettled} with `cooperative` true.
      * @param channelId The channel id.
@@ -449,8 +533,10 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         if (_partnerOf(channelId, channel, participant1) != participant2) {
             revert ChannelHubNotParticipant(channelId, participant2);
         }
-        uint256 total = _participants[channelId][participant1].totalDeposit +
-            _participants[channelId][participant2].totalDeposit;
+        uint256 total = _channelFunds(
+            _participants[channelId][participant1],
+            _participants[channelId][participant2]
+        );
         if (participant1Amount > total || participant2Amount != total - participant1Amount) {
             revert ChannelHubInvalidSettleAmounts(channelId, total, participant1Amount, participant2Amount);
         }
@@ -599,11 +685,12 @@ contract ChannelHub is EIP712, ReentrancyGuard {
      * behind each stored balance hash (what THAT participant transferred to the other); participants may
      * be given in either order. All-zero data for a participant whose stored nonce is 0.
      * @dev Callable when block.timestamp > closedAt + settleTimeoutSeconds. Amounts (Raiden spec, clamped
-     * so nobody takes more than the channel holds), with D = deposit1 + deposit2:
-     * net1 = clamp(deposit1 + transferred2 - transferred1, 0, D), net2 = D - net1;
+     * so nobody takes more than the channel holds), with R = deposit1 + deposit2 - withdraw1 - withdraw2
+     * (what the channel still holds after the withdraws):
+     * net1 = clamp(deposit1 - withdraw1 + transferred2 - transferred1, 0, R), net2 = R - net1;
      * locked_i = min(lockedAmount_i, net_i) stays in the hub with locksRoot_i for a later {unlock}
      * (see {getLockedBalance}); the locked amount comes out of the SENDER's own net balance;
-     * amount_i = net_i - locked_i. So amount1 + amount2 + locked1 + locked2 == D exactly.
+     * amount_i = net_i - locked_i. So amount1 + amount2 + locked1 + locked2 == R exactly.
      * Reverts with {ChannelHubInvalidChannelState}, {ChannelHubSettleTimeoutNotExpired},
      * {ChannelHubNotParticipant}, {ChannelHubInvalidBalanceData}. Emits {ChannelSettled} (`cooperative` false).
      * @param channelId The channel id.
@@ -722,9 +809,10 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         if (a.participant != channel.participant1) revert ChannelHubNotParticipant(channelId, a.participant);
         if (b.participant != channel.participant2) revert ChannelHubNotParticipant(channelId, b.participant);
 
+        ParticipantInfo storage info1 = _verifyBalanceData(channelId, a);
+        ParticipantInfo storage info2 = _verifyBalanceData(channelId, b);
         Settlement memory result = _settlementAmounts(
-            _verifyBalanceData(channelId, a),
-            _verifyBalanceData(channelId, b),
+            Funds(info1.totalDeposit, info1.totalWithdraw, info2.totalDeposit, info2.totalWithdraw),
             a,
             b
         );
@@ -743,23 +831,31 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         _payout(token, b.participant, result.amount2);
     }
 
-    /// @dev Final amounts of a unilateral settlement (see {settleChannel}); sums to deposit1 + deposit2.
+    /**
+     * @dev Final amounts of a unilateral settlement (see {settleChannel}); they sum to
+     * R = deposit1 + deposit2 - withdrawn1 - withdrawn2 (no overflow: the deposits' sum fits in uint256 and
+     * the withdraws' sum never exceeds it).
+     * net1 = clamp(deposit1 - withdrawn1 + transferred2 - transferred1, 0, R) is computed as credit - debit
+     * with credit = deposit1 (+ transferred2 - transferred1 if positive) and debit = withdrawn1
+     * (+ transferred1 - transferred2 if positive), both saturating at 2^256 - 1. Only one of them can
+     * saturate, and then the exact result is clamped anyway: a saturated credit gives
+     * 2^256 - 1 - withdrawn1 >= R (so R); a saturated debit is >= deposit1 (so 0).
+     */
     function _settlementAmounts(
-        uint256 deposit1,
-        uint256 deposit2,
+        Funds memory funds,
         BalanceData memory a,
         BalanceData memory b
     ) private pure returns (Settlement memory result) {
-        uint256 total = deposit1 + deposit2;
-        // net1 = clamp(deposit1 + transferred2 - transferred1, 0, total), without overflow.
-        uint256 net1;
+        uint256 total = funds.deposit1 + funds.deposit2 - funds.withdrawn1 - funds.withdrawn2;
+        uint256 credit = funds.deposit1;
+        uint256 debit = funds.withdrawn1;
         if (b.transferredAmount >= a.transferredAmount) {
-            uint256 gain = b.transferredAmount - a.transferredAmount;
-            net1 = gain >= deposit2 ? total : deposit1 + gain;
+            credit = _saturatingAdd(credit, b.transferredAmount - a.transferredAmount);
         } else {
-            uint256 loss = a.transferredAmount - b.transferredAmount;
-            net1 = loss >= deposit1 ? 0 : deposit1 - loss;
+            debit = _saturatingAdd(debit, a.transferredAmount - b.transferredAmount);
         }
+        uint256 net1 = credit <= debit ? 0 : credit - debit;
+        if (net1 > total) net1 = total;
         uint256 net2 = total - net1;
         result.locked1 = a.lockedAmount < net1 ? a.lockedAmount : net1;
         result.locked2 = b.lockedAmount < net2 ? b.lockedAmount : net2;
@@ -767,15 +863,61 @@ contract ChannelHub is EIP712, ReentrancyGuard {
         result.amount2 = net2 - result.locked2;
     }
 
-    /// @dev Checks `data` against the stored balance hash and returns the participant's total deposit.
-    function _verifyBalanceData(uint256 channelId, BalanceData memory data) private view returns (uint256) {
-        ParticipantInfo storage info = _participants[channelId][data.participant];
+    /**
+     * @dev Checks `totalWithdraw` for `participant` (monotonic, and both total withdraws together at most
+     * both deposits together) and returns the amount to pay out, `totalWithdraw - current`.
+     */
+    function _withdrawIncrease(
+        uint256 channelId,
+        address participant,
+        address partner,
+        uint256 totalWithdraw
+    ) private view returns (uint256 increase) {
+        ParticipantInfo storage info = _participants[channelId][participant];
+        ParticipantInfo storage partnerInfo = _participants[channelId][partner];
+        uint256 current = info.totalWithdraw;
+        if (totalWithdraw <= current) {
+            revert ChannelHubWithdrawNotIncreasing(channelId, participant, current, totalWithdraw);
+        }
+        // Cannot overflow (setTotalDeposit keeps the deposits' sum in uint256) nor underflow (the partner's
+        // total withdraw passed this same bound, and deposits only grow).
+        uint256 maxTotalWithdraw = info.totalDeposit + partnerInfo.totalDeposit - partnerInfo.totalWithdraw;
+        if (totalWithdraw > maxTotalWithdraw) {
+            revert ChannelHubWithdrawExceedsDeposits(channelId, participant, maxTotalWithdraw, totalWithdraw);
+        }
+        unchecked {
+            // Cannot underflow: totalWithdraw > current.
+            increase = totalWithdraw - current;
+        }
+    }
+
+    /// @dev `a + b`, or 2^256 - 1 when the sum does not fit.
+    function _saturatingAdd(uint256 a, uint256 b) private pure returns (uint256) {
+        unchecked {
+            uint256 sum = a + b;
+            return sum < a ? type(uint256).max : sum;
+        }
+    }
+
+    /// @dev What a channel holds: both deposits minus both total withdraws (never negative, see {setTotalWithdraw}).
+    function _channelFunds(
+        ParticipantInfo storage info1,
+        ParticipantInfo storage info2
+    ) private view returns (uint256) {
+        return info1.totalDeposit + info2.totalDeposit - info1.totalWithdraw - info2.totalWithdraw;
+    }
+
+    /// @dev Checks `data` against the stored balance hash and returns the participant's stored info.
+    function _verifyBalanceData(
+        uint256 channelId,
+        BalanceData memory data
+    ) private view returns (ParticipantInfo storage info) {
+        info = _participants[channelId][data.participant];
         bool valid = info.nonce == 0
             ? data.transferredAmount == 0 && data.lockedAmount == 0 && data.locksRoot == bytes32(0)
             : keccak256(abi.encode(data.transferredAmount, data.lockedAmount, data.locksRoot)) ==
                 info.balanceHash;
         if (!valid) revert ChannelHubInvalidBalanceData(channelId, data.participant);
-        return info.totalDeposit;
     }
 
     /**

@@ -13,7 +13,15 @@ import { ChainEventFollower, deployQrwp, HubClient } from "../../chain/index.js"
 import type { ChainEvent, ChainEventBatch, ChainEventLogger, Deployment } from "../../chain/index.js";
 import { freePort, startLocalChain, type LocalChain } from "../../devnet/harness.js";
 import { TestToken__factory } from "../../typechain-types/index.js";
-import { hubDomain, lockFor, locksRootOf, newSecret, signBalanceProof, signUpdate } from "./helpers.js";
+import {
+  hubDomain,
+  lockFor,
+  locksRootOf,
+  newSecret,
+  signBalanceProof,
+  signUpdate,
+  signWithdrawBoth,
+} from "./helpers.js";
 
 const E = (n: string) => ethers.parseEther(n);
 
@@ -103,7 +111,7 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
     return wallet;
   }
 
-  /** open, two deposits, close with locks, contest, secret, settle, unlock: one event of each type. */
+  /** open, two deposits, a withdraw, close with locks, contest, secret, settle, unlock: each event type. */
   async function lifecycle() {
     const [alice, bob, carol] = [await fundedWallet(), await fundedWallet(), await fundedWallet()];
     const [a, b, t] = [alice, bob, carol].map((w) => new HubClient(w, deployment)) as [
@@ -118,6 +126,15 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
     const depositA = await a.setTotalDeposit(id, E("10"));
     const depositB = await b.setTotalDeposit(id, E("5"));
     const t0 = BigInt(await a.latestTimestamp());
+    const w = await signWithdrawBoth(alice, bob, domain, id, E("2"), t0 + 1000n);
+    const withdraw = await t.setTotalWithdraw(
+      id,
+      w.participant,
+      w.totalWithdraw,
+      w.expiryTimestamp,
+      w.participantSignature,
+      w.partnerSignature,
+    );
     const secret = newSecret();
     const locks = [lockFor(E("1"), t0 + 1000n, secret), lockFor(E("2"), t0 + 1000n, newSecret())];
     const locksRoot = locksRootOf(locks);
@@ -149,7 +166,9 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
       locksRoot,
       a1,
       b1,
-      txs: [opened, depositA, depositB, close, contest, reveal, settle, unlock].map((r) => r.txHash),
+      txs: [opened, depositA, depositB, withdraw, close, contest, reveal, settle, unlock].map(
+        (r) => r.txHash,
+      ),
     };
   }
 
@@ -165,6 +184,7 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
       "ChannelOpened",
       "ChannelNewDeposit",
       "ChannelNewDeposit",
+      "ChannelWithdraw",
       "ChannelClosed",
       "NonClosingBalanceProofUpdated",
       "SecretRevealed",
@@ -185,7 +205,7 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
       for (const e of batch.events) expect(e.blockNumber).to.be.within(batch.fromBlock, batch.toBlock);
     }
 
-    const [opened, depositA, depositB, closed, updated, revealed, settled, unlocked] = got;
+    const [opened, depositA, depositB, withdrew, closed, updated, revealed, settled, unlocked] = got;
     const meta = (e: ChainEvent | undefined) => {
       const { blockNumber: _b, blockHash: _h, logIndex: _l, txHash: _t, ...rest } = e as ChainEvent;
       return rest;
@@ -209,6 +229,12 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
       totalDeposit: E("10"),
     });
     expect(meta(depositB)).to.deep.include({ participant: run.bob, totalDeposit: E("5") });
+    expect(meta(withdrew)).to.deep.equal({
+      type: "ChannelWithdraw",
+      channelId: run.id,
+      participant: run.alice,
+      totalWithdraw: E("2"),
+    });
     expect(meta(closed)).to.deep.equal({
       type: "ChannelClosed",
       channelId: run.id,
@@ -228,11 +254,11 @@ describe("chain/ChainEventFollower (hardhat node)", function () {
       secretHash: ethers.sha256(run.secret),
       secret: run.secret,
     });
-    // alice: 10 + 2 - 1 - 3 locked = 8; bob: 5 + 1 - 2 = 4.
+    // alice: 10 - 2 withdrawn + 2 - 1 - 3 locked = 6; bob: 5 + 1 - 2 = 4 (13 left, 3 kept for unlock).
     expect(meta(settled)).to.deep.equal({
       type: "ChannelSettled",
       channelId: run.id,
-      participant1Amount: E("8"),
+      participant1Amount: E("6"),
       participant2Amount: E("4"),
       cooperative: false,
     });

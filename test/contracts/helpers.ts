@@ -87,6 +87,15 @@ export const COOPERATIVE_SETTLE_TYPES = {
   ],
 };
 
+export const WITHDRAW_TYPES = {
+  Withdraw: [
+    { name: "channelId", type: "uint256" },
+    { name: "participant", type: "address" },
+    { name: "totalWithdraw", type: "uint256" },
+    { name: "expiryTimestamp", type: "uint256" },
+  ],
+};
+
 /** The hub's EIP-712 domain. */
 export function hubDomain(hub: string, chainId: bigint = 31337n): ethers.TypedDataDomain {
   return { name: "QRWP ChannelHub", version: "1", chainId, verifyingContract: hub };
@@ -161,6 +170,65 @@ export async function signCooperativeSettle(
     participant2,
     participant2Amount,
   });
+}
+
+/** `signer`'s EIP-712 `Withdraw` signature (the participant and the partner sign the same message). */
+export async function signWithdraw(
+  signer: ethers.Wallet,
+  domain: ethers.TypedDataDomain,
+  channelId: bigint,
+  participant: string,
+  totalWithdraw: bigint,
+  expiryTimestamp: bigint,
+): Promise<string> {
+  return signer.signTypedData(domain, WITHDRAW_TYPES, {
+    channelId,
+    participant,
+    totalWithdraw,
+    expiryTimestamp,
+  });
+}
+
+/** A withdraw message signed by both participants, ready for `setTotalWithdraw`. */
+export interface TestWithdraw {
+  channelId: bigint;
+  participant: string;
+  totalWithdraw: bigint;
+  expiryTimestamp: bigint;
+  participantSignature: string;
+  partnerSignature: string;
+}
+
+/** `participant` and `partner` both sign `Withdraw(channelId, participant, totalWithdraw, expiryTimestamp)`. */
+export async function signWithdrawBoth(
+  participant: ethers.Wallet,
+  partner: ethers.Wallet,
+  domain: ethers.TypedDataDomain,
+  channelId: bigint,
+  totalWithdraw: bigint,
+  expiryTimestamp: bigint,
+): Promise<TestWithdraw> {
+  const args = [domain, channelId, participant.address, totalWithdraw, expiryTimestamp] as const;
+  return {
+    channelId,
+    participant: participant.address,
+    totalWithdraw,
+    expiryTimestamp,
+    participantSignature: await signWithdraw(participant, ...args),
+    partnerSignature: await signWithdraw(partner, ...args),
+  };
+}
+
+/** Sends `hub.setTotalWithdraw` with `w` (from whoever `hub` is connected as). */
+export function submitWithdraw(hub: ChannelHub, w: TestWithdraw) {
+  return hub.setTotalWithdraw(
+    w.channelId,
+    w.participant,
+    w.totalWithdraw,
+    w.expiryTimestamp,
+    w.participantSignature,
+    w.partnerSignature,
+  );
 }
 
 /** A funded random wallet connected to the in-process Hardhat provider. */

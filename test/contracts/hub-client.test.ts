@@ -15,7 +15,14 @@ import {
   signUpdate,
 } from "./helpers.js";
 import type { Fixture } from "./helpers.js";
-import { isQrwpError } from "../../protocol/index.js";
+import {
+  WITHDRAW_TYPEHASH,
+  isQrwpError,
+  signDigest,
+  verifyWithdrawSignature,
+  withdrawDigest,
+} from "../../protocol/index.js";
+import type { WithdrawArgs } from "../../protocol/index.js";
 import { TestToken__factory } from "../../typechain-types/index.js";
 
 const E = (n: string) => ethers.parseEther(n);
@@ -131,6 +138,113 @@ describe("chain/HubClient", function () {
     expect((await alice.tokenBalance(ethers.ZeroAddress, f.alice.address)) - aliceBefore).to.equal(E("1.5"));
     expect((await alice.getChannel(id)).state).to.equal("settled");
     expect(await alice.openChannelIdOf(f.alice.address, f.bob.address, ethers.ZeroAddress)).to.equal(0n);
+  });
+
+  describe("setTotalWithdraw", function () {
+    const nonceOf = (owner: string) => f.deployer.provider!.getTransactionCount(owner, "latest");
+    const refusal = (p: Promise<unknown>) =>
+      p.then(
+        () => expect.fail("the withdraw succeeded"),
+        (e: unknown) => e as HubCallError,
+      );
+    /** Both signatures made by protocol/withdraw.ts (the node's code path), not by ethers. */
+    function signBoth(args: WithdrawArgs, participant: ethers.Wallet, partner: ethers.Wallet) {
+      const digest = withdrawDigest(args);
+      return [participant, partner].map((w) => signDigest(digest, ethers.getBytes(w.privateKey))) as [
+        string,
+        string,
+      ];
+    }
+
+    it("a withdraw signed with protocol/ is paid to the participant; the participant view has the total", async function () {
+      expect(await f.hub.WITHDRAW_TYPEHASH()).to.equal(ethers.hexlify(WITHDRAW_TYPEHASH));
+      const { channelId: id } = await alice.openChannel(f.bob.address, token, 30);
+      await alice.setTotalDeposit(id, E("10"));
+      await bob.setTotalDeposit(id, E("4"));
+      const args: WithdrawArgs = {
+        chainId: BigInt(f.deployment.chainId),
+        hub: f.deployment.hub,
+        channelId: id,
+        participant: f.bob.address,
+        totalWithdraw: E("6"),
+        expiryTimestamp: BigInt(await tower.latestTimestamp()) + 600n,
+      };
+      const [bobSig, aliceSig] = signBoth(args, f.bob, f.alice);
+      verifyWithdrawSignature(args, bobSig, f.bob.address, "participantSignature");
+      verifyWithdrawSignature(args, aliceSig, f.alice.address, "partnerSignature");
+      const before = await tower.tokenBalance(token, f.bob.address);
+      const result = await tower.setTotalWithdraw(
+        id,
+        f.bob.address,
+        E("6"),
+        args.expiryTimestamp,
+        bobSig,
+        aliceSig,
+      );
+      expect(result.totalWithdraw).to.equal(E("6"));
+      expect(result.deferredAmount).to.equal(0n);
+      expect(result.gasUsed > 0n).to.equal(true);
+      expect((await tower.tokenBalance(token, f.bob.address)) - before).to.equal(E("6"));
+      expect(await tower.getParticipant(id, f.bob.address)).to.deep.equal({
+        totalDeposit: E("4"),
+        totalWithdraw: E("6"),
+        nonce: 0n,
+        balanceHash: ethers.ZeroHash,
+      });
+      expect((await tower.getParticipant(id, f.alice.address)).totalWithdraw).to.equal(0n);
+
+      // A retry of the mined withdraw is refused by the hub, decoded, and nothing is sent.
+      const nonceBefore = await nonceOf(f.carol.address);
+      const retry = await refusal(
+        tower.setTotalWithdraw(id, f.bob.address, E("6"), args.expiryTimestamp, bobSig, aliceSig),
+      );
+      expect(retry).to.be.instanceOf(HubCallError);
+      expect(retry.errorName).to.equal("ChannelHubWithdrawNotIncreasing");
+      expect(retry.message).to.contain(
+        `ChannelHubWithdrawNotIncreasing(${id}, ${f.bob.address}, ${E("6")}, ${E("6")})`,
+      );
+      // Above the deposits, and expired: each decoded by name.
+      const more = { ...args, totalWithdraw: E("15") };
+      const tooMuch = await refusal(
+        tower.setTotalWithdraw(
+          id,
+          f.bob.address,
+          E("15"),
+          args.expiryTimestamp,
+          ...signBoth(more, f.bob, f.alice),
+        ),
+      );
+      expect(tooMuch.errorName).to.equal("ChannelHubWithdrawExceedsDeposits");
+      const past = { ...args, totalWithdraw: E("7"), expiryTimestamp: 1n };
+      const expired = await refusal(
+        tower.setTotalWithdraw(id, f.bob.address, E("7"), 1n, ...signBoth(past, f.bob, f.alice)),
+      );
+      expect(expired.errorName).to.equal("ChannelHubWithdrawExpired");
+      expect(await nonceOf(f.carol.address)).to.equal(nonceBefore);
+    });
+
+    it("malformed arguments are INVALID_ARGUMENT naming the field; nothing is sent", async function () {
+      const { channelId: id } = await alice.openChannel(f.bob.address, token, 30);
+      const sig = `0x${"11".repeat(65)}`;
+      const nonceBefore = await nonceOf(f.carol.address);
+      const cases: [Parameters<HubClient["setTotalWithdraw"]>, string][] = [
+        [[id, "0x1234", 1n, 1n, sig, sig], "participant"],
+        [[id, f.alice.address, -1n, 1n, sig, sig], "totalWithdraw"],
+        [[id, f.alice.address, ethers.MaxUint256 + 1n, 1n, sig, sig], "totalWithdraw"],
+        [[id, f.alice.address, 1n, -5n, sig, sig], "expiryTimestamp"],
+        [[id, f.alice.address, 1n, 1n, "0x", sig], "participantSignature"],
+        [[id, f.alice.address, 1n, 1n, sig, `${sig}00`], "partnerSignature"],
+      ];
+      for (const [args, field] of cases) {
+        const err = await tower.setTotalWithdraw(...args).then(
+          () => expect.fail(`accepted a malformed ${field}`),
+          (e: unknown) => e as Error,
+        );
+        expect(isQrwpError(err) && err.code, err.message).to.equal("INVALID_ARGUMENT");
+        expect((err as { details?: Record<string, unknown> }).details?.field).to.equal(field);
+      }
+      expect(await nonceOf(f.carol.address)).to.equal(nonceBefore);
+    });
   });
 
   it("serialises concurrent transactions of one client without nonce clashes", async function () {

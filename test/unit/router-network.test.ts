@@ -309,6 +309,76 @@ describe("router: NetworkGraph", () => {
     expectCode(() => g.applyEvent({ type: "Nope", channelId: 1n } as never), "INVALID_ARGUMENT");
   });
 
+  it("a withdraw lowers what the channel holds, and so the capacity, as a deposit raises it", () => {
+    const g = graphWithChannel();
+    g.applyUpdate(signed(alice, bob, { capacityHint: 10n ** 30n }));
+    g.applyUpdate(signed(bob, alice, { capacityHint: 10n ** 30n }));
+    expect(g.policy(1n, alice.address)?.capacity).to.equal(4n * 10n ** 18n);
+    const version = g.version;
+    expect(
+      g.applyEvent({
+        type: "ChannelWithdraw",
+        channelId: 1n,
+        participant: alice.address,
+        totalWithdraw: 10n ** 18n + 7n,
+      }),
+    ).to.equal(true);
+    expect(g.version).to.be.greaterThan(version);
+    expect(g.channel(1n)).to.deep.include({
+      participant1Withdraw: 10n ** 18n + 7n,
+      participant2Withdraw: 0n,
+    });
+    // Both directions: the channel holds 4 - (1 + 7 wei) tokens.
+    for (const p of [alice, bob]) expect(g.policy(1n, p.address)?.capacity).to.equal(3n * 10n ** 18n - 7n);
+    // Totals, not increments: a re-delivered event changes nothing; bob's withdraw adds to alice's.
+    g.applyEvent({
+      type: "ChannelWithdraw",
+      channelId: 1n,
+      participant: alice.address,
+      totalWithdraw: 10n ** 18n + 7n,
+    });
+    g.applyEvent({
+      type: "ChannelWithdraw",
+      channelId: 1n,
+      participant: bob.address,
+      totalWithdraw: 2n * 10n ** 18n,
+    });
+    expect(g.policy(1n, alice.address)?.capacity).to.equal(10n ** 18n - 7n);
+    // A hint below what the channel holds still bounds the capacity.
+    g.applyUpdate(signed(alice, bob, { nonce: 1_700_000_000_001n, capacityHint: 5n }));
+    expect(g.policy(1n, alice.address)?.capacity).to.equal(5n);
+    // A deposit after the withdraws raises it again.
+    g.applyEvent({
+      type: "ChannelNewDeposit",
+      channelId: 1n,
+      participant: bob.address,
+      totalDeposit: 3n * 10n ** 18n,
+    });
+    expect(g.policy(1n, bob.address)?.capacity).to.equal(3n * 10n ** 18n - 7n);
+    // Refused: a non-participant, a malformed amount; ignored: an unknown channel.
+    const bad = [
+      { participant: carol.address, totalWithdraw: 1n, field: "participant" },
+      { participant: alice.address, totalWithdraw: -1n, field: "totalWithdraw" },
+      { participant: alice.address, totalWithdraw: 1 as unknown as bigint, field: "totalWithdraw" },
+    ];
+    for (const b of bad) {
+      const e = expectCode(
+        () =>
+          g.applyEvent({
+            type: "ChannelWithdraw",
+            channelId: 1n,
+            participant: b.participant,
+            totalWithdraw: b.totalWithdraw,
+          }),
+        "INVALID_ARGUMENT",
+      );
+      expect(e.details.field).to.equal(b.field);
+    }
+    expect(
+      g.applyEvent({ type: "ChannelWithdraw", channelId: 7n, participant: bob.address, totalWithdraw: 1n }),
+    ).to.equal(false);
+  });
+
   it("a disabled direction is not routable; the payer's local balance overrides its own direction", () => {
     const g = graphWithChannel();
     g.applyUpdate(signed(alice, bob, { disabled: true }));

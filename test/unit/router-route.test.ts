@@ -445,9 +445,10 @@ function limitsOf(c: Built, channelId: bigint, from: string) {
   }
   const u = c.g.latestUpdate(channelId, from);
   if (!u || u.disabled) return undefined;
-  const deposits = ch.participant1Deposit + ch.participant2Deposit;
+  const held =
+    ch.participant1Deposit + ch.participant2Deposit - ch.participant1Withdraw - ch.participant2Withdraw;
   return {
-    capacity: u.capacityHint < deposits ? u.capacityHint : deposits,
+    capacity: u.capacityHint < held ? u.capacityHint : held,
     min: u.htlcMinimum,
     max: u.htlcMaximum,
   };
