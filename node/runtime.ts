@@ -140,6 +140,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     registry: service.registry,
     chain: service.chain,
     manager: service.manager,
+    withdraws: service.withdraws,
     rpcUrls: config.rpcUrls,
     ...(config.confirmations !== undefined ? { confirmations: config.confirmations } : {}),
     ...(config.chainPollMs ? { pollIntervalMs: config.chainPollMs } : {}),

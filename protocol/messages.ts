@@ -97,6 +97,26 @@ export interface CooperativeSettleResponse {
   channelId: bigint;
   signature: string;
 }
+/**
+ * Asks the partner to co-sign raising the sender's total withdraw on a channel to `totalWithdraw` (token base
+ * units, monotonic) until `expiryTimestamp` (unix seconds of block.timestamp): the EIP-712 `Withdraw` of
+ * protocol/withdraw.ts, signed by the sender (Raiden's WithdrawRequest).
+ */
+export interface WithdrawRequest {
+  type: "WithdrawRequest";
+  channelId: bigint;
+  participant: string;
+  totalWithdraw: bigint;
+  expiryTimestamp: bigint;
+  signature: string;
+}
+/** The partner's signature over the same `Withdraw` (Raiden's WithdrawConfirmation). */
+export interface WithdrawConfirmation {
+  type: "WithdrawConfirmation";
+  channelId: bigint;
+  totalWithdraw: bigint;
+  signature: string;
+}
 /** The sender's listen addresses, sent right after the session handshake. */
 export interface PeerInfo {
   type: "PeerInfo";
@@ -202,6 +222,8 @@ export type ChannelMessage =
   | Processed
   | CooperativeSettleRequest
   | CooperativeSettleResponse
+  | WithdrawRequest
+  | WithdrawConfirmation
   | PeerInfo
   | AppointmentRequest
   | AppointmentAccepted
@@ -273,6 +295,20 @@ const bodySchema = z.discriminatedUnion("type", [
     signature: signature65,
   }),
   z.object({ type: z.literal("CooperativeSettleResponse"), channelId: uint256, signature: signature65 }),
+  z.object({
+    type: z.literal("WithdrawRequest"),
+    channelId: uint256,
+    participant: address,
+    totalWithdraw: uint256,
+    expiryTimestamp: uint256,
+    signature: signature65,
+  }),
+  z.object({
+    type: z.literal("WithdrawConfirmation"),
+    channelId: uint256,
+    totalWithdraw: uint256,
+    signature: signature65,
+  }),
   z.object({ type: z.literal("PeerInfo"), multiaddrs }),
   // The appointment travels in its JSON form (strings) inside CBOR; it is ~11 kB either way.
   z.object({ type: z.literal("Appointment"), appointment: appointmentJsonSchema }),

@@ -139,6 +139,14 @@ export const depositBody = {
   properties: { totalDeposit: positiveAmount },
 } as const;
 
+/** `POST /v1/channels/:id/withdraw`: how much of our balance to take out (base units). */
+export const withdrawBody = {
+  type: "object",
+  required: ["amount"],
+  additionalProperties: false,
+  properties: { amount: positiveAmount },
+} as const;
+
 /** `POST /v1/channels/:id/close` (no body: cooperative). */
 export const closeBody = {
   type: ["object", "null"],

@@ -37,6 +37,7 @@ import {
   channelIdParam,
   closeBody,
   depositBody,
+  withdrawBody,
   directPaymentBody,
   infoBody,
   invoiceBody,
@@ -81,6 +82,12 @@ export function channelJson(c: ChannelView) {
     settleTimeoutSeconds: c.settleTimeoutSeconds,
     ourDeposit: c.ourDeposit.toString(),
     partnerDeposit: c.partnerDeposit.toString(),
+    ourWithdraw: c.ourWithdraw.toString(),
+    partnerWithdraw: c.partnerWithdraw.toString(),
+    pendingWithdraw: {
+      ours: c.pendingWithdraw.ours?.toString() ?? null,
+      partner: c.pendingWithdraw.partner?.toString() ?? null,
+    },
     ourBalance: c.ourBalance.toString(),
     partnerBalance: c.partnerBalance.toString(),
     ourNonce: c.ourNonce.toString(),
@@ -326,6 +333,24 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
       channelJson(
         await service.deposit(BigInt(req.params.id), parseAmount(req.body.totalDeposit, "totalDeposit", 1n)),
       ),
+  );
+
+  app.post<{ Params: { id: string }; Body: { amount: string } }>(
+    "/v1/channels/:id/withdraw",
+    {
+      schema: {
+        summary: "Withdraw part of our balance from an open channel to our wallet",
+        description:
+          "The partner co-signs the EIP-712 Withdraw, then ChannelHub.setTotalWithdraw pays it out through the " +
+          "Bridge. 409 INSUFFICIENT_CAPACITY above our balance, 409 CHANNEL_STATE when the channel is not open, " +
+          "closing, or a withdraw of ours is in flight, 502 PEER_REJECTED when the partner refuses.",
+        params: channelIdParam,
+        querystring: noQuery,
+        body: withdrawBody,
+      },
+    },
+    async (req) =>
+      channelJson(await service.withdraw(BigInt(req.params.id), parseAmount(req.body.amount, "amount", 1n))),
   );
 
   app.post<{ Params: { id: string }; Body: { cooperative?: boolean } | null | undefined }>(

@@ -22,6 +22,9 @@ const HUB_REFUSALS: Record<string, [ErrorCode, string | null, string]> = {
   ChannelHubDepositOverflow: ["INVALID_ARGUMENT", null, "the deposit overflows"],
   ChannelHubInvalidChannelState: ["CHANNEL_STATE", null, "the channel is not open"],
   ChannelHubNotParticipant: ["CHANNEL_STATE", null, "we are not a participant of the channel"],
+  ChannelHubWithdrawExpired: ["TIMEOUT", null, "the withdraw expired before it was mined"],
+  ChannelHubWithdrawNotIncreasing: ["CONFLICT", null, "the total withdraw must increase"],
+  ChannelHubWithdrawExceedsDeposits: ["INSUFFICIENT_CAPACITY", null, "the withdraw exceeds the deposits"],
 };
 
 /**
@@ -64,11 +67,15 @@ export class ChainCalls {
     return this.#hub;
   }
 
-  async call<T>(action: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one chain call; a failure becomes a QrwpError (`chainError`): with `refusalField`, the hub's
+   * refusals of {@link HUB_REFUSALS} as their client codes naming that field, else CHAIN_ERROR.
+   */
+  async call<T>(action: string, fn: () => Promise<T>, refusalField?: string): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      throw chainError(action, err);
+      throw chainError(action, err, refusalField);
     }
   }
 
@@ -141,9 +148,17 @@ export class ChainCalls {
       this.#hub.getParticipant(live.record.channelId, this.#registry.address),
       this.#hub.getParticipant(live.record.channelId, live.record.partner),
     ]);
-    if (ours.totalDeposit !== live.record.ourDeposit || theirs.totalDeposit !== live.record.partnerDeposit) {
-      live.record.ourDeposit = ours.totalDeposit;
-      live.record.partnerDeposit = theirs.totalDeposit;
+    const r = live.record;
+    if (
+      ours.totalDeposit !== r.ourDeposit ||
+      theirs.totalDeposit !== r.partnerDeposit ||
+      ours.totalWithdraw !== r.ourWithdraw ||
+      theirs.totalWithdraw !== r.partnerWithdraw
+    ) {
+      r.ourDeposit = ours.totalDeposit;
+      r.partnerDeposit = theirs.totalDeposit;
+      r.ourWithdraw = ours.totalWithdraw;
+      r.partnerWithdraw = theirs.totalWithdraw;
       this.#registry.save(live, "deposit");
     }
   }

@@ -59,7 +59,7 @@ export class CooperativeSettle {
   /** Inside the channel's queue, with `live.closing` set: settles cooperatively (see the module docs). */
   async settle(live: Live): Promise<void> {
     await this.#outgoing.resendPending(live);
-    this.#assertNoLocks(live);
+    this.#assertNothingInFlight(live);
     await this.#chain.refreshDeposits(live);
     const onchain = await this.#chain.hub.getChannel(live.record.channelId);
     const amounts = this.#settleAmounts(live, onchain.participant1, onchain.participant2);
@@ -107,8 +107,11 @@ export class CooperativeSettle {
 
   #settleAmounts(live: Live, participant1: string, participant2: string) {
     const b = this.#registry.balances(live);
-    const ourAmount = live.record.ourDeposit - b.sentTransferred + b.receivedTransferred;
-    const partnerAmount = live.record.partnerDeposit - b.receivedTransferred + b.sentTransferred;
+    // The hub pays deposits minus withdraws: a withdraw in flight would change that (refused before).
+    const ourAmount =
+      live.record.ourDeposit - live.record.ourWithdraw - b.sentTransferred + b.receivedTransferred;
+    const partnerAmount =
+      live.record.partnerDeposit - live.record.partnerWithdraw - b.receivedTransferred + b.sentTransferred;
     const weAreP1 = eqAddr(participant1, this.#registry.address);
     return {
       participant1: getAddress(participant1),
@@ -118,8 +121,17 @@ export class CooperativeSettle {
     };
   }
 
-  /** A cooperative settle pays no locks: refuse it while any lock is pending in either direction. */
-  #assertNoLocks(live: Live): void {
+  /** A cooperative settle pays no locks and fixes deposits − withdraws: refuse it while a lock or a withdraw is in flight. */
+  #assertNothingInFlight(live: Live): void {
+    if (live.ourPendingWithdraw || live.partnerPendingWithdraw) {
+      throw new QrwpError(
+        "CHANNEL_STATE",
+        "a withdraw is in flight on this channel: wait until it is mined or expired",
+        {
+          channelId: live.record.channelId.toString(),
+        },
+      );
+    }
     if (live.ourEnd.locks.length > 0 || live.partnerEnd.locks.length > 0) {
       throw new QrwpError(
         "CHANNEL_STATE",
@@ -147,7 +159,7 @@ export class CooperativeSettle {
     live.closing = true;
     try {
       await live.queue.onIdle();
-      this.#assertNoLocks(live);
+      this.#assertNothingInFlight(live);
       const onchain = await this.#chain.hub.getChannel(msg.channelId);
       if (
         !eqAddr(onchain.participant1, msg.participant1) ||

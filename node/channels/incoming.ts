@@ -28,7 +28,7 @@ import type { Deployment } from "../../chain/index.js";
 import type { RemotePeer } from "../../host/session-transport.js";
 import type { NodeStore } from "../store/store.js";
 import type { ChainCalls } from "./chain-calls.js";
-import type { ChannelRegistry } from "./registry.js";
+import { partnerFundsOf, type ChannelRegistry } from "./registry.js";
 import { eqAddr, partnerKeyMetaKey, type Live, type TransferHooks } from "./types.js";
 
 /** What {@link IncomingProofs} needs. */
@@ -113,7 +113,7 @@ export class IncomingProofs {
       // Read at each check: the partner's latest may move while deposits are refreshed below.
       const lastNonce = live.partnerLatest?.proof.nonce ?? 0n;
       const end = checkProofMatches(p, lastNonce, expected(live.partnerEnd));
-      if (distributableAmount(live.record.partnerDeposit, end, live.ourEnd) < 0n) {
+      if (distributableAmount(partnerFundsOf(live), end, live.ourEnd) < 0n) {
         throw new QrwpError("INSUFFICIENT_CAPACITY", "transfer exceeds the partner's balance", {
           field: "balanceProof.transferredAmount",
         });

@@ -206,6 +206,8 @@ export class ChannelManager {
       settleTimeoutSeconds,
       ourDeposit: 0n,
       partnerDeposit: 0n,
+      ourWithdraw: 0n,
+      partnerWithdraw: 0n,
       openedAtMs: now,
       updatedAtMs: now,
     };
@@ -410,6 +412,8 @@ export class ChannelManager {
       settleTimeoutSeconds: onchain.settleTimeoutSeconds,
       ourDeposit: ours.totalDeposit,
       partnerDeposit: theirs.totalDeposit,
+      ourWithdraw: ours.totalWithdraw,
+      partnerWithdraw: theirs.totalWithdraw,
       openedAtMs: now,
       updatedAtMs: now,
     };

@@ -39,7 +39,7 @@ import { assertSamePayment } from "../payment-retry.js";
 import type { NodeStore, PaymentRecord, StoredProof } from "../store/store.js";
 import type { ChainCalls } from "./chain-calls.js";
 import type { Partners } from "./partners.js";
-import type { ChannelRegistry } from "./registry.js";
+import { ourFundsOf, type ChannelRegistry } from "./registry.js";
 import {
   POLLER_RESEND_AFTER_MS,
   directTransferOf,
@@ -397,11 +397,11 @@ export class OutgoingProofs {
       throw this.#registry.stateError(live, "opened");
     await this.resendPending(live);
     let end = next(live.ourEnd);
-    if (distributableAmount(live.record.ourDeposit, end, live.partnerEnd) < 0n) {
+    if (distributableAmount(ourFundsOf(live), end, live.partnerEnd) < 0n) {
       await this.#chain.refreshDeposits(live);
       end = next(live.ourEnd);
-      const balance = distributableAmount(live.record.ourDeposit, live.ourEnd, live.partnerEnd);
-      if (distributableAmount(live.record.ourDeposit, end, live.partnerEnd) < 0n) {
+      const balance = distributableAmount(ourFundsOf(live), live.ourEnd, live.partnerEnd);
+      if (distributableAmount(ourFundsOf(live), end, live.partnerEnd) < 0n) {
         throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${balance} is too low for this transfer`, {
           channelId: live.record.channelId.toString(),
           balance: balance.toString(),

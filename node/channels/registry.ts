@@ -20,7 +20,7 @@ import {
 } from "../../protocol/index.js";
 import type { RemotePeer } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
-import type { ChannelBase, ChannelRecord, NodeStore } from "../store/store.js";
+import type { ChannelBase, ChannelRecord, NodeStore, PendingWithdraw } from "../store/store.js";
 import {
   cosignedKey,
   endOf,
@@ -89,6 +89,8 @@ export class ChannelRegistry {
       partnerLatest: partner?.signed ?? null,
       queue: new Queue<unknown>({ concurrency: 1 }),
       closing: this.#store.getMeta(cosignedKey(record.channelId)) !== null,
+      ourPendingWithdraw: this.#store.getWithdraw(record.channelId, this.address),
+      partnerPendingWithdraw: this.#store.getWithdraw(record.channelId, record.partner),
     };
     this.#live.set(record.channelId.toString(), live);
     return live;
@@ -165,14 +167,15 @@ export class ChannelRegistry {
     receivedTransferred: bigint;
   } {
     // What we can send counts an unacknowledged proof as spent (conservative): the worse of acked and pending.
-    let ourBalance = distributableAmount(live.record.ourDeposit, live.ourEnd, live.partnerEnd);
+    const ourFunds = ourFundsOf(live);
+    let ourBalance = distributableAmount(ourFunds, live.ourEnd, live.partnerEnd);
     for (const p of live.ourPending) {
-      const b = distributableAmount(live.record.ourDeposit, endOf(p), live.partnerEnd);
+      const b = distributableAmount(ourFunds, endOf(p), live.partnerEnd);
       if (b < ourBalance) ourBalance = b;
     }
     return {
       ourBalance,
-      partnerBalance: distributableAmount(live.record.partnerDeposit, live.partnerEnd, live.ourEnd),
+      partnerBalance: distributableAmount(partnerFundsOf(live), live.partnerEnd, live.ourEnd),
       sentTransferred: live.ourEnd.transferredAmount,
       receivedTransferred: live.partnerEnd.transferredAmount,
     };
@@ -190,6 +193,12 @@ export class ChannelRegistry {
       settleTimeoutSeconds: r.settleTimeoutSeconds,
       ourDeposit: r.ourDeposit,
       partnerDeposit: r.partnerDeposit,
+      ourWithdraw: r.ourWithdraw,
+      partnerWithdraw: r.partnerWithdraw,
+      pendingWithdraw: {
+        ours: live.ourPendingWithdraw?.totalWithdraw ?? null,
+        partner: live.partnerPendingWithdraw?.totalWithdraw ?? null,
+      },
       ourBalance: b.ourBalance,
       partnerBalance: b.partnerBalance,
       ourNonce: live.ourLatestNonce,
@@ -322,7 +331,28 @@ function baseOf(r: ChannelRecord): ChannelBase {
     settleTimeoutSeconds: r.settleTimeoutSeconds,
     ourDeposit: r.ourDeposit,
     partnerDeposit: r.partnerDeposit,
+    ourWithdraw: r.ourWithdraw,
+    partnerWithdraw: r.partnerWithdraw,
     openedAtMs: r.openedAtMs,
     updatedAtMs: r.updatedAtMs,
   };
+}
+
+/**
+ * What we put in the channel and did not take out: our deposit minus our total withdraw, counting a
+ * co-signed withdraw not mined yet (and not expired) as taken out (base units).
+ */
+export function ourFundsOf(live: Live): bigint {
+  return live.record.ourDeposit - effectiveWithdraw(live.record.ourWithdraw, live.ourPendingWithdraw);
+}
+
+/** The partner's deposit minus its total withdraw, counting its pending co-signed withdraw (base units). */
+export function partnerFundsOf(live: Live): bigint {
+  return (
+    live.record.partnerDeposit - effectiveWithdraw(live.record.partnerWithdraw, live.partnerPendingWithdraw)
+  );
+}
+
+function effectiveWithdraw(mined: bigint, pending: PendingWithdraw | null): bigint {
+  return pending && pending.totalWithdraw > mined ? pending.totalWithdraw : mined;
 }

@@ -7,6 +7,7 @@
  * - `outgoing.ts`: our balance proofs (build, sign, persist, send, acknowledge, re-deliver);
  * - `incoming.ts`: the partner's balance proofs (verify, persist, acknowledge);
  * - `cooperative-settle.ts`: both sides of a cooperative settle;
+ * - `withdraw.ts`: withdraw from an open channel (request, co-sign, submit; capacity reserved until mined);
  * - `http-relay.ts`: x402 direct streaming's transfer and acknowledgement relayed over HTTP;
  * - `chain-calls.ts`, `partners.ts`: coded chain calls; how a partner is reached.
  *
@@ -39,6 +40,7 @@ import { ChannelManager } from "./manager.js";
 import { OutgoingProofs } from "./outgoing.js";
 import { Partners } from "./partners.js";
 import { ChannelRegistry } from "./registry.js";
+import { Withdraws } from "./withdraw.js";
 import type {
   AcceptedDirectTransfer,
   ChannelSummary,
@@ -76,6 +78,7 @@ export class ChannelService {
   readonly incoming: IncomingProofs;
   readonly httpRelay: HttpRelay;
   readonly cooperative: CooperativeSettle;
+  readonly withdraws: Withdraws;
   readonly #partners: Partners;
   readonly #transport: SessionTransport;
   readonly #listenAddrs: () => string[];
@@ -101,6 +104,12 @@ export class ChannelService {
       ...shared,
       partners: this.#partners,
       outgoing: this.outgoing,
+    });
+    this.withdraws = new Withdraws({
+      ...shared,
+      partners: this.#partners,
+      outgoing: this.outgoing,
+      incoming: this.incoming,
     });
     this.manager = new ChannelManager({
       ...shared,
@@ -165,6 +174,8 @@ export class ChannelService {
         return this.manager.onChannelAnnounce(from, body.channelId, body.multiaddrs);
       case "CooperativeSettleRequest":
         return this.cooperative.onRequest(from, body);
+      case "WithdrawRequest":
+        return this.withdraws.onRequest(from, body);
       case "PeerInfo":
         return this.manager.onPeerInfo(from, body.multiaddrs);
       default:
@@ -243,6 +254,11 @@ export class ChannelService {
 
   settle(channelId: bigint): Promise<ChannelView> {
     return this.manager.settle(channelId);
+  }
+
+  /** Withdraws `amount` base units of our balance from an open channel (see `withdraw.ts`). */
+  withdraw(channelId: bigint, amount: bigint): Promise<ChannelView> {
+    return this.withdraws.withdraw(channelId, amount);
   }
 
   // ---- payments (outgoing proofs, HTTP relay) ----

@@ -13,7 +13,7 @@ import type {
   SignedBalanceProof,
 } from "../../protocol/index.js";
 import type { RemotePeer } from "../../host/session-transport.js";
-import type { ChannelRecord, PaymentRecord, StoredProof } from "../store/store.js";
+import type { ChannelRecord, PaymentRecord, PendingWithdraw, StoredProof } from "../store/store.js";
 
 /** Default settle timeout for channels we open (seconds of block.timestamp). */
 export const DEFAULT_SETTLE_TIMEOUT_SECONDS = 3600;
@@ -77,6 +77,11 @@ export interface ChannelSummary {
   settleTimeoutSeconds: number;
   ourDeposit: bigint;
   partnerDeposit: bigint;
+  /** Total withdraws the hub stored (base units). */
+  ourWithdraw: bigint;
+  partnerWithdraw: bigint;
+  /** A co-signed (or being co-signed) withdraw not mined yet: its new total, counted as withdrawn. */
+  pendingWithdraw: { ours: bigint | null; partner: bigint | null };
   ourBalance: bigint;
   partnerBalance: bigint;
   ourNonce: bigint;
@@ -158,6 +163,9 @@ export interface Live {
   queue: Queue<unknown>;
   /** Set while a cooperative settle or close is in progress: no new outgoing payments. */
   closing: boolean;
+  /** Our / the partner's withdraw being co-signed or co-signed and not mined yet (counted as withdrawn). */
+  ourPendingWithdraw: PendingWithdraw | null;
+  partnerPendingWithdraw: PendingWithdraw | null;
 }
 
 /** Case-insensitive address equality. */

@@ -36,6 +36,7 @@ import type { NodeStore } from "../store/store.js";
 import type { ChainCalls } from "../channels/chain-calls.js";
 import type { ChannelManager } from "../channels/manager.js";
 import type { ChannelRegistry } from "../channels/registry.js";
+import type { Withdraws } from "../channels/withdraw.js";
 import { eqAddr, type Live } from "../channels/types.js";
 
 /** `meta` key of the last block whose channel events the monitor applied. */
@@ -78,6 +79,7 @@ export interface ChannelMonitorInit {
   registry: ChannelRegistry;
   chain: ChainCalls;
   manager: ChannelManager;
+  withdraws: Withdraws;
   /** JSON-RPC URLs, tried in order with failover; at least one. */
   rpcUrls: readonly string[];
   /** Blocks below the head an event must be before it is applied. Default 0. */
@@ -199,6 +201,9 @@ export class ChannelMonitor {
           closedAtSeconds: blockTimestamp,
         });
         return;
+      case "ChannelWithdraw":
+        this.#init.withdraws.applyMined(live, event.participant, event.totalWithdraw);
+        return;
       case "NonClosingBalanceProofUpdated":
         this.#store.setMeta(closerNonceKey(r.channelId), event.nonce.toString());
         return;
@@ -246,6 +251,7 @@ export class ChannelMonitor {
     try {
       const nowSeconds = await this.#chain.hub.latestTimestamp();
       this.#registry.observeChainTime(nowSeconds);
+      this.#init.withdraws.expire(BigInt(nowSeconds));
       for (const live of [...this.#registry.all()]) {
         if (this.#stopped) return;
         try {

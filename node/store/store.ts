@@ -29,8 +29,29 @@ export interface ChannelBase {
   settleTimeoutSeconds: number;
   ourDeposit: bigint;
   partnerDeposit: bigint;
+  /** Total withdraws the hub stored for us / the partner (`setTotalWithdraw` mined), base units. */
+  ourWithdraw: bigint;
+  partnerWithdraw: bigint;
   openedAtMs: number;
   updatedAtMs: number;
+}
+
+/**
+ * A withdraw co-signed or being co-signed (Raiden's WithdrawRequest/Confirmation) and not yet mined: both
+ * sides count `totalWithdraw` as withdrawn until it is mined (then the channel's total takes over) or the
+ * chain's time passes `expiryTimestamp`. One per channel and participant.
+ */
+export interface PendingWithdraw {
+  channelId: bigint;
+  participant: string;
+  /** The participant's new total withdraw, base units. */
+  totalWithdraw: bigint;
+  /** Unix seconds of block.timestamp. */
+  expiryTimestamp: bigint;
+  participantSignature: string;
+  /** The partner's signature; null until its confirmation arrived. */
+  partnerSignature: string | null;
+  createdAtMs: number;
 }
 
 /**
@@ -65,7 +86,7 @@ export interface PeerRecord {
   multiaddrs: string[];
 }
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /** Delivery status of a balance proof: ours are `pending` until the partner's Processed (or refusal). */
 export type ProofStatus = "pending" | "acked" | "refused";
@@ -156,7 +177,19 @@ CREATE TABLE IF NOT EXISTS channels (
   closed_at_seconds INTEGER,
   closing_participant TEXT,
   opened_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
+  updated_at INTEGER NOT NULL,
+  our_withdraw TEXT NOT NULL DEFAULT '0',
+  partner_withdraw TEXT NOT NULL DEFAULT '0'
+);
+CREATE TABLE IF NOT EXISTS withdraws (
+  channel_id TEXT NOT NULL,
+  participant TEXT NOT NULL,
+  total_withdraw TEXT NOT NULL,
+  expiry_timestamp TEXT NOT NULL,
+  participant_signature TEXT NOT NULL,
+  partner_signature TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (channel_id, participant)
 );
 CREATE TABLE IF NOT EXISTS balance_proofs (
   channel_id TEXT NOT NULL,
@@ -323,7 +356,45 @@ const channelRowSchema = z.object({
   closing_participant: addressText.nullable(),
   opened_at: z.number().int(),
   updated_at: z.number().int(),
+  our_withdraw: uintText,
+  partner_withdraw: uintText,
 });
+const withdrawRowSchema = z.object({
+  channel_id: uintText,
+  participant: addressText,
+  total_withdraw: uintText,
+  expiry_timestamp: uintText,
+  participant_signature: z.string().regex(/^0x[0-9a-fA-F]{130}$/),
+  partner_signature: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]{130}$/)
+    .nullable(),
+  created_at: z.number().int(),
+});
+
+/** A `withdraws` row decoded. @throws QrwpError INTERNAL naming the column of a corrupt row */
+function toWithdraw(row: unknown): PendingWithdraw {
+  const parsed = withdrawRowSchema.safeParse(row);
+  if (!parsed.success) {
+    throw new QrwpError(
+      "INTERNAL",
+      `corrupt withdraws row: ${parsed.error.issues[0]?.message ?? "invalid"}`,
+      {
+        field: String(parsed.error.issues[0]?.path[0] ?? "row"),
+      },
+    );
+  }
+  const r = parsed.data;
+  return {
+    channelId: BigInt(r.channel_id),
+    participant: r.participant,
+    totalWithdraw: BigInt(r.total_withdraw),
+    expiryTimestamp: BigInt(r.expiry_timestamp),
+    participantSignature: r.participant_signature,
+    partnerSignature: r.partner_signature,
+    createdAtMs: r.created_at,
+  };
+}
 
 /**
  * A `channels` row decoded (never cast): columns checked, then the lifecycle union built from the state
@@ -346,6 +417,8 @@ function toChannel(row: unknown): ChannelRecord {
     settleTimeoutSeconds: r.settle_timeout_seconds,
     ourDeposit: BigInt(r.our_deposit),
     partnerDeposit: BigInt(r.partner_deposit),
+    ourWithdraw: BigInt(r.our_withdraw),
+    partnerWithdraw: BigInt(r.partner_withdraw),
     openedAtMs: r.opened_at,
     updatedAtMs: r.updated_at,
   };
@@ -483,9 +556,11 @@ export class NodeStore {
       "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'balance_proofs'",
     ).get();
     if (hasProofs) this.#migrateV1();
+    this.#migrateV2();
     this.#db.exec(SCHEMA);
     const version = this.getMeta("schema_version");
-    if (version === null || Number(version) === 1) this.setMeta("schema_version", String(SCHEMA_VERSION));
+    if (version === null || Number(version) === 1 || Number(version) === 2)
+      this.setMeta("schema_version", String(SCHEMA_VERSION));
     else if (Number(version) !== SCHEMA_VERSION) {
       throw new Error(`store schema version ${version} is not supported (expected ${SCHEMA_VERSION})`);
     }
@@ -508,6 +583,49 @@ export class NodeStore {
           WHEN 'pending' THEN 'pending' WHEN 'failed' THEN 'refused' ELSE 'acked' END
         WHERE signer <> (SELECT c.partner FROM channels c WHERE c.channel_id = balance_proofs.channel_id);`);
     })();
+  }
+
+  /** v2 -> v3: channels gain the totals withdrawn on chain (0 for channels from before withdraws). */
+  #migrateV2(): void {
+    const cols = this.#sql("PRAGMA table_info(channels)").all() as { name: string }[];
+    if (cols.length === 0 || cols.some((c) => c.name === "our_withdraw")) return;
+    this.#db.exec(`ALTER TABLE channels ADD COLUMN our_withdraw TEXT NOT NULL DEFAULT '0';
+      ALTER TABLE channels ADD COLUMN partner_withdraw TEXT NOT NULL DEFAULT '0';`);
+  }
+
+  /** Records (or replaces) the pending withdraw of `w.participant` on `w.channelId`. */
+  putWithdraw(w: PendingWithdraw): void {
+    this.#sql(
+      `INSERT INTO withdraws(channel_id, participant, total_withdraw, expiry_timestamp, participant_signature,
+           partner_signature, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(channel_id, participant) DO UPDATE SET total_withdraw = excluded.total_withdraw,
+           expiry_timestamp = excluded.expiry_timestamp, participant_signature = excluded.participant_signature,
+           partner_signature = excluded.partner_signature, created_at = excluded.created_at`,
+    ).run(
+      w.channelId.toString(),
+      w.participant,
+      w.totalWithdraw.toString(),
+      w.expiryTimestamp.toString(),
+      w.participantSignature,
+      w.partnerSignature,
+      w.createdAtMs,
+    );
+  }
+
+  /** The pending withdraw of `participant` on a channel, or null. */
+  getWithdraw(channelId: bigint, participant: string): PendingWithdraw | null {
+    const row: unknown = this.#sql(
+      "SELECT * FROM withdraws WHERE channel_id = ? AND lower(participant) = lower(?)",
+    ).get(channelId.toString(), participant);
+    return row === undefined ? null : toWithdraw(row);
+  }
+
+  /** Forgets the pending withdraw of `participant` on a channel (mined, expired or refused). */
+  deleteWithdraw(channelId: bigint, participant: string): void {
+    this.#sql("DELETE FROM withdraws WHERE channel_id = ? AND lower(participant) = lower(?)").run(
+      channelId.toString(),
+      participant,
+    );
   }
 
   /** Closes the database (checkpointing the WAL). */
@@ -573,8 +691,8 @@ export class NodeStore {
   insertChannel(c: ChannelRecord): void {
     this.#sql(
       `INSERT INTO channels(channel_id, partner, token, state, settle_timeout_seconds, our_deposit, partner_deposit,
-           closed_at_seconds, closing_participant, opened_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           closed_at_seconds, closing_participant, opened_at, updated_at, our_withdraw, partner_withdraw)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       c.channelId.toString(),
       c.partner,
@@ -586,6 +704,8 @@ export class NodeStore {
       ...closeColumns(c),
       c.openedAtMs,
       c.updatedAtMs,
+      c.ourWithdraw.toString(),
+      c.partnerWithdraw.toString(),
     );
   }
 
@@ -593,13 +713,15 @@ export class NodeStore {
   updateChannel(c: ChannelRecord): void {
     this.#sql(
       `UPDATE channels SET state = ?, our_deposit = ?, partner_deposit = ?, closed_at_seconds = ?,
-           closing_participant = ?, updated_at = ? WHERE channel_id = ?`,
+           closing_participant = ?, updated_at = ?, our_withdraw = ?, partner_withdraw = ? WHERE channel_id = ?`,
     ).run(
       c.state,
       c.ourDeposit.toString(),
       c.partnerDeposit.toString(),
       ...closeColumns(c),
       Date.now(),
+      c.ourWithdraw.toString(),
+      c.partnerWithdraw.toString(),
       c.channelId.toString(),
     );
   }
