@@ -90,6 +90,37 @@ export function parseHash(value: string): string {
   return value;
 }
 
+/** A parser of integers in `[min, max]` (e.g. `--limit` 1..1000). */
+export function parseIntInRange(min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    const n = /^(0|[1-9][0-9]{0,15})$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`must be an integer ${min}-${max}`);
+    return n;
+  };
+}
+
+/** A channel id: the ChannelHub's counter, a positive decimal (uint256), returned as a string. */
+export function parseChannelId(value: string): string {
+  if (!/^[1-9][0-9]{0,77}$/.test(value))
+    throw new InvalidArgumentError("must be a channel id (a positive decimal, see `qrwp channel list`)");
+  return value;
+}
+
+/** A payment id as the node API takes it: 1-128 characters of `A-Z a-z 0-9 . _ : -`. */
+export function parsePaymentId(value: string): string {
+  if (!/^[A-Za-z0-9._:-]{1,128}$/.test(value))
+    throw new InvalidArgumentError("must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+  return value;
+}
+
+/** A page cursor of the node's `GET /v1/payments` (its `nextCursor`: `<ms>-<0|1>-<seq>`). */
+export function parsePaymentCursor(value: string): string {
+  if (!/^(0|[1-9][0-9]{0,15})-[01]-[1-9][0-9]{0,15}$/.test(value))
+    throw new InvalidArgumentError("must be a nextCursor printed by `qrwp payment list`");
+  return value;
+}
+
 /** The `--puzzle-bits`, `--max-connections`, … options of every QRWP process with a libp2p host. */
 export interface PeerLimitOptions {
   puzzleBits?: number;

@@ -2,13 +2,13 @@
  * The channel node's `qrwp` commands (commander; the entry point is `cli/qrwp.ts`):
  *   qrwp init --data-dir D                       create keys (mode 0600) and an API token
  *   qrwp node start --data-dir D --rpc URL ...   run a channel node (--rpc and --watchtower repeatable)
- *   qrwp pay | route | invoice create|show       call a running node's API
+ *   qrwp pay | route | invoice create|show       call a running node's API (JSON answers)
+ *   qrwp info | channel … | payment …            the same, as tables or --json (node/cli/api-commands.ts)
  * Every flag also reads an environment variable (shown in --help).
  */
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { InvalidArgumentError, Option } from "commander";
-import { QrwpError, type ErrorCode } from "../protocol/index.js";
 import {
   addPeerLimitOptions,
   peerLimitsFromOptions,
@@ -20,33 +20,19 @@ import {
   parseMultiaddr,
   parseNonEmpty,
   parseNonNegativeInt,
+  parsePaymentId,
   parsePositiveInt,
   parseUrl,
   collectUrls,
 } from "../host/cli-args.js";
-import { initKeystore, readApiToken } from "../host/keystore.js";
+import { initKeystore } from "../host/keystore.js";
 import { createLogger } from "../host/logger.js";
 import { serveUntilSignal } from "../host/process.js";
 import { startNode } from "./runtime.js";
 import { towerPeerId } from "./watchtowers.js";
 import { DEFAULT_SAFETY_MARGINS } from "../protocol/index.js";
-
-/** Options every API client command takes: where the node's API is and its token. */
-function withApi(cmd: Command): Command {
-  return cmd
-    .addOption(
-      new Option("--api-url <url>", "the node's HTTP API")
-        .env("QRWP_API_URL")
-        .argParser(parseUrl)
-        .default("http://127.0.0.1:7001"),
-    )
-    .addOption(
-      new Option("--data-dir <dir>", "the node's data directory (for its api-token)").env("QRWP_DATA_DIR"),
-    )
-    .addOption(
-      new Option("--api-token <token>", "API bearer token (instead of --data-dir)").env("QRWP_API_TOKEN"),
-    );
-}
+import { addChannelCommands, addPaymentCommands } from "./cli/api-commands.js";
+import { callApi, withApi, type ApiOpts } from "./cli/api-client.js";
 
 /** The payee options `qrwp pay` and `qrwp route` share: target, token, amount (all mandatory). */
 function withPayee(cmd: Command): Command {
@@ -60,44 +46,6 @@ function withPayee(cmd: Command): Command {
         .argParser(parseAmount)
         .makeOptionMandatory(),
     );
-}
-
-/** Calls the node's API; prints the JSON answer; a coded error becomes a QrwpError (exit 1, or 2 for bad input). */
-async function callApi(
-  opts: { apiUrl: string; dataDir?: string; apiToken?: string },
-  method: "GET" | "POST",
-  path: string,
-  body?: unknown,
-): Promise<void> {
-  const token = opts.apiToken ?? (opts.dataDir ? readApiToken(resolve(opts.dataDir)) : undefined);
-  if (!token)
-    throw new QrwpError("INVALID_ARGUMENT", "give --data-dir or --api-token", { field: "data-dir" });
-  let res: Response;
-  try {
-    res = await fetch(new URL(path, opts.apiUrl), {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-  } catch (cause) {
-    throw new QrwpError(
-      "PEER_OFFLINE",
-      `cannot reach the node API at ${opts.apiUrl}`,
-      { field: "api-url" },
-      { cause },
-    );
-  }
-  const json = (await res.json().catch(() => ({}))) as {
-    error?: { code: ErrorCode; message: string; details?: Record<string, unknown> };
-  };
-  if (!res.ok) {
-    throw new QrwpError(
-      json.error?.code ?? "INTERNAL",
-      json.error?.message ?? `HTTP ${res.status}`,
-      json.error?.details ?? {},
-    );
-  }
-  console.log(JSON.stringify(json, null, 2));
 }
 
 /**
@@ -123,7 +71,10 @@ function collectWatchtowers(value: string, previous: string[] = []): string[] {
   return [...previous, ...added];
 }
 
-/** Adds `init`, `node start`, `pay`, `route` and `invoice create|show` to the `qrwp` program. */
+/**
+ * Adds `init`, `node start`, `pay`, `route`, `invoice create|show`, and `info`, `channel …` and `payment …`
+ * (node/cli/api-commands.ts) to the `qrwp` program.
+ */
 export function addNodeCommands(program: Command): Command {
   program
     .command("init")
@@ -286,7 +237,7 @@ export function addNodeCommands(program: Command): Command {
         serveUntilSignal(running, log);
       },
     );
-  type ApiOpts = { apiUrl: string; dataDir?: string; apiToken?: string };
+  addChannelCommands(program);
   withApi(
     withPayee(
       program
@@ -308,7 +259,7 @@ export function addNodeCommands(program: Command): Command {
         new Option(
           "--payment-id <id>",
           'idempotency id of the payment: a status "pending" may still complete, so retry with the same id',
-        ),
+        ).argParser(parsePaymentId),
       )
       .addOption(new Option("--routed", "always route with HTLCs, even to a channel partner")),
   ).action(
@@ -377,5 +328,6 @@ export function addNodeCommands(program: Command): Command {
       .description("show an invoice and whether it was paid")
       .argument("<paymentHash>", "payment hash", parseHash),
   ).action(async (paymentHash: string, o: ApiOpts) => callApi(o, "GET", `/v1/invoices/${paymentHash}`));
+  addPaymentCommands(program);
   return program;
 }

@@ -196,6 +196,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   const api: FastifyInstance = await buildApiServer({
     service,
     payments,
+    store,
     token: readApiToken(config.dataDir),
     log,
     info: {

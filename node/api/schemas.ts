@@ -230,6 +230,26 @@ export const routesQuery = {
   },
 } as const;
 
+/** `GET /v1/payments` (query values are strings: `limit` is a decimal 1..1000). */
+export const listPaymentsQuery = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    limit: {
+      type: "string",
+      pattern: "^[1-9][0-9]{0,3}$",
+      description: "most payments in the answer, 1..1000 (default 100)",
+    },
+    status: { type: "string", enum: ["pending", "completed", "failed"] },
+    direction: { type: "string", enum: ["incoming", "outgoing"] },
+    before: {
+      type: "string",
+      pattern: "^(0|[1-9][0-9]{0,15})-[01]-[1-9][0-9]{0,15}$",
+      description: "the previous answer's `nextCursor`: only payments older than its last one",
+    },
+  },
+} as const;
+
 /** `POST /v1/invoices`. */
 export const invoiceBody = {
   type: "object",

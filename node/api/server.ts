@@ -31,7 +31,16 @@ import {
 import type { AcceptedDirectTransfer, ChannelService, ChannelView } from "../channels/service.js";
 import type { PaymentService, RouteCandidate } from "../payments/service.js";
 import type { WatchtowerStatus } from "../watchtowers.js";
-import type { InvoiceRecord, MediatedPaymentRecord, PaymentRecord } from "../store/store.js";
+import type {
+  InvoiceRecord,
+  ListedPayment,
+  MediatedPaymentRecord,
+  NodeStore,
+  PaymentCursor,
+  PaymentDirection,
+  PaymentRecord,
+  PaymentStatus,
+} from "../store/store.js";
 import {
   acceptDirectTransferBody,
   channelIdParam,
@@ -41,6 +50,7 @@ import {
   directPaymentBody,
   infoBody,
   invoiceBody,
+  listPaymentsQuery,
   noBody,
   openChannelBody,
   payBody,
@@ -69,6 +79,8 @@ export interface ApiServerInit {
   /** Multi-hop payments, routes and invoices; without it only direct payments are served. */
   payments?: PaymentService;
   info: ApiInfo;
+  /** Read by `GET /v1/payments` only (the list of payments); every write goes through the services. */
+  store: NodeStore;
   token: string;
   log: Logger;
 }
@@ -121,6 +133,29 @@ export function paymentJson(p: PaymentRecord) {
     completedAtMs: p.completedAtMs,
   };
 }
+
+/**
+ * A payment of the `payments` table as `GET /v1/payments[/:id]` show it: kind `direct`, or `routed` for a
+ * routed payment received (its row has nonce 0: the HTLC's balance proofs are not one payment's).
+ */
+export function channelPaymentJson(p: PaymentRecord) {
+  return { kind: p.direction === "incoming" && p.nonce === 0n ? "routed" : "direct", ...paymentJson(p) };
+}
+
+/** `GET /v1/payments`' `before` / `nextCursor`: `<createdAtMs>-<source>-<seq>` (see `PaymentCursor`). */
+function cursorText(c: PaymentCursor): string {
+  return `${c.createdAtMs}-${c.source}-${c.seq}`;
+}
+function parseCursor(text: string): PaymentCursor {
+  const [createdAtMs, source, seq] = text.split("-").map(Number);
+  if (!Number.isSafeInteger(createdAtMs) || !Number.isSafeInteger(seq) || (source !== 0 && source !== 1))
+    throw new QrwpError("INVALID_ARGUMENT", "before must be a nextCursor of GET /v1/payments", {
+      field: "before",
+    });
+  return { createdAtMs: createdAtMs as number, source, seq: seq as number };
+}
+const listedPaymentJson = (l: ListedPayment) =>
+  l.source === 0 ? channelPaymentJson(l.payment) : mediatedPaymentJson(l.payment);
 
 /** A multi-hop payment as the API shows it (never the secret while pending). */
 export function mediatedPaymentJson(p: MediatedPaymentRecord) {
@@ -545,6 +580,34 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     },
   );
 
+  app.get<{
+    Querystring: { limit?: string; status?: PaymentStatus; direction?: PaymentDirection; before?: string };
+  }>(
+    "/v1/payments",
+    {
+      schema: {
+        summary: "Payments sent and received (direct and routed), newest first, a page at a time",
+        description:
+          "200 {payments, nextCursor}: each payment as GET /v1/payments/:id shows it; `nextCursor` (null on " +
+          "the last page) is the `before` of the next page. Filters: `status`, `direction`.",
+        querystring: listPaymentsQuery,
+      },
+    },
+    async (req) => {
+      const q = req.query;
+      const page = init.store.listPayments({
+        limit: q.limit !== undefined ? parseIntegerParam(q.limit, "limit", 1, 1000) : 100,
+        ...(q.status ? { status: q.status } : {}),
+        ...(q.direction ? { direction: q.direction } : {}),
+        ...(q.before !== undefined ? { before: parseCursor(q.before) } : {}),
+      });
+      return {
+        payments: page.payments.map(listedPaymentJson),
+        nextCursor: page.nextCursor ? cursorText(page.nextCursor) : null,
+      };
+    },
+  );
+
   app.get<{ Params: { id: string } }>(
     "/v1/payments/:id",
     {
@@ -557,7 +620,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     async (req) => {
       const routed = init.payments?.getPayment(req.params.id);
       if (routed) return mediatedPaymentJson(routed);
-      return { kind: "direct", ...paymentJson(service.getPayment(req.params.id)) };
+      return channelPaymentJson(service.getPayment(req.params.id));
     },
   );
 

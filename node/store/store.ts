@@ -79,6 +79,22 @@ export interface PaymentRecord {
   completedAtMs: number | null;
 }
 
+/**
+ * Where a page of {@link NodeStore.listPayments} ends: payments sort newest first by `(createdAtMs, source,
+ * seq)`, with `source` 0 for the `payments` table (direct payments and routed payments received) and 1 for
+ * `mediated_payments` (routed payments sent), and `seq` the row's SQLite rowid (unique within its source).
+ */
+export interface PaymentCursor {
+  createdAtMs: number;
+  source: 0 | 1;
+  seq: number;
+}
+
+/** One row of {@link NodeStore.listPayments}: a channel payment (direct, or routed received) or a routed one sent. */
+export type ListedPayment =
+  | { source: 0; payment: PaymentRecord; cursor: PaymentCursor }
+  | { source: 1; payment: MediatedPaymentRecord; cursor: PaymentCursor };
+
 /** A known peer: its Ethereum address, libp2p peer id and dialable addresses. */
 export interface PeerRecord {
   address: string;
@@ -225,6 +241,7 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS payments_outgoing_id ON payments(payment_id) WHERE direction = 'outgoing';
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status, direction);
+CREATE INDEX IF NOT EXISTS payments_created ON payments(created_at);
 CREATE TABLE IF NOT EXISTS transfers (
   id TEXT PRIMARY KEY,
   role TEXT NOT NULL CHECK (role IN ('initiator','mediator','target')),
@@ -259,6 +276,7 @@ CREATE TABLE IF NOT EXISTS mediated_payments (
   completed_at INTEGER,
   deadline_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS mediated_payments_created ON mediated_payments(created_at);
 CREATE TABLE IF NOT EXISTS invoices (
   payment_hash TEXT PRIMARY KEY,
   secret TEXT NOT NULL,
@@ -1033,6 +1051,66 @@ export class NodeStore {
         "SELECT * FROM payments WHERE direction = 'outgoing' AND status = 'pending' AND channel_id = ? ORDER BY nonce",
       ).all(channelId.toString()) as PaymentRow[]
     ).map(toPayment);
+  }
+
+  /**
+   * Payments sent and received, newest first (keyset pagination): direct payments both ways, routed payments
+   * received (the `payments` table) and routed payments sent (`mediated_payments`, direction outgoing).
+   * @param query.limit - page size (the API bounds it to 1..1000).
+   * @param query.status / query.direction - only payments with this status / direction.
+   * @param query.before - only payments after this cursor in the order (the previous page's `nextCursor`).
+   * @returns at most `limit` payments, and `nextCursor` (the last one's cursor) when more follow, else null.
+   */
+  listPayments(query: {
+    limit: number;
+    status?: PaymentStatus;
+    direction?: PaymentDirection;
+    before?: PaymentCursor;
+  }): { payments: ListedPayment[]; nextCursor: PaymentCursor | null } {
+    // One statement per table; each reads its created_at index backwards from the cursor, `limit + 1` rows.
+    const params = {
+      status: query.status ?? null,
+      direction: query.direction ?? null,
+      at: query.before?.createdAtMs ?? Number.MAX_SAFE_INTEGER,
+      src: query.before?.source ?? 0,
+      seq: query.before?.seq ?? 0,
+      limit: query.limit + 1,
+    };
+    const { direction: _direction, ...rest } = params;
+    const after = (source: number) =>
+      `created_at <= @at AND (created_at < @at OR ${source} < @src OR (${source} = @src AND rowid < @seq))
+         AND (@status IS NULL OR status = @status)`;
+    const channel = (
+      this.#sql(
+        `SELECT rowid AS seq, * FROM payments WHERE ${after(0)} AND (@direction IS NULL OR direction = @direction)
+           ORDER BY created_at DESC, rowid DESC LIMIT @limit`,
+      ).all(params) as (PaymentRow & { seq: number })[]
+    ).map((r): ListedPayment => ({
+      source: 0,
+      payment: toPayment(r),
+      cursor: { createdAtMs: r.created_at, source: 0, seq: r.seq },
+    }));
+    const routed =
+      query.direction === "incoming"
+        ? []
+        : (
+            this.#sql(
+              `SELECT rowid AS seq, * FROM mediated_payments WHERE ${after(1)}
+                 ORDER BY created_at DESC, rowid DESC LIMIT @limit`,
+            ).all(rest) as (MediatedRow & { seq: number })[]
+          ).map((r): ListedPayment => ({
+            source: 1,
+            payment: toMediated(r),
+            cursor: { createdAtMs: r.created_at, source: 1, seq: r.seq },
+          }));
+    const newerFirst = (a: PaymentCursor, b: PaymentCursor) =>
+      b.createdAtMs - a.createdAtMs || b.source - a.source || b.seq - a.seq;
+    const merged = [...channel, ...routed].sort((a, b) => newerFirst(a.cursor, b.cursor));
+    const page = merged.slice(0, query.limit);
+    return {
+      payments: page,
+      nextCursor: merged.length > query.limit ? (page.at(-1)?.cursor ?? null) : null,
+    };
   }
 
   /** Sums of completed payment amounts per direction on a channel (base units). */

@@ -4,8 +4,8 @@
  * `qrwp watchtower start`, all shared by the whole file, spoken to over raw HTTP. Nothing is coerced or
  * dropped (a JSON number or an array for an amount, an unknown field, a wrong type are 400 naming the field),
  * amounts are bounded to uint256, a deposit above the wallet is a 4xx that approves nothing on-chain, client
- * mistakes are 4xx, and a direct payment that may still complete is 202 pending and is paid once however
- * often it is retried with the same payment id.
+ * mistakes are 4xx, a direct payment that may still complete is 202 pending and is paid once however
+ * often it is retried with the same payment id, and the payment list's query is as strict as the rest.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -423,6 +423,46 @@ describe("integration: strict HTTP input on the node and watchtower APIs", funct
     const bobAfter = await channelOf(bob);
     expect(bobAfter.totals.receivedCount).to.equal(bobBefore.totals.receivedCount + 2);
     expect(BigInt(bobAfter.totals.received) - BigInt(bobBefore.totals.received)).to.equal(3n * unit);
+  });
+
+  it("GET /v1/payments: newest first as GET /v1/payments/:id shows each, filters, pages by nextCursor; a bad query is 400 naming the field", async () => {
+    type Listed = { paymentId: string; direction: string; status: string; createdAtMs: number };
+    type Page = { payments: Listed[]; nextCursor: string | null };
+    await call("POST", "/v1/payments", payBody({ amount: "2", paymentId: "http-boundary-list-1" }));
+    const all = await alice.api.call<Page>("GET", "/v1/payments");
+    expect(all.nextCursor).to.equal(null);
+    expect(all.payments.length).to.be.greaterThan(3);
+    expect(all.payments[0]?.paymentId).to.equal("http-boundary-list-1");
+    const times = all.payments.map((p) => p.createdAtMs);
+    expect(times).to.deep.equal([...times].sort((a, b) => b - a));
+    for (const p of all.payments.slice(0, 3))
+      expect(p).to.deep.equal(await alice.api.call("GET", `/v1/payments/${p.paymentId}`));
+    // Pages of 2 give the same list, each payment once.
+    const paged: string[] = [];
+    let before = "";
+    for (;;) {
+      const page = await alice.api.call<Page>("GET", `/v1/payments?limit=2${before}`);
+      expect(page.payments.length).to.be.at.most(2);
+      paged.push(...page.payments.map((p) => p.paymentId));
+      if (page.nextCursor === null) break;
+      before = `&before=${page.nextCursor}`;
+    }
+    expect(paged).to.deep.equal(all.payments.map((p) => p.paymentId));
+    const outgoing = await alice.api.call<Page>("GET", "/v1/payments?direction=outgoing&status=completed");
+    expect(outgoing.payments.map((p) => p.paymentId)).to.deep.equal(
+      all.payments
+        .filter((p) => p.direction === "outgoing" && p.status === "completed")
+        .map((p) => p.paymentId),
+    );
+    const incoming = await bob.api.call<Page>("GET", "/v1/payments?direction=incoming&limit=1000");
+    expect(incoming.payments.map((p) => p.paymentId)).to.include("http-boundary-list-1");
+    for (const limit of ["0", "1001", "abc", "1.5", ""])
+      refused(await call("GET", `/v1/payments?limit=${limit}`), 400, "INVALID_ARGUMENT", "limit");
+    refused(await call("GET", "/v1/payments?status=done"), 400, "INVALID_ARGUMENT", "status");
+    refused(await call("GET", "/v1/payments?direction=in"), 400, "INVALID_ARGUMENT", "direction");
+    for (const cursor of ["yesterday", "1-2-3", "99999999999999999-0-1", "1-0-0"])
+      refused(await call("GET", `/v1/payments?before=${cursor}`), 400, "INVALID_ARGUMENT", "before");
+    refused(await call("GET", "/v1/payments?offset=5"), 400, "INVALID_ARGUMENT", "offset");
   });
 
   it("the watchtower API refuses unknown fields and wrong types on POST /v1/appointments, naming them", async () => {
