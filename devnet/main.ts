@@ -44,8 +44,10 @@ interface ChannelJson {
   partner: string;
   state: string;
   ourDeposit: string;
+  ourWithdraw: string;
   ourBalance: string;
   ourLocked: string;
+  pendingWithdraw: { ours: string | null; partner: string | null };
   partnerLocked: string;
   totals: { sent: string; received: string; sentCount: number; receivedCount: number };
 }
@@ -449,11 +451,36 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
     );
 
     await waitNoLocks(Object.values(n));
-    // Off-chain result per node: what it holds over its channels minus what it deposited.
+    // A withdraw from an open channel: dave takes 1 QTT of what he received out of carol <-> dave.
+    const cd = channelIds.find((c) => c.a === "carol" && c.b === "dave") as { id: string };
+    const unit = parseUnits("1", 18);
+    const daveWalletBefore = await devnet.tokenBalance(node("dave").address);
+    step(
+      `dave withdraws 1 QTT from the open channel ${cd.id} (carol <-> dave): carol co-signs, the hub pays it`,
+    );
+    const withdrawn = await node("dave").api.call<ChannelJson>("POST", `/v1/channels/${cd.id}/withdraw`, {
+      amount: unit.toString(),
+    });
+    await waitFor(
+      "carol to see dave's withdraw mined",
+      async () => {
+        const c = await node("carol").api.call<ChannelJson>("GET", `/v1/channels/${cd.id}`);
+        return c.pendingWithdraw.partner === null ? c : undefined;
+      },
+      30_000,
+    );
+    const daveWalletGain = (await devnet.tokenBalance(node("dave").address)) - daveWalletBefore;
+    step(
+      `  dave's wallet +${fmt(daveWalletGain)} QTT; channel: withdrawn ${fmt(BigInt(withdrawn.ourWithdraw))} QTT, ` +
+        `balance ${fmt(BigInt(withdrawn.ourBalance))} QTT, still ${withdrawn.state}`,
+    );
+    const withdrawOk = daveWalletGain === unit && withdrawn.state === "opened";
+    // Off-chain result per node: what it holds over its channels (plus what it withdrew) minus its deposits.
     const offchain = new Map<string, bigint>();
     for (const name of names) {
       let net = 0n;
-      for (const c of await channels(node(name))) net += BigInt(c.ourBalance) - BigInt(c.ourDeposit);
+      for (const c of await channels(node(name)))
+        net += BigInt(c.ourBalance) + BigInt(c.ourWithdraw) - BigInt(c.ourDeposit);
       offchain.set(name, net);
     }
 
@@ -583,7 +610,8 @@ async function run(options: { keep: boolean; dir?: string }): Promise<number> {
         ? "RESULT: on-chain balances match the off-chain totals"
         : "RESULT: MISMATCH between on-chain and off-chain",
     );
-    const ok = balancesOk && receiptsOk;
+    if (!withdrawOk) console.log("RESULT: the withdraw did not reach dave's wallet");
+    const ok = balancesOk && receiptsOk && withdrawOk;
 
     if (options.keep) {
       console.log("\nnetwork left running (Ctrl-C stops it):");

@@ -74,6 +74,9 @@ export interface ChannelJson {
   settleTimeoutSeconds: number;
   ourDeposit: string;
   partnerDeposit: string;
+  ourWithdraw: string;
+  partnerWithdraw: string;
+  pendingWithdraw: { ours: string | null; partner: string | null };
   ourBalance: string;
   partnerBalance: string;
   ourNonce: string;
@@ -185,6 +188,15 @@ export function formatChannel(c: ChannelJson): string {
     ["settle timeout", `${c.settleTimeoutSeconds} s`],
     ["our deposit", c.ourDeposit],
     ["partner deposit", c.partnerDeposit],
+    [
+      "our withdrawn",
+      c.ourWithdraw + (c.pendingWithdraw.ours ? ` (total ${c.pendingWithdraw.ours} in flight)` : ""),
+    ],
+    [
+      "partner withdrawn",
+      c.partnerWithdraw +
+        (c.pendingWithdraw.partner ? ` (total ${c.pendingWithdraw.partner} in flight)` : ""),
+    ],
     ["our balance", c.ourBalance],
     ["partner balance", c.partnerBalance],
     ["our locked", c.ourLocked],

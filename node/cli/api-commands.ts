@@ -7,6 +7,7 @@
  *                                                    POST /v1/channels
  *   qrwp channel list | show <id>                    GET  /v1/channels[/:id]
  *   qrwp channel deposit <id> --total-deposit N      POST /v1/channels/:id/deposit
+ *   qrwp channel withdraw <id> --amount N             POST /v1/channels/:id/withdraw
  *   qrwp channel close <id> [--unilateral]           POST /v1/channels/:id/close
  *   qrwp channel settle <id>                         POST /v1/channels/:id/settle
  *   qrwp payment list [--limit --status --direction --before] | show <paymentId>
@@ -58,7 +59,7 @@ export function addChannelCommands(program: Command): Command {
 
   const channel = program
     .command("channel")
-    .description("open, list, show, deposit into, close and settle channels");
+    .description("open, list, show, deposit into, withdraw from, close and settle channels");
   client(
     channel
       .command("open")
@@ -144,6 +145,26 @@ export function addChannelCommands(program: Command): Command {
     showApi<ChannelJson>(
       o,
       { method: "POST", path: `/v1/channels/${id}/deposit`, body: { totalDeposit: o.totalDeposit } },
+      formatChannel,
+    ),
+  );
+  client(
+    channel
+      .command("withdraw")
+      .description(
+        "take part of our balance out of an open channel to our wallet (the partner co-signs; " +
+          "ChannelHub.setTotalWithdraw pays it through the Bridge; waits for the transaction)",
+      )
+      .argument("<channelId>", "channel id", parseChannelId)
+      .addOption(
+        new Option("--amount <amount>", "how much to withdraw (base units), at most our balance")
+          .argParser(parseAmount)
+          .makeOptionMandatory(),
+      ),
+  ).action((id: string, o: Opts & { amount: string }) =>
+    showApi<ChannelJson>(
+      o,
+      { method: "POST", path: `/v1/channels/${id}/withdraw`, body: { amount: o.amount } },
       formatChannel,
     ),
   );

@@ -30,6 +30,9 @@ const channel: ChannelJson = {
   settleTimeoutSeconds: 600,
   ourDeposit: "100",
   partnerDeposit: "5",
+  ourWithdraw: "0",
+  partnerWithdraw: "0",
+  pendingWithdraw: { ours: "2", partner: null },
   ourBalance: "97",
   partnerBalance: "8",
   ourNonce: "3",
@@ -84,6 +87,8 @@ describe("node/cli-format", () => {
     ]);
     expect(formatChannel(channel)).to.match(new RegExp(`^partner: +${ADDR}$`, "m"));
     expect(formatChannel(channel)).to.match(/^sent: +3 in 2 payments$/m);
+    expect(formatChannel(channel)).to.match(/^our withdrawn: +0 \(total 2 in flight\)$/m);
+    expect(formatChannel(channel)).to.match(/^partner withdrawn: +0$/m);
 
     expect(formatPaymentTable([])).to.equal("no payments");
     const routedOut: PaymentJson = {
