@@ -19,7 +19,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
-import { QrwpError, type ErrorCode } from "../../protocol/index.js";
+import { QrwpError } from "../../protocol/index.js";
 import {
   STRICT_AJV,
   errorBody,
@@ -28,19 +28,24 @@ import {
   noQuery,
   parseIntegerParam,
 } from "../../host/http.js";
-import type { AcceptedDirectTransfer, ChannelService, ChannelView } from "../channels/service.js";
-import type { PaymentService, RouteCandidate } from "../payments/service.js";
+import type { ChannelService } from "../channels/service.js";
+import type { PaymentService } from "../payments/service.js";
+import { payAny } from "../payments/dispatch.js";
+import {
+  acceptedDirectTransferJson,
+  channelJson,
+  channelPaymentJson,
+  cursorText,
+  fromBase64Url,
+  invoiceJson,
+  listedPaymentJson,
+  mediatedPaymentJson,
+  parseCursor,
+  paymentJson,
+  routeJson,
+} from "./json.js";
 import type { WatchtowerStatus } from "../watchtowers.js";
-import type {
-  InvoiceRecord,
-  ListedPayment,
-  MediatedPaymentRecord,
-  NodeStore,
-  PaymentCursor,
-  PaymentDirection,
-  PaymentRecord,
-  PaymentStatus,
-} from "../store/store.js";
+import type { NodeStore, PaymentDirection, PaymentStatus } from "../store/store.js";
 import {
   acceptDirectTransferBody,
   channelIdParam,
@@ -61,6 +66,14 @@ import {
 } from "./schemas.js";
 
 export { MAX_DIRECT_TRANSFER_CHARS } from "./schemas.js";
+export {
+  acceptedDirectTransferJson,
+  channelJson,
+  channelPaymentJson,
+  invoiceJson,
+  mediatedPaymentJson,
+  paymentJson,
+} from "./json.js";
 
 export interface ApiInfo {
   address: string;
@@ -83,159 +96,6 @@ export interface ApiServerInit {
   store: NodeStore;
   token: string;
   log: Logger;
-}
-
-export function channelJson(c: ChannelView) {
-  return {
-    channelId: c.channelId.toString(),
-    partner: c.partner,
-    token: c.token,
-    state: c.state,
-    settleTimeoutSeconds: c.settleTimeoutSeconds,
-    ourDeposit: c.ourDeposit.toString(),
-    partnerDeposit: c.partnerDeposit.toString(),
-    ourWithdraw: c.ourWithdraw.toString(),
-    partnerWithdraw: c.partnerWithdraw.toString(),
-    pendingWithdraw: {
-      ours: c.pendingWithdraw.ours?.toString() ?? null,
-      partner: c.pendingWithdraw.partner?.toString() ?? null,
-    },
-    ourBalance: c.ourBalance.toString(),
-    partnerBalance: c.partnerBalance.toString(),
-    ourNonce: c.ourNonce.toString(),
-    partnerNonce: c.partnerNonce.toString(),
-    ourLocked: c.ourLocked.toString(),
-    partnerLocked: c.partnerLocked.toString(),
-    pendingLocks: c.pendingLocks,
-    closedAtSeconds: c.closedAtSeconds,
-    closingParticipant: c.closingParticipant,
-    totals: {
-      sent: c.totals.sent.toString(),
-      received: c.totals.received.toString(),
-      sentCount: c.totals.sentCount,
-      receivedCount: c.totals.receivedCount,
-    },
-  };
-}
-
-export function paymentJson(p: PaymentRecord) {
-  return {
-    paymentId: p.paymentId,
-    direction: p.direction,
-    channelId: p.channelId.toString(),
-    partner: p.partner,
-    token: p.token,
-    amount: p.amount.toString(),
-    nonce: p.nonce.toString(),
-    status: p.status,
-    error: p.errorCode ? { code: p.errorCode, message: p.errorMessage } : null,
-    createdAtMs: p.createdAtMs,
-    completedAtMs: p.completedAtMs,
-  };
-}
-
-/**
- * A payment of the `payments` table as `GET /v1/payments[/:id]` show it: kind `direct`, or `routed` for a
- * routed payment received (its row has nonce 0: the HTLC's balance proofs are not one payment's).
- */
-export function channelPaymentJson(p: PaymentRecord) {
-  return { kind: p.direction === "incoming" && p.nonce === 0n ? "routed" : "direct", ...paymentJson(p) };
-}
-
-/** `GET /v1/payments`' `before` / `nextCursor`: `<createdAtMs>-<source>-<seq>` (see `PaymentCursor`). */
-function cursorText(c: PaymentCursor): string {
-  return `${c.createdAtMs}-${c.source}-${c.seq}`;
-}
-function parseCursor(text: string): PaymentCursor {
-  const [createdAtMs, source, seq] = text.split("-").map(Number);
-  if (!Number.isSafeInteger(createdAtMs) || !Number.isSafeInteger(seq) || (source !== 0 && source !== 1))
-    throw new QrwpError("INVALID_ARGUMENT", "before must be a nextCursor of GET /v1/payments", {
-      field: "before",
-    });
-  return { createdAtMs: createdAtMs as number, source, seq: seq as number };
-}
-const listedPaymentJson = (l: ListedPayment) =>
-  l.source === 0 ? channelPaymentJson(l.payment) : mediatedPaymentJson(l.payment);
-
-/** A multi-hop payment as the API shows it (never the secret while pending). */
-export function mediatedPaymentJson(p: MediatedPaymentRecord) {
-  return {
-    paymentId: p.paymentId,
-    kind: "routed",
-    direction: "outgoing",
-    target: p.target,
-    token: p.token,
-    amount: p.amount.toString(),
-    fee: p.fee.toString(),
-    maxFee: p.maxFee === null ? null : p.maxFee.toString(),
-    paymentHash: p.secretHash,
-    preimage: p.status === "completed" ? p.secret : null,
-    status: p.status,
-    route: p.attempts.at(-1)?.route ?? [],
-    attempts: p.attempts,
-    error: p.errorCode ? { code: p.errorCode, message: p.errorMessage } : null,
-    createdAtMs: p.createdAtMs,
-    completedAtMs: p.completedAtMs,
-  };
-}
-
-/** An invoice as the API shows it (the secret stays inside the node). */
-export function invoiceJson(i: InvoiceRecord, payee: string) {
-  return {
-    paymentHash: i.paymentHash,
-    payee,
-    token: i.token,
-    amount: i.amount.toString(),
-    description: i.description,
-    status: i.status,
-    paidAmount: i.paidAmount.toString(),
-    createdAtMs: i.createdAtMs,
-    expiresAtMs: i.expiresAtMs,
-    paidAtMs: i.paidAtMs,
-  };
-}
-
-/** `POST /v1/transfers/direct`'s answer: bigints as decimal strings. */
-export function acceptedDirectTransferJson(a: AcceptedDirectTransfer) {
-  return {
-    paymentId: a.paymentId,
-    channelId: a.channelId.toString(),
-    nonce: a.nonce.toString(),
-    amount: a.amount.toString(),
-    token: a.token,
-    partner: a.partner,
-    processed: {
-      channelId: a.processed.channelId.toString(),
-      nonce: a.processed.nonce.toString(),
-      signature: a.processed.signature,
-    },
-  };
-}
-
-/**
- * Decodes unpadded base64url strictly (the canonical encoding of the bytes only).
- * @throws QrwpError INVALID_ARGUMENT naming `field`
- */
-function fromBase64Url(text: string, field: string): Uint8Array {
-  const bytes = Buffer.from(text, "base64url");
-  if (bytes.toString("base64url") !== text) {
-    throw new QrwpError("INVALID_ARGUMENT", `${field} must be unpadded base64url`, { field });
-  }
-  return new Uint8Array(bytes);
-}
-
-function routeJson(r: RouteCandidate) {
-  return {
-    fee: r.fee.toString(),
-    totalAmount: (r.hops[0]?.amount ?? 0n).toString(),
-    hops: r.hops.map((h) => ({
-      address: h.address,
-      channelId: h.channelId.toString(),
-      amount: h.amount.toString(),
-      expiration: h.expiration.toString(),
-      fee: h.fee.toString(),
-    })),
-  };
 }
 
 function requirePayments(payments: PaymentService | undefined): PaymentService {
@@ -443,58 +303,21 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     },
     async (req, reply) => {
       const b = req.body;
-      const amountWei = parseAmount(b.amount, "amount", 1n);
-      const maxFeeWei = b.maxFee !== undefined ? parseAmount(b.maxFee, "maxFee") : undefined;
-      const mode = b.mode ?? "auto";
-      // A retry goes the way the first call went (same paymentId), whatever the channels look like now.
-      const earlierRouted = b.paymentId ? (init.payments?.getPayment(b.paymentId) ?? null) : null;
-      const earlierDirect =
-        b.paymentId !== undefined && earlierRouted === null && service.outgoingPayment(b.paymentId) !== null;
-      const direct =
-        mode === "direct" ||
-        (mode === "auto" &&
-          !b.paymentHash &&
-          earlierRouted === null &&
-          (earlierDirect || service.openChannelWith(b.target, b.token) !== null));
-      if (direct) {
-        if (b.paymentHash) {
-          throw new QrwpError("INVALID_ARGUMENT", "a paymentHash needs a routed payment", {
-            field: "paymentHash",
-          });
-        }
-        const payment = await service.pay({
-          target: b.target,
-          token: b.token,
-          amount: amountWei,
-          ...(b.paymentId ? { paymentId: b.paymentId } : {}),
-        });
-        if (payment.status === "failed") {
-          throw new QrwpError(
-            "PEER_REJECTED",
-            `partner refused the transfer: ${payment.errorCode ?? ""}: ${payment.errorMessage ?? ""}`,
-            { paymentId: payment.paymentId, peerCode: payment.errorCode },
-          );
-        }
-        return reply
-          .status(payment.status === "completed" ? 201 : 202)
-          .send({ kind: "direct", fee: "0", ...paymentJson(payment) });
-      }
-      const p = await requirePayments(init.payments).pay({
+      // The payments layer chooses direct or routed (node/payments/dispatch.ts).
+      const out = await payAny(service, init.payments, {
         target: b.target,
         token: b.token,
-        amount: amountWei,
+        amount: parseAmount(b.amount, "amount", 1n),
+        mode: b.mode ?? "auto",
         ...(b.paymentId ? { paymentId: b.paymentId } : {}),
-        ...(maxFeeWei !== undefined ? { maxFee: maxFeeWei } : {}),
+        ...(b.maxFee !== undefined ? { maxFee: parseAmount(b.maxFee, "maxFee") } : {}),
         ...(b.timeoutSeconds ? { timeoutSeconds: b.timeoutSeconds } : {}),
         ...(b.paymentHash ? { paymentHash: b.paymentHash } : {}),
       });
-      if (p.status === "failed") {
-        throw new QrwpError((p.errorCode ?? "NO_ROUTE") as ErrorCode, p.errorMessage ?? "payment failed", {
-          paymentId: p.paymentId,
-          attempts: p.attempts.length,
-        });
-      }
-      return reply.status(p.status === "completed" ? 201 : 202).send(mediatedPaymentJson(p));
+      const status = out.payment.status === "completed" ? 201 : 202;
+      return out.kind === "direct"
+        ? reply.status(status).send({ kind: "direct", fee: "0", ...paymentJson(out.payment) })
+        : reply.status(status).send(mediatedPaymentJson(out.payment));
     },
   );
 
