@@ -15,6 +15,7 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { pino } from "pino";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
+import { expectApiError, type ApiError } from "./api-errors.js";
 import { loadIdentity } from "../../host/keystore.js";
 import { SessionTransport } from "../../host/session-transport.js";
 import {
@@ -33,23 +34,6 @@ interface ChannelJson {
   partnerNonce: string;
   totals: { sent: string; received: string; sentCount: number; receivedCount: number };
 }
-interface ApiError extends Error {
-  status: number;
-  body: { error: { code: string; message: string; details: Record<string, unknown> } };
-}
-
-async function expectApiError(p: Promise<unknown>, status: number, code: string): Promise<ApiError> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as ApiError;
-    expect(e.status, e.message).to.equal(status);
-    expect(e.body.error.code).to.equal(code);
-    return e;
-  }
-  return expect.fail(`expected HTTP ${status} ${code}`);
-}
-
 const unit = parseUnits("1", 18);
 
 describe("integration: two nodes over libp2p on a hardhat chain", function () {

@@ -17,6 +17,7 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { pino } from "pino";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
+import { expectApiError } from "./api-errors.js";
 import { loadIdentity } from "../../host/keystore.js";
 import { SessionTransport } from "../../host/session-transport.js";
 import { signWithdraw, type ChannelMessage, type NodeKeys, type WithdrawArgs } from "../../protocol/index.js";
@@ -31,23 +32,6 @@ interface ChannelJson {
   partnerWithdraw: string;
   pendingWithdraw: { ours: string | null; partner: string | null };
 }
-interface ApiError extends Error {
-  status: number;
-  body: { error: { code: string; message: string; details: Record<string, unknown> } };
-}
-
-async function expectApiError(p: Promise<unknown>, status: number, code: string): Promise<ApiError> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as ApiError;
-    expect(e.status, e.message).to.equal(status);
-    expect(e.body.error.code).to.equal(code);
-    return e;
-  }
-  return expect.fail(`expected HTTP ${status} ${code}`);
-}
-
 const unit = parseUnits("1", 18);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -364,7 +364,8 @@ describe("integration: x402 node:http middleware (metered prices, paid events, u
     expect(earlyVerified.length, "payments verified while the bucket was empty").to.be.at.most(
       refilledDuring(earlyStarted),
     );
-    for (const r of early.filter((e) => e.status === 429)) expect(r.body).to.deep.equal({ error: "rate_limited" });
+    for (const r of early.filter((e) => e.status === 429))
+      expect(r.body).to.deep.equal({ error: "rate_limited" });
     const results = await Promise.all(burst);
     const minted = results.filter((r) => r.status === 402);
     const limited = results.filter((r) => r.status === 429);
