@@ -29,7 +29,7 @@ import { QrwpError, isQrwpError } from "../protocol/index.js";
 import type { Deployment } from "./deployment.js";
 import { decodeChainEvents, type ChainEvent } from "./events.js";
 import type { TxCall } from "./hub-calls.js";
-import { HubCallError, decodeHubError } from "./hub-client.js";
+import { HubCallError, decodeHubError } from "./hub-errors.js";
 import { errorMessage, type ChainLogger, type RpcPool } from "./rpc-pool.js";
 
 /** Account nonce and fees of a signed transaction: what a replacement needs. */
@@ -66,6 +66,8 @@ export interface ConfirmedTx {
   effectiveGasPriceWei: bigint;
   /** The ChannelHub's and SecretRegistry's events it emitted, decoded, in log order. */
   events: ChainEvent[];
+  /** Every log of the receipt, raw JSON-RPC objects (for events `events` does not decode). */
+  logs: unknown[];
   /** Every transaction broadcast for this call, in order (more than one when replaced). */
   sent: SentTx[];
 }
@@ -351,6 +353,7 @@ export class TxSender {
             gasUsed: mined.gasUsed,
             effectiveGasPriceWei: mined.effectiveGasPriceWei,
             events: decodeChainEvents(mined.logs, this.#deployment),
+            logs: mined.logs,
             sent,
           };
         }

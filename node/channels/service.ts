@@ -27,7 +27,7 @@ import {
   type NodeKeys,
   type TransferDescription,
 } from "../../protocol/index.js";
-import type { Deployment, HubClient } from "../../chain/index.js";
+import type { Deployment, PooledHubClient } from "../../chain/index.js";
 import type { RemotePeer, SessionTransport } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
 import type { NodeStore, PaymentRecord } from "../store/store.js";
@@ -58,7 +58,7 @@ export type { ChannelEventMap, ChannelStateEvent } from "./registry.js";
 export interface ChannelServiceInit {
   store: NodeStore;
   keys: NodeKeys;
-  hub: HubClient;
+  hub: PooledHubClient;
   deployment: Deployment;
   transport: SessionTransport;
   log: Logger;
