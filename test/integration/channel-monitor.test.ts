@@ -2,14 +2,15 @@
  * The node's channel monitor and its one TxSender over every `--rpc` URL, against a `hardhat node` chain
  * with `qrwp node start` processes (real keys, real SQLite, libp2p on 127.0.0.1).
  *
- * bob is the node under test: its FIRST `--rpc` URL is a TCP server that accepts requests and never
- * answers (`--rpc-timeout-ms 1000`), so every read and transaction of bob must fail over to the chain's URL.
- * alice pays bob over a channel only alice funded and then closes unilaterally: her close submits bob's
- * (empty) proof and leaves her own off-chain (the hub's stored nonce for alice is 0), the breach a contest
- * repairs with alice's latest proof bob holds. Scenarios: the breach while bob is online (bob contests, the
- * channel settles to the wei); a reorganisation that removes alice's close (bob's channel is open again and
- * usable; the close re-added later is contested again); bob stopped during the close and restarted inside
- * the settle window (its cursor resumes, it contests).
+ * bob, carol and dave are the nodes under test (one per scenario): their FIRST `--rpc` URL is a server
+ * that accepts requests and never answers (`--rpc-timeout-ms 1000`), so every read and transaction must
+ * fail over to the chain's URL. alice pays one of them over a channel only alice funded and then closes
+ * unilaterally: her close submits the partner's (empty) proof and leaves her own off-chain (the hub's stored
+ * nonce for alice is 0), the breach a contest repairs with alice's latest proof the partner holds.
+ * Scenarios: the breach while bob is online (bob contests, the channel settles to the wei); a
+ * reorganisation that removes alice's close (carol's channel is open again and usable; the close re-added
+ * later is contested again); dave stopped during the close and restarted inside the settle window (its
+ * cursor resumes, it contests).
  */
 import { createServer, type Server } from "node:http";
 import { mkdtempSync } from "node:fs";
@@ -49,6 +50,8 @@ describe("integration: channel monitor (one TxSender over every --rpc URL)", fun
   let devnet: Devnet;
   let alice: NodeProcess;
   let bob: NodeProcess;
+  let carol: NodeProcess;
+  let dave: NodeProcess;
   let stalled: Server;
   let stalledUrl: string;
   let stopMining: (() => void) | undefined;
@@ -56,15 +59,16 @@ describe("integration: channel monitor (one TxSender over every --rpc URL)", fun
 
   const hub = () => ChannelHub__factory.connect(devnet.deployment.hub, devnet.chain.provider);
   const startAlice = () => devnet.startNode("alice", { chainPollMs: 500 });
-  const startBob = () =>
-    devnet.startNode("bob", {
+  /** A node whose first --rpc URL stalls. */
+  const startVictim = (name: string) =>
+    devnet.startNode(name, {
       chainPollMs: 500,
       rpcUrls: [stalledUrl, devnet.chain.rpcUrl],
       extraArgs: ["--rpc-timeout-ms", "1000"],
     });
 
   before(async () => {
-    // An endpoint that accepts requests and never answers: bob's first URL.
+    // An endpoint that accepts requests and never answers: the first URL of bob, carol and dave.
     stalled = createServer(() => undefined);
     const port = await freePort();
     await new Promise<void>((r) => stalled.listen(port, "127.0.0.1", r));
@@ -72,9 +76,13 @@ describe("integration: channel monitor (one TxSender over every --rpc URL)", fun
     devnet = await Devnet.start(mkdtempSync(join(tmpdir(), "qrwp-monitor-")));
     token = devnet.token;
     await devnet.initNode("alice", 1000n * unit);
-    await devnet.initNode("bob", 0n);
+    for (const name of ["bob", "carol", "dave"]) await devnet.initNode(name, 0n);
     alice = await startAlice();
-    bob = await startBob();
+    [bob, carol, dave] = (await Promise.all(["bob", "carol", "dave"].map((n) => startVictim(n)))) as [
+      NodeProcess,
+      NodeProcess,
+      NodeProcess,
+    ];
     // A chain that keeps producing blocks (hardhat mines only on transactions otherwise): time passes.
     stopMining = devnet.chain.mineEvery(1000);
   });
@@ -86,30 +94,34 @@ describe("integration: channel monitor (one TxSender over every --rpc URL)", fun
     stalled?.close();
   });
 
-  /** alice opens a channel to bob (only alice deposits) and pays it `amounts`; returns the channel id. */
-  async function openAndPay(amounts: bigint[], settleTimeoutSeconds: number): Promise<bigint> {
+  /** alice opens a channel to `to` (only alice deposits) and pays it `amounts`; returns the channel id. */
+  async function openAndPay(
+    to: NodeProcess,
+    amounts: bigint[],
+    settleTimeoutSeconds: number,
+  ): Promise<bigint> {
     const view = await alice.api.call<{ channelId: string }>("POST", "/v1/channels", {
-      partner: bob.address,
-      partnerMultiaddr: bob.multiaddr,
+      partner: to.address,
+      partnerMultiaddr: to.multiaddr,
       token,
       deposit: deposit.toString(),
       settleTimeoutSeconds,
     });
-    for (const amount of amounts) await pay(amount);
+    for (const amount of amounts) await pay(to, amount);
     return BigInt(view.channelId);
   }
 
-  async function pay(amount: bigint): Promise<void> {
+  async function pay(to: NodeProcess, amount: bigint): Promise<void> {
     const p = await alice.api.call<{ status: string }>("POST", "/v1/payments", {
-      target: bob.address,
+      target: to.address,
       token,
       amount: amount.toString(),
     });
     expect(p.status).to.equal("completed");
   }
 
-  const bobState = async (channelId: bigint) =>
-    (await bob.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`)).state;
+  const stateAt = async (node: NodeProcess, channelId: bigint) =>
+    (await node.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`)).state;
   const storedNonce = async (channelId: bigint, who: string) =>
     (await hub().getParticipant(channelId, who)).nonce;
 
@@ -126,33 +138,40 @@ describe("integration: channel monitor (one TxSender over every --rpc URL)", fun
     return tx!.from;
   }
 
-  async function settledPaying(channelId: bigint, bobBefore: bigint, aliceBefore: bigint, paid: bigint) {
+  /** The channel settles; `v` got `paid`, alice the rest of her deposit; `v`'s node says settled. */
+  async function settledPaying(
+    v: NodeProcess,
+    channelId: bigint,
+    victimBefore: bigint,
+    aliceBefore: bigint,
+    paid: bigint,
+  ) {
     await until(
       "the channel to settle",
       async () => (await hub().getChannel(channelId)).state === 3n,
       120_000,
     );
-    expect(await devnet.tokenBalance(bob.address)).to.equal(bobBefore + paid);
+    expect(await devnet.tokenBalance(v.address)).to.equal(victimBefore + paid);
     expect(await devnet.tokenBalance(alice.address)).to.equal(aliceBefore + deposit - paid);
-    await until("bob's view to be settled", async () => (await bobState(channelId)) === "settled");
+    await until(`${v.name}'s view to be settled`, async () => (await stateAt(v, channelId)) === "settled");
   }
 
-  it("contests a breach while its first RPC URL stalls; the channel settles with bob's balance to the wei", async () => {
-    const channelId = await openAndPay([5n * unit, 2n * unit], 15);
+  it("contests a breach while its first RPC URL stalls; the channel settles with the victim's balance to the wei", async () => {
+    const channelId = await openAndPay(bob, [5n * unit, 2n * unit], 15);
     const bobBefore = await devnet.tokenBalance(bob.address);
     const aliceBefore = await devnet.tokenBalance(alice.address);
     await alice.api.call("POST", `/v1/channels/${channelId}/close`, { cooperative: false });
     // bob's node put alice's latest proof (nonce 2) on-chain, through its second URL.
     expect(await contestedBy(channelId, 2n)).to.equal(bob.address);
-    await settledPaying(channelId, bobBefore, aliceBefore, 7n * unit);
+    await settledPaying(bob, channelId, bobBefore, aliceBefore, 7n * unit);
   });
 
-  it("after a reorganisation removes alice's close, bob's channel is open and usable; the close re-added is contested again", async () => {
-    const channelId = await openAndPay([3n * unit, unit], 15);
-    const bobBefore = await devnet.tokenBalance(bob.address);
+  it("after a reorganisation removes alice's close, carol's channel is open and usable; the close re-added is contested again", async () => {
+    const channelId = await openAndPay(carol, [3n * unit, unit], 15);
+    const carolBefore = await devnet.tokenBalance(carol.address);
     const aliceBefore = await devnet.tokenBalance(alice.address);
     // alice's node is offline (it would close again by itself when it saw its own close removed); her key
-    // closes the channel directly, with bob's empty proof.
+    // closes the channel directly, with carol's empty proof.
     await alice.stop();
     stopMining?.();
     const snapshot = (await devnet.chain.provider.send("evm_snapshot", [])) as string;
@@ -160,52 +179,52 @@ describe("integration: channel monitor (one TxSender over every --rpc URL)", fun
     const aliceWallet = new Wallet(`0x${Buffer.from(aliceKey).toString("hex")}`, devnet.chain.provider);
     const close = await ChannelHub__factory.connect(devnet.deployment.hub, aliceWallet).closeChannel(
       channelId,
-      bob.address,
+      carol.address,
       0n,
       ZeroHash,
       "0x",
     );
     await close.wait();
-    await until("bob to see the close", async () =>
-      (await bobState(channelId)) === "closed" ? true : undefined,
+    await until("carol to see the close", async () =>
+      (await stateAt(carol, channelId)) === "closed" ? true : undefined,
     );
-    expect(await contestedBy(channelId, 2n)).to.equal(bob.address);
+    expect(await contestedBy(channelId, 2n)).to.equal(carol.address);
 
     expect(await devnet.chain.provider.send("evm_revert", [snapshot])).to.equal(true);
     for (let i = 0; i < 3; i++) await devnet.chain.provider.send("evm_mine", []);
     stopMining = devnet.chain.mineEvery(1000);
     expect((await hub().getChannel(channelId)).state).to.equal(1n);
     expect(await storedNonce(channelId, alice.address)).to.equal(0n);
-    await until("bob's channel to be opened again", async () =>
-      (await bobState(channelId)) === "opened" ? true : undefined,
+    await until("carol's channel to be opened again", async () =>
+      (await stateAt(carol, channelId)) === "opened" ? true : undefined,
     );
 
     // Still usable: alice comes back and pays again.
     alice = await startAlice();
-    await until("alice's node to reach bob", async () => {
-      await pay(unit);
+    await until("alice's node to reach carol", async () => {
+      await pay(carol, unit);
       return true;
     });
-    // alice closes again (through her node): bob contests with her latest proof, nonce 3.
+    // alice closes again (through her node): carol contests with her latest proof, nonce 3.
     await alice.api.call("POST", `/v1/channels/${channelId}/close`, { cooperative: false });
-    expect(await contestedBy(channelId, 3n)).to.equal(bob.address);
-    await settledPaying(channelId, bobBefore, aliceBefore, 5n * unit);
+    expect(await contestedBy(channelId, 3n)).to.equal(carol.address);
+    await settledPaying(carol, channelId, carolBefore, aliceBefore, 5n * unit);
   });
 
   it("contests after a restart inside the settle window: the cursor resumes and no close is missed", async () => {
-    const channelId = await openAndPay([4n * unit, unit, unit], 30);
-    await until("bob to hold alice's proof 3", async () => {
-      const view = await bob.api.call<{ partnerBalance: string }>("GET", `/v1/channels/${channelId}`);
+    const channelId = await openAndPay(dave, [4n * unit, unit, unit], 30);
+    await until("dave to hold alice's proof 3", async () => {
+      const view = await dave.api.call<{ partnerBalance: string }>("GET", `/v1/channels/${channelId}`);
       return view.partnerBalance === (deposit - 6n * unit).toString() ? true : undefined;
     });
-    const bobBefore = await devnet.tokenBalance(bob.address);
+    const daveBefore = await devnet.tokenBalance(dave.address);
     const aliceBefore = await devnet.tokenBalance(alice.address);
-    await bob.stop();
+    await dave.stop();
     await alice.api.call("POST", `/v1/channels/${channelId}/close`, { cooperative: false });
     expect(await storedNonce(channelId, alice.address)).to.equal(0n);
-    await sleep(2000); // a few blocks pass while bob is down
-    bob = await startBob();
-    expect(await contestedBy(channelId, 3n)).to.equal(bob.address);
-    await settledPaying(channelId, bobBefore, aliceBefore, 6n * unit);
+    await sleep(2000); // a few blocks pass while dave is down
+    dave = await startVictim("dave");
+    expect(await contestedBy(channelId, 3n)).to.equal(dave.address);
+    await settledPaying(dave, channelId, daveBefore, aliceBefore, 6n * unit);
   });
 });
