@@ -4,14 +4,10 @@
  * those of {@link HubClient}'s methods of the same name; see contracts/channels/ChannelHub.sol.
  */
 import { ethers } from "ethers";
-import { ChannelHub__factory, SecretRegistry__factory } from "../typechain-types/index.js";
+import { ChannelHub__factory, IERC20__factory, SecretRegistry__factory } from "../typechain-types/index.js";
 import type { Deployment } from "./deployment.js";
-import {
-  packLocks,
-  type PendingLock,
-  type SettleBalanceData,
-  type SignedBalanceProof,
-} from "./hub-client.js";
+import type { SettleBalanceData, SignedBalanceProof } from "./hub-client.js";
+import { packLocks, type PendingLock } from "./hub-errors.js";
 
 /** A contract call to send as a transaction. */
 export interface TxCall {
@@ -42,8 +38,128 @@ export interface ContestCallArgs {
 
 type Addresses = Pick<Deployment, "hub" | "secretRegistry">;
 
+/** A withdraw both participants signed (EIP-712 `Withdraw`, protocol/withdraw.ts), as `setTotalWithdraw` takes it. */
+export interface WithdrawCallArgs {
+  channelId: bigint;
+  /** The participant who withdraws and is paid. */
+  participant: string;
+  /** New total withdraw (not the increase), token base units. */
+  totalWithdraw: bigint;
+  /** Last block.timestamp (seconds) at which the hub accepts it. */
+  expiryTimestamp: bigint;
+  /** `participant`'s 65-byte signature, 0x-hex. */
+  participantSignature: string;
+  /** The partner's 65-byte signature of the same message, 0x-hex. */
+  partnerSignature: string;
+}
+
+/** Final amounts both participants signed (EIP-712 `CooperativeSettle`), as `cooperativeSettle` takes them. */
+export interface CooperativeSettleCallArgs {
+  channelId: bigint;
+  participant1: string;
+  /** Token base units. */
+  participant1Amount: bigint;
+  participant2: string;
+  /** Token base units. */
+  participant2Amount: bigint;
+  /** 65-byte signatures, 0x-hex. */
+  participant1Signature: string;
+  participant2Signature: string;
+}
+
 const HUB = ChannelHub__factory.createInterface();
 const REGISTRY = SecretRegistry__factory.createInterface();
+const ERC20 = IERC20__factory.createInterface();
+
+/**
+ * `ChannelHub.openChannel(participant1, participant2, token, settleTimeout)`.
+ * @param token ERC-20 address, or ethers.ZeroAddress for ETH.
+ * @param settleTimeoutSeconds Contest window after a close, seconds.
+ */
+export function openChannelCall(
+  deployment: Addresses,
+  participant1: string,
+  participant2: string,
+  token: string,
+  settleTimeoutSeconds: number,
+): TxCall {
+  return {
+    action: "ChannelHub.openChannel",
+    to: deployment.hub,
+    data: HUB.encodeFunctionData("openChannel", [participant1, participant2, token, settleTimeoutSeconds]),
+  };
+}
+
+/**
+ * `ChannelHub.setTotalDeposit`: raises `participant`'s total deposit to `totalDeposit` (base units). For an
+ * ETH channel `valueWei` is the increase sent with it; for an ERC-20 channel 0 (the Bridge pulls the
+ * increase, which must be approved first: {@link approveCall}).
+ */
+export function setTotalDepositCall(
+  deployment: Addresses,
+  channelId: bigint,
+  participant: string,
+  totalDeposit: bigint,
+  valueWei: bigint,
+): TxCall {
+  return {
+    action: "ChannelHub.setTotalDeposit",
+    to: deployment.hub,
+    data: HUB.encodeFunctionData("setTotalDeposit", [channelId, participant, totalDeposit]),
+    valueWei,
+  };
+}
+
+/** ERC-20 `approve(spender, amount)` of `token` (amount in token base units). */
+export function approveCall(token: string, spender: string, amount: bigint): TxCall {
+  return {
+    action: "ERC20.approve",
+    to: token,
+    data: ERC20.encodeFunctionData("approve", [spender, amount]),
+  };
+}
+
+/** `ChannelHub.setTotalWithdraw`: a withdraw from an open channel signed by both participants. */
+export function setTotalWithdrawCall(deployment: Addresses, a: WithdrawCallArgs): TxCall {
+  return {
+    action: "ChannelHub.setTotalWithdraw",
+    to: deployment.hub,
+    data: HUB.encodeFunctionData("setTotalWithdraw", [
+      a.channelId,
+      a.participant,
+      a.totalWithdraw,
+      a.expiryTimestamp,
+      a.participantSignature,
+      a.partnerSignature,
+    ]),
+  };
+}
+
+/** `ChannelHub.cooperativeSettle`: settles an open channel at once with the amounts both signed. */
+export function cooperativeSettleCall(deployment: Addresses, a: CooperativeSettleCallArgs): TxCall {
+  return {
+    action: "ChannelHub.cooperativeSettle",
+    to: deployment.hub,
+    data: HUB.encodeFunctionData("cooperativeSettle", [
+      a.channelId,
+      a.participant1,
+      a.participant1Amount,
+      a.participant2,
+      a.participant2Amount,
+      a.participant1Signature,
+      a.participant2Signature,
+    ]),
+  };
+}
+
+/** `ChannelHub.claimDeferredPayout(token, to)`: the sender's payout the hub kept after a failed transfer. */
+export function claimDeferredPayoutCall(deployment: Addresses, token: string, to: string): TxCall {
+  return {
+    action: "ChannelHub.claimDeferredPayout",
+    to: deployment.hub,
+    data: HUB.encodeFunctionData("claimDeferredPayout", [token, to]),
+  };
+}
 
 /** `ChannelHub.updateNonClosingBalanceProof`: the contest (anyone may send it). */
 export function contestCall(deployment: Addresses, a: ContestCallArgs): TxCall {

@@ -14,16 +14,20 @@ import {
   ChannelHub__factory,
   IERC20__factory,
   SecretRegistry__factory,
-  TestToken__factory,
 } from "../typechain-types/index.js";
-import {
-  QrwpError,
-  assertArgument,
-  assertUint256,
-  isQrwpError,
-  normalizeAddress,
-} from "../protocol/index.js";
+import { QrwpError, assertUint256, isQrwpError, normalizeAddress } from "../protocol/index.js";
 import type { Deployment } from "./deployment.js";
+import {
+  HubCallError,
+  assertSignature,
+  classifyDepositSimulation,
+  decodeHubError,
+  type DepositSimulation,
+  packLocks,
+  type PendingLock,
+} from "./hub-errors.js";
+
+export { HubCallError, decodeHubError, packLocks, type PendingLock };
 
 /** Channel state as the ChannelHub reports it. */
 export type ChannelState = "none" | "opened" | "closed" | "settled";
@@ -107,19 +111,6 @@ export interface SettleBalanceData {
   locksRoot: string;
 }
 
-/**
- * One pending hash-time lock (HTLC) as the ChannelHub packs it:
- * `abi.encodePacked(uint256 amount, uint256 expiration, bytes32 secretHash)`, 96 bytes.
- */
-export interface PendingLock {
-  /** Token base units. */
-  amount: bigint;
-  /** Unix seconds (block.timestamp); the secret must be registered strictly before it. */
-  expiration: bigint;
-  /** sha256(secret), bytes32 hex. */
-  secretHash: string;
-}
-
 /** Pending locks of a participant kept by the hub at settlement ({@link HubClient.getLockedBalance}). */
 export interface LockedBalanceView {
   /** Token base units still held for an unlock; 0n when nothing is kept (or already unlocked). */
@@ -150,27 +141,6 @@ export interface UnlockResult extends TxResult {
   unlockedAmount: bigint;
   /** Paid back to the sender, token base units. */
   returnedAmount: bigint;
-}
-
-/** A reverted or failed HubClient call. `errorName` is the decoded custom error, when known. */
-export class HubCallError extends Error {
-  override readonly name = "HubCallError";
-  /** Decoded custom error name (e.g. "ChannelHubStaleNonce"), or null if the revert could not be decoded. */
-  readonly errorName: string | null;
-  /** Decoded custom error arguments (empty if not decoded). */
-  readonly errorArgs: readonly unknown[];
-
-  constructor(action: string, errorName: string | null, errorArgs: readonly unknown[], cause: unknown) {
-    const reason =
-      errorName === null
-        ? cause instanceof Error
-          ? cause.message.split("\n")[0]
-          : String(cause)
-        : `${errorName}(${errorArgs.map((a) => String(a)).join(", ")})`;
-    super(`${action} failed: ${reason}`, { cause });
-    this.errorName = errorName;
-    this.errorArgs = errorArgs;
-  }
 }
 
 /** Typed client of one deployment's ChannelHub, sending as one signer. */
@@ -292,22 +262,12 @@ export class HubClient {
     me: string,
     totalDeposit: bigint,
     value: bigint,
-  ): Promise<
-    | { outcome: "ok" | "insufficientAllowance" | "insufficientBalance" }
-    | { outcome: "reverted"; error: unknown }
-  > {
+  ): Promise<DepositSimulation> {
     try {
       await this.hub.setTotalDeposit.staticCall(channelId, me, totalDeposit, { value, from: me });
       return { outcome: "ok" };
     } catch (error) {
-      const name = this.decodeError(error)?.name;
-      const reason = (error as { reason?: unknown }).reason;
-      if (name === "ERC20InsufficientAllowance" || (name === undefined && /allowance/i.test(String(reason))))
-        return { outcome: "insufficientAllowance" };
-      const message = error instanceof Error ? error.message : String(error);
-      if (name === "ERC20InsufficientBalance" || (name === undefined && /insufficient funds/i.test(message)))
-        return { outcome: "insufficientBalance" };
-      return { outcome: "reverted", error };
+      return classifyDepositSimulation(error) ?? { outcome: "reverted", error };
     }
   }
 
@@ -680,64 +640,4 @@ export class HubClient {
       error,
     );
   }
-}
-
-/** One interface that decodes the hub's, the bridge's and the ERC-20 (EIP-6093) custom errors. */
-const HUB_ERRORS = new ethers.Interface([
-  ...new Map(
-    [
-      ...ChannelHub__factory.createInterface().fragments,
-      ...Bridge__factory.createInterface().fragments,
-      ...TestToken__factory.createInterface().fragments,
-    ]
-      .filter((f): f is ethers.ErrorFragment => f.type === "error")
-      .map((f) => [f.selector, f]),
-  ).values(),
-]);
-
-/**
- * Decodes a revert found anywhere in `error` (ethers, Hardhat or raw JSON-RPC error shapes) as one of the
- * ChannelHub's, SecretRegistry's, Bridge's or ERC-20 (EIP-6093) custom errors; null when none matches.
- */
-export function decodeHubError(error: unknown): ethers.ErrorDescription | null {
-  for (const data of revertDataCandidates(error)) {
-    try {
-      const parsed = HUB_ERRORS.parseError(data);
-      if (parsed !== null) return parsed;
-    } catch {
-      // not one of ours; try the next candidate
-    }
-  }
-  return null;
-}
-
-/** Asserts a 65-byte `r || s || v` signature as 0x-hex. @throws QrwpError INVALID_ARGUMENT naming `field` */
-function assertSignature(value: unknown, field: string): asserts value is string {
-  assertArgument(
-    typeof value === "string" && /^0x[0-9a-fA-F]{130}$/.test(value),
-    `${field} must be 0x-hex of 65 bytes`,
-    field,
-    value,
-  );
-}
-
-/** The `locks` argument of `ChannelHub.unlock`: concatenated `abi.encodePacked(amount, expiration, secretHash)`. */
-export function packLocks(locks: readonly PendingLock[]): string {
-  return ethers.concat(
-    locks.map((l) =>
-      ethers.solidityPacked(["uint256", "uint256", "bytes32"], [l.amount, l.expiration, l.secretHash]),
-    ),
-  );
-}
-
-/** Every hex string that may be revert data, found in the nested shapes ethers and Hardhat use. */
-function revertDataCandidates(error: unknown, depth = 0, out: string[] = []): string[] {
-  if (depth > 6 || error === null || typeof error !== "object") return out;
-  const record = error as Record<string, unknown>;
-  for (const key of ["data", "error", "info", "cause", "originalError", "payload"]) {
-    const value = record[key];
-    if (typeof value === "string" && /^0x[0-9a-fA-F]{8}/.test(value)) out.push(value);
-    else if (value !== null && typeof value === "object") revertDataCandidates(value, depth + 1, out);
-  }
-  return out;
 }

@@ -3,7 +3,8 @@
  *
  * Owns the deployment record (addresses, chain id, deploy block; JSON with runtime validation), the
  * deployer of Bridge + SecretRegistry + ChannelHub (+ TestToken on devnets), {@link HubClient}, the typed,
- * nonce-safe, serialised client of the ChannelHub and SecretRegistry, {@link ChainEventFollower},
+ * nonce-safe, serialised client of the ChannelHub and SecretRegistry for one signer (tests, benchmarks),
+ * {@link PooledHubClient} (the same methods over an RpcPool and one TxSender: what the node uses), {@link ChainEventFollower},
  * which polls their logs in confirmed block ranges for the node and the watchtower, {@link RpcPool}
  * (several JSON-RPC URLs: timeouts, failover, chain-id check) and {@link TxSender} (simulated, signed
  * once, same bytes on failover, fee-bumped replacement, confirmation depth, one queue per account) with
@@ -53,10 +54,16 @@ export type {
 export { CHAIN_EVENT_TYPES, ChainEventFollower, decodeChainEvents } from "./events.js";
 export type { ChainLogger, RpcEndpoint, RpcPoolInit, RpcRunOptions } from "./rpc-pool.js";
 export { JsonRpcError, RpcPool, urlLabel } from "./rpc-pool.js";
-export type { ContestCallArgs, TxCall } from "./hub-calls.js";
+export type { ContestCallArgs, CooperativeSettleCallArgs, TxCall, WithdrawCallArgs } from "./hub-calls.js";
 export {
+  approveCall,
+  claimDeferredPayoutCall,
   closeChannelCall,
   contestCall,
+  cooperativeSettleCall,
+  openChannelCall,
+  setTotalDepositCall,
+  setTotalWithdrawCall,
   registerSecretBatchCall,
   registerSecretCall,
   settleChannelCall,
@@ -72,3 +79,5 @@ export type {
   TxSenderInit,
 } from "./tx-sender.js";
 export { NonceUsedError, TxRevertedError, TxSender } from "./tx-sender.js";
+export type { PooledHubClientInit } from "./pooled-hub-client.js";
+export { PooledHubClient } from "./pooled-hub-client.js";

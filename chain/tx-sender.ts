@@ -29,7 +29,7 @@ import { QrwpError, isQrwpError } from "../protocol/index.js";
 import type { Deployment } from "./deployment.js";
 import { decodeChainEvents, type ChainEvent } from "./events.js";
 import type { TxCall } from "./hub-calls.js";
-import { HubCallError, decodeHubError } from "./hub-client.js";
+import { HubCallError, decodeHubError } from "./hub-errors.js";
 import { errorMessage, type ChainLogger, type RpcPool } from "./rpc-pool.js";
 
 /** Account nonce and fees of a signed transaction: what a replacement needs. */
@@ -66,6 +66,8 @@ export interface ConfirmedTx {
   effectiveGasPriceWei: bigint;
   /** The ChannelHub's and SecretRegistry's events it emitted, decoded, in log order. */
   events: ChainEvent[];
+  /** Every log of the receipt, raw JSON-RPC objects (for events `events` does not decode). */
+  logs: unknown[];
   /** Every transaction broadcast for this call, in order (more than one when replaced). */
   sent: SentTx[];
 }
@@ -166,6 +168,8 @@ export class TxSender {
   readonly #log: ChainLogger;
   /** Next account nonce for a fresh transaction (null: read the pending count from the chain). */
   #nextNonce: number | null = null;
+  /** The last signed bytes broadcast at each of our recent nonces (to fill a gap a dropped one left). */
+  readonly #rawByNonce = new Map<number, { raw: string; txHash: string }>();
   #queue: Promise<unknown> = Promise.resolve();
 
   constructor(init: TxSenderInit) {
@@ -248,7 +252,9 @@ export class TxSender {
       const mined = await this.#transactionCount("latest");
       if (mined > txNonce) throw new NonceUsedError(`nonce ${txNonce} was already mined`);
     } else {
-      txNonce = Math.max(await this.#transactionCount("pending"), this.#nextNonce ?? 0);
+      const pending = await this.#transactionCount("pending");
+      if (this.#nextNonce !== null && pending < this.#nextNonce) await this.#refill(pending, this.#nextNonce);
+      txNonce = Math.max(pending, this.#nextNonce ?? 0);
     }
     if (maxFeePerGas < maxPriorityFeePerGas) maxFeePerGas = maxPriorityFeePerGas;
     const raw = await this.#wallet.signTransaction({
@@ -265,6 +271,7 @@ export class TxSender {
     const txHash = Transaction.from(raw).hash as string;
     await this.#broadcast(raw, txHash, txNonce);
     if (!replace) this.#nextNonce = txNonce + 1;
+    this.#remember(txNonce, raw, txHash);
     const sent: SentTx = {
       txHash,
       txNonce,
@@ -284,6 +291,32 @@ export class TxSender {
       "transaction sent",
     );
     return sent;
+  }
+
+  /**
+   * Our nonces in [from, to) the chain no longer counts as pending (a reorganisation dropped the transaction
+   * from every mempool, or a node evicted it): the same signed bytes are broadcast again, as the network
+   * does with the transactions of a reorganised block, so a later transaction does not wait behind a gap.
+   */
+  async #refill(from: number, to: number): Promise<void> {
+    for (let n = from; n < to; n++) {
+      const kept = this.#rawByNonce.get(n);
+      if (kept === undefined) continue;
+      if ((await this.#pool.request("eth_getTransactionByHash", [kept.txHash])) !== null) continue;
+      this.#log.warn({ tx: kept.txHash, txNonce: n }, "our transaction was dropped; broadcasting it again");
+      try {
+        await this.#broadcast(kept.raw, kept.txHash, n);
+      } catch (error) {
+        if (!(error instanceof NonceUsedError)) throw error;
+        this.#nextNonce = to; // #broadcast forgot it; the nonce is used after all: no gap there
+      }
+    }
+  }
+
+  /** Keeps the bytes of our transaction at `txNonce` (the last 64 nonces). */
+  #remember(txNonce: number, raw: string, txHash: string): void {
+    this.#rawByNonce.set(txNonce, { raw, txHash });
+    for (const n of this.#rawByNonce.keys()) if (n < txNonce - 64) this.#rawByNonce.delete(n);
   }
 
   /** The same raw bytes to the current URL, failing over; a URL that already has them is a success. */
@@ -351,6 +384,7 @@ export class TxSender {
             gasUsed: mined.gasUsed,
             effectiveGasPriceWei: mined.effectiveGasPriceWei,
             events: decodeChainEvents(mined.logs, this.#deployment),
+            logs: mined.logs,
             sent,
           };
         }

@@ -316,18 +316,20 @@ export class Devnet {
       /** Mediator fee schedule (defaults 0). */
       feeFlat?: bigint;
       feePpm?: number;
+      /** `--rpc` URLs in order (default the devnet chain's). */
+      rpcUrls?: string[];
       /** Extra `qrwp node start` flags. */
       extraArgs?: string[];
     } = {},
   ): Promise<NodeProcess> {
     const dataDir = join(this.dir, name);
+    const rpcArgs = (options.rpcUrls ?? [this.chain.rpcUrl]).flatMap((u) => ["--rpc", u]);
     const { child, info } = await this.#startQrwp(name, options, ({ apiPort, listenPort }) => [
       "node",
       "start",
       "--data-dir",
       dataDir,
-      "--rpc",
-      this.chain.rpcUrl,
+      ...rpcArgs,
       "--deployment",
       this.deploymentFile,
       "--listen",

@@ -22,7 +22,6 @@ import {
   parseNonNegativeInt,
   parsePaymentId,
   parsePositiveInt,
-  parseUrl,
   collectUrls,
 } from "../host/cli-args.js";
 import { initKeystore } from "../host/keystore.js";
@@ -122,6 +121,12 @@ export function addNodeCommands(program: Command): Command {
         .default(0),
     )
     .addOption(
+      new Option("--rpc-timeout-ms <ms>", "timeout of one RPC call; a stalled URL fails over to the next")
+        .env("QRWP_RPC_TIMEOUT_MS")
+        .argParser(parsePositiveInt)
+        .default(10_000),
+    )
+    .addOption(
       new Option("--deployment <file>", "deployment JSON (chainId, bridge, hub, token)")
         .env("QRWP_DEPLOYMENT")
         .makeOptionMandatory(),
@@ -203,6 +208,7 @@ export function addNodeCommands(program: Command): Command {
           keyFile?: string;
           rpc: string[];
           confirmations: number;
+          rpcTimeoutMs: number;
           deployment: string;
           listen: string;
           api: { host: string; port: number };
@@ -218,6 +224,7 @@ export function addNodeCommands(program: Command): Command {
             ...(opts.keyFile ? { keyFile: resolve(opts.keyFile) } : {}),
             rpcUrls: opts.rpc,
             confirmations: opts.confirmations,
+            requestTimeoutMs: opts.rpcTimeoutMs,
             deploymentFile: resolve(opts.deployment),
             listen: opts.listen,
             apiHost: opts.api.host,

@@ -6,10 +6,9 @@
 import { join } from "node:path";
 import type { Libp2p } from "@libp2p/interface";
 import type { GossipSub } from "@libp2p/gossipsub";
-import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { HubClient, readDeployment, urlLabel, type Deployment } from "../chain/index.js";
+import { PooledHubClient, RpcPool, TxSender, readDeployment, type Deployment } from "../chain/index.js";
 import {
   DEFAULT_SAFETY_MARGINS,
   QrwpError,
@@ -38,8 +37,13 @@ export interface NodeConfig {
   keyFile?: string;
   /** JSON-RPC URLs of the chain, tried in order with failover (at least one). */
   rpcUrls: string[];
-  /** Blocks below the head before the channel monitor acts on an event (default 0). */
+  /**
+   * Blocks below the head before the channel monitor acts on an event (default 0); the node's own
+   * transactions are awaited at the same depth (`confirmations + 1` blocks deep, the mining block included).
+   */
   confirmations?: number;
+  /** Timeout of one JSON-RPC call on one URL, ms; a stalled URL fails over to the next (default 10 000). */
+  requestTimeoutMs?: number;
   deploymentFile: string;
   /** libp2p listen multiaddr, default `/ip4/127.0.0.1/tcp/0`. */
   listen?: string;
@@ -81,26 +85,34 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     );
   });
   assertArgument(config.rpcUrls.length > 0, "at least one RPC URL is required", "rpc", config.rpcUrls.length);
-  // Transactions and the engine's reads go through the first URL; the channel monitor follows all of them.
-  const rpcUrl = config.rpcUrls[0] as string;
-  const provider = new JsonRpcProvider(rpcUrl, undefined, {
-    staticNetwork: true,
-    pollingInterval: 500,
+  // Every transaction and read of the engine goes through one pool of every URL and ONE sender (one
+  // account nonce); the channel monitor follows the same URLs.
+  const pool = new RpcPool({
+    rpcUrls: config.rpcUrls,
+    chainId: deployment.chainId,
+    log: log.child({ component: "rpc" }),
+    name: "node",
+    ...(config.requestTimeoutMs !== undefined ? { requestTimeoutMs: config.requestTimeoutMs } : {}),
   });
-  const network = await provider.getNetwork().catch((cause: unknown) => {
-    throw new QrwpError("CHAIN_ERROR", `cannot reach RPC ${urlLabel(rpcUrl)}`, { field: "rpc" }, { cause });
-  });
-  if (network.chainId.toString() !== deployment.chainId) {
+  // A URL on another chain is refused; none answering (or all on another chain) stops the start.
+  await pool.request("eth_blockNumber", []).catch((cause: unknown) => {
+    pool.destroy();
     throw new QrwpError(
-      "INVALID_ARGUMENT",
-      `RPC chain id ${network.chainId} does not match deployment ${deployment.chainId}`,
+      "CHAIN_ERROR",
+      "no RPC URL serves the deployment's chain",
       { field: "rpc" },
+      { cause },
     );
-  }
-  const wallet = new NonceManager(
-    new Wallet("0x" + Buffer.from(identity.keys.secp256k1PrivateKey).toString("hex"), provider),
-  );
-  const hub = new HubClient(wallet, deployment);
+  });
+  const sender = new TxSender({
+    pool,
+    privateKey: identity.keys.secp256k1PrivateKey,
+    deployment,
+    confirmations: (config.confirmations ?? 0) + 1,
+    pollIntervalMs: Math.min(config.chainPollMs ?? 1000, 1000),
+    log: log.child({ component: "tx" }),
+  });
+  const hub = new PooledHubClient({ pool, sender, deployment });
   const store = new NodeStore(join(config.dataDir, "node.db"));
 
   const libp2p: Libp2p = await createHost({
@@ -144,6 +156,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     rpcUrls: config.rpcUrls,
     ...(config.confirmations !== undefined ? { confirmations: config.confirmations } : {}),
     ...(config.chainPollMs ? { pollIntervalMs: config.chainPollMs } : {}),
+    ...(config.requestTimeoutMs !== undefined ? { requestTimeoutMs: config.requestTimeoutMs } : {}),
     log: log.child({ component: "monitor" }),
   });
   const fees: FeeSchedule = config.fees ?? { feeFlat: 0n, feePpm: 0 };
@@ -237,7 +250,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
         await transport.stop();
         guard.stop();
         await libp2p.stop();
-        provider.destroy();
+        pool.destroy();
         store.close();
         log.info("node stopped");
       })();

@@ -1,11 +1,11 @@
 /**
- * The channel engine's calls to the chain through {@link HubClient}: every failure becomes a coded
+ * The channel engine's calls to the chain through {@link PooledHubClient}: every failure becomes a coded
  * QrwpError (the hub's refusals of a client's request name the field), deposits are read back, known
  * secrets registered before a close. Shared by the channel manager and the channel monitor.
  */
 import type { Logger } from "pino";
 import { QrwpError, isQrwpError, type ErrorCode } from "../../protocol/index.js";
-import type { HubClient } from "../../chain/index.js";
+import type { PooledHubClient } from "../../chain/index.js";
 import type { NodeStore } from "../store/store.js";
 import type { ChannelRegistry } from "./registry.js";
 import type { Live } from "./types.js";
@@ -49,21 +49,47 @@ export function chainError(action: string, err: unknown, refusalField?: string):
   );
 }
 
+/**
+ * The hub operations the channel engine uses. The node gives it a `PooledHubClient` (every transaction
+ * through its one `TxSender`, reads with failover); in-process tests a `HubClient` on one signer: both have
+ * these methods with the same arguments and results.
+ */
+export type HubOperations = Pick<
+  PooledHubClient,
+  | "openChannel"
+  | "setTotalDeposit"
+  | "setTotalWithdraw"
+  | "cooperativeSettle"
+  | "closeChannel"
+  | "updateNonClosingBalanceProof"
+  | "settleChannel"
+  | "unlock"
+  | "registerSecret"
+  | "registerSecretBatch"
+  | "secretRevealedAt"
+  | "getChannel"
+  | "getParticipant"
+  | "getLockedBalance"
+  | "tokenBalance"
+  | "latestTimestamp"
+  | "blockTimestamp"
+>;
+
 /** The hub client wrapped with coded errors. */
 export class ChainCalls {
-  readonly #hub: HubClient;
+  readonly #hub: HubOperations;
   readonly #store: NodeStore;
   readonly #registry: ChannelRegistry;
   readonly #log: Logger;
 
-  constructor(hub: HubClient, store: NodeStore, registry: ChannelRegistry, log: Logger) {
+  constructor(hub: HubOperations, store: NodeStore, registry: ChannelRegistry, log: Logger) {
     this.#hub = hub;
     this.#store = store;
     this.#registry = registry;
     this.#log = log;
   }
 
-  get hub(): HubClient {
+  get hub(): HubOperations {
     return this.#hub;
   }
 
@@ -80,7 +106,7 @@ export class ChainCalls {
   }
 
   /**
-   * Runs a `setTotalDeposit` of {@link HubClient} (simulated before anything is sent) and turns the hub's
+   * Runs a `setTotalDeposit` of {@link PooledHubClient} (simulated before anything is sent) and turns the hub's
    * refusals of the deposit into coded client errors naming `field`: not increasing, overflow ->
    * INVALID_ARGUMENT; channel not open / not ours -> CHANNEL_STATE. QrwpErrors (INSUFFICIENT_FUNDS,
    * INVALID_ARGUMENT) pass with `field`; anything else is CHAIN_ERROR.

@@ -28,11 +28,11 @@ import {
   type NodeKeys,
   type TransferDescription,
 } from "../../protocol/index.js";
-import type { Deployment, HubClient } from "../../chain/index.js";
+import type { Deployment } from "../../chain/index.js";
 import type { RemotePeer, SessionTransport } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
 import type { NodeStore, PaymentRecord } from "../store/store.js";
-import { ChainCalls } from "./chain-calls.js";
+import { ChainCalls, type HubOperations } from "./chain-calls.js";
 import { CooperativeSettle } from "./cooperative-settle.js";
 import { HttpRelay } from "./http-relay.js";
 import { IncomingProofs } from "./incoming.js";
@@ -60,7 +60,7 @@ export type { ChannelEventMap, ChannelStateEvent } from "./registry.js";
 export interface ChannelServiceInit {
   store: NodeStore;
   keys: NodeKeys;
-  hub: HubClient;
+  hub: HubOperations;
   deployment: Deployment;
   transport: SessionTransport;
   log: Logger;

@@ -40,7 +40,7 @@ import {
   type TransferDescription,
   type TransferState,
 } from "../../protocol/index.js";
-import type { HubClient } from "../../chain/index.js";
+import type { PooledHubClient } from "../../chain/index.js";
 import type { ChannelService, TransferHooks } from "../channels/service.js";
 import type { SessionTransport, RemotePeer } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
@@ -85,7 +85,7 @@ export interface PaymentServiceInit {
   store: NodeStore;
   channels: ChannelService;
   transport: SessionTransport;
-  hub: HubClient;
+  hub: PooledHubClient;
   address: string;
   log: Logger;
   timing: LockTiming;
@@ -134,7 +134,7 @@ export class PaymentService {
   readonly #store: NodeStore;
   readonly #channels: ChannelService;
   readonly #transport: SessionTransport;
-  readonly #hub: HubClient;
+  readonly #hub: PooledHubClient;
   readonly #self: string;
   readonly #log: Logger;
   readonly #timing: LockTiming;

@@ -3,7 +3,8 @@
  * nothing sent), hub and registry calls driven to their typed results, concurrent sends on consecutive
  * nonces, one transaction (same hash) when the first URL stalls after passing it on, a transaction that is
  * not mined replaced at the same nonce with higher fees, the confirmation depth, a replacement of a nonce
- * already mined.
+ * already mined, a transaction a reorganisation dropped broadcast again before the next one; PooledHubClient
+ * (HubClient's methods over the pool and one sender) when the first URL stalls.
  */
 import { expect } from "chai";
 import { ethers } from "ethers";
@@ -12,6 +13,7 @@ import {
   HubCallError,
   HubClient,
   NonceUsedError,
+  PooledHubClient,
   RpcPool,
   TxSender,
   closeChannelCall,
@@ -324,5 +326,68 @@ describe("chain/TxSender (hardhat node)", function () {
     expect(await nonceOf(wallet.address)).to.equal(1);
     // The next fresh send takes the next nonce.
     expect((await sender.send(registerSecretCall(deployment, secret()))).txNonce).to.equal(1);
+  });
+
+  it("broadcasts its own transaction again (same bytes) when a reorganisation dropped it, so the next one has no gap", async function () {
+    const { wallet, sender } = await account();
+    // Uncached reads (ethers caches an identical request for 250 ms).
+    const mined = async () =>
+      Number(await chain.provider.send("eth_getTransactionCount", [wallet.address, "latest"]));
+    const snapshot = (await chain.provider.send("evm_snapshot", [])) as string;
+    const first = await sender.send(registerSecretCall(deployment, secret()));
+    expect(first.txNonce).to.equal(0);
+    await chain.provider.send("evm_revert", [snapshot]);
+    expect(await mined()).to.equal(0);
+    const second = await sender.send(registerSecretCall(deployment, secret()));
+    expect(second.txNonce).to.equal(1);
+    expect(await mined()).to.equal(2);
+    expect((await chain.provider.getTransaction(first.txHash))?.blockNumber).to.be.a("number");
+  });
+
+  it("PooledHubClient: opens, deposits and reads through the second URL when the first stalls; refusals send nothing", async function () {
+    const stall = createServer(() => undefined);
+    servers.push(stall);
+    await new Promise<void>((r) => stall.listen(0, "127.0.0.1", r));
+    const stalled = `http://127.0.0.1:${(stall.address() as { port: number }).port}`;
+    const wallet = new ethers.Wallet(ethers.hexlify(ethers.randomBytes(32)), chain.provider);
+    await (await funder.sendTransaction({ to: wallet.address, value: E("10") })).wait();
+    const pool = new RpcPool({
+      rpcUrls: [stalled, chain.rpcUrl],
+      chainId: deployment.chainId,
+      requestTimeoutMs: 300,
+    });
+    pools.push(pool);
+    const sender = new TxSender({ pool, privateKey: wallet.privateKey, deployment, pollIntervalMs: 50 });
+    const client = new PooledHubClient({ pool, sender, deployment });
+    const partner = ethers.Wallet.createRandom().address;
+
+    const opened = await client.openChannel(partner, ethers.ZeroAddress, 30);
+    expect(opened.channelId > 0n).to.equal(true);
+    const view = await client.getChannel(opened.channelId);
+    expect(view.state).to.equal("opened");
+    expect(view.participant2).to.equal(partner);
+    const deposited = await client.setTotalDeposit(opened.channelId, E("2"));
+    expect(deposited.approve).to.equal(null);
+    expect((await client.getParticipant(opened.channelId, wallet.address)).totalDeposit).to.equal(E("2"));
+
+    const nonce = await nonceOf(wallet.address);
+    const same = (await client
+      .setTotalDeposit(opened.channelId, E("2"))
+      .catch((e: unknown) => e)) as HubCallError;
+    expect(same).to.be.instanceOf(HubCallError);
+    expect(same.errorName).to.equal("ChannelHubDepositNotIncreasing");
+    const tooMuch = (await client.setTotalDeposit(opened.channelId, E("100")).catch((e: unknown) => e)) as {
+      code?: string;
+      details?: { field?: string };
+    };
+    expect(tooMuch.code).to.equal("INSUFFICIENT_FUNDS");
+    expect(tooMuch.details?.field).to.equal("totalDeposit");
+    const bad = (await client
+      .setTotalWithdraw(opened.channelId, "0x1234", 1n, 1n, "0x", "0x")
+      .catch((e: unknown) => e)) as { code?: string; details?: { field?: string } };
+    expect(bad.code).to.equal("INVALID_ARGUMENT");
+    expect(bad.details?.field).to.equal("participant");
+    expect(await nonceOf(wallet.address)).to.equal(nonce); // nothing was sent for the refusals
+    expect(pool.currentLabel).to.equal(chain.rpcUrl);
   });
 });
