@@ -28,17 +28,14 @@ import {
   noQuery,
   parseIntegerParam,
 } from "../../host/http.js";
-import type { AcceptedDirectTransfer, ChannelService, ChannelView } from "../channels/service.js";
-import type { PaymentService, RouteCandidate } from "../payments/service.js";
+import type { ChannelService } from "../channels/service.js";
+import type { PaymentService } from "../payments/service.js";
 import type { WatchtowerStatus } from "../watchtowers.js";
 import type {
-  InvoiceRecord,
   ListedPayment,
-  MediatedPaymentRecord,
   NodeStore,
   PaymentCursor,
   PaymentDirection,
-  PaymentRecord,
   PaymentStatus,
 } from "../store/store.js";
 import {
@@ -59,8 +56,19 @@ import {
   processedBody,
   routesQuery,
 } from "./schemas.js";
+import {
+  acceptedDirectTransferJson,
+  channelJson,
+  channelPaymentJson,
+  invoiceJson,
+  mediatedPaymentJson,
+  paymentJson,
+  routeJson,
+} from "./json.js";
+import { NodeEventStream, type NodeEventSources } from "./events.js";
 
 export { MAX_DIRECT_TRANSFER_CHARS } from "./schemas.js";
+export * from "./json.js";
 
 export interface ApiInfo {
   address: string;
@@ -83,63 +91,12 @@ export interface ApiServerInit {
   store: NodeStore;
   token: string;
   log: Logger;
-}
-
-export function channelJson(c: ChannelView) {
-  return {
-    channelId: c.channelId.toString(),
-    partner: c.partner,
-    token: c.token,
-    state: c.state,
-    settleTimeoutSeconds: c.settleTimeoutSeconds,
-    ourDeposit: c.ourDeposit.toString(),
-    partnerDeposit: c.partnerDeposit.toString(),
-    ourWithdraw: c.ourWithdraw.toString(),
-    partnerWithdraw: c.partnerWithdraw.toString(),
-    pendingWithdraw: {
-      ours: c.pendingWithdraw.ours?.toString() ?? null,
-      partner: c.pendingWithdraw.partner?.toString() ?? null,
-    },
-    ourBalance: c.ourBalance.toString(),
-    partnerBalance: c.partnerBalance.toString(),
-    ourNonce: c.ourNonce.toString(),
-    partnerNonce: c.partnerNonce.toString(),
-    ourLocked: c.ourLocked.toString(),
-    partnerLocked: c.partnerLocked.toString(),
-    pendingLocks: c.pendingLocks,
-    closedAtSeconds: c.closedAtSeconds,
-    closingParticipant: c.closingParticipant,
-    totals: {
-      sent: c.totals.sent.toString(),
-      received: c.totals.received.toString(),
-      sentCount: c.totals.sentCount,
-      receivedCount: c.totals.receivedCount,
-    },
-  };
-}
-
-export function paymentJson(p: PaymentRecord) {
-  return {
-    paymentId: p.paymentId,
-    direction: p.direction,
-    channelId: p.channelId.toString(),
-    partner: p.partner,
-    token: p.token,
-    amount: p.amount.toString(),
-    nonce: p.nonce.toString(),
-    status: p.status,
-    error: p.errorCode ? { code: p.errorCode, message: p.errorMessage } : null,
-    createdAtMs: p.createdAtMs,
-    completedAtMs: p.completedAtMs,
-  };
-}
-
-/**
- * A payment of the `payments` table as `GET /v1/payments[/:id]` show it: kind `direct`, or `routed` for a
- * routed payment received (its row has nonce 0: the HTLC's balance proofs are not one payment's).
- */
-export function channelPaymentJson(p: PaymentRecord) {
-  return { kind: p.direction === "incoming" && p.nonce === 0n ? "routed" : "direct", ...paymentJson(p) };
+  /** What `GET /v1/events` relays; without it the route answers only an empty stream of keep-alives. */
+  events?: NodeEventSources;
+  /** Most concurrent `GET /v1/events` streams (default 32). */
+  maxEventSubscribers?: number;
+  /** `GET /v1/events` keep-alive comment interval, ms (default 15,000). */
+  eventsKeepAliveMs?: number;
 }
 
 /** `GET /v1/payments`' `before` / `nextCursor`: `<createdAtMs>-<source>-<seq>` (see `PaymentCursor`). */
@@ -157,61 +114,6 @@ function parseCursor(text: string): PaymentCursor {
 const listedPaymentJson = (l: ListedPayment) =>
   l.source === 0 ? channelPaymentJson(l.payment) : mediatedPaymentJson(l.payment);
 
-/** A multi-hop payment as the API shows it (never the secret while pending). */
-export function mediatedPaymentJson(p: MediatedPaymentRecord) {
-  return {
-    paymentId: p.paymentId,
-    kind: "routed",
-    direction: "outgoing",
-    target: p.target,
-    token: p.token,
-    amount: p.amount.toString(),
-    fee: p.fee.toString(),
-    maxFee: p.maxFee === null ? null : p.maxFee.toString(),
-    paymentHash: p.secretHash,
-    preimage: p.status === "completed" ? p.secret : null,
-    status: p.status,
-    route: p.attempts.at(-1)?.route ?? [],
-    attempts: p.attempts,
-    error: p.errorCode ? { code: p.errorCode, message: p.errorMessage } : null,
-    createdAtMs: p.createdAtMs,
-    completedAtMs: p.completedAtMs,
-  };
-}
-
-/** An invoice as the API shows it (the secret stays inside the node). */
-export function invoiceJson(i: InvoiceRecord, payee: string) {
-  return {
-    paymentHash: i.paymentHash,
-    payee,
-    token: i.token,
-    amount: i.amount.toString(),
-    description: i.description,
-    status: i.status,
-    paidAmount: i.paidAmount.toString(),
-    createdAtMs: i.createdAtMs,
-    expiresAtMs: i.expiresAtMs,
-    paidAtMs: i.paidAtMs,
-  };
-}
-
-/** `POST /v1/transfers/direct`'s answer: bigints as decimal strings. */
-export function acceptedDirectTransferJson(a: AcceptedDirectTransfer) {
-  return {
-    paymentId: a.paymentId,
-    channelId: a.channelId.toString(),
-    nonce: a.nonce.toString(),
-    amount: a.amount.toString(),
-    token: a.token,
-    partner: a.partner,
-    processed: {
-      channelId: a.processed.channelId.toString(),
-      nonce: a.processed.nonce.toString(),
-      signature: a.processed.signature,
-    },
-  };
-}
-
 /**
  * Decodes unpadded base64url strictly (the canonical encoding of the bytes only).
  * @throws QrwpError INVALID_ARGUMENT naming `field`
@@ -222,20 +124,6 @@ function fromBase64Url(text: string, field: string): Uint8Array {
     throw new QrwpError("INVALID_ARGUMENT", `${field} must be unpadded base64url`, { field });
   }
   return new Uint8Array(bytes);
-}
-
-function routeJson(r: RouteCandidate) {
-  return {
-    fee: r.fee.toString(),
-    totalAmount: (r.hops[0]?.amount ?? 0n).toString(),
-    hops: r.hops.map((h) => ({
-      address: h.address,
-      channelId: h.channelId.toString(),
-      amount: h.amount.toString(),
-      expiration: h.expiration.toString(),
-      fee: h.fee.toString(),
-    })),
-  };
 }
 
 function requirePayments(payments: PaymentService | undefined): PaymentService {
@@ -276,6 +164,40 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   });
 
   installErrorHandler(app);
+
+  const eventStream = new NodeEventStream({
+    sources: init.events ?? { channels: { on: () => undefined, off: () => undefined } },
+    channelView: (channelId) => (service.registry.has(channelId) ? service.getChannel(channelId) : null),
+    log: init.log.child({ component: "api-events" }),
+    ...(init.maxEventSubscribers !== undefined ? { maxSubscribers: init.maxEventSubscribers } : {}),
+    ...(init.eventsKeepAliveMs !== undefined ? { keepAliveMs: init.eventsKeepAliveMs } : {}),
+  });
+  eventStream.start();
+  // Open streams would hold fastify's close: end them first.
+  app.addHook("preClose", async () => eventStream.close());
+
+  app.get(
+    "/v1/events",
+    {
+      schema: {
+        summary: "Server-Sent Events: channel, payment and close events (see node/api/events.ts)",
+        description:
+          "text/event-stream; `event: channel|payment|close`, `id: <n>`, `data: <JSON>` with bigints as decimal " +
+          "strings; keep-alive comments. 503 UNAVAILABLE (field `subscribers`) when the subscriber cap is reached.",
+        querystring: noQuery,
+      },
+    },
+    async (req, reply) => {
+      try {
+        eventStream.assertRoom();
+      } catch (err) {
+        void reply.header("retry-after", "5");
+        throw err;
+      }
+      reply.hijack();
+      await eventStream.subscribe(req.raw, reply.raw);
+    },
+  );
 
   app.get(
     "/v1/info",
