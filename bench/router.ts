@@ -8,15 +8,21 @@
  *   needed direction, so those pairs are unroutable by construction);
  * - "active": sources among nodes with at least one enabled outgoing edge, targets among nodes with at
  *   least one enabled incoming edge.
- * Writes bench/results/router.json.
+ * Writes bench/results/router.json. The graph is `../shared/data/ln-graph-2021-04-16.listchannels.json.gz`
+ * beside the repository (resolved from this file's location), or the file named by `LN_GRAPH`.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { ChannelGraph, Scorer, findRoute, importClnListChannels } from "../router/index.js";
 import type { Path } from "../router/index.js";
 
-const FILE = process.env.LN_GRAPH ?? "/work/shared/data/ln-graph-2021-04-16.listchannels.json.gz";
+const GRAPH_FILE = "ln-graph-2021-04-16.listchannels.json.gz";
+/** The repository's root: this file is `<root>/bench/router.ts`. */
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const FILE = process.env.LN_GRAPH ?? resolve(REPO_ROOT, "..", "shared", "data", GRAPH_FILE);
 const QUERIES = Number(process.env.QUERIES ?? 10_000);
 const PAYMENTS = Number(process.env.PAYMENTS ?? 1000);
 const MAX_ATTEMPTS = 10;

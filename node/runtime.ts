@@ -212,6 +212,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     store,
     token: readApiToken(config.dataDir),
     log,
+    events: { channels: service.registry.events, payments: payments.events, monitor: monitor.events },
     info: {
       address: identity.keys.address,
       peerId: identity.peerId,

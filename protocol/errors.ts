@@ -37,6 +37,8 @@ export type ErrorCode =
   | "UNKNOWN_PARTNER_KEY"
   /** A peer (or client) asked for more than its budget allows right now; retry later. */
   | "RATE_LIMITED"
+  /** A service of the node is at its capacity limit right now (e.g. too many event subscribers); retry later. */
+  | "UNAVAILABLE"
   /** The node's wallet holds less of the token (or ETH) than a deposit needs; nothing was sent on-chain. */
   | "INSUFFICIENT_FUNDS"
   | "INTERNAL";

@@ -7,6 +7,7 @@
  * answer that is not the documented shape.
  */
 import { QrwpError, type ErrorCode } from "../protocol/index.js";
+import { readEventStream } from "./sse.js";
 
 /** Where a node's API is and its bearer token (the data directory's `api-token`). */
 export interface NodeApiConfig {
@@ -84,6 +85,19 @@ export interface NodeAcceptedTransfer {
   partner: string;
   /** The merchant node's signed acknowledgement (EIP-712 `Processed`, secp256k1). */
   processed: { channelId: string; nonce: string; signature: string };
+}
+
+/** One event of the node's `GET /v1/events` stream (`channel`, `payment` or `close`) with its JSON data. */
+export interface NodeEvent {
+  type: string;
+  id: string | undefined;
+  data: Record<string, unknown>;
+}
+
+/** An open `GET /v1/events` stream. */
+export interface NodeEventSubscription {
+  /** Settles when the stream ended (the node closed it, the connection dropped, or `signal` aborted). */
+  closed: Promise<void>;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -228,6 +242,74 @@ export class QrwpNodeApi {
     return body as unknown as NodePayment;
   }
 
+  /**
+   * `GET /v1/events`: opens the node's Server-Sent Events stream (bearer token in the header) and hands each
+   * event whose data is a JSON object to `onEvent` (others are skipped). Resolves once the node answered 200
+   * (within `timeoutMs`); the stream then runs until it ends or `signal` aborts (see `closed`).
+   * @throws QrwpError the node's coded refusal (UNAUTHORIZED, UNAVAILABLE when its subscriber cap is
+   *   reached, ...), PEER_OFFLINE, TIMEOUT
+   */
+  async subscribeEvents(options: {
+    onEvent: (event: NodeEvent) => void;
+    signal: AbortSignal;
+  }): Promise<NodeEventSubscription> {
+    const path = "/v1/events";
+    const connect = new AbortController();
+    const timer = setTimeout(
+      () => connect.abort(new DOMException("timed out", "TimeoutError")),
+      this.#timeoutMs,
+    );
+    let res: Response;
+    try {
+      res = await fetch(this.#baseUrl + path, {
+        headers: { authorization: `Bearer ${this.#token}`, accept: "text/event-stream" },
+        signal: AbortSignal.any([options.signal, connect.signal]),
+      });
+    } catch (err) {
+      throw this.#unreachable(err, "GET", path);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!res.ok || !res.body) throw await this.#refusal(res, "GET");
+    const closed = readEventStream(
+      res.body,
+      (e) => {
+        let data: unknown;
+        try {
+          data = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        if (isRecord(data)) options.onEvent({ type: e.type, id: e.id, data });
+      },
+      options.signal,
+    ).catch(() => undefined);
+    return { closed };
+  }
+
+  #unreachable(err: unknown, method: string, path: string): QrwpError {
+    const timedOut = err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
+    return new QrwpError(
+      timedOut ? "TIMEOUT" : "PEER_OFFLINE",
+      timedOut ? "node API did not answer in time" : "node API unreachable",
+      { method, path: path.split("/").slice(0, 3).join("/"), timeoutMs: this.#timeoutMs },
+      { cause: err },
+    );
+  }
+
+  /** The node's coded error answer as a QrwpError (INTERNAL when the body is not the documented shape). */
+  async #refusal(res: Response, method: string): Promise<QrwpError> {
+    const json: unknown = await res.json().catch(() => undefined);
+    const e = isRecord(json) && isRecord(json.error) ? json.error : {};
+    const code = typeof e.code === "string" ? (e.code as ErrorCode) : "INTERNAL";
+    const message = typeof e.message === "string" ? e.message : `node API answered ${res.status}`;
+    return new QrwpError(code, message, {
+      status: res.status,
+      method,
+      ...(isRecord(e.details) ? e.details : {}),
+    });
+  }
+
   async #call(
     method: string,
     path: string,
@@ -254,17 +336,8 @@ export class QrwpNodeApi {
         { cause: err },
       );
     }
+    if (!res.ok) throw await this.#refusal(res, method);
     const json: unknown = await res.json().catch(() => undefined);
-    if (!res.ok) {
-      const e = isRecord(json) && isRecord(json.error) ? json.error : {};
-      const code = typeof e.code === "string" ? (e.code as ErrorCode) : "INTERNAL";
-      const message = typeof e.message === "string" ? e.message : `node API answered ${res.status}`;
-      throw new QrwpError(code, message, {
-        status: res.status,
-        method,
-        ...(isRecord(e.details) ? e.details : {}),
-      });
-    }
     if (!isRecord(json)) throw new QrwpError("INTERNAL", "node API answered a non-object", { method });
     return json;
   }

@@ -141,6 +141,8 @@ export interface QrwpPaywallOptions extends Pick<
   adminToken?: string | false;
   /** See `QrwpFacilitatorOptions.paidWaitMs`. */
   paidWaitMs?: number;
+  /** See `QrwpFacilitatorOptions.paidRecheckMs`. */
+  paidRecheckMs?: number;
   /** See `QrwpFacilitatorOptions.directExpiryGraceMs`. */
   directExpiryGraceMs?: number;
   /**
@@ -342,6 +344,7 @@ export class PaywallCore {
   readonly #limiter: UnpaidRateLimiter;
   readonly #adminToken: string | false | undefined;
   readonly #log: X402Logger;
+  readonly #facilitator: { close(): void };
 
   private constructor(
     http: x402HTTPResourceServer,
@@ -349,7 +352,9 @@ export class PaywallCore {
     limiter: UnpaidRateLimiter,
     opts: QrwpPaywallOptions,
     log: X402Logger,
+    facilitator: { close(): void },
   ) {
+    this.#facilitator = facilitator;
     this.#http = http;
     this.handle = handle;
     this.#limiter = limiter;
@@ -380,6 +385,7 @@ export class PaywallCore {
       const merchant = await createQrwpMerchant(new QrwpNodeApi(opts.node), receipts, {
         log,
         ...(opts.paidWaitMs !== undefined ? { paidWaitMs: opts.paidWaitMs } : {}),
+        ...(opts.paidRecheckMs !== undefined ? { paidRecheckMs: opts.paidRecheckMs } : {}),
         ...(opts.directExpiryGraceMs !== undefined ? { directExpiryGraceMs: opts.directExpiryGraceMs } : {}),
       });
       const resourceServer = new x402ResourceServer(merchant.facilitator).register(
@@ -395,7 +401,7 @@ export class PaywallCore {
         merchant: { address: info.address, hub: info.hub, chainId: info.chainId },
         events,
       };
-      return new PaywallCore(http, handle, limiter, opts, log);
+      return new PaywallCore(http, handle, limiter, opts, log, merchant.facilitator);
     } catch (err) {
       receipts.close();
       throw err;
@@ -531,8 +537,9 @@ export class PaywallCore {
     await this.handle.events.subscribe(req, res);
   }
 
-  /** Ends SSE streams, stops webhook retries, closes the receipts store. */
+  /** Ends SSE streams (ours and the one to the merchant's node), stops webhook retries, closes the receipts store. */
   async close(): Promise<void> {
+    this.#facilitator.close();
     await this.handle.events.close();
     this.handle.receipts.close();
   }

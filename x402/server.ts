@@ -48,6 +48,7 @@ import {
   type X402RefusalReason,
 } from "../protocol/index.js";
 import type { NodeAcceptedTransfer, NodeInfo, NodeInvoice, QrwpNodeApi } from "./node-api.js";
+import { PaidSignals, type PaidWatch } from "./paid-signals.js";
 import type { ReceiptMode, ReceiptStore } from "./receipts.js";
 
 /** Invoices minted by the scheme carry this description prefix (then `<METHOD> <route>`). */
@@ -169,6 +170,9 @@ export interface QrwpFacilitatorOptions {
   /** How long `verify` waits for an open invoice to turn paid (the unlock reaches the merchant shortly
    * after the payer learns the preimage). Default 10,000 ms. */
   paidWaitMs?: number;
+  /** While waiting, the invoice is asked for again on the node's `payment` event for it (its
+   * `GET /v1/events`), and at the latest every `paidRecheckMs` (a missed event). Default 1,000 ms. */
+  paidRecheckMs?: number;
   /** Direct mode: how long after its invoice expired a transfer is still taken (default
    * {@link DIRECT_EXPIRY_GRACE_MS}). */
   directExpiryGraceMs?: number;
@@ -219,6 +223,8 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
   readonly #merchant: NodeInfo;
   readonly #receipts: ReceiptStore;
   readonly #paidWaitMs: number;
+  readonly #paidRecheckMs: number;
+  readonly #paidSignals: PaidSignals;
   readonly #directGraceMs: number;
   readonly #log: X402Logger;
   /** paymentHash → the transfer, the node's answer and the invoice, from `verify` (bounded; oldest first). */
@@ -236,8 +242,15 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
     this.network = network;
     this.#receipts = receipts;
     this.#paidWaitMs = options.paidWaitMs ?? 10_000;
+    this.#paidRecheckMs = options.paidRecheckMs ?? 1000;
     this.#directGraceMs = options.directExpiryGraceMs ?? DIRECT_EXPIRY_GRACE_MS;
     this.#log = options.log ?? silentLog;
+    this.#paidSignals = new PaidSignals(node, { log: this.#log });
+  }
+
+  /** Closes the merchant node's event stream (`verify` still works, re-checking every `paidRecheckMs`). */
+  close(): void {
+    this.#paidSignals.close();
   }
 
   /** The one kind this facilitator handles: x402 v2, `qrwp-channel`, this merchant's network. */
@@ -345,6 +358,24 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
       return directOk(paymentHash, cached);
 
     const deadline = Date.now() + (wait ? this.#paidWaitMs : 0);
+    // Watched before the first look, so a payment event between that look and the wait is not missed.
+    const watch = wait && paid.mode === "routed" ? this.#paidSignals.watch(paymentHash) : null;
+    try {
+      return await this.#awaitInvoice(paid, paymentHash, requirements, deadline, watch);
+    } finally {
+      watch?.cancel();
+    }
+  }
+
+  /** The invoice checks of {@link #check}; a routed payment's open invoice is waited for until `deadline`. */
+  async #awaitInvoice(
+    paid: NonNullable<ReturnType<typeof parseQrwpPayload>>,
+    paymentHash: string,
+    requirements: PaymentRequirements,
+    deadline: number,
+    watch: PaidWatch | null,
+  ): Promise<Checked> {
+    const refuse = (reason: X402RefusalReason, message: string): Checked => ({ ok: false, reason, message });
     for (;;) {
       let invoice: NodeInvoice;
       try {
@@ -362,8 +393,10 @@ export class QrwpNodeFacilitator implements FacilitatorClient {
       if (invoice.status === "paid" && BigInt(invoice.paidAmount) >= BigInt(invoice.amount))
         return { ok: true, paymentHash, invoice, mode: "routed", payer: null };
       if (invoice.status === "expired") return refuse("invoice_expired", "invoice expired unpaid");
-      if (Date.now() >= deadline) return refuse("not_paid", "the merchant's node does not hold the payment");
-      await new Promise((r) => setTimeout(r, 100));
+      const remainingMs = deadline - Date.now();
+      if (remainingMs <= 0 || !watch)
+        return refuse("not_paid", "the merchant's node does not hold the payment");
+      await watch.next(Math.min(remainingMs, this.#paidRecheckMs));
     }
   }
 

@@ -64,16 +64,10 @@ import {
   processedBody,
   routesQuery,
 } from "./schemas.js";
+import { NodeEventStream, type NodeEventSources } from "./events.js";
 
 export { MAX_DIRECT_TRANSFER_CHARS } from "./schemas.js";
-export {
-  acceptedDirectTransferJson,
-  channelJson,
-  channelPaymentJson,
-  invoiceJson,
-  mediatedPaymentJson,
-  paymentJson,
-} from "./json.js";
+export * from "./json.js";
 
 export interface ApiInfo {
   address: string;
@@ -96,6 +90,12 @@ export interface ApiServerInit {
   store: NodeStore;
   token: string;
   log: Logger;
+  /** What `GET /v1/events` relays; without it the route answers only an empty stream of keep-alives. */
+  events?: NodeEventSources;
+  /** Most concurrent `GET /v1/events` streams (default 32). */
+  maxEventSubscribers?: number;
+  /** `GET /v1/events` keep-alive comment interval, ms (default 15,000). */
+  eventsKeepAliveMs?: number;
 }
 
 function requirePayments(payments: PaymentService | undefined): PaymentService {
@@ -136,6 +136,40 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   });
 
   installErrorHandler(app);
+
+  const eventStream = new NodeEventStream({
+    sources: init.events ?? { channels: { on: () => undefined, off: () => undefined } },
+    channelView: (channelId) => (service.registry.has(channelId) ? service.getChannel(channelId) : null),
+    log: init.log.child({ component: "api-events" }),
+    ...(init.maxEventSubscribers !== undefined ? { maxSubscribers: init.maxEventSubscribers } : {}),
+    ...(init.eventsKeepAliveMs !== undefined ? { keepAliveMs: init.eventsKeepAliveMs } : {}),
+  });
+  eventStream.start();
+  // Open streams would hold fastify's close: end them first.
+  app.addHook("preClose", async () => eventStream.close());
+
+  app.get(
+    "/v1/events",
+    {
+      schema: {
+        summary: "Server-Sent Events: channel, payment and close events (see node/api/events.ts)",
+        description:
+          "text/event-stream; `event: channel|payment|close`, `id: <n>`, `data: <JSON>` with bigints as decimal " +
+          "strings; keep-alive comments. 503 UNAVAILABLE (field `subscribers`) when the subscriber cap is reached.",
+        querystring: noQuery,
+      },
+    },
+    async (req, reply) => {
+      try {
+        eventStream.assertRoom();
+      } catch (err) {
+        void reply.header("retry-after", "5");
+        throw err;
+      }
+      reply.hijack();
+      await eventStream.subscribe(req.raw, reply.raw);
+    },
+  );
 
   app.get(
     "/v1/info",

@@ -26,7 +26,7 @@ import {
 } from "../../protocol/index.js";
 import type { Deployment } from "../../chain/index.js";
 import type { RemotePeer } from "../../host/session-transport.js";
-import type { NodeStore } from "../store/store.js";
+import type { NodeStore, PaymentRecord } from "../store/store.js";
 import type { ChainCalls } from "./chain-calls.js";
 import { partnerFundsOf, type ChannelRegistry } from "./registry.js";
 import { eqAddr, partnerKeyMetaKey, type Live, type TransferHooks } from "./types.js";
@@ -161,7 +161,7 @@ export class IncomingProofs {
           });
         }
         const now = Date.now();
-        this.#store.insertPayment({
+        const payment: PaymentRecord = {
           paymentId: msg.paymentId,
           direction: "incoming",
           channelId,
@@ -174,7 +174,9 @@ export class IncomingProofs {
           errorMessage: null,
           createdAtMs: now,
           completedAtMs: now,
-        });
+        };
+        this.#store.insertPayment(payment);
+        return () => this.#registry.emit("payment", payment); // after the commit
       },
       () => {
         // The payment id and amount are outside the signature: a re-delivery must name the payment that

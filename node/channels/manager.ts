@@ -267,7 +267,7 @@ export class ChannelManager {
         this.#chain.hub.setTotalDeposit(channelId, totalDeposit),
       );
       live.record.ourDeposit = totalDeposit;
-      this.#store.updateChannel(live.record);
+      this.#registry.save(live, "deposit"); // persisted, and `channel` listeners told
       return this.#registry.view(live);
     })) as ChannelView;
   }

@@ -448,6 +448,7 @@ export class OutgoingProofs {
       });
       persist?.(nonce);
     });
+    if (body.type === "DirectTransfer") this.#paymentChanged(body.paymentId);
     const stored: StoredProof = {
       signed,
       locks: end.locks,
@@ -467,12 +468,20 @@ export class OutgoingProofs {
    */
   acknowledged(live: Live, stored: StoredProof, paymentId: string | null): void {
     const nonce = stored.signed.proof.nonce;
+    const wasPending = paymentId !== null && this.#store.getPayment(paymentId)?.status === "pending";
     this.#store.transaction(() => {
       this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "acked");
       if (paymentId) this.#store.finishOutgoingPayment(paymentId, "completed");
     });
     live.ourPending = live.ourPending.filter((p) => p.signed.proof.nonce !== nonce);
     if (nonce > live.ourEnd.nonce) live.ourEnd = endOf(stored);
+    if (wasPending) this.#paymentChanged(paymentId);
+  }
+
+  /** Tells the registry's `payment` listeners how our outgoing direct payment `paymentId` now stands. */
+  #paymentChanged(paymentId: string): void {
+    const payment = this.#store.getPayment(paymentId);
+    if (payment?.direction === "outgoing") this.#registry.emit("payment", payment);
   }
 
   /** Sends one pending proof and records the outcome. Throws (the proof stays pending) if no reply came. */
@@ -510,6 +519,7 @@ export class OutgoingProofs {
       this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "refused");
       if (payment) this.#store.finishOutgoingPayment(payment, "failed", { code, message: text });
     });
+    if (payment) this.#paymentChanged(payment);
     this.#log.warn(
       {
         channelId: live.record.channelId.toString(),

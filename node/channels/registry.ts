@@ -20,7 +20,13 @@ import {
 } from "../../protocol/index.js";
 import type { RemotePeer } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
-import type { ChannelBase, ChannelRecord, NodeStore, PendingWithdraw } from "../store/store.js";
+import type {
+  ChannelBase,
+  ChannelRecord,
+  NodeStore,
+  PaymentRecord,
+  PendingWithdraw,
+} from "../store/store.js";
 import {
   cosignedKey,
   endOf,
@@ -47,10 +53,14 @@ export interface ChannelStateEvent {
  * - `partnerProof`: a partner's latest balance proof on the channel changed, or its partner's ML-DSA key
  *   was first learned while the channel holds its proofs (a watchtower appointment can be built).
  * - `channel`: a channel's state or deposits changed.
+ * - `payment`: a direct payment (ours or to us) was stored or reached its final status, after the write
+ *   committed: an outgoing one when signed (`pending`) and when acknowledged (`completed`) or refused
+ *   (`failed`); an incoming one once, when stored (`completed`). The record as the store now holds it.
  */
 export interface ChannelEventMap {
   partnerProof: [channelId: bigint];
   channel: [event: ChannelStateEvent];
+  payment: [payment: PaymentRecord];
 }
 
 export class ChannelRegistry {

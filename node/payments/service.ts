@@ -11,6 +11,7 @@
  * - Every balance-proof change goes through the channel's serialized queue (ChannelService).
  */
 import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
@@ -49,6 +50,7 @@ import type {
   MediatedPaymentRecord,
   NodeStore,
   PaymentAttempt,
+  PaymentRecord,
   TransferRecord,
 } from "../store/store.js";
 import { assertSamePayment } from "../payment-retry.js";
@@ -111,6 +113,21 @@ export interface MediatedPayParams {
   paymentHash?: string;
 }
 
+/**
+ * A routed payment as {@link PaymentEventMap} reports it, after the write committed:
+ * - `outgoing`: one of ours, when created (`pending`) and when it reached `completed` or `failed`;
+ * - `incoming`: one paid to us (we were the target), once, when stored (`completed`); `paymentHash` is the
+ *   lock's secret hash (an invoice's payment hash when it paid one; the invoice is `paid` by then).
+ */
+export type RoutedPaymentEvent =
+  | { direction: "outgoing"; payment: MediatedPaymentRecord }
+  | { direction: "incoming"; payment: PaymentRecord; paymentHash: string };
+
+/** The payments layer's events (Node's typed EventEmitter); listeners must not throw (throws are logged). */
+export interface PaymentEventMap {
+  payment: [event: RoutedPaymentEvent];
+}
+
 /** Stored form of a transfer: the role's state and the actions still to run. */
 interface TransferDoc {
   machine: TransferState;
@@ -149,6 +166,8 @@ export class PaymentService {
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #lastInvoiceSweepMs = 0;
+  /** Routed payments created, completed, failed or received (see {@link PaymentEventMap}). */
+  readonly events = new EventEmitter<PaymentEventMap>();
 
   constructor(init: PaymentServiceInit) {
     this.#store = init.store;
@@ -249,6 +268,7 @@ export class PaymentService {
       deadlineMs: now + timeoutSeconds * 1000,
     };
     this.#store.insertMediatedPayment(record);
+    this.#emit({ direction: "outgoing", payment: { ...record } });
     const excluded = new Set<string>();
     let lastFailure: { code: string; message: string } = {
       code: "NO_ROUTE",
@@ -298,6 +318,7 @@ export class PaymentService {
       final.errorMessage = lastFailure.message;
       final.completedAtMs = Date.now();
       this.#store.updateMediatedPayment(final);
+      this.#emit({ direction: "outgoing", payment: final });
     }
     return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
   }
@@ -750,6 +771,7 @@ export class PaymentService {
         });
       }
       this.#store.updateMediatedPayment(record);
+      if (ok) this.#emit({ direction: "outgoing", payment: record });
     }
     this.#waiters.get(id)?.({ ok });
   }
@@ -757,26 +779,37 @@ export class PaymentService {
   #received(machine: TargetState, amount: bigint): void {
     const invoice = this.#store.getInvoice(machine.transfer.secretHash);
     if (invoice) this.#store.markInvoicePaid(invoice.paymentHash, amount);
+    const now = Date.now();
+    const payment: PaymentRecord = {
+      paymentId: machine.transfer.paymentId,
+      direction: "incoming",
+      channelId: machine.payer.channelId,
+      partner: machine.payer.partner,
+      token: this.#channels.getChannel(machine.payer.channelId).token,
+      amount,
+      nonce: 0n,
+      status: "completed",
+      errorCode: null,
+      errorMessage: null,
+      createdAtMs: now,
+      completedAtMs: now,
+    };
     try {
-      const now = Date.now();
-      this.#store.insertPayment({
-        paymentId: machine.transfer.paymentId,
-        direction: "incoming",
-        channelId: machine.payer.channelId,
-        partner: machine.payer.partner,
-        token: this.#channels.getChannel(machine.payer.channelId).token,
-        amount,
-        nonce: 0n,
-        status: "completed",
-        errorCode: null,
-        errorMessage: null,
-        createdAtMs: now,
-        completedAtMs: now,
-      });
+      this.#store.insertPayment(payment);
+      this.#emit({ direction: "incoming", payment, paymentHash: machine.transfer.secretHash });
     } catch {
       // already recorded
     }
     this.#log.info({ paymentId: machine.transfer.paymentId, amount: amount.toString() }, "payment received");
+  }
+
+  /** Emits a payment event; a listener that throws is logged, never propagated. */
+  #emit(event: RoutedPaymentEvent): void {
+    try {
+      this.events.emit("payment", event);
+    } catch (err) {
+      this.#log.warn({ err: errorFields(err) }, "payment event listener failed");
+    }
   }
 
   /**

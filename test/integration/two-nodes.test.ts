@@ -16,6 +16,7 @@ import { generateKeyPair } from "@libp2p/crypto/keys";
 import { pino } from "pino";
 import { Devnet, type NodeProcess } from "../../devnet/harness.js";
 import { expectApiError, type ApiError } from "./api-errors.js";
+import { QrwpNodeApi, type NodeEvent } from "../../x402/node-api.js";
 import { loadIdentity } from "../../host/keystore.js";
 import { SessionTransport } from "../../host/session-transport.js";
 import {
@@ -28,6 +29,7 @@ import {
 interface ChannelJson {
   channelId: string;
   state: string;
+  ourDeposit: string;
   ourBalance: string;
   partnerBalance: string;
   ourNonce: string;
@@ -35,6 +37,30 @@ interface ChannelJson {
   totals: { sent: string; received: string; sentCount: number; receivedCount: number };
 }
 const unit = parseUnits("1", 18);
+
+/** A `GET /v1/events` subscriber (through x402's client of the node API): what it saw, and a bounded wait. */
+async function subscribeEvents(node: NodeProcess) {
+  const seen: NodeEvent[] = [];
+  const ctl = new AbortController();
+  const api = new QrwpNodeApi({ apiUrl: node.apiUrl, token: node.api.token });
+  const sub = await api.subscribeEvents({ signal: ctl.signal, onEvent: (e) => seen.push(e) });
+  return {
+    seen,
+    closed: sub.closed,
+    close: () => ctl.abort(),
+    /** The first event matching `pred`, waiting up to 30 s for it. */
+    async waitFor(what: string, pred: (e: NodeEvent) => boolean): Promise<NodeEvent> {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const hit = seen.find(pred);
+        if (hit) return hit;
+        if (Date.now() > deadline)
+          expect.fail(`no ${what} event; saw ${JSON.stringify(seen.map((e) => [e.type, e.data]))}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+  };
+}
 
 describe("integration: two nodes over libp2p on a hardhat chain", function () {
   this.timeout(300_000);
@@ -114,6 +140,76 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
     expect(fetched).to.include({ status: "completed", direction: "outgoing", amount: "1" });
     const received = await bob.api.call<{ direction: string }>("GET", "/v1/payments/fixed-id-1");
     expect(received.direction).to.equal("incoming");
+  });
+
+  it("GET /v1/events streams payment and channel events with their fields; 401 without the token", async () => {
+    const noAuth = await fetch(`${alice.apiUrl}/v1/events`);
+    expect(noAuth.status).to.equal(401);
+    expect(((await noAuth.json()) as { error: { code: string } }).error.code).to.equal("UNAUTHORIZED");
+    const a = await subscribeEvents(alice);
+    const b = await subscribeEvents(bob);
+    try {
+      expect((await pay(alice, bob, 3n, "events-pay-1")).status).to.equal("completed");
+      const isPay = (status: string) => (e: NodeEvent) =>
+        e.type === "payment" && e.data.paymentId === "events-pay-1" && e.data.status === status;
+      const created = await a.waitFor("pending payment", isPay("pending"));
+      const done = await a.waitFor("completed payment", isPay("completed"));
+      for (const e of [created, done]) {
+        expect(e.data).to.include({ kind: "direct", direction: "outgoing", amount: "3", channelId });
+        expect(e.data.partner).to.equal(bob.address);
+      }
+      expect(Number(done.id)).to.be.greaterThan(Number(created.id));
+      const received = await b.waitFor("received payment", isPay("completed"));
+      expect(received.data).to.include({ kind: "direct", direction: "incoming", amount: "3", channelId });
+
+      const before = await channelOf(alice);
+      const totalDeposit = (BigInt(before.ourDeposit) + unit).toString();
+      await alice.api.call("POST", `/v1/channels/${channelId}/deposit`, { totalDeposit });
+      const isDeposit = (e: NodeEvent) => e.type === "channel" && e.data.reason === "deposit";
+      const ours = await a.waitFor("deposit", isDeposit);
+      expect(ours.data).to.include({ channelId, state: "opened" });
+      expect((ours.data.channel as ChannelJson).ourDeposit).to.equal(totalDeposit);
+      // bob learns of alice's deposit from the chain (his monitor).
+      const theirs = await b.waitFor("partner deposit", isDeposit);
+      expect((theirs.data.channel as { partnerDeposit: string }).partnerDeposit).to.equal(totalDeposit);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it("GET /v1/events holds at most 32 streams: the next is 503 UNAVAILABLE; a closed stream frees its place", async () => {
+    const open: Awaited<ReturnType<typeof subscribeEvents>>[] = [];
+    try {
+      // Streams of the previous test may still be closing on the node: fill up to the cap by trying.
+      for (let tries = 0; open.length < 32 && tries < 100; tries++) {
+        try {
+          open.push(await subscribeEvents(alice));
+        } catch (err) {
+          expect((err as { code?: string }).code).to.equal("UNAVAILABLE");
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      expect(open).to.have.length(32);
+      const refused = await fetch(`${alice.apiUrl}/v1/events`, {
+        headers: { authorization: `Bearer ${alice.api.token}` },
+      });
+      expect(refused.status).to.equal(503);
+      expect(refused.headers.get("retry-after")).to.equal("5");
+      const body = (await refused.json()) as { error: { code: string; details: { field: string } } };
+      expect(body.error.code).to.equal("UNAVAILABLE");
+      expect(body.error.details.field).to.equal("subscribers");
+      open.pop()?.close();
+      let again: Awaited<ReturnType<typeof subscribeEvents>> | null = null;
+      for (let tries = 0; again === null && tries < 100; tries++) {
+        again = await subscribeEvents(alice).catch(() => null);
+        if (!again) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(again, "a place is free again after a stream closed").to.not.equal(null);
+      if (again) open.push(again);
+    } finally {
+      for (const s of open) s.close();
+    }
   });
 
   it("refuses bad HTTP input with coded errors naming the field, and changes no state", async () => {
@@ -343,6 +439,7 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
 
   it("closes unilaterally; the partner contests with the closer's latest proof; settles after the timeout", async () => {
     const { a, b } = await expectAgreement();
+    const events = await subscribeEvents(alice);
     const aliceBefore = await devnet.tokenBalance(alice.address);
     const bobBefore = await devnet.tokenBalance(bob.address);
     // bob closes with alice's latest proof; alice (online) contests with bob's latest proof.
@@ -373,5 +470,16 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
     const bobAfter = await devnet.tokenBalance(bob.address);
     expect((aliceAfter - aliceBefore).toString()).to.equal(a.ourBalance);
     expect((bobAfter - bobBefore).toString()).to.equal(b.ourBalance);
+    // alice's GET /v1/events: bob's close, her contest, the settlement.
+    const isClose = (type: string) => (e: NodeEvent) =>
+      e.type === "close" && e.data.type === type && e.data.channelId === channelId;
+    const closedEvent = await events.waitFor("closed", isClose("closed"));
+    expect(closedEvent.data).to.include({ closingParticipant: bob.address, byPartner: true });
+    const contested = await events.waitFor("contested", isClose("contested"));
+    expect(contested.data.nonce).to.equal(a.partnerNonce);
+    const settled = await events.waitFor("settled", isClose("settled"));
+    expect(settled.data).to.include({ cooperative: false });
+    expect(Number(settled.id)).to.be.greaterThan(Number(closedEvent.id));
+    events.close();
   });
 });
