@@ -12,7 +12,7 @@
  * Imports `protocol/` only.
  */
 import Database from "better-sqlite3";
-import type { z } from "zod";
+import { z } from "zod";
 import { QrwpError } from "../protocol/index.js";
 
 /** How long a write waits for another connection's lock before SQLITE_BUSY, ms (better-sqlite3's default). */
@@ -159,3 +159,36 @@ export function decodeRow<S extends z.ZodType>(schema: S, table: string, row: un
 export function corruptRow(table: string, column: string, message: string): never {
   throw new QrwpError("INTERNAL", `corrupt ${table} row: ${column}: ${message}`, { field: column, table });
 }
+
+/** Parses JSON text; `undefined` for text that is not JSON (the codec then names the column). */
+function parseJsonText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** zod types of the columns the stores share, for their row codecs. */
+export const column = {
+  /** A uint256 as decimal text (amounts, ids, nonces kept as TEXT). */
+  uintText: z.string().regex(/^[0-9]{1,78}$/),
+  /** A 0x-hex 20-byte address (any case). */
+  addressText: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
+  /** A 0x-hex 32-byte value (hashes, secrets, locksroots). */
+  bytes32Text: z.string().regex(/^0x[0-9a-fA-F]{64}$/),
+  /** A 0x-hex 65-byte secp256k1 signature. */
+  signatureText: z.string().regex(/^0x[0-9a-fA-F]{130}$/),
+  /** A SQLite INTEGER within JavaScript's safe integers. */
+  int: z.number().int(),
+  /** A non-negative SQLite INTEGER. */
+  uint: z.number().int().nonnegative(),
+  /** A TEXT column holding JSON that `schema` decodes. */
+  json: <S extends z.ZodType>(schema: S) =>
+    z.string().transform((text, ctx): z.output<S> => {
+      const parsed = schema.safeParse(parseJsonText(text));
+      if (parsed.success) return parsed.data;
+      ctx.addIssue({ code: "custom", message: "not the JSON this column holds" });
+      return z.NEVER;
+    }),
+};

@@ -6,14 +6,13 @@
  * Columns hold amounts as decimal strings of uint256 (`uintText`), nonces and times as SQLite integers.
  */
 import { z } from "zod";
-import { corruptRow, decodeRow } from "../../host/sqlite.js";
+import { column, corruptRow, decodeRow } from "../../host/sqlite.js";
 import { unpackLocks, type Lock, type SignedBalanceProof } from "../../protocol/index.js";
 import type {
   ChannelBase,
   ChannelRecord,
   InvoiceRecord,
   MediatedPaymentRecord,
-  PaymentAttempt,
   PaymentRecord,
   PeerRecord,
   PendingWithdraw,
@@ -22,13 +21,7 @@ import type {
   TransferRecord,
 } from "./types.js";
 
-/** A uint256 as decimal text. */
-const uintText = z.string().regex(/^[0-9]{1,78}$/);
-const addressText = z.string().regex(/^0x[0-9a-fA-F]{40}$/);
-const bytes32Text = z.string().regex(/^0x[0-9a-fA-F]{64}$/);
-const signatureText = z.string().regex(/^0x[0-9a-fA-F]{130}$/);
-const int = z.number().int();
-const uint = z.number().int().nonnegative();
+const { uintText, addressText, bytes32Text, signatureText, int, uint } = column;
 
 // ---- channels, withdraws, balance proofs, peers ----
 
@@ -187,18 +180,10 @@ export function toStoredProof(row: unknown): StoredProof {
   };
 }
 
-const stringArrayJson = (table: string, column: string) =>
-  z.string().transform((text, ctx): string[] => {
-    const parsed = z.array(z.string()).safeParse(parseJson(text));
-    if (parsed.success) return parsed.data;
-    ctx.addIssue({ code: "custom", message: `${column} is not a JSON array of strings (${table})` });
-    return z.NEVER;
-  });
-
 const peerRow = z.object({
   address: z.string(),
   peer_id: z.string().min(1),
-  multiaddrs: stringArrayJson("peers", "multiaddrs"),
+  multiaddrs: column.json(z.array(z.string())),
 });
 
 /** A `peers` row decoded. @throws QrwpError INTERNAL naming the column of a corrupt row */
@@ -273,13 +258,6 @@ const attemptSchema = z.object({
   failedAt: z.string().optional(),
 });
 
-const attemptsJson = z.string().transform((text, ctx): PaymentAttempt[] => {
-  const parsed = z.array(attemptSchema).safeParse(parseJson(text));
-  if (parsed.success) return parsed.data;
-  ctx.addIssue({ code: "custom", message: "not a JSON array of payment attempts" });
-  return z.NEVER;
-});
-
 const mediatedRow = z.object({
   payment_id: z.string(),
   target: addressText,
@@ -290,7 +268,7 @@ const mediatedRow = z.object({
   secret: bytes32Text.nullable(),
   status: paymentStatus,
   fee: uintText,
-  attempts: attemptsJson,
+  attempts: column.json(z.array(attemptSchema)),
   error_code: z.string().nullable(),
   error_message: z.string().nullable(),
   created_at: int,
@@ -336,14 +314,6 @@ function fromJson(text: string): unknown {
       if (typeof n !== "string" || !/^-?[0-9]+$/.test(n)) throw new SyntaxError("bad $n");
       return BigInt(n);
     });
-  } catch {
-    return undefined;
-  }
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
   } catch {
     return undefined;
   }
