@@ -83,8 +83,10 @@ export class SqliteDatabase {
 
   /** The file's size in bytes (page count × page size). */
   sizeBytes(): number {
-    const pageCount = this.db.pragma("page_count", { simple: true }) as number;
-    const pageSize = this.db.pragma("page_size", { simple: true }) as number;
+    const pageCount: unknown = this.db.pragma("page_count", { simple: true });
+    const pageSize: unknown = this.db.pragma("page_size", { simple: true });
+    if (typeof pageCount !== "number" || typeof pageSize !== "number")
+      return corruptRow("pragma", "page_count", "SQLite answered no page count or size");
     return pageCount * pageSize;
   }
 
