@@ -149,12 +149,11 @@ export function decodeRow<S extends z.ZodType>(schema: S, table: string, row: un
   const parsed = schema.safeParse(row);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
-  const column = issue?.path[0];
-  throw new QrwpError(
-    "INTERNAL",
-    `corrupt ${table} row: ${column === undefined ? "" : `${String(column)}: `}${issue?.message ?? "invalid"}`,
-    { field: column === undefined ? "row" : String(column), table },
-  );
+  const name = issue?.path[0] === undefined ? "row" : String(issue.path[0]);
+  throw new QrwpError("INTERNAL", `corrupt ${table} row: ${name}: ${issue?.message ?? "invalid"}`, {
+    field: name,
+    table,
+  });
 }
 
 /** Throws the INTERNAL error of a corrupt `column` in `table` (for checks a codec makes by hand). */
