@@ -1,5 +1,6 @@
 /**
- * The watchtower's durable state in one SQLite file (better-sqlite3, WAL, `synchronous=FULL`):
+ * The watchtower's durable state in one SQLite file (host/sqlite.ts: WAL, `synchronous=FULL`); every row
+ * read is decoded by a codec (a corrupt row is `QrwpError("INTERNAL")` naming its table and column):
  * - `channels`: what the tower knows of each ChannelHub channel (participants, settle timeout, state, the
  *   close), from the chain events it followed (or one `getChannel` read when an appointment arrives first);
  * - `appointments`: one row per slot (channel, non-closing participant): the highest-nonce appointment the
@@ -11,7 +12,8 @@
  * Storage is bounded by the number of channels on the hub (at most two slots per channel). Every call is
  * durable when it returns. Nonces and amounts are decimal strings (uint256).
  */
-import Database from "better-sqlite3";
+import { z } from "zod";
+import { column, decodeRow, openSqlite, type SqliteDatabase } from "../host/sqlite.js";
 
 export type TowerChannelState = "opened" | "closed" | "settled";
 
@@ -168,44 +170,22 @@ CREATE TABLE IF NOT EXISTS clients (
 );
 `;
 
-interface ChannelRow {
-  channel_id: string;
-  participant1: string;
-  participant2: string;
-  settle_timeout_seconds: number;
-  state: TowerChannelState;
-  closing_participant: string | null;
-  closed_at_seconds: number | null;
-  closer_nonce: string | null;
-}
+const { uintText, addressText, bytes32Text, signatureText, int, uint } = column;
 
-interface AppointmentRow {
-  id: string;
-  channel_id: string;
-  closing_participant: string;
-  non_closing_participant: string;
-  nonce: string;
-  balance_hash: string;
-  closing_signature: string;
-  non_closing_signature: string;
-  digest: string;
-  status: AppointmentStatus;
-  contest_not_before_seconds: number | null;
-  contest_deadline_seconds: number | null;
-  contest_tx_hash: string | null;
-  contest_tx_hashes: string;
-  contest_tx_nonce: number | null;
-  contest_max_fee: string | null;
-  contest_priority_fee: string | null;
-  contest_sent_at_ms: number | null;
-  contest_confirmed: number;
-  contest_attempts: number;
-  last_error: string | null;
-  received_at_ms: number;
-  updated_at_ms: number;
-}
+const channelRow = z.object({
+  channel_id: uintText,
+  participant1: addressText,
+  participant2: addressText,
+  settle_timeout_seconds: uint,
+  state: z.enum(["opened", "closed", "settled"]),
+  closing_participant: addressText.nullable(),
+  closed_at_seconds: uint.nullable(),
+  closer_nonce: uintText.nullable(),
+});
 
-function channelFromRow(r: ChannelRow): TowerChannel {
+/** A `channels` row decoded. @throws QrwpError INTERNAL naming the column of a corrupt row */
+function channelFromRow(row: unknown): TowerChannel {
+  const r = decodeRow(channelRow, "channels", row);
   return {
     channelId: BigInt(r.channel_id),
     participant1: r.participant1,
@@ -218,7 +198,45 @@ function channelFromRow(r: ChannelRow): TowerChannel {
   };
 }
 
-function appointmentFromRow(r: AppointmentRow): StoredAppointment {
+const appointmentStatus = z.enum([
+  "watching",
+  "breach",
+  "contest_sent",
+  "contested",
+  "not_needed",
+  "missed",
+  "settled",
+]);
+
+const appointmentRow = z.object({
+  id: z.string().min(1),
+  channel_id: uintText,
+  closing_participant: addressText,
+  non_closing_participant: addressText,
+  nonce: uintText,
+  balance_hash: bytes32Text,
+  closing_signature: signatureText,
+  non_closing_signature: signatureText,
+  digest: bytes32Text,
+  status: appointmentStatus,
+  contest_not_before_seconds: int.nullable(),
+  contest_deadline_seconds: int.nullable(),
+  contest_tx_hash: bytes32Text.nullable(),
+  contest_tx_hashes: column.json(z.array(bytes32Text)),
+  contest_tx_nonce: uint.nullable(),
+  contest_max_fee: uintText.nullable(),
+  contest_priority_fee: uintText.nullable(),
+  contest_sent_at_ms: int.nullable(),
+  contest_confirmed: z.union([z.literal(0), z.literal(1)]),
+  contest_attempts: uint,
+  last_error: z.string().nullable(),
+  received_at_ms: int,
+  updated_at_ms: int,
+});
+
+/** An `appointments` row decoded. @throws QrwpError INTERNAL naming the column of a corrupt row */
+function appointmentFromRow(row: unknown): StoredAppointment {
+  const r = decodeRow(appointmentRow, "appointments", row);
   return {
     id: r.id,
     channelId: BigInt(r.channel_id),
@@ -233,7 +251,7 @@ function appointmentFromRow(r: AppointmentRow): StoredAppointment {
     contestNotBeforeSeconds: r.contest_not_before_seconds,
     contestDeadlineSeconds: r.contest_deadline_seconds,
     contestTxHash: r.contest_tx_hash,
-    contestTxHashes: JSON.parse(r.contest_tx_hashes) as string[],
+    contestTxHashes: r.contest_tx_hashes,
     contestTx:
       r.contest_tx_nonce === null
         ? null
@@ -251,23 +269,27 @@ function appointmentFromRow(r: AppointmentRow): StoredAppointment {
   };
 }
 
+/** `SELECT value FROM meta` (cursor and counters: decimal integers). */
+const metaValueRow = z.object({ value: z.string().regex(/^[0-9]{1,16}$/) });
+/** `SELECT mldsa_key_hash FROM clients`. */
+const clientRow = z.object({ mldsa_key_hash: bytes32Text });
+/** `SELECT COUNT(*) AS n`. */
+const countRow = z.object({ n: uint });
+/** `SELECT status, COUNT(*) AS n FROM appointments GROUP BY status`. */
+const statusCountRow = z.object({ status: appointmentStatus, n: uint });
+
 const CURSOR_KEY = "chain:last-processed-block";
 
 /** The watchtower's SQLite store (see the module doc). Statements are prepared once. */
 export class WatchtowerStore {
-  readonly #db: Database.Database;
-  readonly #path: string;
+  readonly #s: SqliteDatabase;
   readonly #stmts;
 
   constructor(path: string) {
-    this.#path = path;
-    this.#db = new Database(path);
-    this.#db.pragma("journal_mode = WAL");
-    this.#db.pragma("synchronous = FULL");
-    this.#db.exec(SCHEMA);
-    const db = this.#db;
+    this.#s = openSqlite(path, { label: "watchtower store", schema: SCHEMA });
+    const db = this.#s.db;
     this.#stmts = {
-      getMeta: db.prepare<[string], { value: string }>("SELECT value FROM meta WHERE key = ?"),
+      getMeta: db.prepare("SELECT value FROM meta WHERE key = ?"),
       setMeta: db.prepare(
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
       ),
@@ -275,7 +297,7 @@ export class WatchtowerStore {
         `INSERT INTO meta (key, value) VALUES (?, '1')
          ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)`,
       ),
-      getChannel: db.prepare<[string], ChannelRow>("SELECT * FROM channels WHERE channel_id = ?"),
+      getChannel: db.prepare("SELECT * FROM channels WHERE channel_id = ?"),
       upsertChannel: db.prepare(
         `INSERT INTO channels (channel_id, participant1, participant2, settle_timeout_seconds, state,
            closing_participant, closed_at_seconds, closer_nonce)
@@ -287,11 +309,9 @@ export class WatchtowerStore {
            closing_participant = excluded.closing_participant, closed_at_seconds = excluded.closed_at_seconds,
            closer_nonce = excluded.closer_nonce`,
       ),
-      getAppointment: db.prepare<[string], AppointmentRow>("SELECT * FROM appointments WHERE id = ?"),
-      appointmentsOfChannel: db.prepare<[string], AppointmentRow>(
-        "SELECT * FROM appointments WHERE channel_id = ?",
-      ),
-      appointmentsByStatus: db.prepare<[string], AppointmentRow>(
+      getAppointment: db.prepare("SELECT * FROM appointments WHERE id = ?"),
+      appointmentsOfChannel: db.prepare("SELECT * FROM appointments WHERE channel_id = ?"),
+      appointmentsByStatus: db.prepare(
         "SELECT * FROM appointments WHERE status = ? ORDER BY contest_not_before_seconds",
       ),
       upsertAppointment: db.prepare(
@@ -328,29 +348,25 @@ export class WatchtowerStore {
            contest_attempts = @contest_attempts, last_error = @last_error, updated_at_ms = @updated_at_ms
          WHERE id = @id AND digest = @digest`,
       ),
-      getClient: db.prepare<[string], { mldsa_key_hash: string }>(
-        "SELECT mldsa_key_hash FROM clients WHERE address = ?",
-      ),
+      getClient: db.prepare("SELECT mldsa_key_hash FROM clients WHERE address = ?"),
       insertClient: db.prepare(
         "INSERT OR IGNORE INTO clients (address, mldsa_key_hash, first_seen_ms) VALUES (?, ?, ?)",
       ),
-      countChannels: db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM channels"),
-      countClients: db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM clients"),
-      countByStatus: db.prepare<[], { status: AppointmentStatus; n: number }>(
-        "SELECT status, COUNT(*) AS n FROM appointments GROUP BY status",
-      ),
+      countChannels: db.prepare("SELECT COUNT(*) AS n FROM channels"),
+      countClients: db.prepare("SELECT COUNT(*) AS n FROM clients"),
+      countByStatus: db.prepare("SELECT status, COUNT(*) AS n FROM appointments GROUP BY status"),
     };
   }
 
   /** Runs `fn` in one transaction (committed and fsync'd on return). */
   transaction<T>(fn: () => T): T {
-    return this.#db.transaction(fn)();
+    return this.#s.transaction(fn);
   }
 
   /** The last chain block whose events were fully processed, or null before the first batch. */
   lastProcessedBlock(): number | null {
-    const row = this.#stmts.getMeta.get(CURSOR_KEY);
-    return row ? Number(row.value) : null;
+    const row: unknown = this.#stmts.getMeta.get(CURSOR_KEY);
+    return row === undefined ? null : Number(decodeRow(metaValueRow, "meta", row).value);
   }
 
   setLastProcessedBlock(block: number): void {
@@ -363,13 +379,13 @@ export class WatchtowerStore {
   }
 
   counter(counter: string): number {
-    const row = this.#stmts.getMeta.get(counter);
-    return row ? Number(row.value) : 0;
+    const row: unknown = this.#stmts.getMeta.get(counter);
+    return row === undefined ? 0 : Number(decodeRow(metaValueRow, "meta", row).value);
   }
 
   channel(channelId: bigint): TowerChannel | null {
-    const row = this.#stmts.getChannel.get(channelId.toString());
-    return row ? channelFromRow(row) : null;
+    const row: unknown = this.#stmts.getChannel.get(channelId.toString());
+    return row === undefined ? null : channelFromRow(row);
   }
 
   putChannel(c: TowerChannel): void {
@@ -386,8 +402,8 @@ export class WatchtowerStore {
   }
 
   appointment(id: string): StoredAppointment | null {
-    const row = this.#stmts.getAppointment.get(id.toLowerCase());
-    return row ? appointmentFromRow(row) : null;
+    const row: unknown = this.#stmts.getAppointment.get(id.toLowerCase());
+    return row === undefined ? null : appointmentFromRow(row);
   }
 
   appointmentsOfChannel(channelId: bigint): StoredAppointment[] {
@@ -442,7 +458,8 @@ export class WatchtowerStore {
 
   /** The pinned ML-DSA key hash of a client, or null if it never had an appointment accepted. */
   clientKeyHash(address: string): string | null {
-    return this.#stmts.getClient.get(address)?.mldsa_key_hash ?? null;
+    const row: unknown = this.#stmts.getClient.get(address);
+    return row === undefined ? null : decodeRow(clientRow, "clients", row).mldsa_key_hash;
   }
 
   pinClientKey(address: string, keyHash: string): void {
@@ -460,34 +477,33 @@ export class WatchtowerStore {
       settled: 0,
     };
     let appointments = 0;
-    for (const r of this.#stmts.countByStatus.all()) {
+    for (const row of this.#stmts.countByStatus.all()) {
+      const r = decodeRow(statusCountRow, "appointments", row);
       byStatus[r.status] = r.n;
       appointments += r.n;
     }
-    const pageCount = this.#db.pragma("page_count", { simple: true }) as number;
-    const pageSize = this.#db.pragma("page_size", { simple: true }) as number;
     return {
-      channels: this.#stmts.countChannels.get()?.n ?? 0,
+      channels: decodeRow(countRow, "channels", this.#stmts.countChannels.get()).n,
       appointments,
-      clients: this.#stmts.countClients.get()?.n ?? 0,
+      clients: decodeRow(countRow, "clients", this.#stmts.countClients.get()).n,
       byStatus,
       appointmentsAccepted: this.counter("count:accepted"),
       appointmentsRefused: this.counter("count:refused"),
       contestsSent: this.counter("count:contests-sent"),
-      dbBytes: pageCount * pageSize,
+      dbBytes: this.#s.sizeBytes(),
     };
   }
 
   get path(): string {
-    return this.#path;
+    return this.#s.path;
   }
 
   /** False once {@link close} was called. */
   get isOpen(): boolean {
-    return this.#db.open;
+    return this.#s.isOpen;
   }
 
   close(): void {
-    this.#db.close();
+    this.#s.close();
   }
 }

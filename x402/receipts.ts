@@ -1,11 +1,13 @@
 /**
  * The merchant's receipts of x402 payments: one row per payment hash that bought a resource. SQLite
- * (better-sqlite3, WAL, `synchronous = FULL`: a receipt is durable when {@link ReceiptStore.insertOnce}
- * returns). The primary key makes a payment usable exactly once: `insertOnce` is the arbiter between
+ * (host/sqlite.ts: WAL, `synchronous = FULL`: a receipt is durable when {@link ReceiptStore.insertOnce}
+ * returns; rows read are decoded by a codec, a corrupt one is `QrwpError("INTERNAL")` naming the column). The primary key makes a payment usable exactly once: `insertOnce` is the arbiter between
  * concurrent uses of the same `PAYMENT-SIGNATURE` (the first insert wins, every other use is a replay).
  * Only paid requests add rows; an unpaid 402 never touches this store.
  */
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { z } from "zod";
+import { column, decodeRow, openSqlite, type SqliteDatabase } from "../host/sqlite.js";
 
 /** One receipt. */
 export interface Receipt {
@@ -28,16 +30,6 @@ export interface Receipt {
 /** How an x402 payment reached the merchant's node. */
 export type ReceiptMode = "routed" | "direct";
 
-interface ReceiptRow {
-  payment_hash: string;
-  route: string;
-  amount: string;
-  asset: string;
-  payer: string | null;
-  mode: string;
-  created_at: number;
-}
-
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS receipts (
   payment_hash TEXT PRIMARY KEY,
@@ -51,41 +43,58 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE INDEX IF NOT EXISTS receipts_created ON receipts (created_at);
 `;
 
-function fromRow(r: ReceiptRow): Receipt {
+const receiptRow = z.object({
+  payment_hash: column.bytes32Text,
+  route: z.string(),
+  amount: column.uintText,
+  asset: column.addressText,
+  payer: column.addressText.nullable(),
+  mode: z.enum(["routed", "direct"]),
+  created_at: column.int,
+});
+const countRow = z.object({ n: column.uint });
+
+/** A `receipts` row decoded. @throws QrwpError INTERNAL naming the column of a corrupt row */
+function fromRow(row: unknown): Receipt {
+  const r = decodeRow(receiptRow, "receipts", row);
   return {
     paymentHash: r.payment_hash,
     route: r.route,
     amount: r.amount,
     asset: r.asset,
     payer: r.payer,
-    mode: r.mode === "direct" ? "direct" : "routed",
+    mode: r.mode,
     createdAtMs: r.created_at,
   };
 }
 
+/** Files from before direct mode lack the `mode` column; every receipt they hold was routed. */
+function addModeColumn(db: Database.Database): void {
+  const columns = db
+    .prepare("PRAGMA table_info(receipts)")
+    .all()
+    .map((row) => decodeRow(z.object({ name: z.string() }), "table_info(receipts)", row).name);
+  if (columns.length > 0 && !columns.includes("mode"))
+    db.exec("ALTER TABLE receipts ADD COLUMN mode TEXT NOT NULL DEFAULT 'routed'");
+}
+
 /** SQLite receipts; `path` `":memory:"` for a throwaway store. */
 export class ReceiptStore {
-  readonly #db: Database.Database;
+  readonly #s: SqliteDatabase;
   readonly #insert: Database.Statement;
   readonly #get: Database.Statement;
   readonly #list: Database.Statement;
   readonly #count: Database.Statement;
 
   constructor(path: string) {
-    this.#db = new Database(path);
-    this.#db.pragma("journal_mode = WAL");
-    this.#db.pragma("synchronous = FULL");
-    this.#db.exec(SCHEMA);
-    // Files from before direct mode lack the column; every receipt they hold was routed.
-    const columns = this.#db.prepare("PRAGMA table_info(receipts)").all() as { name: string }[];
-    if (!columns.some((c) => c.name === "mode"))
-      this.#db.exec("ALTER TABLE receipts ADD COLUMN mode TEXT NOT NULL DEFAULT 'routed'");
-    this.#insert = this.#db.prepare(
+    this.#s = openSqlite(path, { label: "receipts", schema: SCHEMA, migrate: addModeColumn });
+    const db = this.#s.db;
+    this.#insert = db.prepare(
       "INSERT OR IGNORE INTO receipts (payment_hash, route, amount, asset, payer, mode, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );
-    this.#get = this.#db.prepare("SELECT * FROM receipts WHERE payment_hash = ?");
-    this.#list = this.#db.prepare("SELECT * FROM receipts ORDER BY created_at DESC, payment_hash LIMIT ?");
-    this.#count = this.#db.prepare("SELECT COUNT(*) AS n FROM receipts");
+    this.#get = db.prepare("SELECT * FROM receipts WHERE payment_hash = ?");
+    this.#list = db.prepare("SELECT * FROM receipts ORDER BY created_at DESC, payment_hash LIMIT ?");
+    this.#count = db.prepare("SELECT COUNT(*) AS n FROM receipts");
   }
 
   /** Records `receipt` unless its payment hash is already there. @returns true if this call inserted it. */
@@ -104,21 +113,21 @@ export class ReceiptStore {
 
   /** The receipt of a payment hash, or null. */
   get(paymentHash: string): Receipt | null {
-    const row = this.#get.get(paymentHash.toLowerCase()) as ReceiptRow | undefined;
-    return row ? fromRow(row) : null;
+    const row: unknown = this.#get.get(paymentHash.toLowerCase());
+    return row === undefined ? null : fromRow(row);
   }
 
   /** The newest `limit` receipts (default 100), newest first. */
   list(limit = 100): Receipt[] {
-    return (this.#list.all(limit) as ReceiptRow[]).map(fromRow);
+    return this.#list.all(limit).map(fromRow);
   }
 
   /** Number of receipts. */
   count(): number {
-    return (this.#count.get() as { n: number }).n;
+    return decodeRow(countRow, "receipts", this.#count.get()).n;
   }
 
   close(): void {
-    this.#db.close();
+    this.#s.close();
   }
 }

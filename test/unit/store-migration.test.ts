@@ -68,7 +68,7 @@ CREATE INDEX IF NOT EXISTS payments_status ON payments(status, direction);
 const US = "0x1111111111111111111111111111111111111111";
 const PARTNER = "0x2222222222222222222222222222222222222222";
 
-describe("unit: NodeStore migration v1 -> v2", () => {
+describe("unit: NodeStore migration v1 -> v3", () => {
   it("keeps every v1 row and derives the delivery status of our proofs from their payments", () => {
     const path = join(mkdtempSync(join(tmpdir(), "qrwp-store-")), "node.db");
     const db = new Database(path);
@@ -96,7 +96,8 @@ describe("unit: NodeStore migration v1 -> v2", () => {
 
     const store = new NodeStore(path);
     try {
-      expect(store.getMeta("schema_version")).to.equal("2");
+      expect(store.getMeta("schema_version")).to.equal("3");
+      expect(store.getChannel(7n)?.ourWithdraw).to.equal(0n);
       expect(store.storedProofAt(7n, US, 1n)?.status).to.equal("acked");
       expect(store.storedProofAt(7n, US, 2n)?.status).to.equal("refused");
       expect(store.storedProofAt(7n, US, 3n)?.status).to.equal("pending");

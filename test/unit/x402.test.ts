@@ -10,6 +10,7 @@ import {
   X402_REFUSAL_REASONS,
   isAtomicAmount,
   isQrwpError,
+  QrwpError,
   isX402RefusalReason,
   parseQrwpRoutedExtra,
   parseQrwpRoutedPayload,
@@ -179,13 +180,14 @@ describe("x402/receipts", () => {
       "CREATE TABLE receipts (payment_hash TEXT PRIMARY KEY, route TEXT NOT NULL, amount TEXT NOT NULL, " +
         "asset TEXT NOT NULL, payer TEXT, created_at INTEGER NOT NULL)",
     );
-    old.prepare("INSERT INTO receipts VALUES ('0xaa', 'GET /old', '1', ?, NULL, 1)").run(hub);
+    const oldHash = `0x${"aa".repeat(32)}`;
+    old.prepare("INSERT INTO receipts VALUES (?, 'GET /old', '1', ?, NULL, 1)").run(oldHash, hub);
     old.close();
     const store = new ReceiptStore(path);
-    expect(store.get("0xaa")?.mode).to.equal("routed");
+    expect(store.get(oldHash)?.mode).to.equal("routed");
     const payer = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
     const direct = {
-      paymentHash: "0xbb",
+      paymentHash: `0x${"bb".repeat(32)}`,
       route: "GET /w",
       amount: "2",
       asset: hub,
@@ -196,9 +198,19 @@ describe("x402/receipts", () => {
     expect(store.insertOnce(direct)).to.equal(true);
     store.close();
     const reopened = new ReceiptStore(path);
-    expect(reopened.get("0xbb")).to.deep.equal(direct);
+    expect(reopened.get(direct.paymentHash)).to.deep.equal(direct);
     expect(reopened.count()).to.equal(2);
     reopened.close();
+    // A row that does not decode is refused with the column named, never handed out as a receipt.
+    const raw = new Database(path);
+    raw.prepare("UPDATE receipts SET mode = 'barter' WHERE payment_hash = ?").run(oldHash);
+    raw.close();
+    const corrupt = new ReceiptStore(path);
+    expect(() => corrupt.get(oldHash))
+      .to.throw(QrwpError)
+      .that.satisfies((e: QrwpError) => e.code === "INTERNAL" && e.details.field === "mode");
+    expect(corrupt.get(direct.paymentHash)).to.deep.equal(direct);
+    corrupt.close();
     rmSync(dir, { recursive: true, force: true });
   });
 });

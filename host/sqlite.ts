@@ -1,0 +1,195 @@
+/**
+ * One way to open a SQLite file for every QRWP store (the node's `NodeStore`, the watchtower's
+ * `WatchtowerStore`, x402's `ReceiptStore`), and one way to decode what it reads.
+ *
+ * - {@link openSqlite}: better-sqlite3 with `journal_mode = WAL`, `synchronous = FULL` (a committed write is
+ *   fsync'd when the call returns: LDK's "durable before send"), `foreign_keys = ON` and a busy timeout; then,
+ *   in one transaction, the store's migration hook, its DDL and its schema version check.
+ * - {@link SqliteDatabase.sql}: prepared statements cached by SQL text (SQLite parses each text once).
+ * - {@link decodeRow}: a row read is decoded by a zod codec, never cast; a corrupt row is a
+ *   `QrwpError("INTERNAL")` naming the table and the column.
+ *
+ * Imports `protocol/` only.
+ */
+import Database from "better-sqlite3";
+import { z } from "zod";
+import { QrwpError } from "../protocol/index.js";
+
+/** How long a write waits for another connection's lock before SQLITE_BUSY, ms (better-sqlite3's default). */
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * Where a store keeps its schema version, and which versions it can open. Versions `oldest..current - 1`
+ * are migrated by {@link OpenSqliteOptions.migrate} and then stamped `current`; a file without a version
+ * (new) is stamped `current`; any other version is refused before anything is written.
+ */
+export interface SchemaVersioning {
+  /** The version this code writes. */
+  current: number;
+  /** The oldest version the migration hook brings up to date. */
+  oldest: number;
+  /** Reads the stored version; null for a new file. Must not assume the store's tables exist. */
+  read(db: Database.Database): number | null;
+  /** Stores `version` (called after the DDL ran, inside the opening transaction). */
+  write(db: Database.Database, version: number): void;
+}
+
+/** Options of {@link openSqlite}. */
+export interface OpenSqliteOptions {
+  /** What the file holds, for errors and logs ("node store", "watchtower store", "receipts"). */
+  label: string;
+  /** Idempotent DDL (`CREATE ... IF NOT EXISTS`), run at every open after `migrate`. */
+  schema: string;
+  /**
+   * Brings an older file's tables up to what `schema` expects (ALTER TABLE ...); runs at every open, before
+   * `schema`, inside the opening transaction, so each step must check what it finds (columns, tables).
+   * `fromVersion` is the stored version (null when none is stored or no `version` is given).
+   */
+  migrate?: (db: Database.Database, fromVersion: number | null) => void;
+  /** Schema version check and stamp; without it the store has no version. */
+  version?: SchemaVersioning;
+  /** Default {@link DEFAULT_BUSY_TIMEOUT_MS}. */
+  busyTimeoutMs?: number;
+}
+
+/** An open SQLite database with the pragmas of {@link openSqlite} and a prepared-statement cache. */
+export class SqliteDatabase {
+  /** The better-sqlite3 handle, for statements a store prepares itself. */
+  readonly db: Database.Database;
+  readonly label: string;
+  readonly path: string;
+  readonly #statements = new Map<string, Database.Statement>();
+
+  constructor(db: Database.Database, label: string, path: string) {
+    this.db = db;
+    this.label = label;
+    this.path = path;
+  }
+
+  /** The prepared statement for `sql`, compiled on first use and cached. */
+  sql(sql: string): Database.Statement {
+    let stmt = this.#statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.#statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  /** Runs `fn` in one transaction: all of its writes land together (fsync'd on return) or none do. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  /** The file's size in bytes (page count × page size). */
+  sizeBytes(): number {
+    const pageCount: unknown = this.db.pragma("page_count", { simple: true });
+    const pageSize: unknown = this.db.pragma("page_size", { simple: true });
+    if (typeof pageCount !== "number" || typeof pageSize !== "number")
+      return corruptRow("pragma", "page_count", "SQLite answered no page count or size");
+    return pageCount * pageSize;
+  }
+
+  /** False once {@link close} was called. */
+  get isOpen(): boolean {
+    return this.db.open;
+  }
+
+  /** Closes the database (checkpointing the WAL). */
+  close(): void {
+    this.#statements.clear();
+    this.db.close();
+  }
+}
+
+/**
+ * Opens (creating if needed) the SQLite file at `path` (`":memory:"` for a throwaway store): WAL,
+ * `synchronous = FULL`, foreign keys on, a busy timeout; then, in one transaction, `migrate`, `schema` and
+ * the version stamp.
+ * @throws QrwpError INTERNAL `{ field: "schema_version", store, version }` when the stored version is newer
+ *   than `version.current` or older than `version.oldest` (the file is left untouched and closed).
+ */
+export function openSqlite(path: string, options: OpenSqliteOptions): SqliteDatabase {
+  const db = new Database(path, { timeout: options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS });
+  try {
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+    db.pragma("foreign_keys = ON");
+    const versioning = options.version;
+    const fromVersion = versioning ? versioning.read(db) : null;
+    if (
+      versioning &&
+      fromVersion !== null &&
+      (fromVersion > versioning.current || fromVersion < versioning.oldest)
+    ) {
+      throw new QrwpError(
+        "INTERNAL",
+        `${options.label} schema version ${fromVersion} is not supported (expected ${versioning.oldest}..${versioning.current})`,
+        { field: "schema_version", store: options.label, version: fromVersion },
+      );
+    }
+    db.transaction(() => {
+      options.migrate?.(db, fromVersion);
+      db.exec(options.schema);
+      if (versioning && fromVersion !== versioning.current) versioning.write(db, versioning.current);
+    })();
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  return new SqliteDatabase(db, options.label, path);
+}
+
+/**
+ * Decodes one row read from `table` with its codec (a zod object over the row's columns).
+ * @throws QrwpError INTERNAL `{ field: <column>, table }` when a column does not fit (the first one zod
+ *   reports; `field: "row"` when the row is not an object).
+ */
+export function decodeRow<S extends z.ZodType>(schema: S, table: string, row: unknown): z.output<S> {
+  const parsed = schema.safeParse(row);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const name = issue?.path[0] === undefined ? "row" : String(issue.path[0]);
+  throw new QrwpError("INTERNAL", `corrupt ${table} row: ${name}: ${issue?.message ?? "invalid"}`, {
+    field: name,
+    table,
+  });
+}
+
+/** Throws the INTERNAL error of a corrupt `column` in `table` (for checks a codec makes by hand). */
+export function corruptRow(table: string, column: string, message: string): never {
+  throw new QrwpError("INTERNAL", `corrupt ${table} row: ${column}: ${message}`, { field: column, table });
+}
+
+/** Parses JSON text; `undefined` for text that is not JSON (the codec then names the column). */
+function parseJsonText(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** zod types of the columns the stores share, for their row codecs. */
+export const column = {
+  /** A uint256 as decimal text (amounts, ids, nonces kept as TEXT). */
+  uintText: z.string().regex(/^[0-9]{1,78}$/),
+  /** A 0x-hex 20-byte address (any case). */
+  addressText: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
+  /** A 0x-hex 32-byte value (hashes, secrets, locksroots). */
+  bytes32Text: z.string().regex(/^0x[0-9a-fA-F]{64}$/),
+  /** A 0x-hex 65-byte secp256k1 signature. */
+  signatureText: z.string().regex(/^0x[0-9a-fA-F]{130}$/),
+  /** A SQLite INTEGER within JavaScript's safe integers. */
+  int: z.number().int(),
+  /** A non-negative SQLite INTEGER. */
+  uint: z.number().int().nonnegative(),
+  /** A TEXT column holding JSON that `schema` decodes. */
+  json: <S extends z.ZodType>(schema: S) =>
+    z.string().transform((text, ctx): z.output<S> => {
+      const parsed = schema.safeParse(parseJsonText(text));
+      if (parsed.success) return parsed.data;
+      ctx.addIssue({ code: "custom", message: "not the JSON this column holds" });
+      return z.NEVER;
+    }),
+};
