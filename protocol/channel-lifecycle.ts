@@ -32,9 +32,9 @@ export type LifecycleEvent =
 
 /**
  * The lifecycle after `event`; the same object when nothing changes (an event seen twice is a no-op, and a
- * late `closed` after settlement changes nothing).
- * @throws QrwpError CHANNEL_STATE for a transition the chain cannot make: another closer for a closed
- *   channel, or `closeRemoved` of a channel that is not closed.
+ * late `closed` after settlement changes nothing). A `closed` event always carries what the chain says: on a
+ * closed channel it replaces the closer and close time (a reorganisation may have replaced the close).
+ * @throws QrwpError CHANNEL_STATE for `closeRemoved` of a channel that is not closed.
  */
 export function nextLifecycle(current: ChannelLifecycle, event: LifecycleEvent): ChannelLifecycle {
   switch (event.type) {
@@ -46,14 +46,18 @@ export function nextLifecycle(current: ChannelLifecycle, event: LifecycleEvent):
           closedAtSeconds: event.closedAtSeconds,
         };
       if (current.state === "settled") return current;
-      if (current.closingParticipant.toLowerCase() !== event.closingParticipant.toLowerCase())
-        throw new QrwpError("CHANNEL_STATE", "a closed channel cannot be closed by its other participant", {
-          closingParticipant: current.closingParticipant,
-          field: "closingParticipant",
-        });
-      return current.closedAtSeconds === event.closedAtSeconds
-        ? current
-        : { ...current, closedAtSeconds: event.closedAtSeconds }; // the close was re-mined in another block
+      // The chain is the authority: the same close re-mined in another block moves its time, and a close by
+      // the other participant (a reorganisation replaced ours, or theirs) replaces the recorded one.
+      if (
+        current.closingParticipant.toLowerCase() === event.closingParticipant.toLowerCase() &&
+        current.closedAtSeconds === event.closedAtSeconds
+      )
+        return current;
+      return {
+        state: "closed",
+        closingParticipant: event.closingParticipant,
+        closedAtSeconds: event.closedAtSeconds,
+      };
     case "settled":
       if (current.state === "settled") return current;
       if (current.state === "opened")

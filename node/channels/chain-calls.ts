@@ -174,17 +174,22 @@ export class ChainCalls {
       this.#hub.getParticipant(live.record.channelId, this.#registry.address),
       this.#hub.getParticipant(live.record.channelId, live.record.partner),
     ]);
+    // Totals only ever grow on chain: a URL that lags behind what the monitor applied never lowers them.
     const r = live.record;
+    const max = (a: bigint, b: bigint) => (a > b ? a : b);
+    const next = {
+      ourDeposit: max(r.ourDeposit, ours.totalDeposit),
+      partnerDeposit: max(r.partnerDeposit, theirs.totalDeposit),
+      ourWithdraw: max(r.ourWithdraw, ours.totalWithdraw),
+      partnerWithdraw: max(r.partnerWithdraw, theirs.totalWithdraw),
+    };
     if (
-      ours.totalDeposit !== r.ourDeposit ||
-      theirs.totalDeposit !== r.partnerDeposit ||
-      ours.totalWithdraw !== r.ourWithdraw ||
-      theirs.totalWithdraw !== r.partnerWithdraw
+      next.ourDeposit !== r.ourDeposit ||
+      next.partnerDeposit !== r.partnerDeposit ||
+      next.ourWithdraw !== r.ourWithdraw ||
+      next.partnerWithdraw !== r.partnerWithdraw
     ) {
-      r.ourDeposit = ours.totalDeposit;
-      r.partnerDeposit = theirs.totalDeposit;
-      r.ourWithdraw = ours.totalWithdraw;
-      r.partnerWithdraw = theirs.totalWithdraw;
+      Object.assign(r, next);
       this.#registry.save(live, "deposit");
     }
   }

@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import {
   QrwpError,
   cooperativeSettleDigest,
+  isQrwpError,
   recoverDigestSigner,
   signDigest,
   type ChannelMessage,
@@ -70,12 +71,24 @@ export class CooperativeSettle {
       ...amounts,
     };
     const ourSignature = signDigest(cooperativeSettleDigest(args), this.#keys.secp256k1PrivateKey);
-    const reply = await this.#partners.request(live.record.partner, {
-      type: "CooperativeSettleRequest",
-      channelId: live.record.channelId,
-      ...amounts,
-      signature: ourSignature,
-    });
+    // `CooperativeSettle` has no expiry: once our signature may have left, the partner can add its own at any
+    // time. So the channel stays closing (no transfers in, no withdraws) until it settles or is closed
+    // unilaterally, across restarts; persisted before the request leaves. Only a request that provably never
+    // left (the partner was never reached) undoes it.
+    this.#store.setMeta(cosignedKey(live.record.channelId), "requested");
+    let reply: ChannelMessage;
+    try {
+      reply = await this.#partners.request(live.record.partner, {
+        type: "CooperativeSettleRequest",
+        channelId: live.record.channelId,
+        ...amounts,
+        signature: ourSignature,
+      });
+    } catch (err) {
+      const neverSent = isQrwpError(err) && (err.code === "PEER_OFFLINE" || err.code === "HANDSHAKE_FAILED");
+      if (neverSent) this.#store.deleteMeta(cosignedKey(live.record.channelId));
+      throw err;
+    }
     if (reply.type !== "CooperativeSettleResponse")
       throw new QrwpError("PEER_REJECTED", `unexpected reply ${reply.type}`);
     const signer = recoverDigestSigner(cooperativeSettleDigest(args), reply.signature);

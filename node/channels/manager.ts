@@ -26,6 +26,7 @@ import type { Partners } from "./partners.js";
 import type { ChannelRegistry } from "./registry.js";
 import {
   DEFAULT_SETTLE_TIMEOUT_SECONDS,
+  cosignedKey,
   eqAddr,
   stripP2p,
   type ChannelView,
@@ -282,14 +283,19 @@ export class ChannelManager {
     return (await live.queue.add(async () => {
       if (live.record.state !== "opened") throw this.#registry.stateError(live, "opened");
       const cooperative = options.cooperative ?? true;
-      if (cooperative && live.closing) throw this.#registry.stateError(live, "opened");
+      // Closing because we co-signed the partner's settle: only a unilateral close. Because our own earlier
+      // request may be outstanding: asking again is fine (same channel, no transfer since).
+      const ourRequestOut = this.#store.getMeta(cosignedKey(channelId)) === "requested";
+      if (cooperative && live.closing && !ourRequestOut) throw this.#registry.stateError(live, "opened");
       const wasClosing = live.closing;
       live.closing = true;
       try {
         if (cooperative) await this.#cooperative.settle(live);
         else await this.#closeUnilaterally(live);
       } finally {
-        live.closing = wasClosing;
+        // A cooperative request that may have reached the partner leaves the channel closing for good
+        // (`cooperative-settle.ts`): its signature can still be completed and submitted.
+        live.closing = wasClosing || this.#store.getMeta(cosignedKey(channelId)) !== null;
       }
       return this.#registry.view(live);
     })) as ChannelView;

@@ -106,6 +106,19 @@ export class ChannelRegistry {
     return live;
   }
 
+  /**
+   * Re-reads a channel's record and pending withdraws from the store into its in-memory view, in place (the
+   * queue and the proofs stay): after a transaction that changed them in memory rolled back.
+   */
+  refresh(channelId: bigint): void {
+    const live = this.find(channelId);
+    const record = this.#store.getChannel(channelId);
+    if (!live || !record) return;
+    live.record = record;
+    live.ourPendingWithdraw = this.#store.getWithdraw(channelId, this.address);
+    live.partnerPendingWithdraw = this.#store.getWithdraw(channelId, record.partner);
+  }
+
   /** Every channel in memory. */
   all(): IterableIterator<Live> {
     return this.#live.values();

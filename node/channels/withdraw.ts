@@ -142,7 +142,8 @@ export class Withdraws {
           signature: pending.participantSignature,
         });
       } catch (err) {
-        // Refused (or never answered: the partner has only our signature, which pays us alone).
+        // Refused or unanswered: our own reservation is dropped. Should the partner have co-signed after all,
+        // the pair can only pay us our own money; its reservation (on its side) is what protects it.
         this.#release(live, "ours");
         throw err;
       }

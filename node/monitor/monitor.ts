@@ -47,6 +47,13 @@ export const MONITOR_CURSOR_KEY = "monitor:last-processed-block";
  */
 const closerNonceKey = (channelId: bigint) => `monitor:closer-nonce:${channelId}`;
 const unlockedKey = (channelId: bigint) => `unlocked:${channelId}`;
+/**
+ * `meta` key of a channel whose close a reorganisation removed: its head is read on every pass, so a close
+ * re-mined in a block at or below the cursor (never delivered again as an event) is still seen.
+ */
+const watchHeadKey = (channelId: bigint) => `monitor:watch-head:${channelId}`;
+/** Consecutive passes that must read a closed channel as open at the head before its close is forgotten. */
+const CLOSE_REMOVED_READS = 3;
 
 /** A close seen on chain (at the confirmation depth). `closedAtSeconds`: block timestamp, unix seconds. */
 export interface ChannelClosedNotice {
@@ -103,6 +110,8 @@ export class ChannelMonitor {
   #cursor: number;
   #acting = false;
   #stopped = false;
+  /** Per closed channel (id), how many passes in a row read it as open at the head (a lagging URL is one). */
+  readonly #openedReads = new Map<string, number>();
   /** Acts on time alone too (a settle timeout passes without new blocks being scanned). */
   #timer: NodeJS.Timeout | undefined;
 
@@ -162,11 +171,21 @@ export class ChannelMonitor {
         if (e.type === "ChannelClosed" && this.#registry.has(e.channelId) && !closeTimes.has(e.blockNumber))
           closeTimes.set(e.blockNumber, await this.#chain.hub.blockTimestamp(e.blockNumber));
       }
+      // Withdraw reservations expire by the time of the last block whose events are applied, never by the
+      // head's: a withdraw mined just before its expiry must be applied before its reservation is dropped.
+      const rangeEndSeconds = await this.#chain.hub.blockTimestamp(batch.toBlock);
       // Applied and the cursor moved in one transaction: a crash re-applies the whole range or none of it.
-      this.#store.transaction(() => {
-        for (const event of fresh) this.#apply(event, closeTimes.get(event.blockNumber) ?? 0);
-        this.#store.setMeta(MONITOR_CURSOR_KEY, String(batch.toBlock));
-      });
+      // A failure rolls the transaction back, so the in-memory channels are reloaded from the store then.
+      try {
+        this.#store.transaction(() => {
+          for (const event of fresh) this.#apply(event, closeTimes.get(event.blockNumber) ?? 0);
+          this.#init.withdraws.expire(BigInt(rangeEndSeconds));
+          this.#store.setMeta(MONITOR_CURSOR_KEY, String(batch.toBlock));
+        });
+      } catch (err) {
+        for (const live of this.#registry.all()) this.#registry.refresh(live.record.channelId);
+        throw err;
+      }
       this.#cursor = batch.toBlock;
       for (const event of fresh) this.#announce(event);
     }
@@ -251,11 +270,12 @@ export class ChannelMonitor {
     try {
       const nowSeconds = await this.#chain.hub.latestTimestamp();
       this.#registry.observeChainTime(nowSeconds);
-      this.#init.withdraws.expire(BigInt(nowSeconds));
       for (const live of [...this.#registry.all()]) {
         if (this.#stopped) return;
         try {
           if (live.record.state === "closed") await this.#actOnClosed(live, nowSeconds);
+          else if (live.record.state === "opened" && this.#store.getMeta(watchHeadKey(live.record.channelId)))
+            await this.#watchHead(live);
           else if (
             live.record.state === "settled" &&
             this.#store.getMeta(unlockedKey(live.record.channelId)) === null
@@ -279,7 +299,18 @@ export class ChannelMonitor {
     const channelId = live.record.channelId;
     // The head's view: the close date, and whether a reorganisation removed the close we applied.
     const onchain = await this.#chain.hub.getChannel(channelId);
-    if (onchain.state === "opened") return this.#closeRemoved(live);
+    const key = channelId.toString();
+    if (onchain.state === "opened") {
+      // One read may come from a URL that lags behind the close: forget it only after several passes agree.
+      const reads = (this.#openedReads.get(key) ?? 0) + 1;
+      this.#openedReads.set(key, reads);
+      if (reads >= CLOSE_REMOVED_READS) {
+        this.#openedReads.delete(key);
+        return this.#closeRemoved(live);
+      }
+      return;
+    }
+    this.#openedReads.delete(key);
     if (onchain.state === "settled") return; // its ChannelSettled event reaches us at the confirmation depth
     // The head's close time (a close re-mined in another block by a reorganisation moves it).
     this.#registry.transition(live, {
@@ -332,11 +363,45 @@ export class ChannelMonitor {
     const channelId = r.channelId;
     this.#store.transaction(() => {
       this.#store.deleteMeta(closerNonceKey(channelId));
+      this.#store.setMeta(watchHeadKey(channelId), "1");
       this.#registry.transition(live, { type: "closeRemoved" });
     });
     this.#log.warn({ channelId: channelId.toString(), ours }, "a reorganisation removed the channel's close");
     if (ours) await this.#init.manager.close(channelId, { cooperative: false });
     this.#emit("closeReorged", { channelId, resubmitted: ours });
+  }
+
+  /**
+   * A channel whose close a reorganisation removed: its close may come back in a block the follower already
+   * passed, so the head is read; a close found there is applied as the event would have been.
+   */
+  async #watchHead(live: Live): Promise<void> {
+    const channelId = live.record.channelId;
+    const onchain = await this.#chain.hub.getChannel(channelId);
+    if (onchain.state === "opened") return;
+    this.#store.transaction(() => {
+      this.#store.deleteMeta(watchHeadKey(channelId));
+      if (onchain.state === "settled") {
+        this.#registry.transition(live, { type: "settled" });
+        return;
+      }
+      this.#store.setMeta(closerNonceKey(channelId), "0");
+      this.#registry.transition(live, {
+        type: "closed",
+        closingParticipant: onchain.closingParticipant,
+        closedAtSeconds: onchain.closedAtSeconds,
+      });
+    });
+    if (onchain.state === "closed") {
+      const byPartner = eqAddr(onchain.closingParticipant, live.record.partner);
+      this.#log.warn({ channelId: channelId.toString(), byPartner }, "the channel's close is back on chain");
+      this.#emit("closed", {
+        channelId,
+        closingParticipant: onchain.closingParticipant,
+        byPartner,
+        nonce: 0n,
+      });
+    }
   }
 
   /**

@@ -129,7 +129,7 @@ describe("node/channels in-process: the engine's modules against a real store, l
     expect(bob.service.registry.summary(reloaded)).to.deep.equal(bob.service.channelSummaries()[0]);
   });
 
-  it("withdraws: the hub pays alice; bob counts it from his co-signature; a cooperative settle waits for it", async () => {
+  it("withdraws: the hub pays alice; bob counts it from his co-signature", async () => {
     const walletBefore = await f.token.balanceOf(alice.keys.address);
     const view = await alice.service.withdraw(channelId, E("20"));
     expect(view.ourWithdraw).to.equal(E("20"));
@@ -138,15 +138,6 @@ describe("node/channels in-process: the engine's modules against a real store, l
     const b = bob.service.getChannel(channelId);
     expect(b.pendingWithdraw.partner).to.equal(E("20"));
     expect(b.partnerBalance).to.equal(E("55"));
-    // bob has not seen it mined yet (no monitor here): a cooperative settle now is refused, nothing changes.
-    expect(await codeOf(alice.service.close(channelId, { cooperative: true }))).to.equal("PEER_REJECTED");
-    expect(alice.service.getChannel(channelId).state).to.equal("opened");
-    // What bob's monitor does on the hub's ChannelWithdraw event.
-    bob.service.withdraws.applyMined(bob.service.registry.get(channelId), alice.keys.address, E("20"));
-    const after = bob.service.getChannel(channelId);
-    expect(after.partnerWithdraw).to.equal(E("20"));
-    expect(after.pendingWithdraw.partner).to.equal(null);
-    expect(bob.store.getWithdraw(channelId, alice.keys.address)).to.equal(null);
   });
 
   it("refuses a withdraw above the balance and a second pay beyond it, naming the field", async () => {
@@ -169,7 +160,23 @@ describe("node/channels in-process: the engine's modules against a real store, l
     expect(alice.service.getChannel(channelId).ourBalance).to.equal(E("55"));
   });
 
-  it("settles cooperatively: the hub pays deposits minus withdraws exactly as the balances say", async () => {
+  it("settles cooperatively once no withdraw is in flight; the hub pays deposits minus withdraws to the wei", async () => {
+    // bob has not seen alice's withdraw mined yet (no monitor here): he refuses to co-sign a settle. Alice's
+    // request may have left, so her channel stays closing (no transfers) until it settles or she closes alone.
+    expect(await codeOf(alice.service.close(channelId, { cooperative: true }))).to.equal("PEER_REJECTED");
+    expect(alice.service.getChannel(channelId).state).to.equal("opened");
+    const frozen = alice.service.pay({
+      target: bob.keys.address,
+      token: f.deployment.token as string,
+      amount: 1n,
+    });
+    expect(await codeOf(frozen)).to.equal("CHANNEL_STATE");
+    // What bob's monitor does on the hub's ChannelWithdraw event.
+    bob.service.withdraws.applyMined(bob.service.registry.get(channelId), alice.keys.address, E("20"));
+    const mined = bob.service.getChannel(channelId);
+    expect(mined.partnerWithdraw).to.equal(E("20"));
+    expect(mined.pendingWithdraw.partner).to.equal(null);
+    expect(bob.store.getWithdraw(channelId, alice.keys.address)).to.equal(null);
     const [a0, b0] = await Promise.all([
       f.token.balanceOf(alice.keys.address),
       f.token.balanceOf(bob.keys.address),

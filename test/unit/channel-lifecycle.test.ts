@@ -73,11 +73,15 @@ describe("protocol/channel-lifecycle", () => {
     });
   });
 
-  it("refuses with CHANNEL_STATE what the hub cannot do: a second closer, a removed close that was not there", () => {
+  it("takes the chain's closer when a reorganisation replaced the close; refuses removing a close that was not there", () => {
     const closed = nextLifecycle(opened, { type: "closed", closingParticipant: bob, closedAtSeconds: 5 });
     expect(
-      refusal(() => nextLifecycle(closed, { type: "closed", closingParticipant: alice, closedAtSeconds: 6 })),
-    ).to.equal("CHANNEL_STATE");
+      nextLifecycle(closed, { type: "closed", closingParticipant: alice, closedAtSeconds: 6 }),
+    ).to.deep.equal({
+      state: "closed",
+      closingParticipant: alice,
+      closedAtSeconds: 6,
+    });
     expect(refusal(() => nextLifecycle(opened, { type: "closeRemoved" }))).to.equal("CHANNEL_STATE");
     const settled = nextLifecycle(closed, { type: "settled" });
     expect(refusal(() => nextLifecycle(settled, { type: "closeRemoved" }))).to.equal("CHANNEL_STATE");
