@@ -214,7 +214,7 @@ export class CooperativeSettle {
       live.closing = false;
       throw err;
     }
-    // `closing` stays set for good: the chain poller marks the channel settled when the partner's
+    // `closing` stays set for good: the channel monitor marks the channel settled when the partner's
     // transaction lands; we can still close unilaterally if it never does.
   }
 }

@@ -68,7 +68,7 @@ export class HttpRelay {
    * DirectTransfer message) and the payment (pending) are committed in one transaction. Nothing is sent.
    * The payment completes on {@link confirmProcessed} with the partner's signed
    * acknowledgement, or on the partner's Processed over libp2p: the proof is re-sent before our next proof on
-   * the channel, and by the chain poller once older than {@link POLLER_RESEND_AFTER_MS}.
+   * the channel, and by the re-delivery timer once older than {@link RESEND_AFTER_MS}.
    * `options.notAfterMs` (unix ms): the caller's deadline; once past it (the queue or an earlier proof's
    * re-send took that long) nothing is signed, so a client that gave up is never charged.
    * @returns the pending payment and the exact stored envelope bytes.

@@ -41,7 +41,7 @@ import type { ChainCalls } from "./chain-calls.js";
 import type { Partners } from "./partners.js";
 import { ourFundsOf, type ChannelRegistry } from "./registry.js";
 import {
-  POLLER_RESEND_AFTER_MS,
+  RESEND_AFTER_MS,
   directTransferOf,
   endOf,
   eqAddr,
@@ -105,10 +105,10 @@ export class OutgoingProofs {
 
   /**
    * Re-delivers the pending proofs of every open channel that are due (a proof signed for HTTP delivery
-   * once older than {@link POLLER_RESEND_AFTER_MS}); failures are logged and retried at the next call.
+   * once older than {@link RESEND_AFTER_MS}); failures are logged and retried at the next call.
    */
   async redeliverDue(): Promise<void> {
-    const due = Date.now() - POLLER_RESEND_AFTER_MS;
+    const due = Date.now() - RESEND_AFTER_MS;
     for (const live of this.#registry.all()) {
       if (live.record.state !== "opened") continue;
       if (!live.ourPending.some((p) => !this.#heldForHttp.has(p) || p.createdAtMs <= due)) continue;
@@ -145,7 +145,7 @@ export class OutgoingProofs {
    *
    * Outcomes: the payment `completed`; or `pending` when the proof was signed and stored but its delivery
    * failed (partner offline, timeout, dropped session): it completes later by re-delivery (before our next
-   * proof on the channel, by the chain poller, or on a retry), so the caller must not pay again under a new
+   * proof on the channel, by the re-delivery timer, or on a retry), so the caller must not pay again under a new
    * id. A retry with the same `paymentId` and the same target, token and amount never signs a second proof:
    * it re-delivers a pending one (if the channel is still open) and returns the payment as it then stands.
    * @throws QrwpError INVALID_ARGUMENT | CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY |
@@ -495,7 +495,7 @@ export class OutgoingProofs {
         this.#partners.target(live.record.partner),
       );
     } catch (err) {
-      // Outcome unknown: the proof stays pending and is re-sent before the next one (and by the poller).
+      // Outcome unknown: the proof stays pending and is re-sent before the next one (and by the re-delivery timer).
       const e = isQrwpError(err) ? err : null;
       throw new QrwpError(
         e?.code ?? "TIMEOUT",

@@ -218,40 +218,49 @@ export class ChannelService {
       .map((l) => l.record.channelId);
   }
 
+  /** The partner's latest proof on an unsettled channel with its ML-DSA-65 key (see `ChannelRegistry.partnerProof`). */
   partnerProof(channelId: bigint): PartnerProof | null {
     return this.registry.partnerProof(channelId);
   }
 
+  /** True when an unsettled channel is with `address` (a protected peer). */
   isPartner(address: string): boolean {
     return this.registry.isPartner(address);
   }
 
+  /** The node's time for lock decisions: max(wall clock, latest block timestamp), unix seconds. */
   nowSeconds(): bigint {
     return this.registry.nowSeconds();
   }
 
+  /** Our pending lock with this secret hash on a channel (acknowledged or pending), or undefined. */
   ourLock(channelId: bigint, secretHash: string): Lock | undefined {
     return this.registry.ourLock(channelId, secretHash);
   }
 
+  /** The partner's pending lock with this secret hash on a channel (what we may claim), or undefined. */
   partnerLock(channelId: bigint, secretHash: string): Lock | undefined {
     return this.registry.partnerLock(channelId, secretHash);
   }
 
   // ---- lifecycle (manager) ----
 
+  /** Opens a channel on chain and announces it (see `ChannelManager.openChannel` for checks and errors). */
   openChannel(params: OpenChannelParams): Promise<ChannelView> {
     return this.manager.openChannel(params);
   }
 
+  /** Raises our total deposit to `totalDeposit` base units (see `ChannelManager.deposit`). */
   deposit(channelId: bigint, totalDeposit: bigint): Promise<ChannelView> {
     return this.manager.deposit(channelId, totalDeposit);
   }
 
+  /** Closes cooperatively (default) or unilaterally (see `ChannelManager.close`). */
   close(channelId: bigint, options: { cooperative?: boolean } = {}): Promise<ChannelView> {
     return this.manager.close(channelId, options);
   }
 
+  /** Settles a closed channel after its settle timeout (see `ChannelManager.settle`). */
   settle(channelId: bigint): Promise<ChannelView> {
     return this.manager.settle(channelId);
   }
@@ -263,30 +272,37 @@ export class ChannelService {
 
   // ---- payments (outgoing proofs, HTTP relay) ----
 
+  /** Pays a channel partner directly, `amount` base units (see `OutgoingProofs.pay` for outcomes and errors). */
   pay(params: PayParams): Promise<PaymentRecord> {
     return this.outgoing.pay(params);
   }
 
+  /** A direct payment by id. @throws QrwpError PAYMENT_NOT_FOUND */
   getPayment(paymentId: string): PaymentRecord {
     return this.outgoing.getPayment(paymentId);
   }
 
+  /** Our outgoing direct payment with this id, or null. */
   outgoingPayment(paymentId: string): PaymentRecord | null {
     return this.outgoing.outgoingPayment(paymentId);
   }
 
+  /** Adds `lock` on the channel with a LockedTransfer (see `OutgoingProofs.sendLockedTransfer`). */
   sendLockedTransfer(channelId: bigint, lock: Lock, transfer: TransferDescription): Promise<ProofDelivery> {
     return this.outgoing.sendLockedTransfer(channelId, lock, transfer);
   }
 
+  /** Pays our pending lock for `sha256(secret)` off-chain (Unlock). */
   sendUnlock(channelId: bigint, secret: string, paymentId: string): Promise<ProofDelivery> {
     return this.outgoing.sendUnlock(channelId, secret, paymentId);
   }
 
+  /** Removes our pending lock for `secretHash` (LockExpired). */
   sendLockExpired(channelId: bigint, secretHash: string): Promise<ProofDelivery> {
     return this.outgoing.sendLockExpired(channelId, secretHash);
   }
 
+  /** Signs, without sending, a direct transfer for HTTP delivery (x402 direct streaming; `HttpRelay`). */
   signDirectTransfer(
     params: PayParams,
     options: { notAfterMs?: number } = {},
@@ -294,10 +310,12 @@ export class ChannelService {
     return this.httpRelay.signDirectTransfer(params, options);
   }
 
+  /** Completes our direct payment with the partner's signed acknowledgement relayed over HTTP. */
   confirmProcessed(paymentId: string, ack: ProcessedAcknowledgement): Promise<PaymentRecord> {
     return this.httpRelay.confirmProcessed(paymentId, ack);
   }
 
+  /** Accepts a DirectTransfer relayed over HTTP and signs its `Processed` (`HttpRelay`). */
   acceptDirectTransfer(
     encoded: Uint8Array,
     options: { token?: string } = {},

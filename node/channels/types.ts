@@ -19,11 +19,12 @@ import type { ChannelRecord, PaymentRecord, PendingWithdraw, StoredProof } from 
 export const DEFAULT_SETTLE_TIMEOUT_SECONDS = 3600;
 
 /**
- * The chain poller re-sends a pending proof over libp2p only once it is at least this old (ms), so a direct
- * transfer signed for HTTP delivery ({@link ChannelService.signDirectTransfer}) normally reaches the partner
- * through the client first. The next proof on the channel re-sends pending ones at once, whatever their age.
+ * The re-delivery timer re-sends a pending proof over libp2p only once it is at least this old (ms), so a
+ * direct transfer signed for HTTP delivery ({@link ChannelService.signDirectTransfer}) normally reaches the
+ * partner through the client first. The next proof on the channel re-sends pending ones at once, whatever
+ * their age.
  */
-export const POLLER_RESEND_AFTER_MS = 10_000;
+export const RESEND_AFTER_MS = 10_000;
 
 /**
  * What the payments layer (node/payments) plugs into the channel layer: it owns the mediated-transfer

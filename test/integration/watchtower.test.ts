@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Wallet, parseUnits } from "ethers";
 import { Devnet, freePort, type NodeProcess, type TowerProcess } from "../../devnet/harness.js";
+import { waitUntil } from "./api-errors.js";
 import { loadIdentity } from "../../host/keystore.js";
 import { createHost } from "../../host/libp2p.js";
 import { createLogger } from "../../host/logger.js";
@@ -56,19 +57,7 @@ const unit = parseUnits("1", 18);
 const deposit = 100n * unit;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(250);
-  }
-}
+const until = waitUntil;
 
 async function apiError(p: Promise<unknown>): Promise<ApiError> {
   return p.then(
