@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { Wallet, parseUnits } from "ethers";
 import { Devnet, type NodeProcess, type TowerProcess } from "../../devnet/harness.js";
+import { waitUntil } from "./api-errors.js";
 import { ChannelHub__factory, TestToken__factory } from "../../typechain-types/index.js";
 
 interface Answer {
@@ -331,8 +332,16 @@ describe("integration: strict HTTP input on the node and watchtower APIs", funct
 
   it("query-string integers are strings parsed by the route: k=2 works, k=abc / k=11 / k=2.0 are 400 naming k", async () => {
     const q = `target=${bob.address}&token=${token}&amount=1`;
-    const ok = await call("GET", `/v1/routes?${q}&k=2`);
-    expect(ok.status, JSON.stringify(ok.body)).to.equal(200);
+    // The route appears once alice's graph holds the channel (chain events and gossip): wait for it.
+    const ok = await waitUntil(
+      "a route to bob",
+      async () => {
+        const r = await call("GET", `/v1/routes?${q}&k=2`);
+        expect(r.status, JSON.stringify(r.body)).to.equal(200);
+        return (r.body.routes as unknown[]).length > 0 ? r : undefined;
+      },
+      30_000,
+    );
     expect(ok.body.routes).to.be.an("array").with.length.greaterThan(0);
     for (const k of ["abc", "11", "0", "2.0", ""])
       refused(await call("GET", `/v1/routes?${q}&k=${k}`), 400, "INVALID_ARGUMENT", "k");
