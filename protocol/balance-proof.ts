@@ -13,9 +13,12 @@
  *   it), the receiver's secp256k1 acknowledgement of one balance proof, relayed over HTTP (x402 direct streaming)
  * with `balanceHash = keccak256(abi.encode(uint256 transferredAmount, uint256 lockedAmount, bytes32 locksRoot))`.
  *
- * Every off-chain balance proof carries the EIP-712 secp256k1 signature (what the chain verifies) and an
- * ML-DSA-65 signature (FIPS 204, context "qrwp-bp-v1") over the same 32-byte digest; receivers and
- * watchtowers verify both. A nonce-0 proof means "nothing transferred" and is never signed.
+ * Every off-chain balance proof carries the EIP-712 secp256k1 signature (what the chain verifies); the
+ * sender adds its ML-DSA-65 signature (FIPS 204, context "qrwp-bp-v1") over the same 32-byte digest, the
+ * proof's post-quantum *evidence*, at least every few updates (docs/PROTOCOL.md §7.4: the amortized
+ * evidence rule and its bounds). A proof without evidence has an empty `pqSignature`. Receivers verify what
+ * is there; watchtowers take only evidenced proofs. A nonce-0 proof means "nothing transferred" and is never
+ * signed.
  *
  * Digests are computed here directly with keccak-256 (hot path); tests cross-check them against ethers'
  * `TypedDataEncoder` and @metamask/eth-sig-util.
@@ -61,7 +64,10 @@ export interface SignedBalanceProof {
   proof: BalanceProof;
   /** EIP-712 secp256k1 signature, 0x-hex 65 bytes `r || s || v`. */
   signature: string;
-  /** ML-DSA-65 signature (3309 bytes) over the same 32-byte digest, context "qrwp-bp-v1". */
+  /**
+   * ML-DSA-65 signature (3309 bytes) over the same 32-byte digest, context "qrwp-bp-v1": the proof's evidence;
+   * empty (0 bytes) on a proof sent without evidence (docs/PROTOCOL.md §7.4).
+   */
   pqSignature: Uint8Array;
 }
 
@@ -349,14 +355,51 @@ export function processedDigest(proof: BalanceProof): Uint8Array {
   return channelHubTypedDataDigest(proof.chainId, proof.hub, keccak_256(struct));
 }
 
+/** True when the proof carries its sender's ML-DSA-65 signature (its post-quantum evidence). */
+export function hasEvidence(signed: SignedBalanceProof): boolean {
+  return signed.pqSignature.length > 0;
+}
+
 /**
- * Signs a balance proof with both of the sender's keys: secp256k1 over the EIP-712 digest (r||s||v) and
- * ML-DSA-65 (context "qrwp-bp-v1") over the same 32-byte digest.
+ * The sender's ML-DSA-65 evidence for a balance proof: its signature (context "qrwp-bp-v1") over
+ * {@link balanceProofDigest}, exactly the `pqSignature` a proof signed with evidence carries.
+ * @returns 3309 bytes.
+ * @throws QrwpError INVALID_ARGUMENT on malformed fields.
+ */
+export function signEvidence(proof: BalanceProof, keys: NodeKeys): Uint8Array {
+  return mldsaSign(balanceProofDigest(proof), keys.mldsaSecretKey, MLDSA_CONTEXT_BALANCE_PROOF);
+}
+
+/**
+ * Checks evidence (an ML-DSA-65 signature) for a balance proof under the sender's key.
+ * @throws QrwpError INVALID_EVIDENCE with `details.field` "pqSignature" when it does not verify.
+ */
+export function verifyEvidence(
+  proof: BalanceProof,
+  pqSignature: Uint8Array,
+  mldsaPublicKey: Uint8Array,
+): void {
+  if (!mldsaVerify(pqSignature, balanceProofDigest(proof), mldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
+    throw new QrwpError("INVALID_EVIDENCE", "the ML-DSA-65 evidence does not cover this balance proof", {
+      field: "pqSignature",
+      nonce: proof.nonce.toString(),
+    });
+  }
+}
+
+/**
+ * Signs a balance proof with the sender's secp256k1 key over the EIP-712 digest (r||s||v) and, unless
+ * `options.evidence` is false, with its ML-DSA-65 key (context "qrwp-bp-v1") over the same 32-byte digest.
  * @param proof - nonce must be >= 1 (nonce 0 is the unsigned empty proof).
+ * @param options - `evidence` (default true): add the ML-DSA-65 signature; without it `pqSignature` is empty.
  * @returns {@link SignedBalanceProof} (the proof is copied).
  * @throws QrwpError INVALID_ARGUMENT on malformed fields or nonce 0.
  */
-export function signBalanceProof(proof: BalanceProof, keys: NodeKeys): SignedBalanceProof {
+export function signBalanceProof(
+  proof: BalanceProof,
+  keys: NodeKeys,
+  options: { evidence?: boolean } = {},
+): SignedBalanceProof {
   const digest = balanceProofDigest(proof);
   assertArgument(
     proof.nonce > 0n,
@@ -367,14 +410,19 @@ export function signBalanceProof(proof: BalanceProof, keys: NodeKeys): SignedBal
   return {
     proof: { ...proof, hub: normalizeAddress(proof.hub, "hub") },
     signature: signDigest(digest, keys.secp256k1PrivateKey),
-    pqSignature: mldsaSign(digest, keys.mldsaSecretKey, MLDSA_CONTEXT_BALANCE_PROOF),
+    pqSignature:
+      options.evidence === false
+        ? new Uint8Array(0)
+        : mldsaSign(digest, keys.mldsaSecretKey, MLDSA_CONTEXT_BALANCE_PROOF),
   };
 }
 
 /**
- * Verifies both signatures of a balance proof; returns normally only if the secp256k1 signature recovers
- * `expectedSigner` AND the ML-DSA-65 signature verifies under `signerMldsaPublicKey`. The chain id, hub
- * and channel id are inside the digest, so a proof replayed elsewhere fails here.
+ * Verifies the signatures of a balance proof; returns normally only if the secp256k1 signature recovers
+ * `expectedSigner` AND the ML-DSA-65 signature verifies under `signerMldsaPublicKey`. A proof without
+ * evidence (empty `pqSignature`) passes only with `options.requireEvidence === false` (the channel receiver,
+ * which enforces the evidence bound itself). The chain id, hub and channel id are inside the digest, so a
+ * proof replayed elsewhere fails here.
  * @throws QrwpError INVALID_SIGNATURE with `details.field` = "signature" or "pqSignature";
  *   QrwpError INVALID_ARGUMENT on malformed proof fields, nonce 0 or a malformed `expectedSigner`.
  */
@@ -382,6 +430,7 @@ export function verifyBalanceProof(
   signed: SignedBalanceProof,
   expectedSigner: string,
   signerMldsaPublicKey: Uint8Array,
+  options: { requireEvidence?: boolean } = {},
 ): void {
   assertArgument(
     typeof signed === "object" && signed !== null,
@@ -404,6 +453,7 @@ export function verifyBalanceProof(
       recovered,
     });
   }
+  if (signed.pqSignature.length === 0 && options.requireEvidence === false) return;
   if (!mldsaVerify(signed.pqSignature, digest, signerMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
     throw new QrwpError("INVALID_SIGNATURE", "balance proof ML-DSA-65 signature is invalid", {
       field: "pqSignature",

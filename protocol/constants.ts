@@ -26,6 +26,20 @@ export const UINT256_MAX = (1n << 256n) - 1n;
 /** At most this many pending locks per channel direction (Raiden spec; bounds the on-chain unlock cost). */
 export const MAX_PENDING_LOCKS = 160;
 
+/**
+ * Evidence bound, in updates (docs/PROTOCOL.md §7.4): a balance update without an ML-DSA-65 signature is
+ * refused (`EVIDENCE_REQUIRED`) when its nonce exceeds the nonce of the partner's latest evidenced proof
+ * (one carrying an ML-DSA-65 signature) by more than this.
+ */
+export const EVIDENCE_MAX_UPDATES = 64;
+/**
+ * Evidence bound, in time: a balance update without an ML-DSA-65 signature is refused (`EVIDENCE_REQUIRED`)
+ * once the receiver has held an un-evidenced proof of the partner for longer than this many milliseconds.
+ */
+export const EVIDENCE_MAX_DELAY_MS = 5_000;
+/** Largest number of changes (payments, locks, unlocks, lock removals) one `BalanceUpdate` carries. */
+export const MAX_BATCH_CHANGES = 256;
+
 /** ML-DSA-65 (FIPS 204) context string for balance-proof signatures: separates them from any other use. */
 export const MLDSA_CONTEXT_BALANCE_PROOF = "qrwp-bp-v1";
 /** ML-DSA-65 (FIPS 204) context string for channel-protocol handshake transcript signatures. */

@@ -41,6 +41,13 @@ export type ErrorCode =
   | "UNAVAILABLE"
   /** The node's wallet holds less of the token (or ETH) than a deposit needs; nothing was sent on-chain. */
   | "INSUFFICIENT_FUNDS"
+  /**
+   * A balance update without an ML-DSA-65 signature beyond the evidence bound (docs/PROTOCOL.md §7.4): the
+   * receiver accepts nothing more from the partner until evidence arrives.
+   */
+  | "EVIDENCE_REQUIRED"
+  /** An `Evidence` message whose ML-DSA-65 signature does not cover the proof it names. */
+  | "INVALID_EVIDENCE"
   | "INTERNAL";
 
 /**

@@ -14,7 +14,8 @@ import { QrwpError, type ErrorCode } from "./errors.js";
 import type { SignedBalanceProof } from "./balance-proof.js";
 import type { Lock } from "./locks.js";
 import { appointmentJsonSchema, appointmentToJson, type Appointment } from "./appointment.js";
-import { MAX_FRAME_BYTES } from "./constants.js";
+import { MAX_BATCH_CHANGES, MAX_FRAME_BYTES } from "./constants.js";
+import { MLDSA65_SIGNATURE_BYTES } from "./keys.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 
@@ -59,9 +60,72 @@ const signedBalanceProofSchema = z.object({
   lockedAmount: uint256,
   locksRoot: bytes32,
   signature: signature65,
-  pqSignature: bytes(8192),
+  // Empty: the proof carries no evidence (docs/PROTOCOL.md §7.4); else one ML-DSA-65 signature.
+  pqSignature: z
+    .instanceof(Uint8Array)
+    .refine(
+      (b) => b.length === 0 || b.length === MLDSA65_SIGNATURE_BYTES,
+      `must be empty or ${MLDSA65_SIGNATURE_BYTES} bytes`,
+    ),
 });
 
+const amountPositive = uint256.refine((v) => v > 0n, "must be > 0");
+const balanceChangeSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("direct"), paymentId, amount: amountPositive }),
+  z.object({
+    kind: z.literal("lock"),
+    paymentId,
+    initiator: address,
+    target: address,
+    lock: lockSchema,
+    route: routeSchema,
+    initiatorMultiaddrs: multiaddrs,
+  }),
+  z.object({ kind: z.literal("unlock"), paymentId, secret: secret32 }),
+  z.object({ kind: z.literal("expire"), secretHash: secretHash32 }),
+]);
+
+/** One change a {@link BalanceUpdate} applies, in order, to its sender's channel end. */
+export type BalanceChange =
+  /** A direct payment of `amount` base units (as {@link DirectTransfer}). */
+  | { kind: "direct"; paymentId: string; amount: bigint }
+  /** A new lock of a mediated payment (as {@link LockedTransfer} without its proof). */
+  | {
+      kind: "lock";
+      paymentId: string;
+      initiator: string;
+      target: string;
+      lock: Lock;
+      route: RouteHopInfo[];
+      initiatorMultiaddrs: string[];
+    }
+  /** Pays the lock of `sha256(secret)` (as {@link Unlock}). */
+  | { kind: "unlock"; paymentId: string; secret: string }
+  /** Removes the lock of `secretHash` (as {@link LockExpired}). */
+  | { kind: "expire"; secretHash: string };
+
+/**
+ * A batch of changes carried by ONE new balance proof (a Lightning `commitment_signed` covering many HTLC
+ * updates): the receiver applies `changes` in order to the sender's last accepted end and accepts the update
+ * only if the result is exactly what `balanceProof` commits to; it stores everything in one transaction and
+ * answers one Processed, or refuses the whole update (docs/PROTOCOL.md §7.3). 1..{@link MAX_BATCH_CHANGES}
+ * changes; a payment id or secret hash appears at most once.
+ */
+export interface BalanceUpdate {
+  type: "BalanceUpdate";
+  changes: BalanceChange[];
+  balanceProof: SignedBalanceProof;
+}
+/**
+ * Post-quantum evidence for a proof already accepted: the sender's ML-DSA-65 signature over the digest of its
+ * balance proof `nonce` on `channelId` (docs/PROTOCOL.md §7.4). Reply: Ok, or Error INVALID_EVIDENCE.
+ */
+export interface Evidence {
+  type: "Evidence";
+  channelId: bigint;
+  nonce: bigint;
+  pqSignature: Uint8Array;
+}
 /** Announces a channel the sender opened on-chain with the receiver; the receiver checks it on-chain. */
 export interface ChannelAnnounce {
   type: "ChannelAnnounce";
@@ -212,6 +276,8 @@ export interface AppointmentAccepted {
 
 export type ChannelMessage =
   | ChannelAnnounce
+  | BalanceUpdate
+  | Evidence
   | DirectTransfer
   | LockedTransfer
   | SecretRequest
@@ -241,6 +307,19 @@ const errorCode = z.string().regex(/^[A-Z_]{2,40}$/) as unknown as z.ZodType<Err
 
 const bodySchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ChannelAnnounce"), channelId: uint256, multiaddrs }),
+  z.object({
+    type: z.literal("BalanceUpdate"),
+    changes: z.array(balanceChangeSchema).min(1).max(MAX_BATCH_CHANGES),
+    balanceProof: signedBalanceProofSchema,
+  }),
+  z.object({
+    type: z.literal("Evidence"),
+    channelId: uint256,
+    nonce: uint256,
+    pqSignature: z
+      .instanceof(Uint8Array)
+      .refine((b) => b.length === MLDSA65_SIGNATURE_BYTES, `must be ${MLDSA65_SIGNATURE_BYTES} bytes`),
+  }),
   z.object({
     type: z.literal("DirectTransfer"),
     paymentId,
@@ -380,6 +459,9 @@ export function decodeEnvelope(data: Uint8Array): Envelope {
   const { id, replyTo, body } = parsed.data;
   const envelope: Envelope = { id, body: body as ChannelMessage };
   if (replyTo !== undefined) envelope.replyTo = replyTo;
+  if (body.type === "Evidence") {
+    envelope.body = { ...body, pqSignature: Uint8Array.from(body.pqSignature) };
+  }
   if ("balanceProof" in body) {
     const { signature, pqSignature, ...proof } = body.balanceProof;
     // A copy: cbor-x returns a Buffer view into `data`, which the caller may reuse.

@@ -60,6 +60,8 @@ export class CooperativeSettle {
   /** Inside the channel's queue, with `live.closing` set: settles cooperatively (see the module docs). */
   async settle(live: Live): Promise<void> {
     await this.#outgoing.resendPending(live);
+    // Evidence before anything leaves the channel (docs/PROTOCOL.md §7.4).
+    await this.#outgoing.sendEvidenceBestEffort(live);
     this.#assertNothingInFlight(live);
     await this.#chain.refreshDeposits(live);
     const onchain = await this.#chain.hub.getChannel(live.record.channelId);

@@ -172,7 +172,7 @@ export class HttpRelay {
           field: "paymentId",
         });
       }
-      this.#outgoing.acknowledged(live, stored, paymentId);
+      this.#outgoing.acknowledged(live, stored, [paymentId]);
       this.#log.info(
         { channelId: live.record.channelId.toString(), nonce: payment.nonce.toString(), paymentId },
         "direct transfer acknowledged over HTTP",

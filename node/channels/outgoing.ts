@@ -1,18 +1,28 @@
 /**
- * The outgoing balance-proof path (Raiden's mediated/direct transfer rules, LDK's persist-before-send): every
- * change to OUR balance proofs on a channel (direct payment, lock, unlock, lock expiry) runs in the channel's
- * queue, one at a time: build the next end, reach the partner, sign (EIP-712 secp256k1 + ML-DSA-65), persist
- * (proof, message and the caller's rows in one transaction), send, record the partner's answer. A proof
- * whose answer never came stays `pending` and is re-delivered, same bytes: before the next proof on the
- * channel, at start, on a retry under the same payment id, and by {@link OutgoingProofs.redeliverDue}.
+ * The outgoing balance-proof path (Raiden's mediated/direct transfer rules, LDK's persist-before-send, a
+ * Lightning commitment covering many HTLC updates): every change to OUR balance proofs on a channel (direct
+ * payment, lock, unlock, lock expiry) waits in the channel's outbox; one flush at a time, in the channel's
+ * queue, folds everything waiting (up to `MAX_BATCH_CHANGES`) into ONE BalanceUpdate: build the next end
+ * change by change (a change we cannot afford is refused alone), reach the partner, sign (EIP-712 secp256k1,
+ * plus ML-DSA-65 evidence when due: docs/PROTOCOL.md §7.4), persist (proof, message and every change's rows
+ * in one transaction), send, record the partner's answer for all of them. Changes arriving while an update
+ * is in flight go into the next one. A proof whose answer never came stays `pending` and is re-delivered,
+ * same bytes: before the next proof on the channel, at start, on a retry under the same payment id, and by
+ * {@link OutgoingProofs.redeliverDue}. Evidence not carried by an update is sent alone ({@link
+ * OutgoingProofs.sendEvidence}) once the oldest un-evidenced acknowledged proof is `evidenceDelayMs` old,
+ * and before a close, a cooperative settle or a withdraw.
  */
 import { randomUUID } from "node:crypto";
 import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
+  MAX_BATCH_CHANGES,
   QrwpError,
   assertArgument,
   balanceDataOf,
+  balanceProofDigest,
+  hasEvidence,
+  signEvidence,
   decodeEnvelope,
   distributableAmount,
   encodeEnvelope,
@@ -24,6 +34,7 @@ import {
   withLock,
   withUnlock,
   withoutLock,
+  type BalanceChange,
   type BalanceProof,
   type ChannelEnd,
   type ChannelMessage,
@@ -42,13 +53,29 @@ import type { Partners } from "./partners.js";
 import { ourFundsOf, type ChannelRegistry } from "./registry.js";
 import {
   RESEND_AFTER_MS,
-  directTransferOf,
   endOf,
   eqAddr,
   type Live,
+  type OutboundChange,
   type PayParams,
   type ProofDelivery,
 } from "./types.js";
+
+/** Default of {@link EvidencePolicy.everyUpdates} (measured: docs/DECISIONS.md, "Amortized evidence"). */
+export const DEFAULT_EVIDENCE_EVERY_UPDATES = 32;
+/** Default of {@link EvidencePolicy.delayMs}. */
+export const DEFAULT_EVIDENCE_DELAY_MS = 250;
+
+/**
+ * When our updates carry ML-DSA-65 evidence (docs/PROTOCOL.md §7.4); both stay well inside the receiver's
+ * bound (`EVIDENCE_MAX_UPDATES`, `EVIDENCE_MAX_DELAY_MS`).
+ */
+export interface EvidencePolicy {
+  /** An update carries evidence when its nonce is this many above our latest acknowledged evidenced proof. */
+  everyUpdates: number;
+  /** ... or when our oldest acknowledged proof without evidence is this old (ms); an idle channel sends it alone. */
+  delayMs: number;
+}
 
 /** What {@link OutgoingProofs} needs. */
 export interface OutgoingProofsInit {
@@ -59,6 +86,33 @@ export interface OutgoingProofsInit {
   chain: ChainCalls;
   partners: Partners;
   log: Logger;
+  /** Default: {@link DEFAULT_EVIDENCE_EVERY_UPDATES}, {@link DEFAULT_EVIDENCE_DELAY_MS}. */
+  evidence?: Partial<EvidencePolicy>;
+}
+
+type Outcome = ProofDelivery | { raced: true };
+
+/** `end` after one change (the same rules the receiver applies). */
+function applyChange(end: ChannelEnd, change: BalanceChange): ChannelEnd {
+  switch (change.kind) {
+    case "direct":
+      return withDirect(end, change.amount);
+    case "lock":
+      return withLock(end, change.lock);
+    case "unlock":
+      return withUnlock(end, secretHashOf(change.secret));
+    case "expire":
+      return withoutLock(end, change.secretHash);
+  }
+}
+
+/** The ids of the direct payments a message of ours carries (a DirectTransfer or a BalanceUpdate's). */
+export function directPaymentIdsOf(body: ChannelMessage): string[] {
+  if (body.type === "DirectTransfer") return [body.paymentId];
+  if (body.type === "BalanceUpdate") {
+    return body.changes.flatMap((c) => (c.kind === "direct" ? [c.paymentId] : []));
+  }
+  return [];
 }
 
 export class OutgoingProofs {
@@ -71,6 +125,10 @@ export class OutgoingProofs {
   readonly #log: Logger;
   /** Proofs signed for HTTP delivery: {@link redeliverDue} gives them a head start before re-sending over libp2p. */
   readonly #heldForHttp = new WeakSet<StoredProof>();
+  readonly #evidence: EvidencePolicy;
+  /** Per channel (id as decimal), the timer that sends evidence alone on an idle channel. */
+  readonly #evidenceTimers = new Map<string, NodeJS.Timeout>();
+  #stopped = false;
 
   constructor(init: OutgoingProofsInit) {
     this.#store = init.store;
@@ -80,6 +138,17 @@ export class OutgoingProofs {
     this.#chain = init.chain;
     this.#partners = init.partners;
     this.#log = init.log;
+    this.#evidence = {
+      everyUpdates: init.evidence?.everyUpdates ?? DEFAULT_EVIDENCE_EVERY_UPDATES,
+      delayMs: init.evidence?.delayMs ?? DEFAULT_EVIDENCE_DELAY_MS,
+    };
+  }
+
+  /** Stops the evidence timers (the node is shutting down). */
+  stop(): void {
+    this.#stopped = true;
+    for (const timer of this.#evidenceTimers.values()) clearTimeout(timer);
+    this.#evidenceTimers.clear();
   }
 
   /** Marks a proof signed for HTTP delivery (x402 direct streaming): libp2p re-delivery waits for it. */
@@ -90,6 +159,9 @@ export class OutgoingProofs {
   /** After a restart: re-delivers, in each open channel's queue, the proofs that were never answered. */
   resumePending(): void {
     for (const live of this.#registry.all()) {
+      if (live.record.state === "opened" && live.ourUnevidencedSinceMs !== null) {
+        this.#scheduleEvidence(live, this.#evidence.delayMs);
+      }
       if (live.record.state === "opened" && live.ourPending.length > 0) {
         void live.queue
           .add(() => this.resendPending(live))
@@ -157,48 +229,44 @@ export class OutgoingProofs {
     const existing = params.paymentId === undefined ? null : this.#store.getPayment(params.paymentId);
     if (existing?.direction === "outgoing") return this.#payAgain(existing, params);
     const { live, payment } = this.newDirectPayment(params);
-    return (await live.queue.add(async () => {
-      // A retry with the same id that arrived while this one waited for the queue: answered, not signed.
-      const raced = this.#store.getPayment(payment.paymentId);
-      if (raced?.direction === "outgoing") {
-        this.#assertSamePayment(raced, params);
-        return this.#redeliverLocked(live, raced.paymentId);
-      }
-      let result: ProofDelivery;
-      try {
-        result = await this.#sendProof(
-          live,
-          (end) => withDirect(end, payment.amount),
-          (balanceProof) => directTransferOf(payment, balanceProof),
-          (nonce) => this.insertDirectPayment(payment, nonce),
+    let result: Outcome;
+    try {
+      result = await this.#enqueue(
+        live,
+        { kind: "direct", paymentId: payment.paymentId, amount: payment.amount },
+        payment,
+      );
+    } catch (err) {
+      // Signed and stored, delivery outcome unknown: the payment is pending, not failed.
+      const stored = this.#store.getPayment(payment.paymentId);
+      if (stored?.status === "pending" && isQrwpError(err) && err.details.pending === true) {
+        this.#log.warn(
+          { paymentId: payment.paymentId, code: err.code, reason: err.message },
+          "direct payment signed but not acknowledged yet: pending",
         );
-      } catch (err) {
-        // Signed and stored, delivery outcome unknown: the payment is pending, not failed.
-        const stored = this.#store.getPayment(payment.paymentId);
-        if (stored?.status === "pending" && isQrwpError(err) && err.details.pending === true) {
-          this.#log.warn(
-            { paymentId: payment.paymentId, code: err.code, reason: err.message },
-            "direct payment signed but not acknowledged yet: pending",
-          );
-          return stored;
-        }
-        throw err;
+        return stored;
       }
-      if (!result.ok && this.#store.getPayment(payment.paymentId) === null) {
-        throw new QrwpError(result.code as ErrorCode, result.message, { paymentId: payment.paymentId }); // never sent
-      }
-      if (!result.ok) {
-        throw new QrwpError(
-          "PEER_REJECTED",
-          `partner refused the transfer: ${result.code}: ${result.message}`,
-          {
-            paymentId: payment.paymentId,
-            peerCode: result.code,
-          },
-        );
-      }
-      return this.#store.getPayment(payment.paymentId) as PaymentRecord;
-    })) as PaymentRecord;
+      throw err;
+    }
+    if ("raced" in result) {
+      // A call with the same id got its proof signed first: this one is answered as its retry.
+      const raced = this.#store.getPayment(payment.paymentId) as PaymentRecord;
+      return this.#payAgain(raced, params);
+    }
+    if (!result.ok && this.#store.getPayment(payment.paymentId) === null) {
+      throw new QrwpError(result.code as ErrorCode, result.message, { paymentId: payment.paymentId }); // never sent
+    }
+    if (!result.ok) {
+      throw new QrwpError(
+        "PEER_REJECTED",
+        `partner refused the transfer: ${result.code}: ${result.message}`,
+        {
+          paymentId: payment.paymentId,
+          peerCode: result.code,
+        },
+      );
+    }
+    return this.#store.getPayment(payment.paymentId) as PaymentRecord;
   }
 
   /**
@@ -296,7 +364,7 @@ export class OutgoingProofs {
   }
 
   /**
-   * Sends a LockedTransfer adding `lock` on the channel (serialized with every other proof on it).
+   * Adds `lock` on the channel in our next balance update (a LockedTransfer change).
    * @returns the delivery outcome; `ok: false` means the partner refused it (no lock exists).
    * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY | TOO_MANY_LOCKS before
    *   anything is sent; PEER_OFFLINE | HANDSHAKE_FAILED | TIMEOUT when the outcome is unknown (the proof
@@ -308,78 +376,186 @@ export class OutgoingProofs {
     transfer: TransferDescription,
   ): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    return (await live.queue.add(() =>
-      this.#sendProof(
-        live,
-        (end) => withLock(end, lock),
-        (balanceProof) => ({
-          type: "LockedTransfer",
-          paymentId: transfer.paymentId,
-          initiator: transfer.initiator,
-          target: transfer.target,
-          lock,
-          route: transfer.route,
-          initiatorMultiaddrs: transfer.initiatorMultiaddrs,
-          balanceProof,
-        }),
-      ),
-    )) as ProofDelivery;
+    const { paymentId, initiator, target, route, initiatorMultiaddrs } = transfer;
+    return (await this.#enqueue(live, {
+      kind: "lock",
+      paymentId,
+      initiator,
+      target,
+      lock,
+      route,
+      initiatorMultiaddrs,
+    })) as ProofDelivery;
   }
 
   /**
-   * Pays our pending lock for `sha256(secret)` off-chain (Unlock). A lock that is no longer pending is a no-op.
+   * Pays our pending lock for `sha256(secret)` off-chain (an Unlock change). A lock that is no longer pending
+   * is a no-op. Allowed while the channel is closing.
    * @throws as {@link sendLockedTransfer} when the outcome is unknown.
    */
   async sendUnlock(channelId: bigint, secret: string, paymentId: string): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    const secretHash = secretHashOf(secret);
-    return (await live.queue.add(async () => {
-      await this.resendPending(live);
-      if (!findLock(live.ourEnd, secretHash)) return { ok: true, nonce: live.ourLatestNonce };
-      return this.#sendProof(
-        live,
-        (end) => withUnlock(end, secretHash),
-        (balanceProof) => ({ type: "Unlock", paymentId, secret, balanceProof }),
-        undefined,
-        true,
-      );
-    })) as ProofDelivery;
+    return (await this.#enqueue(live, { kind: "unlock", paymentId, secret })) as ProofDelivery;
   }
 
-  /** Removes our pending lock for `secretHash` (LockExpired). A lock no longer pending is a no-op. */
+  /** Removes our pending lock for `secretHash` (a LockExpired change). A lock no longer pending is a no-op. */
   async sendLockExpired(channelId: bigint, secretHash: string): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    return (await live.queue.add(async () => {
-      await this.resendPending(live);
-      if (!findLock(live.ourEnd, secretHash)) return { ok: true, nonce: live.ourLatestNonce };
-      return this.#sendProof(
-        live,
-        (end) => withoutLock(end, secretHash),
-        (balanceProof) => ({ type: "LockExpired", secretHash, balanceProof }),
-        undefined,
-        true,
+    return (await this.#enqueue(live, { kind: "expire", secretHash })) as ProofDelivery;
+  }
+
+  /** Puts a change in the channel's outbox and makes sure a flush is queued; settles with its update. */
+  #enqueue(live: Live, change: BalanceChange, payment?: PaymentRecord): Promise<Outcome> {
+    const promise = new Promise<Outcome>((resolve, reject) => {
+      const item: OutboundChange = { change, resolve, reject };
+      if (payment) item.payment = payment;
+      live.outbox.push(item);
+    });
+    this.#scheduleFlush(live);
+    return promise;
+  }
+
+  #scheduleFlush(live: Live): void {
+    if (live.flushQueued) return;
+    live.flushQueued = true;
+    void live.queue
+      .add(() => this.#flush(live))
+      .catch((err: unknown) =>
+        this.#log.error(
+          { channelId: live.record.channelId.toString(), err: errorFields(err) },
+          "flush failed",
+        ),
       );
-    })) as ProofDelivery;
   }
 
   /**
-   * The one path for our balance proofs sent over libp2p (run inside the channel's queue): the next end
-   * ({@link #nextEnd}), the partner reached, then signed and persisted ({@link #signAndPersist}), sent, and
-   * the partner's answer recorded.
+   * Inside the channel's queue: takes what waits in the outbox (up to {@link MAX_BATCH_CHANGES}) and sends it
+   * as one update; every item is settled exactly once (an unexpected error rejects those still open).
    */
-  async #sendProof(
+  async #flush(live: Live): Promise<void> {
+    live.flushQueued = false;
+    const items = live.outbox.splice(0, MAX_BATCH_CHANGES);
+    if (live.outbox.length > 0) this.#scheduleFlush(live);
+    if (items.length === 0) return;
+    const open = new Set(items);
+    const settle = (item: OutboundChange, outcome: Outcome | { error: unknown }) => {
+      if (!open.delete(item)) return;
+      if ("error" in outcome) item.reject(outcome.error);
+      else item.resolve(outcome);
+    };
+    const raced: OutboundChange[] = [];
+    try {
+      await this.#sendBatch(live, items, settle, raced);
+    } catch (err) {
+      for (const item of [...open]) if (!raced.includes(item)) settle(item, { error: err });
+    } finally {
+      // Same-id duplicates are answered once the first one's proof is stored (as a retry of it).
+      for (const item of raced) settle(item, { raced: true });
+    }
+  }
+
+  /** Whether a change may go out while the channel is closing (only what pays or removes existing locks). */
+  static #allowedWhileClosing(change: BalanceChange): boolean {
+    return change.kind === "unlock" || change.kind === "expire";
+  }
+
+  /**
+   * Builds, signs, persists and delivers one update for `items` (see {@link #flush}): refuses items the
+   * channel's state or our capacity does not allow, answers no-ops and same-id duplicates, and settles the
+   * rest with the update's outcome (or rejects them, outcome unknown, by throwing).
+   */
+  async #sendBatch(
     live: Live,
-    next: (end: ChannelEnd) => ChannelEnd,
-    message: (balanceProof: SignedBalanceProof) => ChannelMessage,
-    persist?: (nonce: bigint) => void,
-    allowClosing = false,
-  ): Promise<ProofDelivery> {
-    const end = await this.nextEnd(live, next, allowClosing);
+    items: OutboundChange[],
+    settle: (item: OutboundChange, outcome: Outcome | { error: unknown }) => void,
+    raced: OutboundChange[],
+  ): Promise<void> {
+    const refuseByState = (list: OutboundChange[]) =>
+      list.filter((item) => {
+        const allowed =
+          live.record.state === "opened" &&
+          (!live.closing || OutgoingProofs.#allowedWhileClosing(item.change));
+        if (!allowed) settle(item, { error: this.#registry.stateError(live, "opened") });
+        return allowed;
+      });
+    let pending = refuseByState(items);
+    if (pending.length === 0) return;
+    await this.resendPending(live);
+    pending = refuseByState(pending);
+    let end = live.ourEnd;
+    const included: OutboundChange[] = [];
+    const ids = new Set<string>();
+    let refreshed = false;
+    for (const item of pending) {
+      const change = item.change;
+      try {
+        switch (change.kind) {
+          case "direct": {
+            if (
+              ids.has(change.paymentId) ||
+              this.#store.getPayment(change.paymentId)?.direction === "outgoing"
+            ) {
+              raced.push(item);
+              continue;
+            }
+            this.#assertNewOutgoing(change.paymentId);
+            break;
+          }
+          case "lock":
+            break;
+          case "unlock":
+          case "expire": {
+            const secretHash = change.kind === "unlock" ? secretHashOf(change.secret) : change.secretHash;
+            if (!findLock(end, secretHash)) {
+              settle(item, { ok: true, nonce: live.ourLatestNonce }); // no longer pending: nothing to do
+              continue;
+            }
+            break;
+          }
+        }
+        const next = applyChange(end, change);
+        if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) < 0n && !refreshed) {
+          refreshed = true;
+          await this.#chain.refreshDeposits(live);
+        }
+        if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) < 0n) {
+          const balance = distributableAmount(ourFundsOf(live), end, live.partnerEnd);
+          throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${balance} is too low for this transfer`, {
+            channelId: live.record.channelId.toString(),
+            balance: balance.toString(),
+          });
+        }
+        if (change.kind === "direct") ids.add(change.paymentId);
+        end = next;
+        included.push(item);
+      } catch (err) {
+        settle(item, { error: err });
+      }
+    }
+    // The awaits above may have let a close or a partner's cooperative settle begin.
+    const sending = refuseByState(included);
+    if (sending.length === 0) return;
+    if (sending.length !== included.length) {
+      // `end` folded in a change that is now refused: rebuild it from the survivors.
+      end = sending.reduce((acc, item) => applyChange(acc, item.change), live.ourEnd);
+    }
     // Reach the partner before anything is signed or stored: an offline partner is a clean failure.
     const unreachable = await this.#partners.reach(live.record.partner);
-    if (unreachable) return { ok: false, ...unreachable };
-    const { stored, body } = this.signAndPersist(live, end, message, persist);
-    return this.#deliver(live, stored, body);
+    if (unreachable) {
+      for (const item of sending) settle(item, { ok: false, ...unreachable });
+      return;
+    }
+    const changes = sending.map((item) => item.change);
+    const { stored, body } = this.signAndPersist(
+      live,
+      end,
+      (balanceProof) => ({ type: "BalanceUpdate", changes, balanceProof }),
+      (nonce) => {
+        for (const item of sending) if (item.payment) this.insertDirectPayment(item.payment, nonce);
+      },
+    );
+    const delivery = await this.#deliver(live, stored, body);
+    for (const item of sending) settle(item, delivery);
   }
 
   /**
@@ -415,9 +591,10 @@ export class OutgoingProofs {
   }
 
   /**
-   * Signs our next balance proof (nonce = highest signed + 1) committing to `end` and persists it, pending,
-   * with the encoded envelope `{id: 0, body: message(proof)}` that carries it and `persist`'s writes, in one
-   * transaction (durable before anything is sent); then records it as pending in memory. Synchronous.
+   * Signs our next balance proof (nonce = highest signed + 1) committing to `end`, with ML-DSA-65 evidence
+   * when due ({@link #evidenceDue}), and persists it, pending, with the encoded envelope
+   * `{id: 0, body: message(proof)}` that carries it and `persist`'s writes, in one transaction (durable
+   * before anything is sent); then records it as pending in memory. Synchronous.
    */
   signAndPersist(
     live: Live,
@@ -434,7 +611,7 @@ export class OutgoingProofs {
       nonce,
       ...balanceDataOf(end),
     };
-    const signed = signBalanceProof(proof, this.#keys);
+    const signed = signBalanceProof(proof, this.#keys, { evidence: this.#evidenceDue(live, nonce) });
     const body = message(signed);
     const encoded = encodeEnvelope({ id: 0, body });
     const createdAtMs = Date.now();
@@ -448,7 +625,7 @@ export class OutgoingProofs {
       });
       persist?.(nonce);
     });
-    if (body.type === "DirectTransfer") this.#paymentChanged(body.paymentId);
+    for (const id of directPaymentIdsOf(body)) this.#paymentChanged(id);
     const stored: StoredProof = {
       signed,
       locks: end.locks,
@@ -462,20 +639,103 @@ export class OutgoingProofs {
   }
 
   /**
-   * Our proof `stored` was acknowledged by the partner (Processed over libp2p, or its signed acknowledgement
-   * over HTTP): in one transaction the proof is `acked` and its direct payment (if any) `completed`; then the
-   * in-memory acknowledged end advances to it. Idempotent.
+   * Whether our proof `nonce` must carry evidence: it is {@link EvidencePolicy.everyUpdates} above our
+   * latest acknowledged evidenced proof, or our oldest acknowledged proof without evidence is
+   * {@link EvidencePolicy.delayMs} old.
    */
-  acknowledged(live: Live, stored: StoredProof, paymentId: string | null): void {
+  #evidenceDue(live: Live, nonce: bigint): boolean {
+    if (nonce - live.ourEvidencedNonce >= BigInt(this.#evidence.everyUpdates)) return true;
+    const since = live.ourUnevidencedSinceMs;
+    return since !== null && Date.now() - since >= this.#evidence.delayMs;
+  }
+
+  /**
+   * Our proof `stored` was acknowledged by the partner (Processed over libp2p, or its signed acknowledgement
+   * over HTTP): in one transaction the proof is `acked` and the direct payments it carried `completed`; then
+   * the in-memory acknowledged end advances to it, and evidence bookkeeping with it. Idempotent.
+   */
+  acknowledged(live: Live, stored: StoredProof, paymentIds: readonly string[]): void {
     const nonce = stored.signed.proof.nonce;
-    const wasPending = paymentId !== null && this.#store.getPayment(paymentId)?.status === "pending";
+    const changed = paymentIds.filter((id) => this.#store.getPayment(id)?.status === "pending");
     this.#store.transaction(() => {
       this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "acked");
-      if (paymentId) this.#store.finishOutgoingPayment(paymentId, "completed");
+      for (const id of paymentIds) this.#store.finishOutgoingPayment(id, "completed");
     });
     live.ourPending = live.ourPending.filter((p) => p.signed.proof.nonce !== nonce);
-    if (nonce > live.ourEnd.nonce) live.ourEnd = endOf(stored);
-    if (wasPending) this.#paymentChanged(paymentId);
+    if (nonce > live.ourEnd.nonce) {
+      live.ourEnd = endOf(stored);
+      if (hasEvidence(stored.signed)) {
+        live.ourEvidencedNonce = nonce;
+        live.ourUnevidencedSinceMs = null;
+      } else {
+        live.ourUnevidencedSinceMs ??= Date.now();
+        this.#scheduleEvidence(live, this.#evidence.delayMs);
+      }
+    }
+    for (const id of changed) this.#paymentChanged(id);
+  }
+
+  /** Arms the channel's evidence timer (once): {@link sendEvidence} in the channel's queue after `delayMs`. */
+  #scheduleEvidence(live: Live, delayMs: number, attempt = 0): void {
+    const key = live.record.channelId.toString();
+    if (this.#stopped || this.#evidenceTimers.has(key)) return;
+    const timer = setTimeout(() => {
+      this.#evidenceTimers.delete(key);
+      void live.queue
+        .add(() => this.sendEvidence(live))
+        .catch((err: unknown) => {
+          this.#log.warn({ channelId: key, err: errorFields(err) }, "evidence not delivered; will retry");
+          // Backs off to 30 s while the partner is away; the next update carries evidence anyway.
+          const next = Math.min(30_000, this.#evidence.delayMs * 2 ** (attempt + 1));
+          this.#scheduleEvidence(live, next, attempt + 1);
+        });
+    }, delayMs);
+    timer.unref();
+    this.#evidenceTimers.set(key, timer);
+  }
+
+  /**
+   * Inside the channel's queue: makes sure the partner holds evidence for our latest acknowledged proof. If it
+   * has none, signs it (ML-DSA-65), stores it with the proof (durable before it is sent), sends `Evidence`
+   * and records the partner's Ok. A no-op when the proof already has evidence or a proof of ours is pending
+   * (the pending one is re-sent first by the next update). Called on an idle channel by the evidence timer and
+   * before a close, a cooperative settle or a withdraw.
+   * @throws QrwpError PEER_OFFLINE | TIMEOUT | ... when the partner was not reached; PEER_REJECTED on a refusal
+   */
+  async sendEvidence(live: Live): Promise<void> {
+    const nonce = live.ourEnd.nonce;
+    if (nonce === 0n || nonce <= live.ourEvidencedNonce || live.ourPending.length > 0) return;
+    const stored = this.#store.storedProofAt(live.record.channelId, this.#registry.address, nonce);
+    if (!stored)
+      throw new QrwpError("INTERNAL", "our acknowledged proof is not stored", { nonce: nonce.toString() });
+    let pqSignature = stored.signed.pqSignature;
+    if (pqSignature.length === 0) {
+      pqSignature = signEvidence(stored.signed.proof, this.#keys);
+      this.#store.setProofPqSignature(live.record.channelId, this.#registry.address, nonce, pqSignature);
+    }
+    const reply = await this.#partners.transport.request(
+      live.record.partner,
+      { type: "Evidence", channelId: live.record.channelId, nonce, pqSignature },
+      this.#partners.target(live.record.partner),
+    );
+    if (reply.type !== "Ok") {
+      const code = reply.type === "Error" ? reply.code : "INVALID_MESSAGE";
+      throw new QrwpError("PEER_REJECTED", `partner refused our evidence: ${code}`, { peerCode: code });
+    }
+    if (nonce > live.ourEvidencedNonce) live.ourEvidencedNonce = nonce;
+    if (nonce === live.ourEnd.nonce) live.ourUnevidencedSinceMs = null;
+  }
+
+  /** {@link sendEvidence}, best effort: a failure is logged (what follows goes on without it). */
+  async sendEvidenceBestEffort(live: Live): Promise<void> {
+    try {
+      await this.sendEvidence(live);
+    } catch (err) {
+      this.#log.warn(
+        { channelId: live.record.channelId.toString(), err: errorFields(err) },
+        "evidence for our latest proof not delivered",
+      );
+    }
   }
 
   /** Tells the registry's `payment` listeners how our outgoing direct payment `paymentId` now stands. */
@@ -505,9 +765,9 @@ export class OutgoingProofs {
       );
     }
     live.ourPending = live.ourPending.filter((p) => p !== stored);
-    const payment = body.type === "DirectTransfer" ? body.paymentId : null;
+    const payments = directPaymentIdsOf(body);
     if (reply.type === "Processed" && reply.nonce === nonce && reply.channelId === live.record.channelId) {
-      this.acknowledged(live, stored, payment);
+      this.acknowledged(live, stored, payments);
       return { ok: true, nonce };
     }
     // Refused: the partner did not store this proof. The next proof (nonce + 1) builds on the acknowledged
@@ -517,9 +777,9 @@ export class OutgoingProofs {
     const text = reply.type === "Error" ? reply.message : `unexpected reply ${reply.type}`;
     this.#store.transaction(() => {
       this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "refused");
-      if (payment) this.#store.finishOutgoingPayment(payment, "failed", { code, message: text });
+      for (const id of payments) this.#store.finishOutgoingPayment(id, "failed", { code, message: text });
     });
-    if (payment) this.#paymentChanged(payment);
+    for (const id of payments) this.#paymentChanged(id);
     this.#log.warn(
       {
         channelId: live.record.channelId.toString(),

@@ -50,7 +50,7 @@ export interface ChannelStateEvent {
 /**
  * The registry's events (Node's typed EventEmitter). Listeners run synchronously after the write and must
  * not throw (a throwing listener is logged and ignored).
- * - `partnerProof`: a partner's latest balance proof on the channel changed, or its partner's ML-DSA key
+ * - `partnerProof`: a partner's latest evidenced balance proof on the channel changed, or its partner's ML-DSA key
  *   was first learned while the channel holds its proofs (a watchtower appointment can be built).
  * - `channel`: a channel's state or deposits changed.
  * - `payment`: a direct payment (ours or to us) was stored or reached its final status, after the write
@@ -90,6 +90,10 @@ export class ChannelRegistry {
   load(record: ChannelRecord): Live {
     const acked = this.#store.latestStoredProof(record.channelId, this.address, "acked");
     const partner = this.#store.latestStoredProof(record.channelId, record.partner);
+    const partnerEvidenced = this.#store.latestEvidencedProof(record.channelId, record.partner);
+    const ourEvidenced = this.#store.latestEvidencedProof(record.channelId, this.address, "acked");
+    const ourEvidencedNonce = ourEvidenced?.signed.proof.nonce ?? 0n;
+    const now = Date.now();
     const live: Live = {
       record,
       ourEnd: acked ? endOf(acked) : EMPTY_CHANNEL_END,
@@ -97,6 +101,14 @@ export class ChannelRegistry {
       ourPending: this.#store.pendingProofs(record.channelId, this.address),
       partnerEnd: partner ? endOf(partner) : EMPTY_CHANNEL_END,
       partnerLatest: partner?.signed ?? null,
+      partnerEvidenced: partnerEvidenced?.signed ?? null,
+      // After a restart the clock of an un-evidenced proof starts again: the bound is measured from here.
+      partnerUnevidencedSinceMs:
+        partner && partner.signed.proof.nonce > (partnerEvidenced?.signed.proof.nonce ?? 0n) ? now : null,
+      ourEvidencedNonce,
+      ourUnevidencedSinceMs: acked && acked.signed.proof.nonce > ourEvidencedNonce ? now : null,
+      outbox: [],
+      flushQueued: false,
       queue: new Queue<unknown>({ concurrency: 1 }),
       closing: this.#store.getMeta(cosignedKey(record.channelId)) !== null,
       ourPendingWithdraw: this.#store.getWithdraw(record.channelId, this.address),
@@ -269,18 +281,18 @@ export class ChannelRegistry {
   }
 
   /**
-   * The partner's latest accepted balance proof on an unsettled channel, with the ML-DSA-65 key that
-   * verified it (persisted in `meta` with the proof). Null when the channel is unknown or settled, holds no
-   * partner proof (nonce 0), or the key is unknown (learned from the partner's next PeerInfo or proof; the
-   * `partnerProof` event fires then).
+   * The partner's latest accepted balance proof that carries evidence (an ML-DSA-65 signature: what a
+   * watchtower takes) on an unsettled channel, with the ML-DSA-65 key that verified it (persisted in `meta`
+   * with the proof). Null when the channel is unknown or settled, holds no evidenced partner proof, or the
+   * key is unknown (learned from the partner's next PeerInfo or proof; the `partnerProof` event fires then).
    */
   partnerProof(channelId: bigint): PartnerProof | null {
     const live = this.find(channelId);
-    if (!live || live.record.state === "settled" || !live.partnerLatest) return null;
-    if (live.partnerLatest.proof.nonce < 1n) return null;
+    if (!live || live.record.state === "settled" || !live.partnerEvidenced) return null;
+    if (live.partnerEvidenced.proof.nonce < 1n) return null;
     const key = this.partnerKey(live.record.partner);
     if (!key) return null;
-    return { channelId, partner: live.record.partner, signed: live.partnerLatest, mldsaPublicKey: key };
+    return { channelId, partner: live.record.partner, signed: live.partnerEvidenced, mldsaPublicKey: key };
   }
 
   /** The partner's ML-DSA-65 key as persisted, or null (cached, including misses). */
@@ -315,7 +327,8 @@ export class ChannelRegistry {
     this.#store.setMeta(partnerKeyMetaKey(partner), bytesToHex(key));
     this.#partnerKeys.set(partner.toLowerCase(), key);
     for (const l of this.#live.values()) {
-      if (eqAddr(l.record.partner, partner) && l.partnerLatest) this.emit("partnerProof", l.record.channelId);
+      if (eqAddr(l.record.partner, partner) && l.partnerEvidenced)
+        this.emit("partnerProof", l.record.channelId);
     }
   }
 

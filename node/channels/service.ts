@@ -37,7 +37,7 @@ import { CooperativeSettle } from "./cooperative-settle.js";
 import { HttpRelay } from "./http-relay.js";
 import { IncomingProofs } from "./incoming.js";
 import { ChannelManager } from "./manager.js";
-import { OutgoingProofs } from "./outgoing.js";
+import { OutgoingProofs, type EvidencePolicy } from "./outgoing.js";
 import { Partners } from "./partners.js";
 import { ChannelRegistry } from "./registry.js";
 import { Withdraws } from "./withdraw.js";
@@ -68,6 +68,8 @@ export interface ChannelServiceInit {
   listenAddrs: () => string[];
   /** How often pending proofs are checked for re-delivery (ms). Default 2000. */
   redeliveryIntervalMs?: number;
+  /** When our updates carry ML-DSA-65 evidence (defaults in `outgoing.ts`). */
+  evidence?: Partial<EvidencePolicy>;
 }
 
 export class ChannelService {
@@ -97,7 +99,11 @@ export class ChannelService {
     this.chain = new ChainCalls(init.hub, store, this.registry, log);
     this.#partners = new Partners(init.transport, store);
     const shared = { store, keys, deployment, registry: this.registry, chain: this.chain, log };
-    this.outgoing = new OutgoingProofs({ ...shared, partners: this.#partners });
+    this.outgoing = new OutgoingProofs({
+      ...shared,
+      partners: this.#partners,
+      ...(init.evidence ? { evidence: init.evidence } : {}),
+    });
     this.incoming = new IncomingProofs(shared);
     this.httpRelay = new HttpRelay({ ...shared, outgoing: this.outgoing, incoming: this.incoming });
     this.cooperative = new CooperativeSettle({
@@ -143,6 +149,7 @@ export class ChannelService {
 
   async stop(): Promise<void> {
     if (this.#redeliveryTimer) clearInterval(this.#redeliveryTimer);
+    this.outgoing.stop();
     await Promise.all([...this.registry.all()].map((l) => l.queue.onIdle()));
   }
 
@@ -158,6 +165,10 @@ export class ChannelService {
 
   async #handleRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
     switch (body.type) {
+      case "BalanceUpdate":
+        return this.incoming.serialized(from.address, () => this.incoming.onBalanceUpdate(from, body));
+      case "Evidence":
+        return this.incoming.serialized(from.address, () => this.incoming.onEvidence(from, body));
       case "DirectTransfer":
         return this.incoming.serialized(from.address, () => this.incoming.onDirectTransfer(from, body));
       case "LockedTransfer":

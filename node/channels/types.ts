@@ -5,6 +5,7 @@
 import { getAddress } from "ethers";
 import type { Queue } from "@libp2p/utils";
 import type {
+  BalanceChange,
   ChannelEnd,
   ChannelMessage,
   DirectTransfer,
@@ -62,6 +63,20 @@ export interface PartnerProof {
 }
 
 /** Outcome of sending one balance proof to the partner. */
+/**
+ * One change waiting in a channel's outbox for our next balance update, and how its caller learns the
+ * outcome: the update's {@link ProofDelivery}, `raced` (a direct payment whose id another call stored
+ * first: answer it as a retry), or a rejection (nothing signed for it, or the outcome is unknown: the error
+ * has `details.pending`).
+ */
+export interface OutboundChange {
+  change: BalanceChange;
+  /** Direct payments: the pending record stored with the proof. */
+  payment?: PaymentRecord;
+  resolve: (result: ProofDelivery | { raced: true }) => void;
+  reject: (err: unknown) => void;
+}
+
 export type ProofDelivery = { ok: true; nonce: bigint } | { ok: false; code: string; message: string };
 
 /** A channel with derived balances and payment totals, as the API shows it. Amounts are token base units. */
@@ -160,6 +175,18 @@ export interface Live {
   partnerEnd: ChannelEnd;
   /** The partner's highest-nonce balance proof we accepted. */
   partnerLatest: SignedBalanceProof | null;
+  /** The partner's highest-nonce accepted proof that carries evidence (ML-DSA-65): what towers are given. */
+  partnerEvidenced: SignedBalanceProof | null;
+  /** When we accepted the partner's first proof not covered by evidence (ms), or null when none is. */
+  partnerUnevidencedSinceMs: number | null;
+  /** Nonce of our highest acknowledged proof that carries evidence (0 when none). */
+  ourEvidencedNonce: bigint;
+  /** When our first acknowledged proof not covered by evidence was acknowledged (ms), or null. */
+  ourUnevidencedSinceMs: number | null;
+  /** Changes waiting for the next balance update of ours (folded into one proof by `OutgoingProofs`). */
+  outbox: OutboundChange[];
+  /** True while a flush of {@link outbox} is queued in {@link queue}. */
+  flushQueued: boolean;
   /** Outgoing queue: every change to OUR balance proofs on this channel runs here, one at a time. */
   queue: Queue<unknown>;
   /** Set while a cooperative settle or close is in progress: no new outgoing payments. */

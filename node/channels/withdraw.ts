@@ -105,6 +105,8 @@ export class Withdraws {
           totalWithdraw: live.ourPendingWithdraw.totalWithdraw.toString(),
         });
       await this.#init.outgoing.resendPending(live);
+      // Evidence before anything leaves the channel (docs/PROTOCOL.md §7.4).
+      await this.#init.outgoing.sendEvidenceBestEffort(live);
       if (this.#registry.balances(live).ourBalance < amount) await this.#init.chain.refreshDeposits(live);
       const balance = this.#registry.balances(live).ourBalance;
       if (balance < amount)

@@ -147,6 +147,22 @@ export class ChannelTables {
       .run(status, channelId.toString(), signer, Number(nonce));
   }
 
+  setProofPqSignature(channelId: bigint, signer: string, nonce: bigint, pqSignature: Uint8Array): void {
+    this.#s
+      .sql("UPDATE balance_proofs SET pq_signature = ? WHERE channel_id = ? AND signer = ? AND nonce = ?")
+      .run(Buffer.from(pqSignature), channelId.toString(), signer, Number(nonce));
+  }
+
+  latestEvidencedProof(channelId: bigint, signer: string, status?: ProofStatus): StoredProof | null {
+    const row: unknown = this.#s
+      .sql(
+        `SELECT * FROM balance_proofs WHERE channel_id = ? AND signer = ? AND length(pq_signature) > 0
+           AND (? IS NULL OR status = ?) ORDER BY nonce DESC LIMIT 1`,
+      )
+      .get(channelId.toString(), signer, status ?? null, status ?? null);
+    return row === undefined ? null : toStoredProof(row);
+  }
+
   latestStoredProof(channelId: bigint, signer: string, status?: ProofStatus): StoredProof | null {
     const row: unknown = status
       ? this.#s

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS balance_proofs (
   message BLOB,
   PRIMARY KEY (channel_id, signer, nonce)
 );
+CREATE INDEX IF NOT EXISTS balance_proofs_pending ON balance_proofs(channel_id, signer) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS payments (
   payment_id TEXT NOT NULL,
   direction TEXT NOT NULL CHECK (direction IN ('outgoing','incoming')),

@@ -171,6 +171,16 @@ export class NodeStore {
     return this.#channels.latestStoredProof(channelId, signer)?.signed ?? null;
   }
 
+  /** Stores the evidence (ML-DSA-65 signature) that arrived for an already stored proof. */
+  setProofPqSignature(channelId: bigint, signer: string, nonce: bigint, pqSignature: Uint8Array): void {
+    this.#channels.setProofPqSignature(channelId, signer, nonce, pqSignature);
+  }
+
+  /** The highest-nonce proof of `signer` on the channel that carries evidence (optionally with `status`). */
+  latestEvidencedProof(channelId: bigint, signer: string, status?: ProofStatus): StoredProof | null {
+    return this.#channels.latestEvidencedProof(channelId, signer, status);
+  }
+
   /** The highest-nonce stored proof of `signer` (optionally only with `status`), with locks and message. */
   latestStoredProof(channelId: bigint, signer: string, status?: ProofStatus): StoredProof | null {
     return this.#channels.latestStoredProof(channelId, signer, status);
