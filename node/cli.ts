@@ -22,6 +22,7 @@ import {
   parseNonNegativeInt,
   parsePaymentId,
   parsePositiveInt,
+  parseIntInRange,
   collectUrls,
 } from "../host/cli-args.js";
 import { initKeystore } from "../host/keystore.js";
@@ -29,7 +30,8 @@ import { createLogger } from "../host/logger.js";
 import { serveUntilSignal } from "../host/process.js";
 import { startNode } from "./runtime.js";
 import { towerPeerId } from "./watchtowers.js";
-import { DEFAULT_SAFETY_MARGINS } from "../protocol/index.js";
+import { DEFAULT_SAFETY_MARGINS, EVIDENCE_MAX_DELAY_MS, EVIDENCE_MAX_UPDATES } from "../protocol/index.js";
+import { DEFAULT_EVIDENCE_DELAY_MS, DEFAULT_EVIDENCE_EVERY_UPDATES } from "./channels/outgoing.js";
 import { addChannelCommands, addPaymentCommands } from "./cli/api-commands.js";
 import { callApi, withApi, type ApiOpts } from "./cli/api-client.js";
 
@@ -121,6 +123,24 @@ export function addNodeCommands(program: Command): Command {
         .default(0),
     )
     .addOption(
+      new Option(
+        "--evidence-every-updates <n>",
+        `our updates carry ML-DSA-65 evidence at least every n updates (1..${EVIDENCE_MAX_UPDATES})`,
+      )
+        .env("QRWP_EVIDENCE_EVERY_UPDATES")
+        .argParser(parseIntInRange(1, EVIDENCE_MAX_UPDATES))
+        .default(DEFAULT_EVIDENCE_EVERY_UPDATES),
+    )
+    .addOption(
+      new Option(
+        "--evidence-delay-ms <ms>",
+        `... or once our oldest update without it is this old (1..${EVIDENCE_MAX_DELAY_MS / 2})`,
+      )
+        .env("QRWP_EVIDENCE_DELAY_MS")
+        .argParser(parseIntInRange(1, EVIDENCE_MAX_DELAY_MS / 2))
+        .default(DEFAULT_EVIDENCE_DELAY_MS),
+    )
+    .addOption(
       new Option("--rpc-timeout-ms <ms>", "timeout of one RPC call; a stalled URL fails over to the next")
         .env("QRWP_RPC_TIMEOUT_MS")
         .argParser(parsePositiveInt)
@@ -208,6 +228,8 @@ export function addNodeCommands(program: Command): Command {
           keyFile?: string;
           rpc: string[];
           confirmations: number;
+          evidenceEveryUpdates: number;
+          evidenceDelayMs: number;
           rpcTimeoutMs: number;
           deployment: string;
           listen: string;
@@ -224,6 +246,7 @@ export function addNodeCommands(program: Command): Command {
             ...(opts.keyFile ? { keyFile: resolve(opts.keyFile) } : {}),
             rpcUrls: opts.rpc,
             confirmations: opts.confirmations,
+            evidence: { everyUpdates: opts.evidenceEveryUpdates, delayMs: opts.evidenceDelayMs },
             requestTimeoutMs: opts.rpcTimeoutMs,
             deploymentFile: resolve(opts.deployment),
             listen: opts.listen,

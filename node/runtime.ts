@@ -19,6 +19,7 @@ import {
 } from "../protocol/index.js";
 import { buildApiServer } from "./api/server.js";
 import { ChannelService } from "./channels/service.js";
+import type { EvidencePolicy } from "./channels/outgoing.js";
 import { loadIdentity, readApiToken, KEYS_FILE } from "../host/keystore.js";
 import { SessionTransport } from "../host/session-transport.js";
 import { listenApi } from "../host/http.js";
@@ -42,6 +43,8 @@ export interface NodeConfig {
    * transactions are awaited at the same depth (`confirmations + 1` blocks deep, the mining block included).
    */
   confirmations?: number;
+  /** When our balance updates carry ML-DSA-65 evidence (docs/PROTOCOL.md §7.4; defaults in channels/outgoing.ts). */
+  evidence?: Partial<EvidencePolicy>;
   /** Timeout of one JSON-RPC call on one URL, ms; a stalled URL fails over to the next (default 10 000). */
   requestTimeoutMs?: number;
   deploymentFile: string;
@@ -144,6 +147,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     log: log.child({ component: "channels" }),
     listenAddrs: multiaddrs,
     ...(config.chainPollMs ? { redeliveryIntervalMs: config.chainPollMs } : {}),
+    ...(config.evidence ? { evidence: config.evidence } : {}),
   });
   const monitor = new ChannelMonitor({
     store,

@@ -28,8 +28,6 @@ const uint256 = z
 const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "must be a 20-byte hex address");
 const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/, "must be 32-byte hex");
 const signature65 = z.string().regex(/^0x[0-9a-fA-F]{130}$/, "must be a 65-byte hex signature");
-const bytes = (max: number) =>
-  z.instanceof(Uint8Array).refine((b) => b.length > 0 && b.length <= max, `must be 1..${max} bytes`);
 const paymentId = z
   .string()
   .min(1)

@@ -20,7 +20,6 @@ import {
   QrwpError,
   assertArgument,
   balanceDataOf,
-  balanceProofDigest,
   hasEvidence,
   signEvidence,
   decodeEnvelope,
