@@ -10,39 +10,13 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
-import { ethers, NonceManager } from "ethers";
-import hre from "hardhat";
-import { generateKeyPair } from "@libp2p/crypto/keys";
-import type { Libp2p } from "@libp2p/interface";
-import { pino } from "pino";
-import { HubClient } from "../../chain/index.js";
-import { createHost, dialableMultiaddrs } from "../../host/libp2p.js";
-import { SessionTransport } from "../../host/session-transport.js";
-import { ChannelService } from "../../node/channels/service.js";
-import { NodeStore } from "../../node/store/store.js";
-import { generateNodeKeys, isQrwpError, type NodeKeys } from "../../protocol/index.js";
+import { ethers } from "ethers";
+import { dialableMultiaddrs } from "../../host/libp2p.js";
+import { isQrwpError } from "../../protocol/index.js";
 import { deployFixture, type Fixture } from "./helpers.js";
+import { codeOf, startEngine, stopEngines, type Engine } from "./engine-helpers.js";
 
 const E = (n: string) => ethers.parseEther(n);
-const log = pino({ level: "silent" });
-
-interface Engine {
-  keys: NodeKeys;
-  store: NodeStore;
-  libp2p: Libp2p;
-  transport: SessionTransport;
-  service: ChannelService;
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    if (isQrwpError(err)) return err.code;
-    throw err;
-  }
-  return "none";
-}
 
 describe("node/channels in-process: the engine's modules against a real store, libp2p and chain", function () {
   this.timeout(120_000);
@@ -52,42 +26,13 @@ describe("node/channels in-process: the engine's modules against a real store, l
   let channelId: bigint;
   const dir = mkdtempSync(join(tmpdir(), "qrwp-engine-"));
 
-  async function engine(name: string): Promise<Engine> {
-    const keys = generateNodeKeys();
-    const wallet = new ethers.Wallet(ethers.hexlify(keys.secp256k1PrivateKey), hre.ethers.provider);
-    await hre.network.provider.send("hardhat_setBalance", [wallet.address, ethers.toQuantity(E("100"))]);
-    await (await f.token.mint(wallet.address, E("1000"))).wait();
-    const store = new NodeStore(join(dir, `${name}.db`));
-    const libp2p = await createHost({ privateKey: await generateKeyPair("Ed25519") });
-    const transport = new SessionTransport(libp2p, keys, log);
-    const service = new ChannelService({
-      store,
-      keys,
-      hub: new HubClient(new NonceManager(wallet), f.deployment),
-      deployment: f.deployment,
-      transport,
-      log,
-      listenAddrs: () => dialableMultiaddrs(libp2p),
-    });
-    await transport.start();
-    await service.start();
-    return { keys, store, libp2p, transport, service };
-  }
-
   before(async () => {
     f = await deployFixture();
-    alice = await engine("alice");
-    bob = await engine("bob");
+    alice = await startEngine(f, dir, "alice");
+    bob = await startEngine(f, dir, "bob");
   });
 
-  after(async () => {
-    for (const e of [alice, bob]) {
-      await e?.service.stop();
-      await e?.transport.stop();
-      await e?.libp2p.stop();
-      e?.store.close();
-    }
-  });
+  after(() => stopEngines([alice, bob]));
 
   it("opens and announces: both registries hold the channel with the on-chain deposit", async () => {
     const view = await alice.service.openChannel({
