@@ -1,4 +1,6 @@
 /** Helpers shared by the benchmarks: argument parsers, latency statistics, a bounded-concurrency runner. */
+import { readFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
 import { InvalidArgumentError } from "commander";
 
 /** An integer >= 1. */
@@ -69,3 +71,33 @@ export async function runConcurrently<T>(
   if (failure !== undefined) throw failure;
   return { results, seconds };
 }
+
+/**
+ * CPU time (user + system, ms) a process has used so far, from `/proc/<pid>/stat` (Linux; clock ticks of
+ * 10 ms). NaN where it cannot be read. Benches report node CPU per payment with it.
+ */
+export function processCpuMs(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The 1-minute load average and the core count: what the machine was doing during a phase. */
+export function machineLoad(): { loadAvg1m: number; cores: number } {
+  return { loadAvg1m: round2(loadavg()[0] ?? Number.NaN), cores: cpus().length };
+}
+
+/** A comma-separated list of counts per phase; the last one repeats for later phases. */
+export function countList(value: string): number[] {
+  return value.split(",").map((v) => positiveInt(v.trim()));
+}
+
+/** The count of phase `i` from a {@link countList}. */
+export const countAt = (counts: readonly number[], i: number): number =>
+  counts[Math.min(i, counts.length - 1)] as number;

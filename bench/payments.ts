@@ -2,21 +2,22 @@
  * Direct-payment throughput between two `qrwp node start` PROCESSES over libp2p (`npm run bench:payments`).
  *
  * Starts a Hardhat chain and two nodes (alice, bob) with `devnet/harness.ts`, opens a channel alice -> bob,
- * warms up with 20 payments, then runs two phases of N payments each (`--n`, default 2000) through
+ * warms up with 20 payments, then runs one phase per concurrency level (default 1, 8 and 64) through
  * `POST /v1/payments` on alice's HTTP API:
  *
- * - concurrency 1: one request at a time, so a payment's latency is the full path (HTTP, per-channel queue,
- *   EIP-712 + ML-DSA-65 signing, SQLite commit, encrypted frame, bob's verification and durable commit,
- *   Processed back, alice's commit, 201);
- * - concurrency 8: eight requests in flight; the node serializes them per channel, so this measures queueing
- *   throughput and the latency includes the wait in the queue.
+ * - concurrency 1: one request at a time, so a payment's latency is the full path (HTTP, the channel's
+ *   outbox, EIP-712 signing (+ ML-DSA-65 evidence every K updates), SQLite commit, encrypted frame, bob's
+ *   verification and durable commit, Processed back, alice's commit, 201);
+ * - concurrency 8 and 64: requests in flight; payments that arrive while an update is in flight are folded
+ *   into the next one (docs/PROTOCOL.md §7.3), so this measures batching throughput.
  *
- * A payment's latency is measured from the request being sent to its 201 response. Prints one table per phase
- * and the machine, writes bench/results/payments.json, and checks that bob's channel view counts every
- * payment made (warm-up included).
+ * A payment's latency is measured from the request being sent to its 201 response. Each phase also reports
+ * the CPU time alice's and bob's node processes used per payment and the machine's load. Prints one table
+ * per phase and the machine, writes bench/results/payments.json, and checks that bob's channel view counts
+ * every payment made (warm-up included).
  *
- *   --n <count>           payments per phase (>= 1, default 2000)
- *   --concurrency <list>  comma-separated phases (default "1,8")
+ *   --n <list>            payments per phase, comma-separated by phase, the last repeats (default "2000,5000,20000")
+ *   --concurrency <list>  comma-separated phases (default "1,8,64")
  *   --dir <path>          data directories and logs (default: a new temp directory)
  */
 import "core-js/actual/promise/with-resolvers.js";
@@ -24,7 +25,16 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Command } from "commander";
-import { concurrencyList, latencySummary, positiveInt, runConcurrently } from "./common.js";
+import {
+  concurrencyList,
+  countAt,
+  countList,
+  latencySummary,
+  machineLoad,
+  processCpuMs,
+  round2,
+  runConcurrently,
+} from "./common.js";
 import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
 
@@ -43,6 +53,9 @@ interface PhaseResult {
   totalSeconds: number;
   paymentsPerSecond: number;
   latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
+  /** CPU ms per payment used by the payer's and the payee's node process during the phase. */
+  cpuMsPerPayment: { alice: number; bob: number };
+  load: { loadAvg1m: number; cores: number };
 }
 
 const step = (msg: string) => process.stderr.write(`» ${msg}\n`);
@@ -83,14 +96,23 @@ async function runPayments(
   return { latencies: results, seconds };
 }
 
-function summarize(concurrency: number, latencies: number[], seconds: number): PhaseResult {
-  const round = (v: number) => Math.round(v * 100) / 100;
+function summarize(
+  concurrency: number,
+  latencies: number[],
+  seconds: number,
+  cpuMs: { alice: number; bob: number },
+): PhaseResult {
   return {
     concurrency,
     payments: latencies.length,
-    totalSeconds: round(seconds),
-    paymentsPerSecond: round(latencies.length / seconds),
+    totalSeconds: round2(seconds),
+    paymentsPerSecond: round2(latencies.length / seconds),
     latencyMs: latencySummary(latencies),
+    cpuMsPerPayment: {
+      alice: round2(cpuMs.alice / latencies.length),
+      bob: round2(cpuMs.bob / latencies.length),
+    },
+    load: machineLoad(),
   };
 }
 
@@ -105,11 +127,14 @@ function printPhase(r: PhaseResult): void {
       "p90 ms": r.latencyMs.p90,
       "p99 ms": r.latencyMs.p99,
       "max ms": r.latencyMs.max,
+      "alice CPU ms/payment": r.cpuMsPerPayment.alice,
+      "bob CPU ms/payment": r.cpuMsPerPayment.bob,
+      "load 1m": r.load.loadAvg1m,
     },
   ]);
 }
 
-async function run(options: { n: number; concurrency: number[]; dir?: string }): Promise<number> {
+async function run(options: { n: number[]; concurrency: number[]; dir?: string }): Promise<number> {
   const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-bench-payments-"));
   const machine = {
     cpu: cpus()[0]?.model ?? "unknown",
@@ -118,7 +143,7 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
     platform: `${process.platform} ${process.arch}`,
   };
   step(
-    `bench directory ${dir}; ${options.n} payments per phase, concurrency ${options.concurrency.join(", ")}`,
+    `bench directory ${dir}; concurrency ${options.concurrency.join(", ")}, payments ${options.concurrency.map((_, i) => countAt(options.n, i)).join(", ")}`,
   );
   step("starting hardhat node and deploying Bridge, ChannelHub, TestToken");
   const devnet = await Devnet.start(dir);
@@ -154,11 +179,17 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
     let made = WARMUP_PAYMENTS;
 
     const phases: PhaseResult[] = [];
-    for (const c of options.concurrency) {
-      step(`phase: ${options.n} payments, concurrency ${c}`);
-      const { latencies, seconds } = await runPayments(alice, bob, token, options.n, c, `c${c}`);
+    for (const [i, c] of options.concurrency.entries()) {
+      const n = countAt(options.n, i);
+      step(`phase: ${n} payments, concurrency ${c}`);
+      const cpu0 = { alice: processCpuMs(alice.child.pid), bob: processCpuMs(bob.child.pid) };
+      const { latencies, seconds } = await runPayments(alice, bob, token, n, c, `c${c}`);
+      const cpu = {
+        alice: processCpuMs(alice.child.pid) - cpu0.alice,
+        bob: processCpuMs(bob.child.pid) - cpu0.bob,
+      };
       made += latencies.length;
-      const r = summarize(c, latencies, seconds);
+      const r = summarize(c, latencies, seconds, cpu);
       phases.push(r);
       step(`  ${r.paymentsPerSecond} payments/s, p50 ${r.latencyMs.p50} ms`);
     }
@@ -208,10 +239,15 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
 
 const program = new Command("bench:payments")
   .description("direct payments per second between two QRWP node processes over libp2p")
-  .option("--n <count>", "payments per phase (>= 1)", positiveInt, 2000)
-  .option("--concurrency <list>", "comma-separated requests in flight per phase", concurrencyList, [1, 8])
+  .option(
+    "--n <list>",
+    "payments per phase, comma-separated by phase (the last repeats)",
+    countList,
+    [2000, 5000, 20000],
+  )
+  .option("--concurrency <list>", "comma-separated requests in flight per phase", concurrencyList, [1, 8, 64])
   .option("--dir <path>", "directory for data and logs (default: a new temp directory)")
-  .action(async (opts: { n: number; concurrency: number[]; dir?: string }) => {
+  .action(async (opts: { n: number[]; concurrency: number[]; dir?: string }) => {
     process.exitCode = await run(opts);
   });
 await program.parseAsync(process.argv);
