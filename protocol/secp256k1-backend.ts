@@ -13,7 +13,7 @@
  */
 import { createRequire } from "node:module";
 import { secp256k1 as noble } from "@noble/curves/secp256k1.js";
-import { bytesToHex } from "@noble/hashes/utils.js";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 
 /** Which implementation signs and recovers. */
 export type Secp256k1BackendName = "native" | "noble";
@@ -72,13 +72,33 @@ interface NativeBinding {
   ecdsaRecover(signature: Uint8Array, recid: number, message: Uint8Array, compressed: boolean): Uint8Array;
 }
 
+/** The group order n, big-endian. */
+const N_BYTES = hexToBytes("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141");
+const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+/**
+ * `digest mod n` as 32 bytes (`digest` itself when below n, the usual case). RFC 6979 §3.2 step d seeds the
+ * nonce with `bits2octets(h) = int2octets(h mod n)`, as noble and ethers do; the libsecp256k1 inside
+ * secp256k1@5 seeds it with h unreduced, so for the ~2^-128 of digests at or above n it would pick another
+ * (valid) nonce than noble. Reducing first makes both sign identically; ECDSA itself uses h mod n anyway.
+ */
+function reducedDigest(digest: Uint8Array): Uint8Array {
+  for (let i = 0; i < 32; i++) {
+    if (digest[i] !== N_BYTES[i]) {
+      if (digest[i]! < N_BYTES[i]!) return digest;
+      break;
+    }
+  }
+  return hexToBytes((BigInt(`0x${bytesToHex(digest)}`) - N).toString(16).padStart(64, "0"));
+}
+
 function nativePrimitives(binding: NativeBinding): Secp256k1Primitives {
   return {
     name: "native",
     sign(digest, secretKey) {
       // libsecp256k1's secp256k1_ecdsa_sign_recoverable: RFC 6979 nonce, s normalised to low.
       const out = new Uint8Array(65);
-      out[64] = binding.ecdsaSign(digest, secretKey, {}, out.subarray(0, 64)).recid;
+      out[64] = binding.ecdsaSign(reducedDigest(digest), secretKey, {}, out.subarray(0, 64)).recid;
       return out;
     },
     recover(digest, signature, recovery) {
