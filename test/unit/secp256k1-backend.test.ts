@@ -89,7 +89,7 @@ function expectBothRefuse(digest: Uint8Array, signature: string, backends: Secp2
 describe("protocol/secp256k1-backend", function () {
   this.timeout(300_000);
   const platform = `${process.platform}-${process.arch}`;
-  const forcedNoble = process.env[SECP256K1_BACKEND_ENV] === "noble";
+  const forcedNoble = process.env[SECP256K1_BACKEND_ENV]?.trim().toLowerCase() === "noble";
 
   it(`the native binding loaded where secp256k1@5 ships a build (${platform})`, function () {
     if (!PREBUILT.includes(platform)) this.skip();
