@@ -14,6 +14,8 @@ import {
   QrwpError,
   assertArgument,
   lockTiming,
+  secp256k1Backend,
+  secp256k1FallbackReason,
   type FeeSchedule,
   type SafetyMargins,
 } from "../protocol/index.js";
@@ -230,7 +232,14 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   });
   const apiUrl = await listenApi(api, config.apiHost ?? "127.0.0.1", config.apiPort ?? 0);
   log.info(
-    { address: identity.keys.address, peerId: identity.peerId, multiaddrs: multiaddrs(), apiUrl },
+    {
+      address: identity.keys.address,
+      peerId: identity.peerId,
+      multiaddrs: multiaddrs(),
+      apiUrl,
+      secp256k1: secp256k1Backend(),
+      secp256k1FallbackReason: secp256k1FallbackReason(),
+    },
     "node started",
   );
 

@@ -3,14 +3,20 @@
  * - secp256k1 ECDSA over 32-byte digests, in Ethereum's 65-byte `r || s || v` form (v = 27/28, low-s),
  *   exactly what OpenZeppelin `ECDSA.recover` / `ecrecover` accept (SEC 1, EIP-2 low-s, RFC 6979 nonces);
  * - ML-DSA-65 (FIPS 204) with a domain-separating context string.
- * Implemented with @noble/curves and @noble/post-quantum (pure JS).
+ * ECDSA signing and recovery run on native libsecp256k1 when its binding loads, else on @noble/curves
+ * (secp256k1-backend.ts); keys, addresses and ML-DSA-65 use @noble/curves and @noble/post-quantum (pure JS).
  */
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { keccak_256 } from "@noble/hashes/sha3.js";
-import { bytesToHex, hexToBytes, randomBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { hexToBytes, randomBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import { ml_dsa65 } from "@noble/post-quantum/ml-dsa.js";
-import { getAddress } from "ethers";
 import { QrwpError, assertArgument } from "./errors.js";
+import {
+  secp256k1Backend,
+  secp256k1Recover,
+  secp256k1Sign,
+  type Secp256k1Primitives,
+} from "./secp256k1-backend.js";
 import { assertBytes } from "./validation.js";
 
 /** A node's long-term signing keys. Secret fields must never be logged or sent. */
@@ -32,9 +38,16 @@ export const MLDSA65_SIGNATURE_BYTES = 3309;
 /** Length of an Ethereum `r || s || v` signature, in bytes. */
 export const ECDSA_SIGNATURE_BYTES = 65;
 
-const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
-const SECP256K1_HALF_N = SECP256K1_N >> 1n;
+/** The group order n and n/2 (floor), 32 bytes big-endian each, for the range checks on r and s. */
+const SECP256K1_N = hexToBytes("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141");
+const SECP256K1_HALF_N = hexToBytes("7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0");
 const SIGNATURE_RE = /^0x[0-9a-fA-F]{130}$/;
+/** The backend this process selected (secp256k1-backend.ts). */
+const SELECTED: Secp256k1Primitives = {
+  name: secp256k1Backend(),
+  sign: secp256k1Sign,
+  recover: secp256k1Recover,
+};
 
 /**
  * Generates fresh random node keys (CSPRNG): a secp256k1 key and an ML-DSA-65 key pair from a random
@@ -81,30 +94,91 @@ export function addressOf(secp256k1PrivateKey: Uint8Array): string {
 }
 
 function addressFromPublicKey(uncompressed: Uint8Array): string {
-  return getAddress(`0x${bytesToHex(keccak_256(uncompressed.subarray(1)).subarray(12))}`);
+  return checksumAddress(keccak_256(uncompressed.subarray(1)).subarray(12));
+}
+
+/**
+ * Checksummed forms of the addresses seen last, by lower-case hex: a node recovers the same few partners'
+ * addresses over and over, and the checksum's keccak is a fifth of a native recovery. Oldest out first.
+ */
+const CHECKSUMMED = new Map<string, string>();
+const CHECKSUMMED_MAX = 1024;
+
+/**
+ * EIP-55 mixed-case checksum of a 20-byte address: hex digit i is upper case when nibble i of
+ * keccak256(lower-case hex) is >= 8. Equal to ethers' `getAddress`, without its parsing and validation.
+ */
+function checksumAddress(address: Uint8Array): string {
+  const hex = toHex(address);
+  const cached = CHECKSUMMED.get(hex);
+  if (cached !== undefined) return cached;
+  const hash = keccak_256(utf8ToBytes(hex));
+  let out = "0x";
+  for (let i = 0; i < 40; i++) {
+    const nibble = i % 2 === 0 ? hash[i >> 1]! >> 4 : hash[i >> 1]! & 0x0f;
+    out += nibble >= 8 ? hex[i]!.toUpperCase() : hex[i]!;
+  }
+  if (CHECKSUMMED.size >= CHECKSUMMED_MAX) CHECKSUMMED.delete(CHECKSUMMED.keys().next().value!);
+  CHECKSUMMED.set(hex, out);
+  return out;
+}
+
+/** Lower-case hex of `bytes` by Node's encoder (the hot paths' one hex conversion each). */
+function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("hex");
+}
+
+/** Compares `bytes[offset, offset + 32)` with the 32-byte big-endian `bound`: negative, zero or positive. */
+function compare32(bytes: Uint8Array, offset: number, bound: Uint8Array): number {
+  for (let i = 0; i < 32; i++) {
+    const d = bytes[offset + i]! - bound[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+function isZero32(bytes: Uint8Array, offset: number): boolean {
+  for (let i = 0; i < 32; i++) if (bytes[offset + i] !== 0) return false;
+  return true;
 }
 
 /**
  * Signs a precomputed 32-byte digest (e.g. an EIP-712 digest) with secp256k1 — no further hashing.
- * Deterministic RFC 6979 nonce, low-s (EIP-2), so it equals ethers' `SigningKey.sign(digest)`.
+ * Deterministic RFC 6979 nonce, low-s (EIP-2), so it equals ethers' `SigningKey.sign(digest)`, on either
+ * backend (native libsecp256k1 or noble; secp256k1-backend.ts).
  * @param digest - 32 bytes.
  * @param secp256k1PrivateKey - 32-byte secret scalar.
  * @returns 0x-hex of 65 bytes `r || s || v`, v in {27, 28} (what OpenZeppelin `ECDSA.recover` accepts).
- * @throws QrwpError INVALID_ARGUMENT on wrong lengths.
+ * @throws QrwpError INVALID_ARGUMENT on wrong lengths or a scalar outside `[1, n-1]`.
  */
 export function signDigest(digest: Uint8Array, secp256k1PrivateKey: Uint8Array): string {
+  return signDigestWith(SELECTED, digest, secp256k1PrivateKey);
+}
+
+/**
+ * {@link signDigest} on a given backend, for the cross-check test and the benchmark; everything else calls
+ * {@link signDigest}, which uses the backend this process selected.
+ */
+export function signDigestWith(
+  backend: Secp256k1Primitives,
+  digest: Uint8Array,
+  secp256k1PrivateKey: Uint8Array,
+): string {
   assertBytes(digest, "digest", 32);
   assertBytes(secp256k1PrivateKey, "secp256k1PrivateKey", 32);
-  // noble's "recovered" format is recovery || r || s; Ethereum wants r || s || (27 + recovery).
-  const sig = secp256k1.sign(digest, secp256k1PrivateKey, {
-    prehash: false,
-    lowS: true,
-    format: "recovered",
-  });
-  const out = new Uint8Array(65);
-  out.set(sig.subarray(1, 65), 0);
-  out[64] = 27 + sig[0]!;
-  return `0x${bytesToHex(out)}`;
+  let sig: Uint8Array;
+  try {
+    sig = backend.sign(digest, secp256k1PrivateKey);
+  } catch (cause) {
+    throw new QrwpError(
+      "INVALID_ARGUMENT",
+      "secp256k1PrivateKey is not a valid secp256k1 scalar",
+      { field: "secp256k1PrivateKey" },
+      { cause },
+    );
+  }
+  sig[64] = 27 + sig[64]!;
+  return `0x${toHex(sig)}`;
 }
 
 /**
@@ -117,25 +191,39 @@ export function signDigest(digest: Uint8Array, secp256k1PrivateKey: Uint8Array):
  *   QrwpError INVALID_ARGUMENT if `digest` is not 32 bytes.
  */
 export function recoverDigestSigner(digest: Uint8Array, signature: string): string {
+  return recoverDigestSignerWith(SELECTED, digest, signature);
+}
+
+/**
+ * {@link recoverDigestSigner} on a given backend, for the cross-check test and the benchmark; everything else
+ * calls {@link recoverDigestSigner}, which uses the backend this process selected.
+ */
+export function recoverDigestSignerWith(
+  backend: Secp256k1Primitives,
+  digest: Uint8Array,
+  signature: string,
+): string {
   assertBytes(digest, "digest", 32);
   if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) {
     throw new QrwpError("INVALID_SIGNATURE", "signature must be 0x-hex of 65 bytes", { field: "signature" });
   }
-  const raw = hexToBytes(signature.slice(2));
+  // Node's hex decoder (the regex above has checked every digit): a few µs less than a JS loop per call.
+  const raw: Uint8Array = Buffer.from(signature.slice(2), "hex");
   const v = raw[64]!;
-  const r = BigInt(`0x${signature.slice(2, 66)}`);
-  const s = BigInt(`0x${signature.slice(66, 130)}`);
-  if ((v !== 27 && v !== 28) || r === 0n || r >= SECP256K1_N || s === 0n || s > SECP256K1_HALF_N) {
+  if (
+    (v !== 27 && v !== 28) ||
+    isZero32(raw, 0) ||
+    compare32(raw, 0, SECP256K1_N) >= 0 ||
+    isZero32(raw, 32) ||
+    compare32(raw, 32, SECP256K1_HALF_N) > 0
+  ) {
     throw new QrwpError("INVALID_SIGNATURE", "signature has an invalid v, r or s (v must be 27/28, s low)", {
       field: "signature",
     });
   }
-  const recovered = new Uint8Array(65);
-  recovered[0] = v - 27;
-  recovered.set(raw.subarray(0, 64), 1);
   let publicKey: Uint8Array;
   try {
-    publicKey = secp256k1.recoverPublicKey(recovered, digest, { prehash: false });
+    publicKey = backend.recover(digest, raw.subarray(0, 64), v - 27);
   } catch (cause) {
     throw new QrwpError(
       "INVALID_SIGNATURE",
@@ -144,7 +232,7 @@ export function recoverDigestSigner(digest: Uint8Array, signature: string): stri
       { cause },
     );
   }
-  return addressFromPublicKey(secp256k1.Point.fromBytes(publicKey).toBytes(false));
+  return addressFromPublicKey(publicKey);
 }
 
 function contextBytes(context: string | Uint8Array | undefined): Uint8Array | undefined {

@@ -8,7 +8,14 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { readDeployment, type Deployment } from "../chain/index.js";
-import { QrwpError, WATCHTOWER_PROTOCOL, isQrwpError, type ChannelMessage } from "../protocol/index.js";
+import {
+  QrwpError,
+  WATCHTOWER_PROTOCOL,
+  isQrwpError,
+  secp256k1Backend,
+  secp256k1FallbackReason,
+  type ChannelMessage,
+} from "../protocol/index.js";
 import { initKeystore, loadIdentity, KEYS_FILE } from "../host/keystore.js";
 import { PeerGuard, type PeerLimits } from "../host/peer-guard.js";
 import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
@@ -181,7 +188,14 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
   });
   const apiUrl = await listenApi(api, config.apiHost ?? "127.0.0.1", config.apiPort ?? 0);
   log.info(
-    { address: identity.keys.address, peerId: identity.peerId, multiaddrs: multiaddrs(), apiUrl },
+    {
+      address: identity.keys.address,
+      peerId: identity.peerId,
+      multiaddrs: multiaddrs(),
+      apiUrl,
+      secp256k1: secp256k1Backend(),
+      secp256k1FallbackReason: secp256k1FallbackReason(),
+    },
     "watchtower started",
   );
 
