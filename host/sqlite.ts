@@ -76,9 +76,20 @@ export class SqliteDatabase {
     return stmt;
   }
 
-  /** Runs `fn` in one transaction: all of its writes land together (fsync'd on return) or none do. */
-  transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+  /**
+   * Runs `fn` in one transaction: all of its writes land together (fsync'd on return) or none do. With
+   * `durable: false` the commit is not fsync'd (`synchronous = NORMAL` for this one commit): it is atomic and
+   * ordered (WAL), and becomes durable with the next durable commit or checkpoint; only for writes that a
+   * restart can redo (e.g. marking a proof acknowledged: a re-delivery acknowledges it again).
+   */
+  transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
+    if (options.durable !== false || this.db.inTransaction) return this.db.transaction(fn)();
+    this.sql("PRAGMA synchronous = NORMAL").run();
+    try {
+      return this.db.transaction(fn)();
+    } finally {
+      this.sql("PRAGMA synchronous = FULL").run();
+    }
   }
 
   /** The file's size in bytes (page count × page size). */

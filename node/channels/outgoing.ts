@@ -656,10 +656,14 @@ export class OutgoingProofs {
   acknowledged(live: Live, stored: StoredProof, paymentIds: readonly string[]): void {
     const nonce = stored.signed.proof.nonce;
     const changed = paymentIds.filter((id) => this.#store.getPayment(id)?.status === "pending");
-    this.#store.transaction(() => {
-      this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "acked");
-      for (const id of paymentIds) this.#store.finishOutgoingPayment(id, "completed");
-    });
+    // Not fsync'd: lost in a crash, the proof is pending again, re-delivered, and acknowledged again.
+    this.#store.transaction(
+      () => {
+        this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "acked");
+        for (const id of paymentIds) this.#store.finishOutgoingPayment(id, "completed");
+      },
+      { durable: false },
+    );
     live.ourPending = live.ourPending.filter((p) => p.signed.proof.nonce !== nonce);
     if (nonce > live.ourEnd.nonce) {
       live.ourEnd = endOf(stored);

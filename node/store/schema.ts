@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS payments (
   PRIMARY KEY (direction, channel_id, payment_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS payments_outgoing_id ON payments(payment_id) WHERE direction = 'outgoing';
+CREATE INDEX IF NOT EXISTS payments_by_id ON payments(payment_id, created_at);
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status, direction);
 CREATE INDEX IF NOT EXISTS payments_created ON payments(created_at);
 CREATE TABLE IF NOT EXISTS transfers (

@@ -58,9 +58,12 @@ export class NodeStore {
     this.#s.close();
   }
 
-  /** Runs `fn` in one transaction: all of its writes land together or none do. */
-  transaction<T>(fn: () => T): T {
-    return this.#s.transaction(fn);
+  /**
+   * Runs `fn` in one transaction: all of its writes land together or none do; durable (fsync'd) on return
+   * unless `durable: false` (see `SqliteStore.transaction`: only for writes a restart can redo).
+   */
+  transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
+    return this.#s.transaction(fn, options);
   }
 
   // ---- meta and peers ----
