@@ -73,19 +73,19 @@ export async function runConcurrently<T>(
 }
 
 /**
- * CPU time (user + system, ms) a process has used so far, from `/proc/<pid>/stat` (Linux; clock ticks of
- * 10 ms). NaN where it cannot be read. Benches report node CPU per payment with it.
+ * CPU time (user + system, ms) a process has used, all threads and its main thread, from /proc (Linux, 100
+ * ticks/s); NaN elsewhere. Benches report node CPU per payment with it.
  */
-export function processCpuMs(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  } catch {
-    return Number.NaN;
-  }
+export function processCpuMs(pid: number | undefined): { all: number; main: number } {
+  const read = (file: string) => {
+    try {
+      const fields = readFileSync(file, "utf8").split(") ")[1]!.split(" ");
+      return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime (fields 14, 15 of stat(5))
+    } catch {
+      return NaN;
+    }
+  };
+  return { all: read(`/proc/${pid}/stat`), main: read(`/proc/${pid}/task/${pid}/stat`) };
 }
 
 /** The 1-minute load average and the core count: what the machine was doing during a phase. */

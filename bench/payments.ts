@@ -19,6 +19,12 @@
  *   --n <list>            payments per phase, comma-separated by phase, the last repeats (default "2000,5000,20000")
  *   --concurrency <list>  comma-separated phases (default "1,8,64")
  *   --dir <path>          data directories and logs (default: a new temp directory)
+ *   --cpu-prof [dir]      CPU-profile both nodes (`npm run bench:profile`; also when QRWP_CPU_PROF_DIR is
+ *                         set, with that directory): profiles in <dir>/alice and
+ *                         <dir>/bob (default <bench directory>/cpu-prof), the phases' time windows in
+ *                         <dir>/phases.json, the results JSON in <dir> instead of bench/results (profiled
+ *                         figures are slower), then each node's CPU per payment and phase by category
+ *                         (bench/profile-summary.ts)
  */
 import "core-js/actual/promise/with-resolvers.js";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -37,6 +43,7 @@ import {
 } from "./common.js";
 import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
+import { formatSummary, loadProfiles, summarize as summarizeProfile, type Phase } from "./profile-summary.js";
 
 const WARMUP_PAYMENTS = 20;
 const RESULTS_FILE = join(ROOT, "bench", "results", "payments.json");
@@ -134,8 +141,27 @@ function printPhase(r: PhaseResult): void {
   ]);
 }
 
-async function run(options: { n: number[]; concurrency: number[]; dir?: string }): Promise<number> {
+/** Now on process.hrtime's clock, in microseconds (the clock of V8's profile timestamps on Linux). */
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+
+/** A phase's time window, with each node's process CPU time (ms) during it. */
+type ProfiledPhase = Phase & { cpuMs: Record<string, { all: number; main: number }> };
+
+async function run(options: {
+  n: number[];
+  concurrency: number[];
+  dir?: string;
+  cpuProf?: string | true;
+}): Promise<number> {
   const dir = options.dir ? resolve(options.dir) : mkdtempSync(join(tmpdir(), "qrwp-bench-payments-"));
+  const envProfDir = process.env.QRWP_CPU_PROF_DIR || undefined; // the harness's own opt-in counts too
+  const profDir =
+    options.cpuProf === undefined
+      ? envProfDir && resolve(envProfDir)
+      : resolve(options.cpuProf === true ? join(dir, "cpu-prof") : options.cpuProf);
+  if (profDir) process.env.QRWP_CPU_PROF_DIR = profDir; // read by the harness when it spawns the nodes
+  const resultsFile = profDir ? join(profDir, "payments.json") : RESULTS_FILE;
+  const windows: ProfiledPhase[] = [];
   const machine = {
     cpu: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
@@ -182,12 +208,21 @@ async function run(options: { n: number[]; concurrency: number[]; dir?: string }
     for (const [i, c] of options.concurrency.entries()) {
       const n = countAt(options.n, i);
       step(`phase: ${n} payments, concurrency ${c}`);
-      const cpu0 = { alice: processCpuMs(alice.child.pid), bob: processCpuMs(bob.child.pid) };
+      const startUs = nowUs();
+      const cpu0 = [alice, bob].map((node) => processCpuMs(node.child.pid));
       const { latencies, seconds } = await runPayments(alice, bob, token, n, c, `c${c}`);
-      const cpu = {
-        alice: processCpuMs(alice.child.pid) - cpu0.alice,
-        bob: processCpuMs(bob.child.pid) - cpu0.bob,
-      };
+      const [aliceCpu, bobCpu] = [alice, bob].map((node, i) => {
+        const now = processCpuMs(node.child.pid);
+        return { all: now.all - cpu0[i]!.all, main: now.main - cpu0[i]!.main };
+      });
+      windows.push({
+        name: `concurrency ${c}`,
+        payments: n,
+        startUs,
+        endUs: nowUs(),
+        cpuMs: { alice: aliceCpu!, bob: bobCpu! },
+      });
+      const cpu = { alice: aliceCpu!.all, bob: bobCpu!.all };
       made += latencies.length;
       const r = summarize(c, latencies, seconds, cpu);
       phases.push(r);
@@ -207,9 +242,9 @@ async function run(options: { n: number[]; concurrency: number[]; dir?: string }
     for (const r of phases) printPhase(r);
     console.log(`\nverified: bob's channel view shows receivedCount +${received} = every payment made`);
 
-    mkdirSync(dirname(RESULTS_FILE), { recursive: true });
+    mkdirSync(dirname(resultsFile), { recursive: true });
     writeFileSync(
-      RESULTS_FILE,
+      resultsFile,
       JSON.stringify(
         {
           benchmark: "payments",
@@ -224,8 +259,7 @@ async function run(options: { n: number[]; concurrency: number[]; dir?: string }
         2,
       ) + "\n",
     );
-    step(`wrote ${RESULTS_FILE}`);
-    return 0;
+    step(`wrote ${resultsFile}`);
   } catch (err) {
     console.error(`bench failed: ${err instanceof Error ? err.message : String(err)} (logs in ${dir})`);
     return 1;
@@ -235,6 +269,32 @@ async function run(options: { n: number[]; concurrency: number[]; dir?: string }
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
+  if (profDir) printProfiles(profDir, windows); // the nodes wrote their profiles as they stopped
+  return 0;
+}
+
+/** Writes `<profDir>/phases.json` and prints alice's (sender) and bob's (receiver) profile per phase. */
+function printProfiles(profDir: string, phases: ProfiledPhase[]): void {
+  writeFileSync(join(profDir, "phases.json"), JSON.stringify({ phases }, null, 2) + "\n");
+  for (const [name, role] of [
+    ["alice", "sender"],
+    ["bob", "receiver"],
+  ] as const) {
+    const profiles = loadProfiles([join(profDir, name)]);
+    for (const phase of phases) {
+      console.log(`\n## ${name} (${role}), ${phase.name}: CPU per payment by category\n`);
+      const cpu = phase.cpuMs[name]!;
+      const perPayment = (ms: number) => (ms / phase.payments!).toFixed(2);
+      console.log(
+        `process CPU (user + system): all threads ${cpu.all} ms = ${perPayment(cpu.all)} ms/payment, ` +
+          `main thread ${cpu.main} ms = ${perPayment(cpu.main)} ms/payment\n`,
+      );
+      console.log(formatSummary(summarizeProfile(profiles, phase), { per: phase.payments }));
+    }
+  }
+  step(
+    `profiles in ${profDir}; again: npx tsx bench/profile-summary.ts ${profDir}/alice --phases ${profDir}/phases.json`,
+  );
 }
 
 const program = new Command("bench:payments")
@@ -247,7 +307,8 @@ const program = new Command("bench:payments")
   )
   .option("--concurrency <list>", "comma-separated requests in flight per phase", concurrencyList, [1, 8, 64])
   .option("--dir <path>", "directory for data and logs (default: a new temp directory)")
-  .action(async (opts: { n: number[]; concurrency: number[]; dir?: string }) => {
+  .option("--cpu-prof [dir]", "CPU-profile both nodes and print CPU per payment by category")
+  .action(async (opts: { n: number[]; concurrency: number[]; dir?: string; cpuProf?: string | true }) => {
     process.exitCode = await run(opts);
   });
 await program.parseAsync(process.argv);

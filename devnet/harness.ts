@@ -57,7 +57,11 @@ async function waitFor<T>(
   );
 }
 
-function stopChild(child: ChildProcess, graceMs = 8000): Promise<void> {
+/** SIGTERM, then SIGKILL after `graceMs` (longer while CPU-profiling: the profile is written at exit). */
+function stopChild(
+  child: ChildProcess,
+  graceMs = process.env.QRWP_CPU_PROF_DIR ? 30_000 : 8000,
+): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((done) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
@@ -67,6 +71,17 @@ function stopChild(child: ChildProcess, graceMs = 8000): Promise<void> {
     });
     child.kill("SIGTERM");
   });
+}
+
+/**
+ * Opt-in CPU profiling of the `qrwp ... start` children (nodes and watchtowers): when `QRWP_CPU_PROF_DIR`
+ * is set, each child runs with `--cpu-prof --cpu-prof-dir=<dir>/<name>` (NODE_OPTIONS refuses `--cpu-prof`).
+ * V8 writes the profile when the process exits normally, which the graceful stop (SIGTERM, then exit 0)
+ * does; a SIGKILL'd child writes none. Summarize with `bench/profile-summary.ts`.
+ */
+function cpuProfArgs(name: string): string[] {
+  const dir = process.env.QRWP_CPU_PROF_DIR;
+  return dir ? ["--cpu-prof", `--cpu-prof-dir=${join(resolve(dir), name)}`] : [];
 }
 
 /** A `hardhat node` JSON-RPC chain in a child process. */
@@ -384,10 +399,11 @@ export class Devnet {
     for (let attempt = 1; ; attempt++) {
       const apiPort = ports.apiPort ?? (await freePort());
       const listenPort = ports.listenPort ?? (await freePort());
-      const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args({ apiPort, listenPort })], {
-        cwd: ROOT,
-        stdio: ["ignore", "pipe", "pipe"],
-      });
+      const child = spawn(
+        process.execPath,
+        [...cpuProfArgs(name), "--import", "tsx", CLI, ...args({ apiPort, listenPort })],
+        { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+      );
       try {
         return { child, info: await this.#ready<T>(name, child) };
       } catch (err) {
