@@ -437,6 +437,66 @@ describe("integration: two nodes over libp2p on a hardhat chain", function () {
     await expectAgreement();
   });
 
+  /**
+   * Runs `count` payments alice -> bob with 64 in flight (each batch of updates carries many) and kills
+   * `victim` (-9) once `killAfter` completed; returns the ids the API reported completed.
+   */
+  async function batchRunWithCrash(
+    label: string,
+    victim: () => NodeProcess,
+    killAfter: number,
+  ): Promise<string[]> {
+    const completed: string[] = [];
+    let next = 0;
+    let stop = false;
+    const worker = async () => {
+      while (!stop && next < 400) {
+        const id = `${label}-${next++}`;
+        try {
+          if ((await pay(alice, bob, unit / 100n, id)).status === "completed") completed.push(id);
+        } catch {
+          // refused or cut off by the crash: its outcome is settled by re-delivery below
+        }
+      }
+    };
+    const workers = Array.from({ length: 64 }, worker);
+    while (completed.length < killAfter) await new Promise((r) => setTimeout(r, 2));
+    await victim().kill();
+    stop = true;
+    await Promise.all(workers);
+    return completed;
+  }
+
+  /** Every id is a completed incoming payment in bob's store. */
+  async function expectReceivedByBob(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const p = await bob.api.call<{ status: string; direction: string }>("GET", `/v1/payments/${id}`);
+      expect(p, id).to.include({ status: "completed", direction: "incoming" });
+    }
+  }
+
+  it("kill -9 of the payer with a batch in flight: both agree to the wei; every completed payment is bob's", async () => {
+    const listenPort = Number(alice.multiaddr.split("/tcp/")[1]?.split("/")[0]);
+    const completed = await batchRunWithCrash("batch-crash-payer", () => alice, 100);
+    alice = await devnet.startNode("alice", { listenPort });
+    // The next payment re-sends what was pending first (so does the restart itself).
+    for (let i = 0; i < 3; i++) expect((await pay(alice, bob, unit / 100n)).status).to.equal("completed");
+    const { a, b } = await expectAgreement();
+    expect(a.totals.sentCount).to.equal(b.totals.receivedCount);
+    expect(completed.length).to.be.greaterThanOrEqual(100);
+    await expectReceivedByBob(completed);
+  });
+
+  it("kill -9 of the payee with a batch in flight: after its restart both agree; every completed payment is its", async () => {
+    const listenPort = Number(bob.multiaddr.split("/tcp/")[1]?.split("/")[0]);
+    const completed = await batchRunWithCrash("batch-crash-payee", () => bob, 100);
+    bob = await devnet.startNode("bob", { listenPort });
+    for (let i = 0; i < 3; i++) expect((await pay(alice, bob, unit / 100n)).status).to.equal("completed");
+    const { a, b } = await expectAgreement();
+    expect(a.totals.sentCount).to.equal(b.totals.receivedCount);
+    await expectReceivedByBob(completed);
+  });
+
   it("closes unilaterally; the partner contests with the closer's latest proof; settles after the timeout", async () => {
     const { a, b } = await expectAgreement();
     const events = await subscribeEvents(alice);
