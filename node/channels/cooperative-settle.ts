@@ -61,7 +61,7 @@ export class CooperativeSettle {
   async settle(live: Live): Promise<void> {
     await this.#outgoing.resendPending(live);
     // Evidence before anything leaves the channel (docs/PROTOCOL.md §7.4).
-    await this.#outgoing.sendEvidenceBestEffort(live);
+    await this.#outgoing.evidence.sendBestEffort(live);
     this.#assertNothingInFlight(live);
     await this.#chain.refreshDeposits(live);
     const onchain = await this.#chain.hub.getChannel(live.record.channelId);

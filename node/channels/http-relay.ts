@@ -23,6 +23,7 @@ import type { Logger } from "pino";
 import type { NodeStore, PaymentRecord } from "../store/store.js";
 import type { IncomingProofs } from "./incoming.js";
 import type { OutgoingProofs } from "./outgoing.js";
+import type { DirectPayments } from "./direct-payments.js";
 import type { ChannelRegistry } from "./registry.js";
 import {
   directTransferOf,
@@ -39,6 +40,7 @@ export interface HttpRelayInit {
   keys: NodeKeys;
   registry: ChannelRegistry;
   outgoing: OutgoingProofs;
+  direct: DirectPayments;
   incoming: IncomingProofs;
   log: Logger;
 }
@@ -48,6 +50,7 @@ export class HttpRelay {
   readonly #keys: NodeKeys;
   readonly #registry: ChannelRegistry;
   readonly #outgoing: OutgoingProofs;
+  readonly #direct: DirectPayments;
   readonly #incoming: IncomingProofs;
   readonly #log: Logger;
 
@@ -56,6 +59,7 @@ export class HttpRelay {
     this.#keys = init.keys;
     this.#registry = init.registry;
     this.#outgoing = init.outgoing;
+    this.#direct = init.direct;
     this.#incoming = init.incoming;
     this.#log = init.log;
   }
@@ -89,7 +93,7 @@ export class HttpRelay {
         "notAfterMs",
         options.notAfterMs,
       );
-    const { live, payment } = this.#outgoing.newDirectPayment(params);
+    const { live, payment } = this.#direct.newDirectPayment(params);
     return (await live.queue.add(async () => {
       const end = await this.#outgoing.nextEnd(live, (e) => withDirect(e, payment.amount), false);
       if (options.notAfterMs !== undefined && Date.now() > options.notAfterMs)
@@ -101,7 +105,7 @@ export class HttpRelay {
         live,
         end,
         (balanceProof) => directTransferOf(payment, balanceProof),
-        (nonce) => this.#outgoing.insertDirectPayment(payment, nonce),
+        (nonce) => this.#direct.insertDirectPayment(payment, nonce),
       );
       this.#log.info(
         {

@@ -8,20 +8,14 @@
  * in one transaction), send, record the partner's answer for all of them. Changes arriving while an update
  * is in flight go into the next one. A proof whose answer never came stays `pending` and is re-delivered,
  * same bytes: before the next proof on the channel, at start, on a retry under the same payment id, and by
- * {@link OutgoingProofs.redeliverDue}. Evidence not carried by an update is sent alone ({@link
- * OutgoingProofs.sendEvidence}) once the oldest un-evidenced acknowledged proof is `evidenceDelayMs` old,
- * and before a close, a cooperative settle or a withdraw.
+ * {@link OutgoingProofs.redeliverDue}. When an update carries ML-DSA-65 evidence, and sending it alone, is
+ * `evidence.ts`.
  */
-import { randomUUID } from "node:crypto";
-import { getAddress } from "ethers";
 import type { Logger } from "pino";
 import {
   MAX_BATCH_CHANGES,
   QrwpError,
-  assertArgument,
   balanceDataOf,
-  hasEvidence,
-  signEvidence,
   decodeEnvelope,
   distributableAmount,
   encodeEnvelope,
@@ -37,7 +31,6 @@ import {
   type BalanceProof,
   type ChannelEnd,
   type ChannelMessage,
-  type ErrorCode,
   type Lock,
   type NodeKeys,
   type SignedBalanceProof,
@@ -45,36 +38,13 @@ import {
 } from "../../protocol/index.js";
 import type { Deployment } from "../../chain/index.js";
 import { errorFields } from "../../host/session-transport.js";
-import { assertSamePayment } from "../payment-retry.js";
 import type { NodeStore, PaymentRecord, StoredProof } from "../store/store.js";
 import type { ChainCalls } from "./chain-calls.js";
 import type { Partners } from "./partners.js";
 import { ourFundsOf, type ChannelRegistry } from "./registry.js";
-import {
-  RESEND_AFTER_MS,
-  endOf,
-  eqAddr,
-  type Live,
-  type OutboundChange,
-  type PayParams,
-  type ProofDelivery,
-} from "./types.js";
-
-/** Default of {@link EvidencePolicy.everyUpdates} (measured: docs/DECISIONS.md, "Amortized evidence"). */
-export const DEFAULT_EVIDENCE_EVERY_UPDATES = 32;
-/** Default of {@link EvidencePolicy.delayMs}. */
-export const DEFAULT_EVIDENCE_DELAY_MS = 250;
-
-/**
- * When our updates carry ML-DSA-65 evidence (docs/PROTOCOL.md §7.4); both stay well inside the receiver's
- * bound (`EVIDENCE_MAX_UPDATES`, `EVIDENCE_MAX_DELAY_MS`).
- */
-export interface EvidencePolicy {
-  /** An update carries evidence when its nonce is this many above our latest acknowledged evidenced proof. */
-  everyUpdates: number;
-  /** ... or when our oldest acknowledged proof without evidence is this old (ms); an idle channel sends it alone. */
-  delayMs: number;
-}
+import { assertNewOutgoingId, insertDirectPayment } from "./direct-payments.js";
+import { EvidenceSender, type EvidencePolicy } from "./evidence.js";
+import { RESEND_AFTER_MS, endOf, type Live, type OutboundChange, type ProofDelivery } from "./types.js";
 
 /** What {@link OutgoingProofs} needs. */
 export interface OutgoingProofsInit {
@@ -89,7 +59,8 @@ export interface OutgoingProofsInit {
   evidence?: Partial<EvidencePolicy>;
 }
 
-type Outcome = ProofDelivery | { raced: true };
+/** How a change in the outbox ended: its update's delivery, or `raced` (see `OutboundChange`). */
+export type Outcome = ProofDelivery | { raced: true };
 
 /** `end` after one change (the same rules the receiver applies). */
 function applyChange(end: ChannelEnd, change: BalanceChange): ChannelEnd {
@@ -124,10 +95,8 @@ export class OutgoingProofs {
   readonly #log: Logger;
   /** Proofs signed for HTTP delivery: {@link redeliverDue} gives them a head start before re-sending over libp2p. */
   readonly #heldForHttp = new WeakSet<StoredProof>();
-  readonly #evidence: EvidencePolicy;
-  /** Per channel (id as decimal), the timer that sends evidence alone on an idle channel. */
-  readonly #evidenceTimers = new Map<string, NodeJS.Timeout>();
-  #stopped = false;
+  /** Our ML-DSA-65 evidence: when an update carries it, and sending it alone (docs/PROTOCOL.md §7.4). */
+  readonly evidence: EvidenceSender;
 
   constructor(init: OutgoingProofsInit) {
     this.#store = init.store;
@@ -137,17 +106,12 @@ export class OutgoingProofs {
     this.#chain = init.chain;
     this.#partners = init.partners;
     this.#log = init.log;
-    this.#evidence = {
-      everyUpdates: init.evidence?.everyUpdates ?? DEFAULT_EVIDENCE_EVERY_UPDATES,
-      delayMs: init.evidence?.delayMs ?? DEFAULT_EVIDENCE_DELAY_MS,
-    };
+    this.evidence = new EvidenceSender({ ...init, address: init.registry.address });
   }
 
   /** Stops the evidence timers (the node is shutting down). */
   stop(): void {
-    this.#stopped = true;
-    for (const timer of this.#evidenceTimers.values()) clearTimeout(timer);
-    this.#evidenceTimers.clear();
+    this.evidence.stop();
   }
 
   /** Marks a proof signed for HTTP delivery (x402 direct streaming): libp2p re-delivery waits for it. */
@@ -158,9 +122,7 @@ export class OutgoingProofs {
   /** After a restart: re-delivers, in each open channel's queue, the proofs that were never answered. */
   resumePending(): void {
     for (const live of this.#registry.all()) {
-      if (live.record.state === "opened" && live.ourUnevidencedSinceMs !== null) {
-        this.#scheduleEvidence(live, this.#evidence.delayMs);
-      }
+      if (live.record.state === "opened") this.evidence.resume(live);
       if (live.record.state === "opened" && live.ourPending.length > 0) {
         void live.queue
           .add(() => this.resendPending(live))
@@ -195,174 +157,6 @@ export class OutgoingProofs {
   }
 
   /**
-   * A payment by id: the outgoing one if we sent it, else the most recent incoming one with that id.
-   * @throws QrwpError("PAYMENT_NOT_FOUND")
-   */
-  getPayment(paymentId: string): PaymentRecord {
-    const p = this.#store.getPayment(paymentId);
-    if (!p) throw new QrwpError("PAYMENT_NOT_FOUND", `payment ${paymentId} not found`, { paymentId });
-    return p;
-  }
-
-  /** Our outgoing direct payment with this id (any status), or null. */
-  outgoingPayment(paymentId: string): PaymentRecord | null {
-    const p = this.#store.getPayment(paymentId);
-    return p?.direction === "outgoing" ? p : null;
-  }
-
-  /**
-   * Pays `amount` base units of `token` to `target`, a direct channel partner: signs a new balance proof
-   * (nonce + 1, transferredAmount + amount), persists it, sends it and waits for the partner's Processed.
-   *
-   * Outcomes: the payment `completed`; or `pending` when the proof was signed and stored but its delivery
-   * failed (partner offline, timeout, dropped session): it completes later by re-delivery (before our next
-   * proof on the channel, by the re-delivery timer, or on a retry), so the caller must not pay again under a new
-   * id. A retry with the same `paymentId` and the same target, token and amount never signs a second proof:
-   * it re-delivers a pending one (if the channel is still open) and returns the payment as it then stands.
-   * @throws QrwpError INVALID_ARGUMENT | CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY |
-   *   PEER_REJECTED (the partner refused it: status failed) | PEER_OFFLINE | HANDSHAKE_FAILED | TIMEOUT (only
-   *   when nothing was signed for this payment) | CONFLICT (paymentId used by a routed payment, or by a direct
-   *   one with another target, token or amount: `details.field` names the differing field)
-   */
-  async pay(params: PayParams): Promise<PaymentRecord> {
-    const existing = params.paymentId === undefined ? null : this.#store.getPayment(params.paymentId);
-    if (existing?.direction === "outgoing") return this.#payAgain(existing, params);
-    const { live, payment } = this.newDirectPayment(params);
-    let result: Outcome;
-    try {
-      result = await this.#enqueue(
-        live,
-        { kind: "direct", paymentId: payment.paymentId, amount: payment.amount },
-        payment,
-      );
-    } catch (err) {
-      // Signed and stored, delivery outcome unknown: the payment is pending, not failed.
-      const stored = this.#store.getPayment(payment.paymentId);
-      if (stored?.status === "pending" && isQrwpError(err) && err.details.pending === true) {
-        this.#log.warn(
-          { paymentId: payment.paymentId, code: err.code, reason: err.message },
-          "direct payment signed but not acknowledged yet: pending",
-        );
-        return stored;
-      }
-      throw err;
-    }
-    if ("raced" in result) {
-      // A call with the same id got its proof signed first: this one is answered as its retry.
-      const raced = this.#store.getPayment(payment.paymentId) as PaymentRecord;
-      return this.#payAgain(raced, params);
-    }
-    if (!result.ok && this.#store.getPayment(payment.paymentId) === null) {
-      throw new QrwpError(result.code as ErrorCode, result.message, { paymentId: payment.paymentId }); // never sent
-    }
-    if (!result.ok) {
-      throw new QrwpError(
-        "PEER_REJECTED",
-        `partner refused the transfer: ${result.code}: ${result.message}`,
-        {
-          paymentId: payment.paymentId,
-          peerCode: result.code,
-        },
-      );
-    }
-    return this.#store.getPayment(payment.paymentId) as PaymentRecord;
-  }
-
-  /**
-   * A retry of our outgoing direct payment `existing` (same `paymentId`): CONFLICT naming the first differing
-   * field of target, token and amount; else, if still pending on an open channel, its proof is re-delivered
-   * (inside the channel's queue; an undelivered re-send leaves it pending) and the payment is returned as it
-   * then stands. Never signs anything new.
-   */
-  async #payAgain(existing: PaymentRecord, params: PayParams): Promise<PaymentRecord> {
-    this.#assertSamePayment(existing, params);
-    const live = this.#registry.find(existing.channelId);
-    if (existing.status !== "pending" || !live) return existing;
-    return (await live.queue.add(() => this.#redeliverLocked(live, existing.paymentId))) as PaymentRecord;
-  }
-
-  /** CONFLICT (field "target" | "token" | "amount") unless `params` ask for the payment `existing` is. */
-  #assertSamePayment(existing: PaymentRecord, params: PayParams): void {
-    assertSamePayment(existing.paymentId, [
-      ["target", eqAddr(existing.partner, getAddress(params.target))],
-      ["token", eqAddr(existing.token, getAddress(params.token))],
-      ["amount", existing.amount === params.amount],
-    ]);
-  }
-
-  /**
-   * Inside `live`'s queue: re-delivers the pending proofs of the channel if the payment `paymentId` (ours, on
-   * this channel) is still pending and the channel open; returns the payment as it then stands.
-   */
-  async #redeliverLocked(live: Live, paymentId: string): Promise<PaymentRecord> {
-    const now = this.#store.getPayment(paymentId) as PaymentRecord;
-    if (
-      now.status === "pending" &&
-      now.channelId === live.record.channelId &&
-      live.record.state === "opened"
-    ) {
-      try {
-        await this.resendPending(live);
-      } catch (err) {
-        if (!(isQrwpError(err) && err.details.pending === true)) throw err;
-      }
-    }
-    return this.#store.getPayment(paymentId) as PaymentRecord;
-  }
-
-  /** The open channel for a direct payment and its (not yet stored) pending record; CONFLICT on a reused id. */
-  newDirectPayment(params: PayParams): { live: Live; payment: PaymentRecord } {
-    const target = getAddress(params.target);
-    const token = getAddress(params.token);
-    assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
-    const paymentId = params.paymentId ?? randomUUID();
-    const live = [...this.#registry.all()].find(
-      (l) => eqAddr(l.record.partner, target) && eqAddr(l.record.token, token) && l.record.state === "opened",
-    );
-    if (!live) {
-      throw new QrwpError("CHANNEL_NOT_FOUND", `no open channel with ${target} for token ${token}`, {
-        target,
-        token,
-      });
-    }
-    this.#assertNewOutgoing(paymentId);
-    const payment: PaymentRecord = {
-      paymentId,
-      direction: "outgoing",
-      channelId: live.record.channelId,
-      partner: live.record.partner,
-      token: live.record.token,
-      amount: params.amount,
-      nonce: 0n,
-      status: "pending",
-      errorCode: null,
-      errorMessage: null,
-      createdAtMs: Date.now(),
-      completedAtMs: null,
-    };
-    return { live, payment };
-  }
-
-  #assertNewOutgoing(paymentId: string): void {
-    // A routed payment with this id counts too: one x402 invoice is paid one way or the other, never both.
-    if (
-      this.#store.getPayment(paymentId)?.direction === "outgoing" ||
-      this.#store.getMediatedPayment(paymentId) !== null
-    ) {
-      throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, {
-        field: "paymentId",
-        paymentId,
-      });
-    }
-  }
-
-  /** Stores a pending direct payment with its proof's nonce (inside the proof's transaction). */
-  insertDirectPayment(payment: PaymentRecord, nonce: bigint): void {
-    this.#assertNewOutgoing(payment.paymentId); // a concurrent call with the same id may have got here first
-    this.#store.insertPayment({ ...payment, nonce, createdAtMs: Date.now() });
-  }
-
-  /**
    * Adds `lock` on the channel in our next balance update (a LockedTransfer change).
    * @returns the delivery outcome; `ok: false` means the partner refused it (no lock exists).
    * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY | TOO_MANY_LOCKS before
@@ -376,7 +170,7 @@ export class OutgoingProofs {
   ): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
     const { paymentId, initiator, target, route, initiatorMultiaddrs } = transfer;
-    return (await this.#enqueue(live, {
+    return (await this.enqueue(live, {
       kind: "lock",
       paymentId,
       initiator,
@@ -394,17 +188,20 @@ export class OutgoingProofs {
    */
   async sendUnlock(channelId: bigint, secret: string, paymentId: string): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    return (await this.#enqueue(live, { kind: "unlock", paymentId, secret })) as ProofDelivery;
+    return (await this.enqueue(live, { kind: "unlock", paymentId, secret })) as ProofDelivery;
   }
 
   /** Removes our pending lock for `secretHash` (a LockExpired change). A lock no longer pending is a no-op. */
   async sendLockExpired(channelId: bigint, secretHash: string): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    return (await this.#enqueue(live, { kind: "expire", secretHash })) as ProofDelivery;
+    return (await this.enqueue(live, { kind: "expire", secretHash })) as ProofDelivery;
   }
 
-  /** Puts a change in the channel's outbox and makes sure a flush is queued; settles with its update. */
-  #enqueue(live: Live, change: BalanceChange, payment?: PaymentRecord): Promise<Outcome> {
+  /**
+   * Puts a change in the channel's outbox and makes sure a flush is queued; settles with its update's
+   * outcome (see `OutboundChange`). A direct payment gives its pending `payment` record (stored with the proof).
+   */
+  enqueue(live: Live, change: BalanceChange, payment?: PaymentRecord): Promise<Outcome> {
     const promise = new Promise<Outcome>((resolve, reject) => {
       const item: OutboundChange = { change, resolve, reject };
       if (payment) item.payment = payment;
@@ -497,7 +294,7 @@ export class OutgoingProofs {
               raced.push(item);
               continue;
             }
-            this.#assertNewOutgoing(change.paymentId);
+            assertNewOutgoingId(this.#store, change.paymentId);
             break;
           }
           case "lock":
@@ -550,7 +347,7 @@ export class OutgoingProofs {
       end,
       (balanceProof) => ({ type: "BalanceUpdate", changes, balanceProof }),
       (nonce) => {
-        for (const item of sending) if (item.payment) this.insertDirectPayment(item.payment, nonce);
+        for (const item of sending) if (item.payment) insertDirectPayment(this.#store, item.payment, nonce);
       },
     );
     const delivery = await this.#deliver(live, stored, body);
@@ -591,7 +388,7 @@ export class OutgoingProofs {
 
   /**
    * Signs our next balance proof (nonce = highest signed + 1) committing to `end`, with ML-DSA-65 evidence
-   * when due ({@link #evidenceDue}), and persists it, pending, with the encoded envelope
+   * when due (`EvidenceSender.due`), and persists it, pending, with the encoded envelope
    * `{id: 0, body: message(proof)}` that carries it and `persist`'s writes, in one transaction (durable
    * before anything is sent); then records it as pending in memory. Synchronous.
    */
@@ -610,7 +407,7 @@ export class OutgoingProofs {
       nonce,
       ...balanceDataOf(end),
     };
-    const signed = signBalanceProof(proof, this.#keys, { evidence: this.#evidenceDue(live, nonce) });
+    const signed = signBalanceProof(proof, this.#keys, { evidence: this.evidence.due(live, nonce) });
     const body = message(signed);
     const encoded = encodeEnvelope({ id: 0, body });
     const createdAtMs = Date.now();
@@ -638,17 +435,6 @@ export class OutgoingProofs {
   }
 
   /**
-   * Whether our proof `nonce` must carry evidence: it is {@link EvidencePolicy.everyUpdates} above our
-   * latest acknowledged evidenced proof, or our oldest acknowledged proof without evidence is
-   * {@link EvidencePolicy.delayMs} old.
-   */
-  #evidenceDue(live: Live, nonce: bigint): boolean {
-    if (nonce - live.ourEvidencedNonce >= BigInt(this.#evidence.everyUpdates)) return true;
-    const since = live.ourUnevidencedSinceMs;
-    return since !== null && Date.now() - since >= this.#evidence.delayMs;
-  }
-
-  /**
    * Our proof `stored` was acknowledged by the partner (Processed over libp2p, or its signed acknowledgement
    * over HTTP): in one transaction the proof is `acked` and the direct payments it carried `completed`; then
    * the in-memory acknowledged end advances to it, and evidence bookkeeping with it. Idempotent.
@@ -667,78 +453,9 @@ export class OutgoingProofs {
     live.ourPending = live.ourPending.filter((p) => p.signed.proof.nonce !== nonce);
     if (nonce > live.ourEnd.nonce) {
       live.ourEnd = endOf(stored);
-      if (hasEvidence(stored.signed)) {
-        live.ourEvidencedNonce = nonce;
-        live.ourUnevidencedSinceMs = null;
-      } else {
-        live.ourUnevidencedSinceMs ??= Date.now();
-        this.#scheduleEvidence(live, this.#evidence.delayMs);
-      }
+      this.evidence.acknowledged(live, stored.signed);
     }
     for (const id of changed) this.#paymentChanged(id);
-  }
-
-  /** Arms the channel's evidence timer (once): {@link sendEvidence} in the channel's queue after `delayMs`. */
-  #scheduleEvidence(live: Live, delayMs: number, attempt = 0): void {
-    const key = live.record.channelId.toString();
-    if (this.#stopped || this.#evidenceTimers.has(key)) return;
-    const timer = setTimeout(() => {
-      this.#evidenceTimers.delete(key);
-      void live.queue
-        .add(() => this.sendEvidence(live))
-        .catch((err: unknown) => {
-          this.#log.warn({ channelId: key, err: errorFields(err) }, "evidence not delivered; will retry");
-          // Backs off to 30 s while the partner is away; the next update carries evidence anyway.
-          const next = Math.min(30_000, this.#evidence.delayMs * 2 ** (attempt + 1));
-          this.#scheduleEvidence(live, next, attempt + 1);
-        });
-    }, delayMs);
-    timer.unref();
-    this.#evidenceTimers.set(key, timer);
-  }
-
-  /**
-   * Inside the channel's queue: makes sure the partner holds evidence for our latest acknowledged proof. If it
-   * has none, signs it (ML-DSA-65), stores it with the proof (durable before it is sent), sends `Evidence`
-   * and records the partner's Ok. A no-op when the proof already has evidence or a proof of ours is pending
-   * (the pending one is re-sent first by the next update). Called on an idle channel by the evidence timer and
-   * before a close, a cooperative settle or a withdraw.
-   * @throws QrwpError PEER_OFFLINE | TIMEOUT | ... when the partner was not reached; PEER_REJECTED on a refusal
-   */
-  async sendEvidence(live: Live): Promise<void> {
-    const nonce = live.ourEnd.nonce;
-    if (nonce === 0n || nonce <= live.ourEvidencedNonce || live.ourPending.length > 0) return;
-    const stored = this.#store.storedProofAt(live.record.channelId, this.#registry.address, nonce);
-    if (!stored)
-      throw new QrwpError("INTERNAL", "our acknowledged proof is not stored", { nonce: nonce.toString() });
-    let pqSignature = stored.signed.pqSignature;
-    if (pqSignature.length === 0) {
-      pqSignature = signEvidence(stored.signed.proof, this.#keys);
-      this.#store.setProofPqSignature(live.record.channelId, this.#registry.address, nonce, pqSignature);
-    }
-    const reply = await this.#partners.transport.request(
-      live.record.partner,
-      { type: "Evidence", channelId: live.record.channelId, nonce, pqSignature },
-      this.#partners.target(live.record.partner),
-    );
-    if (reply.type !== "Ok") {
-      const code = reply.type === "Error" ? reply.code : "INVALID_MESSAGE";
-      throw new QrwpError("PEER_REJECTED", `partner refused our evidence: ${code}`, { peerCode: code });
-    }
-    if (nonce > live.ourEvidencedNonce) live.ourEvidencedNonce = nonce;
-    if (nonce === live.ourEnd.nonce) live.ourUnevidencedSinceMs = null;
-  }
-
-  /** {@link sendEvidence}, best effort: a failure is logged (what follows goes on without it). */
-  async sendEvidenceBestEffort(live: Live): Promise<void> {
-    try {
-      await this.sendEvidence(live);
-    } catch (err) {
-      this.#log.warn(
-        { channelId: live.record.channelId.toString(), err: errorFields(err) },
-        "evidence for our latest proof not delivered",
-      );
-    }
   }
 
   /** Tells the registry's `payment` listeners how our outgoing direct payment `paymentId` now stands. */

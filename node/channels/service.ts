@@ -4,7 +4,9 @@
  *
  * - `registry.ts`: the channels in memory, derived balances, the partner key book, channel events;
  * - `manager.ts`: open, announce, deposit, close, settle (the on-chain lifecycle the node drives);
- * - `outgoing.ts`: our balance proofs (build, sign, persist, send, acknowledge, re-deliver);
+ * - `outgoing.ts`: our balance proofs (the outbox: batch, build, sign, persist, send, acknowledge, re-deliver);
+ * - `direct-payments.ts`: our direct payments (records, retries under one id) on top of the outbox;
+ * - `evidence.ts`: when our updates carry ML-DSA-65 evidence, and sending it alone;
  * - `incoming.ts`: the partner's balance proofs (verify, persist, acknowledge);
  * - `cooperative-settle.ts`: both sides of a cooperative settle;
  * - `withdraw.ts`: withdraw from an open channel (request, co-sign, submit; capacity reserved until mined);
@@ -37,7 +39,9 @@ import { CooperativeSettle } from "./cooperative-settle.js";
 import { HttpRelay } from "./http-relay.js";
 import { IncomingProofs } from "./incoming.js";
 import { ChannelManager } from "./manager.js";
-import { OutgoingProofs, type EvidencePolicy } from "./outgoing.js";
+import { OutgoingProofs } from "./outgoing.js";
+import { DirectPayments } from "./direct-payments.js";
+import type { EvidencePolicy } from "./evidence.js";
 import { Partners } from "./partners.js";
 import { ChannelRegistry } from "./registry.js";
 import { Withdraws } from "./withdraw.js";
@@ -77,6 +81,7 @@ export class ChannelService {
   readonly chain: ChainCalls;
   readonly manager: ChannelManager;
   readonly outgoing: OutgoingProofs;
+  readonly direct: DirectPayments;
   readonly incoming: IncomingProofs;
   readonly httpRelay: HttpRelay;
   readonly cooperative: CooperativeSettle;
@@ -105,7 +110,13 @@ export class ChannelService {
       ...(init.evidence ? { evidence: init.evidence } : {}),
     });
     this.incoming = new IncomingProofs(shared);
-    this.httpRelay = new HttpRelay({ ...shared, outgoing: this.outgoing, incoming: this.incoming });
+    this.direct = new DirectPayments({ ...shared, outgoing: this.outgoing });
+    this.httpRelay = new HttpRelay({
+      ...shared,
+      outgoing: this.outgoing,
+      direct: this.direct,
+      incoming: this.incoming,
+    });
     this.cooperative = new CooperativeSettle({
       ...shared,
       partners: this.#partners,
@@ -285,17 +296,17 @@ export class ChannelService {
 
   /** Pays a channel partner directly, `amount` base units (see `OutgoingProofs.pay` for outcomes and errors). */
   pay(params: PayParams): Promise<PaymentRecord> {
-    return this.outgoing.pay(params);
+    return this.direct.pay(params);
   }
 
   /** A direct payment by id. @throws QrwpError PAYMENT_NOT_FOUND */
   getPayment(paymentId: string): PaymentRecord {
-    return this.outgoing.getPayment(paymentId);
+    return this.direct.getPayment(paymentId);
   }
 
   /** Our outgoing direct payment with this id, or null. */
   outgoingPayment(paymentId: string): PaymentRecord | null {
-    return this.outgoing.outgoingPayment(paymentId);
+    return this.direct.outgoingPayment(paymentId);
   }
 
   /** Adds `lock` on the channel with a LockedTransfer (see `OutgoingProofs.sendLockedTransfer`). */

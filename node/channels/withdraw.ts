@@ -106,7 +106,7 @@ export class Withdraws {
         });
       await this.#init.outgoing.resendPending(live);
       // Evidence before anything leaves the channel (docs/PROTOCOL.md §7.4).
-      await this.#init.outgoing.sendEvidenceBestEffort(live);
+      await this.#init.outgoing.evidence.sendBestEffort(live);
       if (this.#registry.balances(live).ourBalance < amount) await this.#init.chain.refreshDeposits(live);
       const balance = this.#registry.balances(live).ourBalance;
       if (balance < amount)
