@@ -117,6 +117,11 @@ export interface TxSenderInit {
   pollIntervalMs?: number;
   /** Logger (pino-compatible). Default: none. */
   log?: ChainLogger;
+  /**
+   * Called right before a signed transaction is broadcast: what led to it must be durable by then (the node
+   * makes its store durable here).
+   */
+  beforeBroadcast?: () => void;
 }
 
 /** Options of one {@link TxSender.send}. */
@@ -160,6 +165,7 @@ const receiptSchema = z.object({
 /** See the module docs. */
 export class TxSender {
   readonly #pool: RpcPool;
+  readonly #beforeBroadcast: (() => void) | undefined;
   readonly #wallet: Wallet;
   readonly #deployment: Pick<Deployment, "hub" | "secretRegistry">;
   readonly #confirmations: number;
@@ -174,6 +180,7 @@ export class TxSender {
 
   constructor(init: TxSenderInit) {
     this.#pool = init.pool;
+    this.#beforeBroadcast = init.beforeBroadcast;
     const key =
       typeof init.privateKey === "string"
         ? init.privateKey
@@ -321,6 +328,7 @@ export class TxSender {
 
   /** The same raw bytes to the current URL, failing over; a URL that already has them is a success. */
   async #broadcast(raw: string, txHash: string, txNonce: number): Promise<void> {
+    this.#beforeBroadcast?.();
     await this.#pool.run(
       "eth_sendRawTransaction",
       async (e, signal) => {

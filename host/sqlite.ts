@@ -59,6 +59,10 @@ export class SqliteDatabase {
   readonly label: string;
   readonly path: string;
   readonly #statements = new Map<string, Database.Statement>();
+  /** True once {@link deferSyncToBarrier} was called: commits are not fsync'd until {@link syncBarrier}. */
+  #deferred = false;
+  /** `total_changes()` at the last sync: anything above it was committed without an fsync. */
+  #syncedChanges = 0;
 
   constructor(db: Database.Database, label: string, path: string) {
     this.db = db;
@@ -83,13 +87,52 @@ export class SqliteDatabase {
    * restart can redo (e.g. marking a proof acknowledged: a re-delivery acknowledges it again).
    */
   transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
-    if (options.durable !== false || this.db.inTransaction) return this.db.transaction(fn)();
+    if (options.durable !== false || this.#deferred || this.db.inTransaction)
+      return this.db.transaction(fn)();
     this.sql("PRAGMA synchronous = NORMAL").run();
     try {
       return this.db.transaction(fn)();
     } finally {
       this.sql("PRAGMA synchronous = FULL").run();
     }
+  }
+
+  /**
+   * From now on commits are atomic and ordered (WAL) but not fsync'd (`synchronous = NORMAL`); the owner
+   * must call {@link syncBarrier} before anything that depends on a write leaves the process (the node does
+   * it before every libp2p frame, HTTP response and chain transaction): group commit across everything
+   * written in between.
+   */
+  deferSyncToBarrier(): void {
+    this.db.pragma("synchronous = NORMAL");
+    this.#deferred = true;
+    this.#syncedChanges = this.#totalChanges();
+  }
+
+  /**
+   * Makes every commit so far durable (one fsync of the WAL), if anything was written since the last one. A
+   * no-op unless {@link deferSyncToBarrier} was called or when nothing changed (one cheap query).
+   * @returns whether it synced.
+   */
+  syncBarrier(): boolean {
+    if (!this.#deferred || this.db.inTransaction) return false;
+    if (this.#totalChanges() === this.#syncedChanges) return false;
+    // A commit under `synchronous = FULL` fsyncs the WAL, and with it every frame appended before it.
+    this.sql("PRAGMA synchronous = FULL").run();
+    try {
+      this.sql(
+        "INSERT INTO meta(key, value) VALUES ('sync-barrier', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+      ).run();
+    } finally {
+      this.sql("PRAGMA synchronous = NORMAL").run();
+    }
+    this.#syncedChanges = this.#totalChanges();
+    return true;
+  }
+
+  #totalChanges(): number {
+    const row = this.sql("SELECT total_changes() AS n").get() as { n: number } | undefined;
+    return row?.n ?? 0;
   }
 
   /** The file's size in bytes (page count × page size). */

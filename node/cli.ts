@@ -31,7 +31,7 @@ import { serveUntilSignal } from "../host/process.js";
 import { startNode } from "./runtime.js";
 import { towerPeerId } from "./watchtowers.js";
 import { DEFAULT_SAFETY_MARGINS, EVIDENCE_MAX_DELAY_MS, EVIDENCE_MAX_UPDATES } from "../protocol/index.js";
-import { DEFAULT_EVIDENCE_DELAY_MS, DEFAULT_EVIDENCE_EVERY_UPDATES } from "./channels/outgoing.js";
+import { DEFAULT_EVIDENCE_DELAY_MS, DEFAULT_EVIDENCE_EVERY_UPDATES } from "./channels/evidence.js";
 import { addChannelCommands, addPaymentCommands } from "./cli/api-commands.js";
 import { callApi, withApi, type ApiOpts } from "./cli/api-client.js";
 

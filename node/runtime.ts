@@ -21,7 +21,7 @@ import {
 } from "../protocol/index.js";
 import { buildApiServer } from "./api/server.js";
 import { ChannelService } from "./channels/service.js";
-import type { EvidencePolicy } from "./channels/outgoing.js";
+import type { EvidencePolicy } from "./channels/evidence.js";
 import { loadIdentity, readApiToken, KEYS_FILE } from "../host/keystore.js";
 import { SessionTransport } from "../host/session-transport.js";
 import { listenApi } from "../host/http.js";
@@ -116,6 +116,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     confirmations: (config.confirmations ?? 0) + 1,
     pollIntervalMs: Math.min(config.chainPollMs ?? 1000, 1000),
     log: log.child({ component: "tx" }),
+    beforeBroadcast: () => store.syncBarrier(),
   });
   const hub = new PooledHubClient({ pool, sender, deployment });
   const store = new NodeStore(join(config.dataDir, "node.db"));
@@ -140,6 +141,11 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     log.child({ component: "p2p" }),
     { guard, isProtected: (address: string): boolean => service.isPartner(address) },
   );
+  // Group commit (docs/DECISIONS.md): writes commit without an fsync; the store is made durable right
+  // before anything that may depend on them leaves the process: a libp2p frame, an HTTP response, a
+  // chain transaction.
+  transport.beforeSend = () => store.syncBarrier();
+  store.deferSyncToBarrier();
   const service = new ChannelService({
     store,
     keys: identity.keys,
@@ -218,6 +224,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     store,
     token: readApiToken(config.dataDir),
     log,
+    beforeReply: () => store.syncBarrier(),
     events: { channels: service.registry.events, payments: payments.events, monitor: monitor.events },
     info: {
       address: identity.keys.address,

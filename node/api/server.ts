@@ -96,6 +96,11 @@ export interface ApiServerInit {
   maxEventSubscribers?: number;
   /** `GET /v1/events` keep-alive comment interval, ms (default 15,000). */
   eventsKeepAliveMs?: number;
+  /**
+   * Called before each response is sent: what the response reports must be durable by then (the node makes
+   * its store durable here).
+   */
+  beforeReply?: () => void;
 }
 
 function requirePayments(payments: PaymentService | undefined): PaymentService {
@@ -147,6 +152,13 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   eventStream.start();
   // Open streams would hold fastify's close: end them first.
   app.addHook("preClose", async () => eventStream.close());
+  const beforeReply = init.beforeReply;
+  if (beforeReply) {
+    app.addHook("onSend", (_req, _reply, payload, done) => {
+      beforeReply();
+      done(null, payload);
+    });
+  }
 
   app.get(
     "/v1/events",

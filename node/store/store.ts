@@ -59,8 +59,23 @@ export class NodeStore {
   }
 
   /**
+   * Commits are no longer fsync'd one by one; {@link syncBarrier} makes them durable and must run before
+   * anything that depends on them leaves the process (see `SqliteStore.deferSyncToBarrier`). The node
+   * runtime calls it once it has hooked the barrier into its transport, HTTP API and transaction sender.
+   */
+  deferSyncToBarrier(): void {
+    this.#s.deferSyncToBarrier();
+  }
+
+  /** Makes every commit so far durable if anything changed since the last sync (see `SqliteStore.syncBarrier`). */
+  syncBarrier(): boolean {
+    return this.#s.syncBarrier();
+  }
+
+  /**
    * Runs `fn` in one transaction: all of its writes land together or none do; durable (fsync'd) on return
-   * unless `durable: false` (see `SqliteStore.transaction`: only for writes a restart can redo).
+   * unless `durable: false` (see `SqliteStore.transaction`: only for writes a restart can redo) or syncs are
+   * deferred to the barrier ({@link deferSyncToBarrier}).
    */
   transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
     return this.#s.transaction(fn, options);

@@ -140,6 +140,16 @@ class RoguePeer {
           channelId: body.balanceProof.proof.channelId,
           nonce: body.balanceProof.proof.nonce,
         };
+      case "BalanceUpdate":
+        // Direct payments only: the rogue takes money, it never helps with locks.
+        if (body.changes.every((c) => c.kind === "direct")) {
+          return {
+            type: "Processed",
+            channelId: body.balanceProof.proof.channelId,
+            nonce: body.balanceProof.proof.nonce,
+          };
+        }
+        return { type: "Error", code: "PAYMENT_NOT_FOUND", message: "the rogue does not help" };
       default:
         return { type: "Error", code: "PAYMENT_NOT_FOUND", message: "the rogue does not help" };
     }
@@ -452,8 +462,10 @@ describe("integration: adversarial and failing HTLCs between node processes", fu
       expect(paid.status).to.equal("completed");
       const after = await bobView();
       expect(BigInt(mid.ourBalance) - BigInt(after.ourBalance)).to.equal(amount / 2n);
-      const seen = rogue.inbox.filter((m) => m.type === "DirectTransfer");
-      expect(seen.map((m) => (m as { amount: bigint }).amount)).to.deep.equal([amount / 2n]);
+      const seen = rogue.inbox.flatMap((m) =>
+        m.type === "BalanceUpdate" ? m.changes.flatMap((c) => (c.kind === "direct" ? [c.amount] : [])) : [],
+      );
+      expect(seen).to.deep.equal([amount / 2n]);
     });
   });
 
