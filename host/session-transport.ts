@@ -143,8 +143,8 @@ interface PeerSessionContext {
   /** How long a replaced session may stay quiet before it closes (ms). */
   retiredIdleMs: number;
   onClose: (s: PeerSession) => void;
-  /** Runs right before each frame is written (the node makes its store durable there). */
-  beforeSend: () => void;
+  /** Awaited right before each frame is written (the node makes its store durable there). */
+  beforeSend: () => void | Promise<void>;
 }
 
 /** Requests of one session queued or running at once; beyond it a request is answered RATE_LIMITED unread. */
@@ -228,7 +228,7 @@ class PeerSession {
   #write(envelope: Envelope): Promise<void> {
     const next = this.#writeChain.then(async () => {
       if (this.closed) throw new QrwpError("PEER_OFFLINE", "session closed", { peer: this.remoteAddress });
-      this.ctx.beforeSend();
+      await this.ctx.beforeSend();
       await this.frames.write(this.session.seal(encodeEnvelope(envelope)));
     });
     this.#writeChain = next.catch(() => undefined);
@@ -383,10 +383,10 @@ export class SessionTransport {
   /** The libp2p protocol id this transport serves and dials. */
   readonly protocol: string;
   /**
-   * Called synchronously right before any frame (request or reply) is written: what the frame tells the
-   * peer must be durable by then (the node runtime makes its store durable here: `NodeStore.syncBarrier`).
+   * Awaited right before any frame (request or reply) is written: what the frame tells the peer must be
+   * durable by then (the node runtime makes its store durable here: `NodeStore.syncBarrierSoon`).
    */
-  beforeSend: (() => void) | undefined;
+  beforeSend: (() => void | Promise<void>) | undefined;
   /** The session that carries our requests, per lower-case address. */
   readonly #sessions = new Map<string, PeerSession>();
   /** Every live session, replaced ones included (they drain, then close when quiet). */

@@ -63,6 +63,7 @@ export class SqliteDatabase {
   #deferred = false;
   /** `total_changes()` at the last sync: anything above it was committed without an fsync. */
   #syncedChanges = 0;
+  #pendingSync: Promise<void> | undefined;
 
   constructor(db: Database.Database, label: string, path: string) {
     this.db = db;
@@ -128,6 +129,27 @@ export class SqliteDatabase {
     }
     this.#syncedChanges = this.#totalChanges();
     return true;
+  }
+
+  /**
+   * {@link syncBarrier} on the next turn of the event loop, shared by every caller until then: everything
+   * about to leave in this turn (frames of several sessions, HTTP replies) waits for ONE fsync. Resolves
+   * once every commit made before the call is durable.
+   */
+  syncBarrierSoon(): Promise<void> {
+    if (!this.#deferred || this.#totalChanges() === this.#syncedChanges) return Promise.resolve();
+    this.#pendingSync ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        this.#pendingSync = undefined;
+        try {
+          this.syncBarrier();
+          resolve();
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+    });
+    return this.#pendingSync;
   }
 
   #totalChanges(): number {

@@ -144,7 +144,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   // Group commit (docs/DECISIONS.md): writes commit without an fsync; the store is made durable right
   // before anything that may depend on them leaves the process: a libp2p frame, an HTTP response, a
   // chain transaction.
-  transport.beforeSend = () => store.syncBarrier();
+  transport.beforeSend = () => store.syncBarrierSoon();
   store.deferSyncToBarrier();
   const service = new ChannelService({
     store,
@@ -224,7 +224,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     store,
     token: readApiToken(config.dataDir),
     log,
-    beforeReply: () => store.syncBarrier(),
+    beforeReply: () => store.syncBarrierSoon(),
     events: { channels: service.registry.events, payments: payments.events, monitor: monitor.events },
     info: {
       address: identity.keys.address,

@@ -100,7 +100,7 @@ export interface ApiServerInit {
    * Called before each response is sent: what the response reports must be durable by then (the node makes
    * its store durable here).
    */
-  beforeReply?: () => void;
+  beforeReply?: () => void | Promise<void>;
 }
 
 function requirePayments(payments: PaymentService | undefined): PaymentService {
@@ -154,9 +154,9 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   app.addHook("preClose", async () => eventStream.close());
   const beforeReply = init.beforeReply;
   if (beforeReply) {
-    app.addHook("onSend", (_req, _reply, payload, done) => {
-      beforeReply();
-      done(null, payload);
+    app.addHook("onSend", async (_req, _reply, payload) => {
+      await beforeReply();
+      return payload;
     });
   }
 

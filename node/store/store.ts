@@ -67,6 +67,11 @@ export class NodeStore {
     this.#s.deferSyncToBarrier();
   }
 
+  /** {@link syncBarrier} on the next event-loop turn, one fsync for every caller until then. */
+  syncBarrierSoon(): Promise<void> {
+    return this.#s.syncBarrierSoon();
+  }
+
   /** Makes every commit so far durable if anything changed since the last sync (see `SqliteStore.syncBarrier`). */
   syncBarrier(): boolean {
     return this.#s.syncBarrier();
