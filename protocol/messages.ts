@@ -68,17 +68,18 @@ const signedBalanceProofSchema = z.object({
 });
 
 const amountPositive = uint256.refine((v) => v > 0n, "must be > 0");
+/** What a new lock carries besides the proof (a LockedTransfer, or a `lock` change of a BalanceUpdate). */
+const lockFields = {
+  paymentId,
+  initiator: address,
+  target: address,
+  lock: lockSchema,
+  route: routeSchema,
+  initiatorMultiaddrs: multiaddrs,
+};
 const balanceChangeSchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("direct"), paymentId, amount: amountPositive }),
-  z.object({
-    kind: z.literal("lock"),
-    paymentId,
-    initiator: address,
-    target: address,
-    lock: lockSchema,
-    route: routeSchema,
-    initiatorMultiaddrs: multiaddrs,
-  }),
+  z.object({ kind: z.literal("lock"), ...lockFields }),
   z.object({ kind: z.literal("unlock"), paymentId, secret: secret32 }),
   z.object({ kind: z.literal("expire"), secretHash: secretHash32 }),
 ]);
@@ -101,6 +102,15 @@ export type BalanceChange =
   | { kind: "unlock"; paymentId: string; secret: string }
   /** Removes the lock of `secretHash` (as {@link LockExpired}). */
   | { kind: "expire"; secretHash: string };
+
+/** The `lock` change adding `lock` for the mediated payment `transfer` (what a LockedTransfer carries). */
+export function lockChangeOf(
+  transfer: Pick<LockedTransfer, "paymentId" | "initiator" | "target" | "route" | "initiatorMultiaddrs">,
+  lock: Lock,
+): BalanceChange {
+  const { paymentId, initiator, target, route, initiatorMultiaddrs } = transfer;
+  return { kind: "lock", paymentId, initiator, target, lock, route, initiatorMultiaddrs };
+}
 
 /**
  * A batch of changes carried by ONE new balance proof (a Lightning `commitment_signed` covering many HTLC
@@ -324,16 +334,7 @@ const bodySchema = z.discriminatedUnion("type", [
     amount: uint256,
     balanceProof: signedBalanceProofSchema,
   }),
-  z.object({
-    type: z.literal("LockedTransfer"),
-    paymentId,
-    initiator: address,
-    target: address,
-    lock: lockSchema,
-    route: routeSchema,
-    initiatorMultiaddrs: multiaddrs,
-    balanceProof: signedBalanceProofSchema,
-  }),
+  z.object({ type: z.literal("LockedTransfer"), ...lockFields, balanceProof: signedBalanceProofSchema }),
   z.object({
     type: z.literal("SecretRequest"),
     paymentId,

@@ -18,6 +18,7 @@ import {
   distributableAmount,
   findLock,
   isQrwpError,
+  lockChangeOf,
   secretHashOf,
   verifyBalanceProof,
   withDirect,
@@ -238,16 +239,7 @@ export class IncomingProofs {
   }
 
   async onLockedTransfer(from: RemotePeer, msg: LockedTransfer): Promise<ChannelMessage> {
-    const { paymentId, initiator, target, lock, route, initiatorMultiaddrs } = msg;
-    const change: BalanceChange = {
-      kind: "lock",
-      paymentId,
-      initiator,
-      target,
-      lock,
-      route,
-      initiatorMultiaddrs,
-    };
+    const change = lockChangeOf(msg, msg.lock);
     return this.#acceptProof(from, msg.balanceProof, [this.#ruleFor(from, change, msg.balanceProof)]);
   }
 

@@ -20,6 +20,7 @@ import {
   distributableAmount,
   encodeEnvelope,
   findLock,
+  lockChangeOf,
   isQrwpError,
   secretHashOf,
   signBalanceProof,
@@ -169,16 +170,7 @@ export class OutgoingProofs {
     transfer: TransferDescription,
   ): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    const { paymentId, initiator, target, route, initiatorMultiaddrs } = transfer;
-    return (await this.enqueue(live, {
-      kind: "lock",
-      paymentId,
-      initiator,
-      target,
-      lock,
-      route,
-      initiatorMultiaddrs,
-    })) as ProofDelivery;
+    return (await this.enqueue(live, lockChangeOf(transfer, lock))) as ProofDelivery;
   }
 
   /**
