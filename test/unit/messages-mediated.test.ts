@@ -343,8 +343,9 @@ describe("protocol/messages: mediated-transfer messages", () => {
         { ...lt, balanceProof: { ...lockedProof, signature: "0x1234" } },
         "body.balanceProof.signature",
       );
+      // Empty is a proof without evidence (PROTOCOL.md §7.4); anything but 0 or 3309 bytes is malformed.
       expectInvalid(
-        { ...lt, balanceProof: { ...lockedProof, pqSignature: new Uint8Array(0) } },
+        { ...lt, balanceProof: { ...lockedProof, pqSignature: new Uint8Array(3308) } },
         "body.balanceProof.pqSignature",
       );
       expectInvalid(
