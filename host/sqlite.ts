@@ -82,14 +82,21 @@ export class SqliteDatabase {
   }
 
   /**
-   * Runs `fn` in one transaction: all of its writes land together (fsync'd on return) or none do. With
-   * `durable: false` the commit is not fsync'd (`synchronous = NORMAL` for this one commit): it is atomic and
-   * ordered (WAL), and becomes durable with the next durable commit or checkpoint; only for writes that a
-   * restart can redo (e.g. marking a proof acknowledged: a re-delivery acknowledges it again).
+   * Runs `fn` in one transaction: all of its writes land together (fsync'd on return, or by the next
+   * {@link syncBarrier} when syncs are deferred) or none do. With `durable: false` the commit is not fsync'd
+   * and, when syncs are deferred, does not make the next barrier sync: it is atomic and ordered (WAL) and
+   * becomes durable with the next sync or checkpoint; only for writes that a restart can redo (e.g. marking
+   * a proof acknowledged: a re-delivery acknowledges it again).
    */
   transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
-    if (options.durable !== false || this.#deferred || this.db.inTransaction)
-      return this.db.transaction(fn)();
+    if (options.durable !== false || this.db.inTransaction) return this.db.transaction(fn)();
+    if (this.#deferred) {
+      // Needs no barrier: its changes count as synced (they become durable with the next sync anyway).
+      const before = this.#totalChanges();
+      const result = this.db.transaction(fn)();
+      this.#syncedChanges += this.#totalChanges() - before;
+      return result;
+    }
     this.sql("PRAGMA synchronous = NORMAL").run();
     try {
       return this.db.transaction(fn)();
