@@ -1,19 +1,25 @@
 /**
- * Our post-quantum evidence (docs/PROTOCOL.md §7.4): when one of our balance updates carries its ML-DSA-65
- * signature, and sending it alone. An update carries evidence when its nonce is `everyUpdates` above our
- * latest acknowledged evidenced proof, or when our oldest acknowledged proof without evidence is `delayMs`
- * old; an idle channel whose latest acknowledged proof lacks evidence gets an `Evidence` message for it
- * `delayMs` after the acknowledgement (retried with back-off), and so does the partner before a cooperative
- * settle or a withdraw. Evidence is stored with its proof before it is sent.
+ * Our post-quantum evidence (docs/PROTOCOL.md §7.4): when our latest acknowledged proof gets its ML-DSA-65
+ * signature. Once it is `everyUpdates` above our latest evidenced proof, or `delayMs` after the first proof
+ * without evidence was acknowledged, the signature is made in a worker thread (off the event loop that
+ * carries payments) and sent alone as `Evidence`, in the channel's queue; if that lags far behind (the
+ * worker is busy or failed), the next update carries the signature itself, signed in line, well inside the
+ * receiver's bound. Before a cooperative settle or a withdraw the partner gets evidence for our latest proof.
+ * Evidence is stored with its proof before it is sent.
  */
 import type { Logger } from "pino";
 import {
+  EVIDENCE_MAX_DELAY_MS,
+  EVIDENCE_MAX_UPDATES,
+  MLDSA_CONTEXT_BALANCE_PROOF,
   QrwpError,
+  balanceProofDigest,
   hasEvidence,
   signEvidence,
   type NodeKeys,
   type SignedBalanceProof,
 } from "../../protocol/index.js";
+import { MldsaSignerWorker } from "../../host/mldsa-worker.js";
 import { errorFields } from "../../host/session-transport.js";
 import type { NodeStore } from "../store/store.js";
 import type { Partners } from "./partners.js";
@@ -45,7 +51,14 @@ export interface EvidenceSenderInit {
   log: Logger;
   /** Default: {@link DEFAULT_EVIDENCE_EVERY_UPDATES}, {@link DEFAULT_EVIDENCE_DELAY_MS}. */
   evidence?: Partial<EvidencePolicy>;
+  /** Sign in a worker thread (default true); false signs in line, on the update that is due. */
+  worker?: boolean;
 }
+
+/** An update carries evidence signed in line once this many nonces past our latest evidence (the worker lags). */
+const IN_LINE_AFTER_UPDATES = EVIDENCE_MAX_UPDATES - 8;
+/** ... or once our oldest acknowledged proof without evidence is this old (ms). */
+const IN_LINE_AFTER_MS = EVIDENCE_MAX_DELAY_MS / 2;
 
 /** Longest wait between two attempts to send evidence to a partner that is away (ms). */
 const MAX_EVIDENCE_RETRY_MS = 30_000;
@@ -55,6 +68,9 @@ export class EvidenceSender {
   readonly #init: EvidenceSenderInit;
   /** Per channel (id as decimal), the timer that sends evidence alone on an idle channel. */
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  /** Channels (id as decimal) whose evidence is being signed in the worker. */
+  readonly #signing = new Set<string>();
+  readonly #worker: MldsaSignerWorker | null;
   #stopped = false;
 
   constructor(init: EvidenceSenderInit) {
@@ -63,24 +79,69 @@ export class EvidenceSender {
       everyUpdates: init.evidence?.everyUpdates ?? DEFAULT_EVIDENCE_EVERY_UPDATES,
       delayMs: init.evidence?.delayMs ?? DEFAULT_EVIDENCE_DELAY_MS,
     };
+    this.#worker = init.worker === false ? null : new MldsaSignerWorker(init.keys.mldsaSecretKey);
   }
 
-  /** Whether our proof `nonce` on the channel must carry evidence (see the module docs). */
+  /**
+   * Whether our proof `nonce` on the channel must carry evidence signed in line: with the worker, only when
+   * the worker's evidence lags far behind; without it, at the policy's thresholds.
+   */
   due(live: Live, nonce: bigint): boolean {
-    if (nonce - live.ourEvidencedNonce >= BigInt(this.policy.everyUpdates)) return true;
+    const [updates, ms] = this.#worker
+      ? [IN_LINE_AFTER_UPDATES, IN_LINE_AFTER_MS]
+      : [this.policy.everyUpdates, this.policy.delayMs];
+    if (nonce - live.ourEvidencedNonce >= BigInt(updates)) return true;
     const since = live.ourUnevidencedSinceMs;
-    return since !== null && Date.now() - since >= this.policy.delayMs;
+    return since !== null && Date.now() - since >= ms;
   }
 
-  /** Our proof `signed`, now our latest acknowledged one: evidence bookkeeping, and the timer if it has none. */
+  /**
+   * Our proof `signed`, now our latest acknowledged one: evidence bookkeeping; without evidence, its
+   * signature is started in the worker when due, else the timer is armed.
+   */
   acknowledged(live: Live, signed: SignedBalanceProof): void {
     if (hasEvidence(signed)) {
       live.ourEvidencedNonce = signed.proof.nonce;
       live.ourUnevidencedSinceMs = null;
+      return;
+    }
+    live.ourUnevidencedSinceMs ??= Date.now();
+    if (this.#worker && signed.proof.nonce - live.ourEvidencedNonce >= BigInt(this.policy.everyUpdates)) {
+      this.#signInWorker(live);
     } else {
-      live.ourUnevidencedSinceMs ??= Date.now();
       this.#schedule(live, this.policy.delayMs);
     }
+  }
+
+  /**
+   * Signs the evidence of our latest acknowledged proof in the worker, then sends it in the channel's queue
+   * ({@link #deliver}); one at a time per channel. Failures are logged and retried by the timer.
+   */
+  #signInWorker(live: Live): void {
+    const worker = this.#worker;
+    const key = live.record.channelId.toString();
+    if (!worker || this.#stopped || this.#signing.has(key)) return;
+    const nonce = live.ourEnd.nonce;
+    const stored = this.#init.store.storedProofAt(live.record.channelId, this.#init.address, nonce);
+    if (!stored || nonce <= live.ourEvidencedNonce) return;
+    this.#signing.add(key);
+    void worker
+      .sign(balanceProofDigest(stored.signed.proof), MLDSA_CONTEXT_BALANCE_PROOF)
+      .then((pqSignature) => live.queue.add(() => this.#deliver(live, nonce, pqSignature)))
+      .catch((err: unknown) => {
+        this.#init.log.warn({ channelId: key, err: errorFields(err) }, "evidence not delivered; will retry");
+        this.#schedule(live, Math.min(MAX_EVIDENCE_RETRY_MS, this.policy.delayMs * 4));
+      })
+      .finally(() => {
+        this.#signing.delete(key);
+        // More proofs may have been acknowledged meanwhile: their turn.
+        if (
+          !this.#stopped &&
+          live.ourEnd.nonce - live.ourEvidencedNonce >= BigInt(this.policy.everyUpdates)
+        ) {
+          this.#signInWorker(live);
+        }
+      });
   }
 
   /** After a restart: arms the timer of a channel whose latest acknowledged proof lacks evidence. */
@@ -88,11 +149,12 @@ export class EvidenceSender {
     if (live.ourUnevidencedSinceMs !== null) this.#schedule(live, this.policy.delayMs);
   }
 
-  /** Stops the timers (the node is shutting down). */
+  /** Stops the timers and the worker (the node is shutting down). */
   stop(): void {
     this.#stopped = true;
     for (const timer of this.#timers.values()) clearTimeout(timer);
     this.#timers.clear();
+    void this.#worker?.stop();
   }
 
   /** Arms the channel's timer (once): {@link send} in the channel's queue after `delayMs`. */
@@ -101,6 +163,10 @@ export class EvidenceSender {
     if (this.#stopped || this.#timers.has(key)) return;
     const timer = setTimeout(() => {
       this.#timers.delete(key);
+      if (this.#worker && attempt === 0) {
+        this.#signInWorker(live);
+        return;
+      }
       void live.queue
         .add(() => this.send(live))
         .catch((err: unknown) => {
@@ -125,17 +191,28 @@ export class EvidenceSender {
    * @throws QrwpError PEER_OFFLINE | TIMEOUT | ... when the partner was not reached; PEER_REJECTED on a refusal
    */
   async send(live: Live): Promise<void> {
-    const { store, keys, address, partners } = this.#init;
+    const { store, keys, address } = this.#init;
     const nonce = live.ourEnd.nonce;
     if (nonce === 0n || nonce <= live.ourEvidencedNonce || live.ourPending.length > 0) return;
     const stored = store.storedProofAt(live.record.channelId, address, nonce);
     if (!stored)
       throw new QrwpError("INTERNAL", "our acknowledged proof is not stored", { nonce: nonce.toString() });
-    let pqSignature = stored.signed.pqSignature;
-    if (pqSignature.length === 0) {
-      pqSignature = signEvidence(stored.signed.proof, keys);
-      store.setProofPqSignature(live.record.channelId, address, nonce, pqSignature);
-    }
+    const pqSignature =
+      stored.signed.pqSignature.length > 0
+        ? stored.signed.pqSignature
+        : signEvidence(stored.signed.proof, keys);
+    await this.#deliver(live, nonce, pqSignature);
+  }
+
+  /**
+   * Inside the channel's queue: stores `pqSignature` as the evidence of our proof `nonce` (durable before it
+   * is sent) and sends `Evidence`; a no-op when newer evidence was acknowledged meanwhile.
+   * @throws as {@link send}
+   */
+  async #deliver(live: Live, nonce: bigint, pqSignature: Uint8Array): Promise<void> {
+    const { store, address, partners } = this.#init;
+    if (nonce <= live.ourEvidencedNonce) return;
+    store.setProofPqSignature(live.record.channelId, address, nonce, pqSignature);
     const reply = await partners.transport.request(
       live.record.partner,
       { type: "Evidence", channelId: live.record.channelId, nonce, pqSignature },
@@ -146,7 +223,9 @@ export class EvidenceSender {
       throw new QrwpError("PEER_REJECTED", `partner refused our evidence: ${code}`, { peerCode: code });
     }
     if (nonce > live.ourEvidencedNonce) live.ourEvidencedNonce = nonce;
-    if (nonce === live.ourEnd.nonce) live.ourUnevidencedSinceMs = null;
+    // Proofs acknowledged after `nonce` are still without evidence: their clock starts now (conservative).
+    live.ourUnevidencedSinceMs = nonce === live.ourEnd.nonce ? null : Date.now();
+    if (live.ourUnevidencedSinceMs !== null) this.#schedule(live, this.policy.delayMs);
   }
 
   /**

@@ -287,6 +287,9 @@ export class IncomingProofs {
     if (msg.nonce === live.partnerLatest?.proof.nonce) {
       live.partnerLatest = signed;
       live.partnerUnevidencedSinceMs = null;
+    } else {
+      // The proofs after `nonce` are still without evidence: their clock restarts now (the count bound is exact).
+      live.partnerUnevidencedSinceMs = Date.now();
     }
     this.#registry.emit("partnerProof", msg.channelId);
     return { type: "Ok" };

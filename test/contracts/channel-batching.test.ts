@@ -149,10 +149,10 @@ describe("node/channels batching and evidence: BalanceUpdate and amortized ML-DS
     expectAgreement();
   });
 
-  it(`evidence: at least every ${EVERY} updates, and alone on an idle channel; towers get the latest`, async () => {
+  it(`evidence: every ${EVERY} updates or so (signed in a worker), and alone on an idle channel; towers get the latest`, async () => {
     for (let i = 0; i < 3 * EVERY; i++) await pay(1n, `evidence-${i}`);
     const latest = alice.service.getChannel(channelId).ourNonce;
-    // Never EVERY proofs in a row without evidence (bob's store, every nonce alice signed).
+    // Evidence keeps up: no long run of proofs without it (bob's store, every nonce alice signed).
     let run = 0;
     let evidenced = 0;
     for (let n = 1n; n <= latest; n++) {
@@ -163,7 +163,8 @@ describe("node/channels batching and evidence: BalanceUpdate and amortized ML-DS
         run = 0;
       } else {
         run++;
-        expect(run, `un-evidenced run at nonce ${n}`).to.be.lessThan(EVERY);
+        // The worker signs off the payment path, so evidence may trail by a few updates; never past the bound.
+        expect(run, `un-evidenced run at nonce ${n}`).to.be.lessThan(EVIDENCE_MAX_UPDATES - 8);
       }
     }
     expect(evidenced).to.be.greaterThan(0);
