@@ -201,14 +201,15 @@ export function assertAppointmentBatchShape(b: AppointmentBatch): void {
 /**
  * The digest naming one slot's content (see the module doc). The slot's shape is assumed checked
  * ({@link assertAppointmentSlotShape}); malformed addresses still throw.
+ * @param id - the slot's {@link appointmentId}, if already computed.
  * @returns 32 bytes.
  * @throws QrwpError INVALID_ARGUMENT on malformed fields.
  */
-export function appointmentSlotDigest(ctx: SlotContext, s: AppointmentSlot): Uint8Array {
+export function appointmentSlotDigest(ctx: SlotContext, s: AppointmentSlot, id?: string): Uint8Array {
   return sha256(
     concatBytes(
       SLOT_DIGEST_TAG,
-      hexToBytes(appointmentId(ctx.chainId, ctx.hub, s.channelId, ctx.client).slice(2)),
+      hexToBytes((id ?? appointmentId(ctx.chainId, ctx.hub, s.channelId, ctx.client)).slice(2)),
       abiAddressWord(s.closingParticipant),
       abiWord(s.nonce),
       hexToBytes(s.balanceHash.slice(2)),
@@ -341,12 +342,14 @@ export function verifyAppointmentBatchSignatures(b: AppointmentBatch, digest: Ui
  * Verifies one slot's two secp256k1 signatures: the closer's `BalanceProof` signature and the client's
  * `BalanceProofUpdate` counter-signature — exactly what the hub checks on a contest.
  * @param prefix - prefix of the field names in errors (e.g. `slots.3.`).
+ * @returns the slot's EIP-712 `BalanceProof` digest (what {@link verifyAppointmentSlotEvidence} checks).
  * @throws QrwpError INVALID_SIGNATURE with `details.field` naming the first signature that fails.
  */
-export function verifyAppointmentSlot(ctx: SlotContext, s: AppointmentSlot, prefix = ""): void {
+export function verifyAppointmentSlot(ctx: SlotContext, s: AppointmentSlot, prefix = ""): Uint8Array {
   const blinded = { chainId: ctx.chainId, hub: ctx.hub, channelId: s.channelId, nonce: s.nonce };
+  const bpDigest = blindedBalanceProofDigest(blinded, s.balanceHash);
   expectSigner(
-    blindedBalanceProofDigest(blinded, s.balanceHash),
+    bpDigest,
     s.closingSignature,
     normalizeAddress(s.closingParticipant, "closingParticipant"),
     `${prefix}closingSignature`,
@@ -357,18 +360,27 @@ export function verifyAppointmentSlot(ctx: SlotContext, s: AppointmentSlot, pref
     normalizeAddress(ctx.client, "client"),
     `${prefix}nonClosingSignature`,
   );
+  return bpDigest;
 }
 
 /**
  * Verifies a slot's evidence: the closer's ML-DSA-65 signature (context "qrwp-bp-v1") of its `BalanceProof`
  * digest under `closingMldsaPublicKey`.
+ * @param bpDigest - the digest {@link verifyAppointmentSlot} returned for this slot, if at hand.
  * @throws QrwpError INVALID_SIGNATURE with `details.field` `<prefix>closingPqSignature`.
  */
-export function verifyAppointmentSlotEvidence(ctx: SlotContext, s: AppointmentSlot, prefix = ""): void {
-  const digest = blindedBalanceProofDigest(
-    { chainId: ctx.chainId, hub: ctx.hub, channelId: s.channelId, nonce: s.nonce },
-    s.balanceHash,
-  );
+export function verifyAppointmentSlotEvidence(
+  ctx: SlotContext,
+  s: AppointmentSlot,
+  prefix = "",
+  bpDigest?: Uint8Array,
+): void {
+  const digest =
+    bpDigest ??
+    blindedBalanceProofDigest(
+      { chainId: ctx.chainId, hub: ctx.hub, channelId: s.channelId, nonce: s.nonce },
+      s.balanceHash,
+    );
   if (!mldsaVerify(s.closingPqSignature, digest, s.closingMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
     throw new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
       field: `${prefix}closingPqSignature`,

@@ -348,7 +348,7 @@ export class Watchtower {
       const h = highest.get(id);
       if (h === undefined || b.slots[h]!.nonce < b.slots[i]!.nonce) highest.set(id, i);
     });
-    const digests = b.slots.map((s) => appointmentSlotDigest(ctx, s));
+    const digests = b.slots.map((s, i) => appointmentSlotDigest(ctx, s, ids[i]));
     const plans = b.slots.map((s, i): SlotPlan => {
       const id = ids[i]!;
       const digestHex = `0x${bytesToHex(digests[i]!)}`;
@@ -390,10 +390,12 @@ export class Watchtower {
     if (toStore.size > 0) {
       pin = this.#checkPinnedKey(client, b.clientMldsaPublicKey, "clientMldsaPublicKey");
       verifyAppointmentBatchSignatures(b, appointmentBatchDigest(b, digests));
-      for (const { i } of checked) verifyAppointmentSlot(ctx, b.slots[i]!, `slots.${i}.`);
-      for (const { p, i } of checked) {
-        if (p.outcome === "stored") verifyAppointmentSlotEvidence(ctx, b.slots[i]!, `slots.${i}.`);
-      }
+      const bpDigests = checked.map(({ i }) => verifyAppointmentSlot(ctx, b.slots[i]!, `slots.${i}.`));
+      checked.forEach(({ p, i }, k) => {
+        if (p.outcome === "stored") {
+          verifyAppointmentSlotEvidence(ctx, b.slots[i]!, `slots.${i}.`, bpDigests[k]);
+        }
+      });
     }
     const records: StoredAppointment[] = [];
     const results: AppointmentSlotResult[] = plans.map((p, i) => {
