@@ -20,10 +20,10 @@
  *   `flushIntervalMs` and at stop, so a restart does not resend everything (a resend is harmless: the tower
  *   answers `stored: false`).
  * - Retries: an unreachable or silent tower is retried with capped exponential backoff (`minBackoffMs` →
- *   `maxBackoffMs`). A coded refusal of a slot (or of a batch of one) is logged and not retried for that nonce (STALE_NONCE: the tower holds a
- *   newer one, counted as acknowledged), except CHANNEL_NOT_FOUND (the tower may lag behind the chain:
- *   retried {@link CHANNEL_NOT_FOUND_ATTEMPTS} times with backoff) and the transient INTERNAL / TIMEOUT /
- *   CHAIN_ERROR / PEER_OFFLINE (retried like an unreachable tower).
+ *   `maxBackoffMs`). A coded refusal of a slot (or of a batch of one) is logged and not retried for that
+ *   nonce (STALE_NONCE: the tower holds a newer one, counted as acknowledged), except CHANNEL_NOT_FOUND (the
+ *   tower may lag behind the chain: retried {@link CHANNEL_NOT_FOUND_ATTEMPTS} times with backoff) and the
+ *   transient INTERNAL / TIMEOUT / CHAIN_ERROR / PEER_OFFLINE (retried like an unreachable tower).
  *
  * The towers are reached over their own {@link SessionTransport} with protocol `/qrwp/watchtower/1.0.0` on the
  * node's libp2p host (dial only; the node does not serve the watchtower protocol).

@@ -4,7 +4,10 @@
  * Accepting (`submit`): cheap checks first (chain and hub, the channel and its participants, the channel's
  * state, the stored nonce), then every signature (`verifyAppointment`), then the client's pinned ML-DSA
  * key; only the highest nonce per slot (channel, non-closing participant) is kept, a replay of the stored
- * appointment changes nothing, and a refusal is a coded `QrwpError` that changed no state.
+ * appointment changes nothing, and a refusal is a coded `QrwpError` that changed no state. `submitBatch` takes
+ * up to 64 slots signed once by the client: per slot the two secp256k1 signatures, the closer's ML-DSA-65
+ * evidence once per channel (on the highest nonce, which is stored; lower ones are superseded), the client's
+ * batch signatures once, and one SQLite transaction (PROTOCOL.md §10.5).
  *
  * Watching: a `ChainEventFollower` delivers the hub's events `confirmations` blocks below the head, in
  * ranges; each range is applied and the cursor persisted in one SQLite transaction, so a restarted tower
@@ -74,7 +77,7 @@ export interface BatchSubmitResult {
   results: AppointmentSlotResult[];
   /** Slots now held (one per channel at most). */
   stored: number;
-  /** Slots checked and accepted under a higher nonce of their channel in the same batch (not stored). */
+  /** Slots below a higher nonce of their channel in the same batch: not stored (checked if that one is). */
   superseded: number;
   /** Slots the tower already held exactly (nothing changed). */
   replayed: number;
