@@ -44,8 +44,8 @@ export const MAX_HANDSHAKE_MESSAGE_BYTES = 16 * 1024;
 export const HANDSHAKE_NONCE_BYTES = 32;
 
 /**
- * Most slots in one watchtower appointment batch (PROTOCOL.md §10.2). A slot is at most ~5.6 KB in CBOR
- * (~11.3 KB as JSON), so a full batch stays well inside one frame ({@link MAX_FRAME_BYTES}) and inside the
+ * Most slots in one watchtower appointment batch (PROTOCOL.md §10.5). A slot is at most ~6 kB in CBOR
+ * (~11.4 kB as JSON), so a full batch stays well inside one frame ({@link MAX_FRAME_BYTES}) and inside the
  * tower's HTTP body limit for batches ({@link MAX_APPOINTMENT_BATCH_JSON_BYTES}), and a tower spends at most
  * ~64 × (two secp256k1 recoveries + one ML-DSA-65 verification) on one batch.
  */

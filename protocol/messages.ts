@@ -334,7 +334,7 @@ const bodySchema = z.discriminatedUnion("type", [
   // The appointment travels in its JSON form (strings) inside CBOR; it is ~11 kB either way.
   z.object({ type: z.literal("Appointment"), appointment: appointmentJsonSchema }),
   z.object({ type: z.literal("AppointmentAccepted"), id: bytes32, nonce: uint256, stored: z.boolean() }),
-  // Slots carry their keys and ML-DSA signatures as byte strings: ~5.6 kB a slot, at most 64 slots.
+  // Slots carry their keys and ML-DSA signatures as byte strings: ~6 kB a slot, at most 64 slots.
   z.object({ type: z.literal("AppointmentBatch"), batch: appointmentBatchWireSchema }),
   z.object({
     type: z.literal("AppointmentBatchAccepted"),
