@@ -288,6 +288,7 @@ async function main(): Promise<void> {
       httpLat.push(ms(s));
       if (res.status !== 201) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
     });
+    await api.close();
     const overHttp = {
       count: httpSample,
       concurrency: 4,
@@ -368,11 +369,16 @@ async function main(): Promise<void> {
       noncesPerChannel: perChannel,
     };
     console.log(`signing ${opts.httpBatchSample} slots for HTTP batches ...`);
-    const batchUrl = url.replace(/appointments$/, "appointment-batches");
     const httpBatches = batchesOf(opts.httpBatchSample, 1, 3n).map((b) => ({
       slots: b.slots.length,
       body: JSON.stringify(appointmentBatchToJson(b)),
     }));
+    // A fresh server: the first one's idle keep-alive connections may close under the client meanwhile.
+    const batchApi = await buildTowerApi({ tower, store, log, info: async () => ({}) });
+    await batchApi.listen({ host: "127.0.0.1", port: 0 });
+    const batchAddr = batchApi.server.address();
+    const batchPort = typeof batchAddr === "object" && batchAddr ? batchAddr.port : 0;
+    const batchUrl = `http://127.0.0.1:${batchPort}/v1/appointment-batches`;
     const httpBatchLat: number[] = [];
     let httpSlots = 0;
     cpu0 = process.cpuUsage();
@@ -388,7 +394,7 @@ async function main(): Promise<void> {
       const r = (await res.json()) as { stored: number; superseded: number };
       httpSlots += r.stored + r.superseded;
     });
-    await api.close();
+    await batchApi.close();
     const batchOverHttp = {
       slots: httpSlots,
       batches: httpBatches.length,
