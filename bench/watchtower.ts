@@ -9,6 +9,15 @@
  *    a time to `Watchtower.submit` (checks: hub, channel, participants, nonce, 3 ecrecovers, 2 ML-DSA-65
  *    verifications, pinned key; then one fsync'd SQLite transaction), and `--http-sample` (default 500) more over
  *    `POST /v1/appointments` with 4 in flight.
+ *    **Batches** (protocol/appointment-batch.ts, `Watchtower.submitBatch`), every signature checked: per batch the
+ *    client's secp256k1 and ML-DSA-65 signatures, per slot the closer's and the client's secp256k1 signatures,
+ *    and the closer's ML-DSA-65 evidence once per channel (on its highest nonce in the batch; lower slots are
+ *    superseded, checked and counted, not stored); one fsync'd SQLite transaction per batch.
+ *    (c) `--batch-sample` slots in batches of `--batch-size`, one slot per channel (what a node sends: its
+ *    latest proof per channel); (d) as many slots with `--nonces-per-channel` nonces of each channel in a
+ *    batch (appointments for every update, or a node that was offline); (e) `--http-batch-sample` slots, one per
+ *    channel, over `POST /v1/appointment-batches` with 2 in flight. Each phase reports slots/s, the batch
+ *    latency and the tower process's CPU ms per slot (the bench's own signing is done before the clock starts).
  * 3. **Store size and memory at `--appointments` (default 100,000) appointments over the channels**: the
  *    remaining appointments (nonces 1..10 per channel) are written through `WatchtowerStore.putAppointment`,
  *    one durable call each, exactly the row `submit` writes (generating 100k ML-DSA-signed appointments would take
@@ -30,13 +39,19 @@ import { pino } from "pino";
 import { deployQrwp, type Deployment } from "../chain/index.js";
 import { ROOT, startLocalChain } from "../devnet/harness.js";
 import {
+  MAX_APPOINTMENT_BATCH_SLOTS,
+  appointmentBatchToJson,
   appointmentDigest,
   appointmentId,
   appointmentToJson,
   createAppointment,
+  createAppointmentSlot,
   generateNodeKeys,
+  signAppointmentBatch,
   signBalanceProof,
   type Appointment,
+  type AppointmentBatch,
+  type AppointmentSlot,
   type NodeKeys,
 } from "../protocol/index.js";
 import { ChannelHub__factory } from "../typechain-types/index.js";
@@ -57,21 +72,35 @@ const opts = new Command("bench:watchtower")
   .option("--sample <n>", "fully signed appointments submitted in process", positiveInt, 2_000)
   .option("--http-sample <n>", "fully signed appointments posted over HTTP", positiveInt, 500)
   .option("--breaches <n>", "breaches to time", positiveInt, 5)
+  .option("--batch-sample <n>", "slots submitted in batches in process, per batch phase", positiveInt, 2_048)
+  .option("--batch-size <n>", "slots per batch (at most 64)", positiveInt, MAX_APPOINTMENT_BATCH_SLOTS)
+  .option("--nonces-per-channel <n>", "nonces of each channel in one batch (phase d)", positiveInt, 8)
+  .option("--http-batch-sample <n>", "slots posted in batches over HTTP", positiveInt, 1_024)
   .parse()
-  .opts<{ channels: number; appointments: number; sample: number; httpSample: number; breaches: number }>();
+  .opts<{
+    channels: number;
+    appointments: number;
+    sample: number;
+    httpSample: number;
+    breaches: number;
+    batchSample: number;
+    batchSize: number;
+    noncesPerChannel: number;
+    httpBatchSample: number;
+  }>();
+if (opts.batchSize > MAX_APPOINTMENT_BATCH_SLOTS || opts.batchSize > SIDE) {
+  throw new Error(`--batch-size must be at most ${MAX_APPOINTMENT_BATCH_SLOTS}`);
+}
+if (opts.batchSize % opts.noncesPerChannel !== 0) {
+  throw new Error("--nonces-per-channel must divide --batch-size");
+}
 
 const log = pino({ level: process.env.QRWP_LOG_LEVEL ?? "warn" });
 const mb = (b: number) => Math.round((b / 1024 / 1024) * 10) / 10;
 const ms = (t0: number) => performance.now() - t0;
 
-function appointmentFor(
-  d: Deployment,
-  channelId: bigint,
-  closer: NodeKeys,
-  client: NodeKeys,
-  nonce: bigint,
-): Appointment {
-  const proof = signBalanceProof(
+function closerProof(d: Deployment, channelId: bigint, closer: NodeKeys, nonce: bigint) {
+  return signBalanceProof(
     {
       chainId: BigInt(d.chainId),
       hub: d.hub,
@@ -83,7 +112,40 @@ function appointmentFor(
     },
     closer,
   );
-  return createAppointment(proof, { address: closer.address, mldsaPublicKey: closer.mldsaPublicKey }, client);
+}
+
+function appointmentFor(
+  d: Deployment,
+  channelId: bigint,
+  closer: NodeKeys,
+  client: NodeKeys,
+  nonce: bigint,
+): Appointment {
+  return createAppointment(
+    closerProof(d, channelId, closer, nonce),
+    { address: closer.address, mldsaPublicKey: closer.mldsaPublicKey },
+    client,
+  );
+}
+
+function slotFor(
+  d: Deployment,
+  channelId: bigint,
+  closer: NodeKeys,
+  client: NodeKeys,
+  nonce: bigint,
+): AppointmentSlot {
+  return createAppointmentSlot(
+    closerProof(d, channelId, closer, nonce),
+    { address: closer.address, mldsaPublicKey: closer.mldsaPublicKey },
+    client,
+  );
+}
+
+/** CPU ms of this process since `since` (user + system). */
+function cpuMs(since: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1000;
 }
 
 async function openChannels(
@@ -185,6 +247,7 @@ async function main(): Promise<void> {
     });
     const signSeconds = ms(t0) / 1000;
     const lat: number[] = [];
+    let cpu0 = process.cpuUsage();
     t0 = performance.now();
     for (const a of signed) {
       const s = performance.now();
@@ -193,7 +256,13 @@ async function main(): Promise<void> {
       if (!r.stored) throw new Error("appointment not stored");
     }
     const acceptSeconds = ms(t0) / 1000;
-    const inProcess = { count: sample, perSecond: sample / acceptSeconds, latencyMs: latencySummary(lat) };
+    const inProcess = {
+      count: sample,
+      perSecond: sample / acceptSeconds,
+      latencyMs: latencySummary(lat),
+      cpuMsPerAppointment: cpuMs(cpu0) / sample,
+      loadavg: loadavg(),
+    };
 
     // Phase 2b: over HTTP.
     const httpSample = Math.min(opts.httpSample, channelCount);
@@ -208,6 +277,7 @@ async function main(): Promise<void> {
       );
     });
     const httpLat: number[] = [];
+    cpu0 = process.cpuUsage();
     const http = await runConcurrently(httpSample, 4, async (i) => {
       const s = performance.now();
       const res = await fetch(url, {
@@ -225,18 +295,129 @@ async function main(): Promise<void> {
       perSecond: httpSample / http.seconds,
       latencyMs: latencySummary(httpLat),
       bodyBytes: bodies[0]!.length,
+      // The HTTP client runs in this process too.
+      cpuMsPerAppointment: cpuMs(cpu0) / httpSample,
+      loadavg: loadavg(),
+    };
+
+    // Phase 2c-2e: batches. Client k's channels are k+1, k+101, ... (100 channels, 100 distinct closers);
+    // each phase takes its own clients, and nonces above the ones the single path stored.
+    const size = opts.batchSize;
+    const perChannel = opts.noncesPerChannel;
+    const channelOf = (client: number, j: number) => BigInt(client + 1 + SIDE * j);
+    let nextClient = 0;
+    const batchesOf = (slots: number, noncesPerChannel: number, firstNonce: bigint): AppointmentBatch[] => {
+      const batches: AppointmentBatch[] = [];
+      const channelsPerBatch = size / noncesPerChannel;
+      for (let done = 0; done < slots; done += size) {
+        const k = nextClient++;
+        if (k >= SIDE) throw new Error("not enough clients for the batch phases: lower the samples");
+        const client = clients[k]!;
+        const batchSlots: AppointmentSlot[] = [];
+        for (let j = 0; j < channelsPerBatch; j++) {
+          const channelId = channelOf(k, j);
+          if (channelId > BigInt(channelCount)) throw new Error("not enough channels for the batch phases");
+          for (let n = 0; n < noncesPerChannel; n++) {
+            batchSlots.push(
+              slotFor(deployment, channelId, closerOf(channelId), client, firstNonce + BigInt(n)),
+            );
+          }
+        }
+        batches.push(
+          signAppointmentBatch(
+            { chainId: BigInt(deployment.chainId), hub: deployment.hub, tower: towerKeys.address },
+            batchSlots,
+            client,
+          ),
+        );
+      }
+      return batches;
+    };
+    const runBatches = (batches: AppointmentBatch[], label: string) => {
+      const batchLat: number[] = [];
+      let accepted = 0;
+      let stored = 0;
+      const c0 = process.cpuUsage();
+      const start = performance.now();
+      for (const b of batches) {
+        const s0 = performance.now();
+        const r = tower!.submitBatch(b, { address: b.client });
+        batchLat.push(ms(s0));
+        if (r.refused > 0 || r.replayed > 0) throw new Error(`${label}: a slot was not accepted`);
+        accepted += r.stored + r.superseded;
+        stored += r.stored;
+      }
+      const seconds = ms(start) / 1000;
+      return {
+        slots: accepted,
+        stored,
+        batches: batches.length,
+        batchSize: size,
+        perSecond: accepted / seconds,
+        batchLatencyMs: latencySummary(batchLat),
+        cpuMsPerSlot: cpuMs(c0) / accepted,
+        loadavg: loadavg(),
+      };
+    };
+    console.log(`signing ${opts.batchSample} slots (one per channel) in batches of ${size} ...`);
+    const distinct = runBatches(batchesOf(opts.batchSample, 1, 3n), "one slot per channel");
+    console.log(
+      `signing ${opts.batchSample} slots (${perChannel} nonces per channel) in batches of ${size} ...`,
+    );
+    const multiNonce = {
+      ...runBatches(batchesOf(opts.batchSample, perChannel, 11n), "several nonces per channel"),
+      noncesPerChannel: perChannel,
+    };
+    console.log(`signing ${opts.httpBatchSample} slots for HTTP batches ...`);
+    const httpBatches = batchesOf(opts.httpBatchSample, 1, 3n).map((b) => ({
+      slots: b.slots.length,
+      body: JSON.stringify(appointmentBatchToJson(b)),
+    }));
+    // A fresh server: the first one's idle keep-alive connections may close under the client meanwhile.
+    const batchApi = await buildTowerApi({ tower, store, log, info: async () => ({}) });
+    await batchApi.listen({ host: "127.0.0.1", port: 0 });
+    const batchAddr = batchApi.server.address();
+    const batchPort = typeof batchAddr === "object" && batchAddr ? batchAddr.port : 0;
+    const batchUrl = `http://127.0.0.1:${batchPort}/v1/appointment-batches`;
+    const httpBatchLat: number[] = [];
+    let httpSlots = 0;
+    cpu0 = process.cpuUsage();
+    const httpBatchRun = await runConcurrently(httpBatches.length, 2, async (i) => {
+      const s = performance.now();
+      const res = await fetch(batchUrl, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: httpBatches[i]!.body,
+      });
+      httpBatchLat.push(ms(s));
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+      const r = (await res.json()) as { stored: number; superseded: number };
+      httpSlots += r.stored + r.superseded;
+    });
+    await batchApi.close();
+    const batchOverHttp = {
+      slots: httpSlots,
+      batches: httpBatches.length,
+      batchSize: size,
+      concurrency: 2,
+      perSecond: httpSlots / httpBatchRun.seconds,
+      batchLatencyMs: latencySummary(httpBatchLat),
+      bodyBytes: httpBatches[0]!.body.length,
+      cpuMsPerSlot: cpuMs(cpu0) / httpSlots,
+      loadavg: loadavg(),
     };
 
     // Phase 3: the store at `appointments` appointments over the channels (highest nonce kept per slot).
-    const perChannel = Math.ceil(opts.appointments / channelCount);
+    const fillPerChannel = Math.ceil(opts.appointments / channelCount);
     const template = signed[0]!;
     const baseDigest = appointmentDigest(template);
-    let written = sample + httpSample;
+    const acceptedSoFar = sample + httpSample + distinct.slots + multiNonce.slots + batchOverHttp.slots;
+    let written = acceptedSoFar;
     t0 = performance.now();
-    for (let n = 1; n <= perChannel && written < opts.appointments; n++) {
+    for (let n = 1; n <= fillPerChannel && written < opts.appointments; n++) {
       for (let c = 1; c <= channelCount && written < opts.appointments; c++) {
         const channelId = BigInt(c);
-        const nonce = BigInt(n + 2);
+        const nonce = BigInt(n + 100);
         const client = clientOf(channelId).address;
         store.putAppointment(
           newStoredAppointment({
@@ -266,7 +447,7 @@ async function main(): Promise<void> {
       dbBytes: stats.dbBytes,
       walBytes: existsSync(wal) ? statSync(wal).size : 0,
       bytesPerRow: Math.round(stats.dbBytes / Math.max(1, stats.appointments + stats.channels)),
-      writesPerSecond: (written - sample - httpSample) / fillSeconds,
+      writesPerSecond: (written - acceptedSoFar) / fillSeconds,
       rssMB: mb(mem.rss),
       heapUsedMB: mb(mem.heapUsed),
     };
@@ -313,23 +494,60 @@ async function main(): Promise<void> {
         catchUpSeconds,
         signSecondsPerAppointmentMs: (signSeconds * 1000) / sample,
       },
-      accept: { inProcess, overHttp },
+      accept: {
+        inProcess,
+        overHttp,
+        batches: {
+          oneSlotPerChannel: distinct,
+          severalNoncesPerChannel: multiNonce,
+          overHttp: batchOverHttp,
+        },
+      },
       store: storePhase,
       breach,
     });
-    console.log("\nAppointments accepted (every signature checked)");
+    console.log("\nAppointments accepted (every signature checked; p50/p99 of one request or batch)");
+    const load = (l: number[]) => l.map((v) => v.toFixed(2)).join(" ");
     console.table({
-      "in process": {
-        count: inProcess.count,
+      "single, in process": {
+        appointments: inProcess.count,
         "per s": inProcess.perSecond.toFixed(1),
         "p50 ms": inProcess.latencyMs.p50,
         "p99 ms": inProcess.latencyMs.p99,
+        "CPU ms each": inProcess.cpuMsPerAppointment.toFixed(2),
+        load: load(inProcess.loadavg),
       },
-      "HTTP, 4 in flight": {
-        count: overHttp.count,
+      "single, HTTP, 4 in flight": {
+        appointments: overHttp.count,
         "per s": overHttp.perSecond.toFixed(1),
         "p50 ms": overHttp.latencyMs.p50,
         "p99 ms": overHttp.latencyMs.p99,
+        "CPU ms each": overHttp.cpuMsPerAppointment.toFixed(2),
+        load: load(overHttp.loadavg),
+      },
+      [`batches of ${size}, 1 slot/channel`]: {
+        appointments: distinct.slots,
+        "per s": distinct.perSecond.toFixed(1),
+        "p50 ms": distinct.batchLatencyMs.p50,
+        "p99 ms": distinct.batchLatencyMs.p99,
+        "CPU ms each": distinct.cpuMsPerSlot.toFixed(2),
+        load: load(distinct.loadavg),
+      },
+      [`batches of ${size}, ${perChannel} nonces/channel`]: {
+        appointments: multiNonce.slots,
+        "per s": multiNonce.perSecond.toFixed(1),
+        "p50 ms": multiNonce.batchLatencyMs.p50,
+        "p99 ms": multiNonce.batchLatencyMs.p99,
+        "CPU ms each": multiNonce.cpuMsPerSlot.toFixed(2),
+        load: load(multiNonce.loadavg),
+      },
+      [`batches of ${size}, HTTP, 2 in flight`]: {
+        appointments: batchOverHttp.slots,
+        "per s": batchOverHttp.perSecond.toFixed(1),
+        "p50 ms": batchOverHttp.batchLatencyMs.p50,
+        "p99 ms": batchOverHttp.batchLatencyMs.p99,
+        "CPU ms each": batchOverHttp.cpuMsPerSlot.toFixed(2),
+        load: load(batchOverHttp.loadavg),
       },
     });
     console.log(`\nStore at ${written} appointments over ${channelCount} channels`);

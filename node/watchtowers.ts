@@ -6,18 +6,24 @@
  * - Off the payment path: {@link WatchtowerClient.notify} only marks the channel; one loop per tower reads
  *   the channel's latest proof when it gets to it, so a burst of proofs (or proofs arriving while a tower is
  *   down) yields one appointment, for the latest. After each wake-up the loop waits `coalesceMs` to let a
- *   burst gather; an appointment costs ~10 ms of signing (ML-DSA-65) and is built once per (channel, nonce)
- *   for all towers.
+ *   burst gather.
+ * - Batched: the loop sends every marked channel's slot to the tower in batches of up to
+ *   {@link MAX_APPOINTMENT_BATCH_SLOTS} (`AppointmentBatch`, protocol/appointment-batch.ts), and whatever is
+ *   marked while a batch is in flight goes in the next one. A slot (the partner's proof with our
+ *   `BalanceProofUpdate` counter-signature, ~0.5 ms) is built once per (channel, nonce) for all towers; a batch
+ *   costs one ML-DSA-65 and one secp256k1 signature (~9 ms) for its tower whatever its size. The tower answers
+ *   per slot; a batch it refuses as a whole (a bad slot refuses the batch) is split: each of its channels is
+ *   sent again alone, so one bad slot is refused for good and the others go through.
  * - Durable: at start every unsettled channel with a partner proof is marked, so an appointment lost to a
  *   crash between accepting a proof and reaching the tower is sent again. The nonce each tower acknowledged
  *   per channel is kept in memory and flushed to the store's `meta` (key `watchtower-acked:<peerId>`) every
  *   `flushIntervalMs` and at stop, so a restart does not resend everything (a resend is harmless: the tower
  *   answers `stored: false`).
  * - Retries: an unreachable or silent tower is retried with capped exponential backoff (`minBackoffMs` →
- *   `maxBackoffMs`). A coded refusal is logged and not retried for that nonce (STALE_NONCE: the tower holds a
- *   newer one, counted as acknowledged), except CHANNEL_NOT_FOUND (the tower may lag behind the chain:
- *   retried {@link CHANNEL_NOT_FOUND_ATTEMPTS} times with backoff) and the transient INTERNAL / TIMEOUT /
- *   CHAIN_ERROR / PEER_OFFLINE (retried like an unreachable tower).
+ *   `maxBackoffMs`). A coded refusal of a slot (or of a batch of one) is logged and not retried for that
+ *   nonce (STALE_NONCE: the tower holds a newer one, counted as acknowledged), except CHANNEL_NOT_FOUND (the
+ *   tower may lag behind the chain: retried {@link CHANNEL_NOT_FOUND_ATTEMPTS} times with backoff) and the
+ *   transient INTERNAL / TIMEOUT / CHAIN_ERROR / PEER_OFFLINE (retried like an unreachable tower).
  *
  * The towers are reached over their own {@link SessionTransport} with protocol `/qrwp/watchtower/1.0.0` on the
  * node's libp2p host (dial only; the node does not serve the watchtower protocol).
@@ -27,11 +33,14 @@ import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr as parseMultiaddr } from "@multiformats/multiaddr";
 import type { Logger } from "pino";
 import {
+  MAX_APPOINTMENT_BATCH_SLOTS,
   QrwpError,
   WATCHTOWER_PROTOCOL,
   appointmentId,
-  createAppointment,
-  type Appointment,
+  createAppointmentSlot,
+  signAppointmentBatch,
+  type AppointmentBatch,
+  type AppointmentSlot,
   type ErrorCode,
   type NodeKeys,
   type SignedBalanceProof,
@@ -91,7 +100,7 @@ export interface WatchtowerStatus {
   lastError: { code: string; message: string } | null;
   /** Channels whose latest partner proof the tower has not acknowledged yet. */
   pendingChannels: number;
-  /** AppointmentAccepted replies received in this run (`stored` true or false). */
+  /** Slots the tower accepted in this run (stored, replayed or superseded). */
   acceptedAppointments: number;
 }
 
@@ -125,6 +134,8 @@ interface Tower {
   address: string | null;
   /** Channels (decimal ids) that may need an appointment. */
   pending: Map<string, Pending>;
+  /** Channels of a batch the tower refused as a whole: each is sent alone next (then forgotten here). */
+  solo: Set<string>;
   /** Highest nonce per channel the tower acknowledged or refused for good: nothing to send up to it. */
   done: Map<string, bigint>;
   /** Highest nonce per channel the tower acknowledged (persisted). */
@@ -140,7 +151,17 @@ interface Tower {
   loop: Promise<void> | null;
 }
 
-type SendOutcome = "done" | "deferred" | "retry";
+/** `retry`: the tower failed (unreachable, transient error): back off. `split`: send the channels alone. */
+type SendOutcome = "done" | "deferred" | "retry" | "split";
+
+/** A marked channel ready to go in a batch. */
+interface Entry {
+  key: string;
+  nonce: bigint;
+  /** The slot id the tower must answer with. */
+  id: string;
+  slot: AppointmentSlot;
+}
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 2_000;
@@ -158,8 +179,11 @@ export class WatchtowerClient {
   readonly #maxBackoffMs: number;
   readonly #coalesceMs: number;
   readonly #flushIntervalMs: number;
-  /** The appointment built for each channel's latest partner nonce, shared by all towers. */
-  readonly #built = new Map<string, { nonce: bigint; signature: string; appointment: Appointment }>();
+  /** The slot built for each channel's latest partner nonce, shared by all towers. */
+  readonly #built = new Map<
+    string,
+    { nonce: bigint; signature: string; slot: AppointmentSlot; chainId: bigint; hub: string }
+  >();
   /** Aborts every sleep at stop. */
   readonly #stopController = new AbortController();
   #flushTimer: NodeJS.Timeout | undefined;
@@ -190,6 +214,7 @@ export class WatchtowerClient {
         peerId,
         address: null,
         pending: new Map(),
+        solo: new Set(),
         done: new Map(),
         acked: new Map(),
         ackedDirty: false,
@@ -304,15 +329,25 @@ export class WatchtowerClient {
       await this.#sleep(this.#coalesceMs);
       if (this.#stopped) break;
       if (!(await this.#ensureSession(t))) continue;
-      for (const key of due) {
+      // Channels of a batch refused as a whole go alone; the rest in batches of up to the maximum.
+      const rest = due.filter((k) => !t.solo.has(k));
+      const batches = [
+        ...due.filter((k) => t.solo.has(k)).map((k) => [k]),
+        ...Array.from({ length: Math.ceil(rest.length / MAX_APPOINTMENT_BATCH_SLOTS) }, (_, i) =>
+          rest.slice(i * MAX_APPOINTMENT_BATCH_SLOTS, (i + 1) * MAX_APPOINTMENT_BATCH_SLOTS),
+        ),
+      ];
+      for (const keys of batches) {
         if (this.#stopped) break;
-        const outcome = await this.#sendOne(t, key);
+        const outcome = await this.#sendBatch(t, keys);
         if (outcome === "retry") {
-          // To the back of the queue: one channel that keeps failing must not starve the others.
-          const p = t.pending.get(key);
-          if (p) {
-            t.pending.delete(key);
-            t.pending.set(key, p);
+          // To the back of the queue: channels that keep failing must not starve the others.
+          for (const key of keys) {
+            const p = t.pending.get(key);
+            if (p) {
+              t.pending.delete(key);
+              t.pending.set(key, p);
+            }
           }
           await this.#sleep(t.backoffMs);
           t.backoffMs = Math.min(t.backoffMs * 2, this.#maxBackoffMs);
@@ -346,27 +381,49 @@ export class WatchtowerClient {
     }
   }
 
-  /** Sends the appointment for one channel's latest partner proof, if the tower does not have it yet. */
-  async #sendOne(t: Tower, key: string): Promise<SendOutcome> {
-    const channelId = BigInt(key);
-    const latest = this.#source.partnerProof(channelId);
-    const nonce = latest?.signed.proof.nonce ?? 0n;
-    if (!latest || nonce < 1n || nonce <= (t.done.get(key) ?? 0n)) {
-      t.pending.delete(key);
-      this.#evict(key);
-      return "done";
+  /**
+   * Sends one batch: the slots of `keys`' latest partner proofs the tower does not hold yet, signed for this
+   * tower, and applies the tower's answer per slot.
+   */
+  async #sendBatch(t: Tower, keys: string[]): Promise<SendOutcome> {
+    const entries: Entry[] = [];
+    let target: { chainId: bigint; hub: string } | null = null;
+    for (const key of keys) {
+      t.solo.delete(key);
+      const latest = this.#source.partnerProof(BigInt(key));
+      const nonce = latest?.signed.proof.nonce ?? 0n;
+      if (!latest || nonce < 1n || nonce <= (t.done.get(key) ?? 0n)) {
+        t.pending.delete(key);
+        this.#evict(key);
+        continue;
+      }
+      const built = this.#slot(key, latest);
+      if (!built) {
+        this.#markDone(t, key, nonce, false);
+        continue;
+      }
+      target ??= { chainId: built.chainId, hub: built.hub };
+      // One deployment per node; a slot of another hub (never expected) waits for a batch of its own.
+      if (built.chainId !== target.chainId || built.hub !== target.hub) continue;
+      entries.push({
+        key,
+        nonce,
+        id: appointmentId(built.chainId, built.hub, BigInt(key), this.#keys.address),
+        slot: built.slot,
+      });
     }
-    const appointment = this.#appointment(key, latest);
-    if (!appointment) {
-      this.#markDone(t, key, nonce, false);
-      return "done";
-    }
+    if (entries.length === 0 || target === null) return "done";
     let reply;
     try {
       if (t.address === null) throw new QrwpError("PEER_OFFLINE", "watchtower address not known yet");
+      const batch: AppointmentBatch = signAppointmentBatch(
+        { ...target, tower: t.address },
+        entries.map((e) => e.slot),
+        this.#keys,
+      );
       reply = await this.#transport.request(
         t.address,
-        { type: "Appointment", appointment },
+        { type: "AppointmentBatch", batch },
         { multiaddrs: [t.multiaddr] },
         this.#requestTimeoutMs,
       );
@@ -374,95 +431,121 @@ export class WatchtowerClient {
       if (!this.#stopped) this.#failed(t, err);
       return "retry";
     }
-    const log = { tower: t.multiaddr, channelId: key, nonce: nonce.toString() };
-    if (reply.type === "AppointmentAccepted") {
-      const expectedId = appointmentId(
-        appointment.chainId,
-        appointment.hub,
-        appointment.channelId,
-        appointment.nonClosingParticipant,
-      );
-      if (reply.id.toLowerCase() !== expectedId || reply.nonce < nonce) {
+    if (reply.type === "AppointmentBatchAccepted") {
+      const results = reply.results;
+      if (
+        results.length !== entries.length ||
+        results.some((r, i) => r.id.toLowerCase() !== entries[i]!.id || r.nonce !== entries[i]!.nonce)
+      ) {
         this.#failed(
           t,
-          new QrwpError("INVALID_MESSAGE", "watchtower acknowledged another appointment", {
-            id: reply.id,
-            nonce: reply.nonce.toString(),
+          new QrwpError("INVALID_MESSAGE", "watchtower answered for other slots than the batch's", {
+            slots: entries.length,
+            results: results.length,
           }),
         );
         return "retry";
       }
-      t.acceptedAppointments += 1;
-      t.lastAcceptedAtMs = Date.now();
-      t.lastError = null;
+      let outcome: SendOutcome = "done";
+      // A refusal in this batch stays the tower's last error; a batch accepted whole clears it.
+      if (results.every((r) => r.outcome !== "refused")) t.lastError = null;
       t.outageLogged = false;
-      this.#markDone(t, key, reply.nonce, true);
-      this.#log.debug({ ...log, stored: reply.stored }, "watchtower accepted appointment");
-      return "done";
+      results.forEach((r, i) => {
+        const e = entries[i]!;
+        if (r.outcome === "refused") {
+          const o = this.#refused(t, e, r.code ?? "INTERNAL", r.message ?? "");
+          if (o === "retry") outcome = "retry";
+          return;
+        }
+        t.acceptedAppointments += 1;
+        t.lastAcceptedAtMs = Date.now();
+        this.#markDone(t, e.key, e.nonce, true);
+        this.#log.debug(
+          { tower: t.multiaddr, channelId: e.key, nonce: e.nonce.toString(), outcome: r.outcome },
+          "watchtower accepted appointment",
+        );
+      });
+      return outcome;
     }
     if (reply.type !== "Error") {
       this.#failed(t, new QrwpError("INVALID_MESSAGE", `unexpected reply ${reply.type} from watchtower`));
       return "retry";
     }
+    if (TRANSIENT_CODES.has(reply.code) || entries.length === 1) {
+      return this.#refused(t, entries[0]!, reply.code, reply.message);
+    }
+    // Refused as a whole: one slot is bad (the message names it); each channel goes alone next.
     t.lastError = { code: reply.code, message: reply.message };
-    if (reply.code === "STALE_NONCE") {
+    this.#log.warn(
+      { tower: t.multiaddr, slots: entries.length, code: reply.code, message: reply.message },
+      "watchtower refused a batch; sending its channels one by one",
+    );
+    for (const e of entries) t.solo.add(e.key);
+    return "split";
+  }
+
+  /** A coded refusal of one slot (per slot in a batch's answer, or of a batch of one). */
+  #refused(t: Tower, e: Entry, code: ErrorCode, message: string): SendOutcome {
+    const log = { tower: t.multiaddr, channelId: e.key, nonce: e.nonce.toString() };
+    t.lastError = { code, message };
+    if (code === "STALE_NONCE") {
       // The tower holds a newer appointment for this slot (sent earlier, or by a restored copy of us).
       this.#log.info(log, "watchtower already holds a newer appointment");
-      this.#markDone(t, key, nonce, true);
+      this.#markDone(t, e.key, e.nonce, true);
       return "done";
     }
-    if (TRANSIENT_CODES.has(reply.code)) {
-      this.#log.warn({ ...log, code: reply.code, message: reply.message }, "watchtower failed; will retry");
+    if (TRANSIENT_CODES.has(code)) {
+      this.#log.warn({ ...log, code, message }, "watchtower failed; will retry");
       return "retry";
     }
-    const pending = t.pending.get(key);
-    if (reply.code === "CHANNEL_NOT_FOUND" && pending) {
-      const attempts = pending.notFoundNonce === nonce ? pending.notFoundAttempts + 1 : 1;
+    const pending = t.pending.get(e.key);
+    if (code === "CHANNEL_NOT_FOUND" && pending) {
+      const attempts = pending.notFoundNonce === e.nonce ? pending.notFoundAttempts + 1 : 1;
       if (attempts < CHANNEL_NOT_FOUND_ATTEMPTS) {
         const delay = Math.min(this.#minBackoffMs * 2 ** (attempts - 1), this.#maxBackoffMs);
         pending.notFoundAttempts = attempts;
-        pending.notFoundNonce = nonce;
+        pending.notFoundNonce = e.nonce;
         pending.notBeforeMs = Date.now() + delay;
         this.#log.info(
-          { ...log, code: reply.code, attempt: attempts, retryInMs: delay },
+          { ...log, code, attempt: attempts, retryInMs: delay },
           "watchtower does not know the channel yet; will retry",
         );
         return "deferred";
       }
     }
-    this.#log.warn(
-      { ...log, code: reply.code, message: reply.message },
-      "watchtower refused appointment; not retried for this nonce",
-    );
-    this.#markDone(t, key, nonce, false);
+    this.#log.warn({ ...log, code, message }, "watchtower refused appointment; not retried for this nonce");
+    this.#markDone(t, e.key, e.nonce, false);
     return "done";
   }
 
-  /** Builds (or reuses) the appointment for the channel's latest partner proof; null if it cannot be built. */
-  #appointment(
+  /** Builds (or reuses) the slot for the channel's latest partner proof; null if it cannot be built. */
+  #slot(
     key: string,
     latest: NonNullable<ReturnType<PartnerProofSource["partnerProof"]>>,
-  ): Appointment | null {
+  ): { slot: AppointmentSlot; chainId: bigint; hub: string } | null {
     const cached = this.#built.get(key);
     if (
       cached &&
       cached.nonce === latest.signed.proof.nonce &&
       cached.signature === latest.signed.signature
     ) {
-      return cached.appointment;
+      return cached;
     }
     try {
-      const appointment = createAppointment(
+      const slot = createAppointmentSlot(
         latest.signed,
         { address: latest.partner, mldsaPublicKey: latest.mldsaPublicKey },
         this.#keys,
       );
-      this.#built.set(key, {
+      const built = {
         nonce: latest.signed.proof.nonce,
         signature: latest.signed.signature,
-        appointment,
-      });
-      return appointment;
+        slot,
+        chainId: latest.signed.proof.chainId,
+        hub: latest.signed.proof.hub,
+      };
+      this.#built.set(key, built);
+      return built;
     } catch (err) {
       this.#log.warn(
         { channelId: key, nonce: latest.signed.proof.nonce.toString(), err: errorFields(err) },
@@ -490,7 +573,7 @@ export class WatchtowerClient {
     }
   }
 
-  /** Drops the built appointment once no tower still needs it. */
+  /** Drops the built slot once no tower still needs it. */
   #evict(key: string): void {
     if (this.#towers.every((t) => !t.pending.has(key))) this.#built.delete(key);
   }

@@ -57,6 +57,16 @@ export const MAX_HANDSHAKE_MESSAGE_BYTES = 16 * 1024;
 /** Size of the random nonce each handshake side contributes, in bytes. */
 export const HANDSHAKE_NONCE_BYTES = 32;
 
+/**
+ * Most slots in one watchtower appointment batch (PROTOCOL.md §10.5). A slot is at most ~6 kB in CBOR
+ * (~11.4 kB as JSON), so a full batch stays well inside one frame ({@link MAX_FRAME_BYTES}) and inside the
+ * tower's HTTP body limit for batches ({@link MAX_APPOINTMENT_BATCH_JSON_BYTES}), and a tower spends at most
+ * ~64 × (two secp256k1 recoveries + one ML-DSA-65 verification) on one batch.
+ */
+export const MAX_APPOINTMENT_BATCH_SLOTS = 64;
+/** Largest `POST /v1/appointment-batches` body the tower reads, in bytes (a full batch as JSON is ~0.73 MB). */
+export const MAX_APPOINTMENT_BATCH_JSON_BYTES = 1024 * 1024;
+
 /** Largest plaintext accepted by `Session.seal`, in bytes (1 MiB). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** Frame header: the 64-bit big-endian frame counter, in bytes. */

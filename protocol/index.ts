@@ -23,6 +23,7 @@ export * from "./channel-lifecycle.js";
 export * from "./timing.js";
 export * from "./transfers.js";
 export * from "./appointment.js";
+export * from "./appointment-batch.js";
 export * from "./x402.js";
 export * from "./handshake-puzzle.js";
 export * from "./frames.js";

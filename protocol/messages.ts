@@ -1,6 +1,7 @@
 /**
  * Channel-protocol messages (`/qrwp/channel/1.0.0`) and watchtower-protocol messages
- * (`/qrwp/watchtower/1.0.0`: `Appointment` → `AppointmentAccepted` | `Error`), carried inside the encrypted session frames of
+ * (`/qrwp/watchtower/1.0.0`: `Appointment` → `AppointmentAccepted` | `Error`, `AppointmentBatch` →
+ * `AppointmentBatchAccepted` | `Error`), carried inside the encrypted session frames of
  * `session.ts`. Each frame holds one {@link Envelope}: a request (`id`) or the reply to one (`replyTo`).
  *
  * Wire form: CBOR (RFC 8949, via cbor-x) of a plain object whose integers are decimal strings and whose
@@ -14,7 +15,14 @@ import { QrwpError, type ErrorCode } from "./errors.js";
 import type { SignedBalanceProof } from "./balance-proof.js";
 import type { Lock } from "./locks.js";
 import { appointmentJsonSchema, appointmentToJson, type Appointment } from "./appointment.js";
-import { MAX_BATCH_CHANGES, MAX_FRAME_BYTES } from "./constants.js";
+import {
+  appointmentBatchToWire,
+  appointmentBatchWireSchema,
+  appointmentSlotResultWireSchema,
+  type AppointmentBatch,
+  type AppointmentSlotResult,
+} from "./appointment-batch.js";
+import { MAX_APPOINTMENT_BATCH_SLOTS, MAX_BATCH_CHANGES, MAX_FRAME_BYTES } from "./constants.js";
 import { MLDSA65_SIGNATURE_BYTES } from "./keys.js";
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
@@ -282,6 +290,17 @@ export interface AppointmentAccepted {
   stored: boolean;
 }
 
+/** A node hands a watchtower a batch of appointment slots under one client signature (watchtower protocol). */
+export interface AppointmentBatchRequest {
+  type: "AppointmentBatch";
+  batch: AppointmentBatch;
+}
+/** The tower processed a batch: one result per slot, in the batch's order (nothing stored on a refusal). */
+export interface AppointmentBatchAccepted {
+  type: "AppointmentBatchAccepted";
+  results: AppointmentSlotResult[];
+}
+
 export type ChannelMessage =
   | ChannelAnnounce
   | BalanceUpdate
@@ -301,6 +320,8 @@ export type ChannelMessage =
   | PeerInfo
   | AppointmentRequest
   | AppointmentAccepted
+  | AppointmentBatchRequest
+  | AppointmentBatchAccepted
   | Ok
   | ErrorReply;
 
@@ -391,6 +412,12 @@ const bodySchema = z.discriminatedUnion("type", [
   // The appointment travels in its JSON form (strings) inside CBOR; it is ~11 kB either way.
   z.object({ type: z.literal("Appointment"), appointment: appointmentJsonSchema }),
   z.object({ type: z.literal("AppointmentAccepted"), id: bytes32, nonce: uint256, stored: z.boolean() }),
+  // Slots carry their keys and ML-DSA signatures as byte strings: ~6 kB a slot, at most 64 slots.
+  z.object({ type: z.literal("AppointmentBatch"), batch: appointmentBatchWireSchema }),
+  z.object({
+    type: z.literal("AppointmentBatchAccepted"),
+    results: z.array(appointmentSlotResultWireSchema).max(MAX_APPOINTMENT_BATCH_SLOTS),
+  }),
   z.object({ type: z.literal("Ok") }),
   z.object({ type: z.literal("Error"), code: errorCode, message: z.string().max(1024) }),
 ]);
@@ -419,6 +446,11 @@ export function encodeEnvelope(envelope: Envelope): Uint8Array {
   if (body.type === "Appointment") {
     return cbor.encode(
       toWire({ ...envelope, body: { type: body.type, appointment: appointmentToJson(body.appointment) } }),
+    ) as Uint8Array;
+  }
+  if (body.type === "AppointmentBatch") {
+    return cbor.encode(
+      toWire({ ...envelope, body: { type: body.type, batch: appointmentBatchToWire(body.batch) } }),
     ) as Uint8Array;
   }
   const wireBody =

@@ -5,6 +5,10 @@
  * - `POST /v1/appointments`: an appointment in its JSON form (protocol/appointment.ts) → 201
  *   `{ id, nonce, stored, status }`; refusals are coded (`UNKNOWN_HUB`, `NOT_PARTICIPANT`,
  *   `CHANNEL_NOT_FOUND`, `CHANNEL_STATE`, `STALE_NONCE`, `INVALID_SIGNATURE`, `INVALID_ARGUMENT`) and name the field.
+ * - `POST /v1/appointment-batches`: a batch of slots signed once by the client, JSON form
+ *   (protocol/appointment-batch.ts; at most 64 slots, 1 MiB) → 200 `{ results, stored, superseded, replayed,
+ *   refused }` (one result per slot); a refusal of the whole batch is coded and names the field
+ *   (`slots.<index>.<field>` for a slot) and stores nothing.
  * - `GET /v1/appointments/:id`: one slot (blinded: nonce, balance hash, status, contest progress).
  * - `GET /v1/stats`: counts, store size and memory.
  * Requests are checked as written (host/http.ts `STRICT_AJV`): a wrong type or an unknown field (body, query
@@ -14,7 +18,13 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
-import { QrwpError, appointmentFromJson } from "../protocol/index.js";
+import {
+  MAX_APPOINTMENT_BATCH_JSON_BYTES,
+  MAX_APPOINTMENT_BATCH_SLOTS,
+  QrwpError,
+  appointmentBatchFromJson,
+  appointmentFromJson,
+} from "../protocol/index.js";
 import { STRICT_AJV, errorBody, installErrorHandler, noQuery } from "../host/http.js";
 import type { Watchtower } from "./service.js";
 import type { StoredAppointment, WatchtowerStore } from "./store.js";
@@ -86,7 +96,81 @@ const appointmentBody = {
   },
 } as const;
 
-/** A route without query parameters: any is 400 naming it. */
+const batchBody = {
+  type: "object",
+  required: [
+    "chainId",
+    "hub",
+    "tower",
+    "client",
+    "clientMldsaPublicKey",
+    "slots",
+    "batchSignature",
+    "coSignature",
+  ],
+  additionalProperties: false,
+  properties: {
+    chainId: uint,
+    hub: address,
+    tower: address,
+    client: address,
+    clientMldsaPublicKey: hex(1952),
+    slots: {
+      type: "array",
+      minItems: 1,
+      maxItems: MAX_APPOINTMENT_BATCH_SLOTS,
+      items: {
+        type: "object",
+        required: [
+          "channelId",
+          "closingParticipant",
+          "nonce",
+          "balanceHash",
+          "closingSignature",
+          "closingPqSignature",
+          "closingMldsaPublicKey",
+          "nonClosingSignature",
+        ],
+        additionalProperties: false,
+        properties: {
+          channelId: uint,
+          closingParticipant: address,
+          nonce: uint,
+          balanceHash: hex(32),
+          closingSignature: hex(65),
+          closingPqSignature: hex(3309),
+          closingMldsaPublicKey: hex(1952),
+          nonClosingSignature: hex(65),
+        },
+      },
+    },
+    batchSignature: hex(65),
+    coSignature: hex(3309),
+  },
+} as const;
+
+const batchResult = {
+  type: "object",
+  properties: {
+    results: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: {
+          id: hex(32),
+          nonce: uint,
+          outcome: { type: "string", enum: ["stored", "replayed", "superseded", "refused"] },
+          code: { type: "string" },
+          message: { type: "string" },
+        },
+      },
+    },
+    stored: { type: "integer" },
+    superseded: { type: "integer" },
+    replayed: { type: "integer" },
+    refused: { type: "integer" },
+  },
+} as const;
 
 const accepted = {
   type: "object",
@@ -141,6 +225,28 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
       const r = tower.submit(appointment);
       void reply.status(r.stored ? 201 : 200);
       return { id: r.id, nonce: r.nonce.toString(), stored: r.stored, status: r.status };
+    },
+  );
+
+  app.post(
+    "/v1/appointment-batches",
+    {
+      bodyLimit: MAX_APPOINTMENT_BATCH_JSON_BYTES,
+      schema: {
+        summary:
+          "Hand the tower a batch of appointment slots signed once by the client (one result per slot)",
+        body: batchBody,
+        querystring: noQuery,
+        response: { 200: batchResult, 400: errorBody, 404: errorBody, 409: errorBody, 422: errorBody },
+      },
+    },
+    async (req) => {
+      const batch = appointmentBatchFromJson(req.body);
+      const r = tower.submitBatch(batch);
+      return {
+        ...r,
+        results: r.results.map((x) => ({ ...x, nonce: x.nonce.toString() })),
+      };
     },
   );
 

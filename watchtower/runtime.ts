@@ -139,7 +139,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
     isProtected: (address) => store.clientKeyHash(address) !== null,
   });
   transport.setHandler(async (from, body): Promise<ChannelMessage> => {
-    if (body.type !== "Appointment") {
+    if (body.type !== "Appointment" && body.type !== "AppointmentBatch") {
       return {
         type: "Error",
         code: "INVALID_MESSAGE",
@@ -147,6 +147,10 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
       };
     }
     try {
+      if (body.type === "AppointmentBatch") {
+        const r = tower.submitBatch(body.batch, { address: from.address });
+        return { type: "AppointmentBatchAccepted", results: r.results };
+      }
       const r = tower.submit(body.appointment, { address: from.address });
       return { type: "AppointmentAccepted", id: r.id, nonce: r.nonce, stored: r.stored };
     } catch (err) {

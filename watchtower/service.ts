@@ -4,7 +4,10 @@
  * Accepting (`submit`): cheap checks first (chain and hub, the channel and its participants, the channel's
  * state, the stored nonce), then every signature (`verifyAppointment`), then the client's pinned ML-DSA
  * key; only the highest nonce per slot (channel, non-closing participant) is kept, a replay of the stored
- * appointment changes nothing, and a refusal is a coded `QrwpError` that changed no state.
+ * appointment changes nothing, and a refusal is a coded `QrwpError` that changed no state. `submitBatch` takes
+ * up to 64 slots signed once by the client: per slot the two secp256k1 signatures, the closer's ML-DSA-65
+ * evidence once per channel (on the highest nonce, which is stored; lower ones are superseded), the client's
+ * batch signatures once, and one SQLite transaction (PROTOCOL.md §10.5).
  *
  * Watching: a `ChainEventFollower` delivers the hub's events `confirmations` blocks below the head, in
  * ranges; each range is applied and the cursor persisted in one SQLite transaction, so a restarted tower
@@ -41,12 +44,24 @@ import {
   QrwpError,
   abiAddressWord,
   abiWord,
+  MAX_APPOINTMENT_BATCH_SLOTS,
+  appointmentBatchDigest,
   appointmentDigest,
   appointmentId,
+  appointmentSlotDigest,
+  assertAppointmentBatchShape,
   isQrwpError,
   normalizeAddress,
+  slotOfAppointment,
   verifyAppointment,
+  verifyAppointmentBatchSignatures,
+  verifyAppointmentSlot,
+  verifyAppointmentSlotEvidence,
   type Appointment,
+  type AppointmentBatch,
+  type AppointmentSlot,
+  type AppointmentSlotOutcome,
+  type AppointmentSlotResult,
 } from "../protocol/index.js";
 import type { TowerChain } from "./chain.js";
 import {
@@ -56,6 +71,28 @@ import {
   type TowerChannel,
   type WatchtowerStore,
 } from "./store.js";
+
+/** What `submitBatch` answers: one result per slot, and the counts. */
+export interface BatchSubmitResult {
+  results: AppointmentSlotResult[];
+  /** Slots now held (one per channel at most). */
+  stored: number;
+  /** Slots below a higher nonce of their channel in the same batch: not stored (checked if that one is). */
+  superseded: number;
+  /** Slots the tower already held exactly (nothing changed). */
+  replayed: number;
+  /** Slots refused on their own (`STALE_NONCE`, `CHANNEL_NOT_FOUND`, `CHANNEL_STATE`). */
+  refused: number;
+}
+
+/** One slot of a batch between the cheap checks and the write. */
+interface SlotPlan {
+  id: string;
+  digestHex: string;
+  channel: TowerChannel | null;
+  outcome: AppointmentSlotOutcome;
+  refusal?: QrwpError;
+}
 
 /** What `submit` answers. */
 export interface SubmitResult {
@@ -190,7 +227,10 @@ export class Watchtower {
   // ------------------------------------------------------------------------------------------------
 
   /**
-   * Accepts an appointment (see the module doc for the order of checks).
+   * Accepts one appointment (see the module doc for the order of checks): the path of `POST /v1/appointments`
+   * and the libp2p `Appointment` message. Its five signatures are checked by `verifyAppointment` (so a tampered
+   * field fails at its own check); the slot then goes through the same rules and the same one-transaction write
+   * as a batch of one.
    * @param from - the session-authenticated sender (libp2p), which must be the non-closing participant.
    * Makes no chain call and does not await: the channel must be known from the followed events
    * (`CHANNEL_NOT_FOUND` for one opened less than `confirmations` blocks ago — the node retries), so junk
@@ -218,19 +258,7 @@ export class Watchtower {
     if (typeof a !== "object" || a === null) {
       throw new QrwpError("INVALID_ARGUMENT", "appointment must be an object", { field: "appointment" });
     }
-    if (a.chainId !== BigInt(this.#deployment.chainId)) {
-      throw new QrwpError("UNKNOWN_HUB", `this tower watches chain ${this.#deployment.chainId}`, {
-        field: "chainId",
-        value: String(a.chainId),
-      });
-    }
-    const hub = normalizeAddress(a.hub, "hub");
-    if (lower(hub) !== lower(this.#deployment.hub)) {
-      throw new QrwpError("UNKNOWN_HUB", `this tower watches hub ${this.#deployment.hub}`, {
-        field: "hub",
-        value: hub,
-      });
-    }
+    const hub = this.#checkHub(a.chainId, a.hub);
     const client = normalizeAddress(a.nonClosingParticipant, "nonClosingParticipant");
     const closer = normalizeAddress(a.closingParticipant, "closingParticipant");
     if (from && lower(from.address) !== lower(client)) {
@@ -238,77 +266,284 @@ export class Watchtower {
         field: "nonClosingParticipant",
       });
     }
-    const channel = this.#store.channel(a.channelId);
-    if (!channel) {
-      throw new QrwpError(
-        "CHANNEL_NOT_FOUND",
-        `channel ${a.channelId} is not known to this tower (it follows the hub ${this.confirmations} blocks below the head)`,
-        { field: "channelId" },
-      );
-    }
-    const participants = [lower(channel.participant1), lower(channel.participant2)];
-    if (!participants.includes(lower(client))) {
-      throw new QrwpError("NOT_PARTICIPANT", "the non-closing participant is not in this channel", {
-        field: "nonClosingParticipant",
-      });
-    }
-    if (!participants.includes(lower(closer)) || lower(closer) === lower(client)) {
-      throw new QrwpError("NOT_PARTICIPANT", "the closing participant is not the client's partner", {
-        field: "closingParticipant",
-      });
-    }
-    if (channel.state === "settled") {
-      throw new QrwpError("CHANNEL_STATE", "the channel is settled", { field: "channelId" });
-    }
-    if (channel.state === "closed" && lower(channel.closingParticipant ?? "") === lower(client)) {
-      throw new QrwpError("CHANNEL_STATE", "the client closed this channel itself", { field: "channelId" });
-    }
+    const where = this.#channelFor(a.channelId, client, closer, {
+      channelId: "channelId",
+      client: "nonClosingParticipant",
+      closer: "closingParticipant",
+    });
+    if ("refused" in where) throw where.refused;
     const id = appointmentId(a.chainId, hub, a.channelId, client);
     const existing = this.#store.appointment(id);
-    const digest = appointmentDigest(a);
-    const digestHex = `0x${bytesToHex(sha256(digest))}`;
+    const ctx = { chainId: a.chainId, hub, client };
+    // `appointmentDigest` checks every field's shape before the slot digest hashes them.
+    const legacyDigestHex = `0x${bytesToHex(sha256(appointmentDigest(a)))}`;
+    const digestHex = `0x${bytesToHex(appointmentSlotDigest(ctx, slotOfAppointment(a)))}`;
     if (existing) {
-      if (existing.nonce > a.nonce || (existing.nonce === a.nonce && existing.digest !== digestHex)) {
-        throw new QrwpError("STALE_NONCE", `the tower holds nonce ${existing.nonce} for this channel`, {
-          field: "nonce",
-          stored: existing.nonce.toString(),
-        });
-      }
+      const same = existing.digest === digestHex || existing.digest === legacyDigestHex;
+      if (existing.nonce > a.nonce || (existing.nonce === a.nonce && !same)) throw staleNonce(existing.nonce);
       if (existing.nonce === a.nonce) {
         return { id, nonce: existing.nonce, stored: false, status: existing.status };
       }
     }
     verifyAppointment(a);
-    const keyHash = `0x${bytesToHex(sha256(a.nonClosingMldsaPublicKey))}`;
-    const pinned = this.#store.clientKeyHash(client);
-    if (pinned !== null && pinned !== keyHash) {
-      throw new QrwpError("INVALID_SIGNATURE", "the ML-DSA key differs from the one this client registered", {
-        field: "nonClosingMldsaPublicKey",
-      });
-    }
-    const record = newStoredAppointment({
-      id,
-      channelId: a.channelId,
-      closingParticipant: closer,
-      nonClosingParticipant: client,
-      nonce: a.nonce,
-      balanceHash: a.balanceHash.toLowerCase(),
-      closingSignature: a.closingSignature,
-      nonClosingSignature: a.nonClosingSignature,
-      digest: digestHex,
-    });
-    // An appointment for a channel already closed by the partner with a lower nonce is a breach at once.
-    this.#judge(record, channel);
-    this.#store.transaction(() => {
-      this.#store.putAppointment(record);
-      if (pinned === null) this.#store.pinClientKey(client, keyHash);
-      this.#store.bump("count:accepted");
-    });
+    const pin = this.#checkPinnedKey(client, a.nonClosingMldsaPublicKey, "nonClosingMldsaPublicKey");
+    const record = this.#record(id, a.channelId, closer, client, a, digestHex, where.channel);
+    this.#store.acceptBatch({ appointments: [record], pin });
     this.#log.debug(
       { id, channelId: a.channelId.toString(), nonce: a.nonce.toString() },
       "appointment stored",
     );
     return { id, nonce: a.nonce, stored: true, status: record.status };
+  }
+
+  /**
+   * Accepts a batch of appointment slots signed once by the client (`protocol/appointment-batch.ts`): the path
+   * of `POST /v1/appointment-batches` and the libp2p `AppointmentBatch` message. Synchronous like
+   * {@link submit}, and durable in ONE SQLite transaction.
+   *
+   * Order: the batch's shape (1..64 slots, every field, no two slots of a channel with one nonce), chain and
+   * hub, `tower` = this tower, `client` = the session's sender; per slot, the channel (unknown →
+   * `CHANNEL_NOT_FOUND`, settled or closed by the client → `CHANNEL_STATE`, both per slot) and its participants
+   * (the client in it and the closer its partner, else the whole batch is `NOT_PARTICIPANT`), then
+   * `superseded` (a higher nonce of the same channel in this batch), then the tower's stored nonce (`replayed`
+   * or `STALE_NONCE`, per slot). If a slot is left to store: the pinned ML-DSA key, the client's batch
+   * signatures (secp256k1, then ML-DSA-65), every stored or superseded slot's two secp256k1 signatures, then
+   * the closer's ML-DSA-65 evidence of each slot to store (one per channel). A batch that stores nothing
+   * (replays, stale or refused slots only) is answered without signature checks and changes nothing but the
+   * refusal counter.
+   * @returns one result per slot, in order.
+   * @throws QrwpError (nothing stored) INVALID_ARGUMENT (field `tower`, `slots`, `slots.<i>.<field>`…),
+   *   UNKNOWN_HUB (chainId | hub), NOT_PARTICIPANT (client | `slots.<i>.channelId` |
+   *   `slots.<i>.closingParticipant`), INVALID_SIGNATURE (clientMldsaPublicKey | batchSignature | coSignature |
+   *   `slots.<i>.closingSignature` | `slots.<i>.nonClosingSignature` | `slots.<i>.closingPqSignature`).
+   */
+  submitBatch(b: AppointmentBatch, from?: { address: string }): BatchSubmitResult {
+    try {
+      return this.#submitBatch(b, from);
+    } catch (err) {
+      const slots = Array.isArray(b?.slots) ? b.slots.length : 0;
+      this.#store.bump("count:refused", Math.max(1, Math.min(slots, MAX_APPOINTMENT_BATCH_SLOTS)));
+      const e = isQrwpError(err)
+        ? err
+        : new QrwpError("INTERNAL", "appointment batch could not be processed");
+      if (!isQrwpError(err)) this.#log.error({ err: errText(err) }, "appointment batch failed unexpectedly");
+      this.#log.info({ code: e.code, field: e.details.field, slots }, "appointment batch refused");
+      throw e;
+    }
+  }
+
+  #submitBatch(b: AppointmentBatch, from?: { address: string }): BatchSubmitResult {
+    assertAppointmentBatchShape(b);
+    const hub = this.#checkHub(b.chainId, b.hub);
+    if (lower(b.tower) !== lower(this.#address)) {
+      const message = `the batch is signed for tower ${b.tower}, this is ${this.#address}`;
+      throw new QrwpError("INVALID_ARGUMENT", message, { field: "tower" });
+    }
+    const client = normalizeAddress(b.client, "client");
+    if (from && lower(from.address) !== lower(client)) {
+      throw new QrwpError("NOT_PARTICIPANT", "a batch must come from its client", { field: "client" });
+    }
+    const ctx = { chainId: b.chainId, hub, client };
+    const ids = b.slots.map((s) => appointmentId(b.chainId, hub, s.channelId, client));
+    /** Index of the highest-nonce slot of each slot id (channel) in the batch. */
+    const highest = new Map<string, number>();
+    ids.forEach((id, i) => {
+      const h = highest.get(id);
+      if (h === undefined || b.slots[h]!.nonce < b.slots[i]!.nonce) highest.set(id, i);
+    });
+    const digests = b.slots.map((s, i) => appointmentSlotDigest(ctx, s, ids[i]));
+    const plans = b.slots.map((s, i): SlotPlan => {
+      const id = ids[i]!;
+      const digestHex = `0x${bytesToHex(digests[i]!)}`;
+      const where = this.#channelFor(s.channelId, client, s.closingParticipant, {
+        channelId: `slots.${i}.channelId`,
+        client: `slots.${i}.channelId`,
+        closer: `slots.${i}.closingParticipant`,
+      });
+      if ("refused" in where)
+        return { id, digestHex, channel: null, outcome: "refused", refusal: where.refused };
+      if (highest.get(id) !== i) return { id, digestHex, channel: where.channel, outcome: "superseded" };
+      const existing = this.#store.appointment(id);
+      if (existing && existing.nonce === s.nonce && existing.digest === digestHex) {
+        return { id, digestHex, channel: where.channel, outcome: "replayed" };
+      }
+      if (existing && existing.nonce >= s.nonce) {
+        return {
+          id,
+          digestHex,
+          channel: where.channel,
+          outcome: "refused",
+          refusal: staleNonce(existing.nonce),
+        };
+      }
+      return { id, digestHex, channel: where.channel, outcome: "stored" };
+    });
+    // Lower slots of a channel whose highest slot is refused are refused with it.
+    for (const p of plans) {
+      const top = plans[highest.get(p.id)!]!;
+      if (p.outcome === "superseded" && top.outcome === "refused") {
+        p.outcome = "refused";
+        if (top.refusal) p.refusal = top.refusal;
+      }
+    }
+    const toStore = new Set(plans.filter((p) => p.outcome === "stored").map((p) => p.id));
+    // Every slot of a channel whose highest slot is stored is checked; the others change nothing.
+    const checked = plans.flatMap((p, i) => (toStore.has(p.id) ? [{ p, i }] : []));
+    let pin: { client: string; keyHash: string } | null = null;
+    if (toStore.size > 0) {
+      pin = this.#checkPinnedKey(client, b.clientMldsaPublicKey, "clientMldsaPublicKey");
+      verifyAppointmentBatchSignatures(b, appointmentBatchDigest(b, digests));
+      const bpDigests = checked.map(({ i }) => verifyAppointmentSlot(ctx, b.slots[i]!, `slots.${i}.`));
+      checked.forEach(({ p, i }, k) => {
+        if (p.outcome === "stored") {
+          verifyAppointmentSlotEvidence(ctx, b.slots[i]!, `slots.${i}.`, bpDigests[k]);
+        }
+      });
+    }
+    const records: StoredAppointment[] = [];
+    const results: AppointmentSlotResult[] = plans.map((p, i) => {
+      const s = b.slots[i]!;
+      if (p.outcome === "stored") {
+        records.push(
+          this.#record(p.id, s.channelId, s.closingParticipant, client, s, p.digestHex, p.channel!),
+        );
+      }
+      const r: AppointmentSlotResult = { id: p.id, nonce: s.nonce, outcome: p.outcome };
+      if (p.refusal) {
+        r.code = p.refusal.code;
+        r.message = p.refusal.message.slice(0, 256);
+      }
+      return r;
+    });
+    const count = (o: AppointmentSlotOutcome) => results.filter((r) => r.outcome === o).length;
+    const summary = {
+      stored: records.length,
+      superseded: count("superseded"),
+      replayed: count("replayed"),
+      refused: count("refused"),
+    };
+    if (records.length > 0 || summary.refused > 0) {
+      this.#store.acceptBatch({
+        appointments: records,
+        pin: records.length > 0 ? pin : null,
+        // Accepted (checked) under a stored slot; a replayed channel's lower slots are not counted.
+        superseded: checked.length - records.length,
+        refused: summary.refused,
+        batch: records.length > 0,
+      });
+    }
+    this.#log.debug({ client, slots: b.slots.length, ...summary }, "appointment batch processed");
+    return { results, ...summary };
+  }
+
+  /** @returns the hub (EIP-55) if `chainId` and `hub` are the tower's. @throws QrwpError UNKNOWN_HUB */
+  #checkHub(chainId: bigint, hubAddress: string): string {
+    if (chainId !== BigInt(this.#deployment.chainId)) {
+      throw new QrwpError("UNKNOWN_HUB", `this tower watches chain ${this.#deployment.chainId}`, {
+        field: "chainId",
+        value: String(chainId),
+      });
+    }
+    const hub = normalizeAddress(hubAddress, "hub");
+    if (lower(hub) !== lower(this.#deployment.hub)) {
+      throw new QrwpError("UNKNOWN_HUB", `this tower watches hub ${this.#deployment.hub}`, {
+        field: "hub",
+        value: hub,
+      });
+    }
+    return hub;
+  }
+
+  /**
+   * The channel of a slot, or the per-slot refusal (`CHANNEL_NOT_FOUND`, `CHANNEL_STATE`, field `fields.channelId`).
+   * @throws QrwpError NOT_PARTICIPANT (field `fields.client` or `fields.closer`) when the channel is known and
+   *   the client is not in it or the closer is not the client's partner.
+   */
+  #channelFor(
+    channelId: bigint,
+    client: string,
+    closer: string,
+    fields: { channelId: string; client: string; closer: string },
+  ): { channel: TowerChannel } | { refused: QrwpError } {
+    const channel = this.#store.channel(channelId);
+    if (!channel) {
+      return {
+        refused: new QrwpError(
+          "CHANNEL_NOT_FOUND",
+          `channel ${channelId} is not known to this tower (it follows the hub ${this.confirmations} blocks below the head)`,
+          { field: fields.channelId },
+        ),
+      };
+    }
+    const participants = [lower(channel.participant1), lower(channel.participant2)];
+    if (!participants.includes(lower(client))) {
+      throw new QrwpError("NOT_PARTICIPANT", "the non-closing participant is not in this channel", {
+        field: fields.client,
+      });
+    }
+    if (!participants.includes(lower(closer)) || lower(closer) === lower(client)) {
+      throw new QrwpError("NOT_PARTICIPANT", "the closing participant is not the client's partner", {
+        field: fields.closer,
+      });
+    }
+    if (channel.state === "settled") {
+      return {
+        refused: new QrwpError("CHANNEL_STATE", "the channel is settled", { field: fields.channelId }),
+      };
+    }
+    if (channel.state === "closed" && lower(channel.closingParticipant ?? "") === lower(client)) {
+      return {
+        refused: new QrwpError("CHANNEL_STATE", "the client closed this channel itself", {
+          field: fields.channelId,
+        }),
+      };
+    }
+    return { channel };
+  }
+
+  /**
+   * The client's ML-DSA key must be the one pinned by its first accepted appointment.
+   * @returns the pin to write with the first accepted appointment, or null if the client is pinned already.
+   * @throws QrwpError INVALID_SIGNATURE (field `field`) on another key.
+   */
+  #checkPinnedKey(
+    client: string,
+    key: Uint8Array,
+    field: string,
+  ): { client: string; keyHash: string } | null {
+    const keyHash = `0x${bytesToHex(sha256(key))}`;
+    const pinned = this.#store.clientKeyHash(client);
+    if (pinned !== null && pinned !== keyHash) {
+      throw new QrwpError("INVALID_SIGNATURE", "the ML-DSA key differs from the one this client registered", {
+        field,
+      });
+    }
+    return pinned === null ? { client, keyHash } : null;
+  }
+
+  /** The new row of an accepted slot, judged against its channel (a close with a lower nonce: breach at once). */
+  #record(
+    id: string,
+    channelId: bigint,
+    closer: string,
+    client: string,
+    s: Pick<AppointmentSlot, "nonce" | "balanceHash" | "closingSignature" | "nonClosingSignature">,
+    digestHex: string,
+    channel: TowerChannel,
+  ): StoredAppointment {
+    const record = newStoredAppointment({
+      id,
+      channelId,
+      closingParticipant: normalizeAddress(closer, "closingParticipant"),
+      nonClosingParticipant: client,
+      nonce: s.nonce,
+      balanceHash: s.balanceHash.toLowerCase(),
+      closingSignature: s.closingSignature,
+      nonClosingSignature: s.nonClosingSignature,
+      digest: digestHex,
+    });
+    this.#judge(record, channel);
+    return record;
   }
 
   /** The stored appointment of a slot, or null. */
@@ -656,6 +891,13 @@ export class Watchtower {
       );
     }
   }
+}
+
+function staleNonce(held: bigint): QrwpError {
+  return new QrwpError("STALE_NONCE", `the tower holds nonce ${held} for this channel`, {
+    field: "nonce",
+    stored: held.toString(),
+  });
 }
 
 function evChannel(ev: ChainEvent): bigint | null {

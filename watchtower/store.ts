@@ -9,6 +9,7 @@
  *   progress (about 470 bytes per slot with its channel row, see bench:watchtower);
  * - `clients`: each client's pinned ML-DSA-65 key hash (sha256), set by its first accepted appointment;
  * - `meta`: the chain cursor (`chain:last-processed-block`) and counters.
+ * A batch of appointments is written in one transaction ({@link WatchtowerStore.acceptBatch}).
  * Storage is bounded by the number of channels on the hub (at most two slots per channel). Every call is
  * durable when it returns. Nonces and amounts are decimal strings (uint256).
  */
@@ -56,7 +57,10 @@ export interface StoredAppointment {
   balanceHash: string;
   closingSignature: string;
   nonClosingSignature: string;
-  /** sha256 of the appointment digest (0x-hex): a replay of the same appointment is recognised by it. */
+  /**
+   * The slot digest (`appointmentSlotDigest`, 0x-hex) of the stored appointment, whichever form carried it (rows
+   * written before batches hold sha256 of the single appointment's digest): a replay is recognised by it.
+   */
   digest: string;
   status: AppointmentStatus;
   /** Chain time (s) from which the contest may be sent (staggered point of the settle window). */
@@ -119,7 +123,11 @@ export interface TowerStats {
   clients: number;
   byStatus: Record<AppointmentStatus, number>;
   appointmentsAccepted: number;
+  /** Slots accepted in a batch that also held a higher nonce of their channel (checked, not stored). */
+  appointmentsSuperseded: number;
   appointmentsRefused: number;
+  /** Batches that stored at least one slot. */
+  batchesAccepted: number;
   contestsSent: number;
   dbBytes: number;
 }
@@ -294,8 +302,8 @@ export class WatchtowerStore {
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
       ),
       bumpMeta: db.prepare(
-        `INSERT INTO meta (key, value) VALUES (?, '1')
-         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)`,
+        `INSERT INTO meta (key, value) VALUES (@key, CAST(CAST(@by AS INTEGER) AS TEXT))
+         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + CAST(@by AS INTEGER) AS TEXT)`,
       ),
       getChannel: db.prepare("SELECT * FROM channels WHERE channel_id = ?"),
       upsertChannel: db.prepare(
@@ -373,9 +381,9 @@ export class WatchtowerStore {
     this.#stmts.setMeta.run(CURSOR_KEY, String(block));
   }
 
-  /** Adds 1 to a counter in `meta` (e.g. "count:accepted"). */
-  bump(counter: string): void {
-    this.#stmts.bumpMeta.run(counter);
+  /** Adds `by` (default 1) to a counter in `meta` (e.g. "count:accepted"). */
+  bump(counter: string, by = 1): void {
+    this.#stmts.bumpMeta.run({ key: counter, by });
   }
 
   counter(counter: string): number {
@@ -417,6 +425,28 @@ export class WatchtowerStore {
   /** Inserts or replaces a slot's appointment (a newly accepted one). */
   putAppointment(a: StoredAppointment): void {
     this.#stmts.upsertAppointment.run(this.#row(a));
+  }
+
+  /**
+   * What one appointment batch (or a single appointment) changes, durable in ONE transaction (one fsync): the
+   * slots' new rows, the client's pinned ML-DSA key on its first accepted appointment, and the counters
+   * (`count:accepted`, `count:superseded`, `count:refused`, `count:batches` when `batch` is true).
+   */
+  acceptBatch(w: {
+    appointments: readonly StoredAppointment[];
+    pin: { client: string; keyHash: string } | null;
+    superseded?: number;
+    refused?: number;
+    batch?: boolean;
+  }): void {
+    this.#s.transaction(() => {
+      for (const a of w.appointments) this.putAppointment(a);
+      if (w.pin) this.pinClientKey(w.pin.client, w.pin.keyHash);
+      if (w.appointments.length > 0) this.bump("count:accepted", w.appointments.length);
+      if (w.superseded) this.bump("count:superseded", w.superseded);
+      if (w.refused) this.bump("count:refused", w.refused);
+      if (w.batch) this.bump("count:batches");
+    });
   }
 
   /**
@@ -488,7 +518,9 @@ export class WatchtowerStore {
       clients: decodeRow(countRow, "clients", this.#stmts.countClients.get()).n,
       byStatus,
       appointmentsAccepted: this.counter("count:accepted"),
+      appointmentsSuperseded: this.counter("count:superseded"),
       appointmentsRefused: this.counter("count:refused"),
+      batchesAccepted: this.counter("count:batches"),
       contestsSent: this.counter("count:contests-sent"),
       dbBytes: this.#s.sizeBytes(),
     };

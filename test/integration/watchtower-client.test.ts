@@ -13,11 +13,14 @@ import { pino } from "pino";
 import {
   EMPTY_LOCKS_ROOT,
   WATCHTOWER_PROTOCOL,
+  appointmentBatchDigest,
   appointmentId,
   generateNodeKeys,
   signBalanceProof,
-  verifyAppointment,
-  type Appointment,
+  verifyAppointmentBatchSignatures,
+  verifyAppointmentSlot,
+  verifyAppointmentSlotEvidence,
+  type AppointmentSlotResult,
   type ChannelMessage,
   type ErrorCode,
   type NodeKeys,
@@ -68,14 +71,37 @@ class FakeSource implements PartnerProofSource {
   }
 }
 
-type Script = (a: Appointment) => { code: ErrorCode; message: string } | "accept" | "hang";
+/** What the stand-in tower saw of one slot (from a batch or a single appointment). */
+interface Received {
+  channelId: bigint;
+  nonce: bigint;
+  closingParticipant: string;
+  nonClosingParticipant: string;
+  closingSignature: string;
+}
 
-/** A stand-in tower: verifies appointments, keeps the highest nonce per slot, answers per `script`. */
+type Script = (a: Received) => { code: ErrorCode; message: string } | "accept" | "hang";
+
+/** Refusals a real tower gives per slot; any other code refuses the whole batch. */
+const PER_SLOT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "STALE_NONCE",
+  "CHANNEL_NOT_FOUND",
+  "CHANNEL_STATE",
+]);
+
+/**
+ * A stand-in tower: verifies batches (both batch signatures, every slot's secp256k1 signatures and evidence),
+ * keeps the highest nonce per slot, answers per `script` (a per-slot code in the slot's result, another code
+ * refuses the whole batch, as a real tower does).
+ */
 class FakeTower {
   readonly keys = generateNodeKeys();
-  readonly received: Appointment[] = [];
+  readonly received: Received[] = [];
+  readonly batches: number[] = [];
   readonly stored = new Map<string, bigint>();
   script: Script = () => "accept";
+  /** Each batch's reply waits this long (ms). */
+  delayMs = 0;
   host: Libp2p | null = null;
   transport: SessionTransport | null = null;
   listen = "/ip4/127.0.0.1/tcp/0";
@@ -87,18 +113,33 @@ class FakeTower {
     this.host = await createHost({ privateKey: this.libp2pKey, listen: this.listen });
     this.transport = new SessionTransport(this.host, this.keys, log, { protocol: WATCHTOWER_PROTOCOL });
     this.transport.setHandler(async (_from, body): Promise<ChannelMessage> => {
-      if (body.type !== "Appointment") return { type: "Error", code: "INVALID_MESSAGE", message: "?" };
-      const a = body.appointment;
-      verifyAppointment(a);
-      this.received.push(a);
-      const outcome = this.script(a);
-      if (outcome === "hang") return new Promise<ChannelMessage>(() => undefined);
-      if (outcome !== "accept") return { type: "Error", ...outcome };
-      const id = appointmentId(a.chainId, a.hub, a.channelId, a.nonClosingParticipant);
-      const previous = this.stored.get(id) ?? 0n;
-      if (a.nonce < previous) return { type: "Error", code: "STALE_NONCE", message: "stale" };
-      this.stored.set(id, a.nonce);
-      return { type: "AppointmentAccepted", id, nonce: a.nonce, stored: a.nonce > previous };
+      if (body.type !== "AppointmentBatch") return { type: "Error", code: "INVALID_MESSAGE", message: "?" };
+      const b = body.batch;
+      expect(b.tower).to.equal(this.keys.address);
+      verifyAppointmentBatchSignatures(b, appointmentBatchDigest(b));
+      const ctx = { chainId: b.chainId, hub: b.hub, client: b.client };
+      this.batches.push(b.slots.length);
+      const outcomes = b.slots.map((s) => {
+        verifyAppointmentSlot(ctx, s);
+        verifyAppointmentSlotEvidence(ctx, s);
+        const r: Received = { ...s, nonClosingParticipant: b.client };
+        this.received.push(r);
+        return this.script(r);
+      });
+      if (outcomes.includes("hang")) return new Promise<ChannelMessage>(() => undefined);
+      if (this.delayMs > 0) await sleep(this.delayMs);
+      const whole = outcomes.find((o) => o !== "accept" && o !== "hang" && !PER_SLOT_CODES.has(o.code));
+      if (whole && whole !== "accept" && whole !== "hang") return { type: "Error", ...whole };
+      const results = b.slots.map((s, i): AppointmentSlotResult => {
+        const id = appointmentId(b.chainId, b.hub, s.channelId, b.client);
+        const o = outcomes[i]!;
+        if (o !== "accept" && o !== "hang") return { id, nonce: s.nonce, outcome: "refused", ...o };
+        const previous = this.stored.get(id) ?? 0n;
+        if (s.nonce < previous) return { id, nonce: s.nonce, outcome: "refused", code: "STALE_NONCE" };
+        this.stored.set(id, s.nonce);
+        return { id, nonce: s.nonce, outcome: s.nonce > previous ? "stored" : "replayed" };
+      });
+      return { type: "AppointmentBatchAccepted", results };
     });
     await this.transport.start();
     this.multiaddr = dialableMultiaddrs(this.host)[0] as string;
@@ -201,7 +242,7 @@ describe("node/watchtowers: WatchtowerClient against a stand-in tower", function
     });
     expect(s?.lastAcceptedAtMs).to.be.a("number");
     // The appointments name us and our partner and carry the partner's exact signatures.
-    const last = tower.received.at(-1) as Appointment;
+    const last = tower.received.at(-1) as Received;
     expect(last.nonClosingParticipant).to.equal(alice.address);
     expect(last.closingParticipant).to.equal(bob.address);
     expect(last.closingSignature).to.equal(source.proofs.get(1n)?.signature);
@@ -255,17 +296,41 @@ describe("node/watchtowers: WatchtowerClient against a stand-in tower", function
     source.set(2n, 1n);
     const c = client();
     c.start();
-    await until("both refusals", () => tower.received.length === 2);
+    // NOT_PARTICIPANT refuses the whole batch [1, 2]: each channel is then sent alone, and only the bad one
+    // is refused for good.
+    await until("both refusals", () => tower.received.length === 4);
     await sleep(400);
-    expect(tower.received).to.have.length(2);
+    expect(tower.batches).to.deep.equal([2, 1, 1]);
+    expect(tower.received).to.have.length(4);
     expect(c.status()[0]?.pendingChannels).to.equal(0);
     expect(c.status()[0]?.lastError?.code).to.be.oneOf(["NOT_PARTICIPANT", "STALE_NONCE"]);
     source.set(1n, 2n);
     c.notify(1n);
     await until("nonce 2 accepted", () => c.status()[0]?.acceptedAppointments === 1);
     expect(tower.stored.size).to.equal(1);
-    expect(tower.noncesFor(1n)).to.deep.equal([1n, 2n]);
+    expect(tower.noncesFor(1n)).to.deep.equal([1n, 1n, 2n]);
     expect(c.status()[0]?.lastError).to.equal(null);
+  });
+
+  it("coalesces the channels marked while a batch is in flight into the next batch (one signature each)", async () => {
+    for (let ch = 1n; ch <= 70n; ch++) source.set(ch, 1n);
+    const c = client();
+    c.start();
+    await until("70 appointments", () => tower.stored.size === 70);
+    // 70 channels at start: a full batch of 64 and one of 6.
+    expect(tower.batches).to.deep.equal([64, 6]);
+    // The next batch is held in flight 300 ms; channels marked meanwhile go together in the one after it.
+    tower.delayMs = 300;
+    source.set(1n, 2n);
+    c.notify(1n);
+    await until("nonce 2 of channel 1 in flight", () => tower.noncesFor(1n).includes(2n));
+    for (let ch = 2n; ch <= 11n; ch++) {
+      source.set(ch, 2n);
+      c.notify(ch);
+    }
+    await until("the ten others", () => [...tower.stored.values()].filter((n) => n === 2n).length === 11);
+    expect(tower.batches.slice(2)).to.deep.equal([1, 10]);
+    expect(c.status()[0]?.acceptedAppointments).to.equal(81);
   });
 
   it("CHANNEL_NOT_FOUND is retried with backoff (the tower may lag the chain), then given up", async () => {

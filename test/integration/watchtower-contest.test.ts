@@ -2,7 +2,8 @@
  * The tower's contest transactions against a `hardhat node` (in process: Watchtower + TowerChain + a real
  * SQLite file). A contest transaction that the chain drops is replaced with the same account nonce and
  * higher fees, and the replacement lands; a newer appointment accepted while a contest is pending is never
- * overwritten by the older contest's progress.
+ * overwritten by the older contest's progress; a tower given a batch of appointments contests with the latest
+ * nonce of the batch.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,7 +16,9 @@ import { startLocalChain, type LocalChain } from "../../devnet/harness.js";
 import {
   appointmentId,
   createAppointment,
+  createAppointmentSlot,
   generateNodeKeys,
+  signAppointmentBatch,
   signBalanceProof,
   type NodeKeys,
 } from "../../protocol/index.js";
@@ -44,13 +47,14 @@ describe("integration: watchtower contest transactions", function () {
   let store: WatchtowerStore;
   let towerChain: TowerChain;
   let tower: Watchtower;
+  let towerKeys: NodeKeys;
   const log = pino({ level: "silent" });
 
   before(async () => {
     chain = await startLocalChain();
     const funder = await chain.provider.getSigner(0);
     deployment = await deployQrwp(funder, { testToken: false });
-    const towerKeys = generateNodeKeys();
+    towerKeys = generateNodeKeys();
     await (await funder.sendTransaction({ to: towerKeys.address, value: parseEther("5") })).wait();
     store = new WatchtowerStore(join(mkdtempSync(join(tmpdir(), "qrwp-tower-tx-")), "watchtower.db"));
     towerChain = new TowerChain({
@@ -102,8 +106,8 @@ describe("integration: watchtower contest transactions", function () {
     return { closer, client, channelId, wallet };
   }
 
-  function appointment(closer: NodeKeys, client: NodeKeys, channelId: bigint, nonce: bigint) {
-    const proof = signBalanceProof(
+  function closerProof(closer: NodeKeys, channelId: bigint, nonce: bigint) {
+    return signBalanceProof(
       {
         chainId: BigInt(deployment.chainId),
         hub: deployment.hub,
@@ -115,8 +119,11 @@ describe("integration: watchtower contest transactions", function () {
       },
       closer,
     );
+  }
+
+  function appointment(closer: NodeKeys, client: NodeKeys, channelId: bigint, nonce: bigint) {
     return createAppointment(
-      proof,
+      closerProof(closer, channelId, nonce),
       { address: closer.address, mldsaPublicKey: closer.mldsaPublicKey },
       client,
     );
@@ -193,5 +200,36 @@ describe("integration: watchtower contest transactions", function () {
     } finally {
       await chain.provider.send("evm_setAutomine", [true]);
     }
+  });
+
+  it("a tower given a batch of appointments contests the latest nonce", async () => {
+    const { closer, client, channelId, wallet } = await channel();
+    // The client's batch: three nonces of this channel in no particular order (the highest is stored, the
+    // others superseded).
+    const slot = (nonce: bigint) =>
+      createAppointmentSlot(
+        closerProof(closer, channelId, nonce),
+        { address: closer.address, mldsaPublicKey: closer.mldsaPublicKey },
+        client,
+      );
+    const batch = signAppointmentBatch(
+      { chainId: BigInt(deployment.chainId), hub: deployment.hub, tower: towerKeys.address },
+      [slot(2n), slot(7n), slot(4n)],
+      client,
+    );
+    const r = tower.submitBatch(batch, { address: client.address });
+    expect(r.results.map((x) => x.outcome)).to.deep.equal(["superseded", "stored", "superseded"]);
+    const id = slotOf(channelId, client);
+    expect(store.appointment(id)?.nonce).to.equal(7n);
+    const hub = ChannelHub__factory.connect(deployment.hub, wallet);
+    await (
+      await hub.closeChannel(channelId, client.address, 0n, `0x${"00".repeat(32)}`, "0x", { nonce: 1 })
+    ).wait();
+    const done = await until("contested", () => {
+      const a = store.appointment(id);
+      return a?.status === "contested" ? a : undefined;
+    });
+    expect(done.nonce).to.equal(7n);
+    expect((await hub.getParticipant(channelId, closer.address)).nonce).to.equal(7n);
   });
 });
