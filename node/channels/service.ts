@@ -321,6 +321,15 @@ export class ChannelService {
     return this.httpRelay.signDirectTransfer(params, options);
   }
 
+  /** Signs, without sending, several direct payments to one partner, normally under one proof (`HttpRelay`). */
+  signDirectTransfers(
+    target: string,
+    token: string,
+    payments: { amount: bigint; paymentId: string; notAfterMs?: number }[],
+  ): Promise<PromiseSettledResult<SignedDirectTransfer>[]> {
+    return this.httpRelay.signDirectTransfers(target, token, payments);
+  }
+
   /** Completes our direct payment with the partner's signed acknowledgement relayed over HTTP. */
   confirmProcessed(paymentId: string, ack: ProcessedAcknowledgement): Promise<PaymentRecord> {
     return this.httpRelay.confirmProcessed(paymentId, ack);
