@@ -53,6 +53,12 @@ export interface QrwpClientOptions {
   timeoutSeconds?: number;
   /** `direct` (default): a direct channel payment when possible, else routed; `routed`: always routed. */
   prefer?: "direct" | "routed";
+  /**
+   * The caller reports each request that carried a direct payment when it finished
+   * ({@link QrwpChannelClientScheme.finished}); the next node call then gathers the payments of one round
+   * (`qrwpFetchClient` does). Default false.
+   */
+  reportsFinishedRequests?: boolean;
 }
 
 /** How long the payer's node may take to sign a direct transfer (ms); its API call waits longer (10 s). */
@@ -74,16 +80,36 @@ interface SignRequest {
 }
 
 /**
+ * How long a payment waits at most for the other payments of the previous call to finish (ms), so that the
+ * next call carries them all (see {@link SignBatcher}).
+ */
+const SIGN_GATHER_MS = 25;
+
+/** Per merchant (`payTo asset`): the payments waiting, the call in flight, the previous call's payments. */
+interface SignQueue {
+  waiting: SignRequest[];
+  busy: boolean;
+  /** Payment ids of the latest call whose requests have not finished (only while finishes are reported). */
+  outstanding: Set<string>;
+  timer: NodeJS.Timeout | null;
+}
+
+/**
  * The payer's node signs the direct payments of concurrent requests to one merchant in one call: while a
  * call is in flight, the next ones wait and go together (up to {@link SIGN_BATCH_MAX}) when it returns.
+ * When the caller reports finished requests ({@link finished}; `qrwpFetchClient` does), the next call also
+ * waits, at most {@link SIGN_GATHER_MS}, until the requests of the previous call have finished: they are
+ * the next payers, and the node builds a proof only on an acknowledged one, so going without them would
+ * split one round of payments into two proofs in a row.
  */
 class SignBatcher {
   readonly #node: QrwpNodeApi;
-  /** Per `payTo asset`: the payments waiting, and whether a call is in flight. */
-  readonly #queues = new Map<string, { waiting: SignRequest[]; busy: boolean }>();
+  readonly #gather: boolean;
+  readonly #queues = new Map<string, SignQueue>();
 
-  constructor(node: QrwpNodeApi) {
+  constructor(node: QrwpNodeApi, gather: boolean) {
     this.#node = node;
+    this.#gather = gather;
   }
 
   sign(
@@ -94,35 +120,57 @@ class SignBatcher {
     const key = `${target.toLowerCase()} ${token.toLowerCase()}`;
     let queue = this.#queues.get(key);
     if (!queue) {
-      queue = { waiting: [], busy: false };
+      queue = { waiting: [], busy: false, outstanding: new Set(), timer: null };
       this.#queues.set(key, queue);
     }
     const q = queue;
     return new Promise((resolve, reject) => {
       q.waiting.push({ ...request, resolve, reject });
-      if (!q.busy) void this.#run(target, token, key, q);
+      this.#schedule(target, token, q);
     });
   }
 
-  async #run(target: string, token: string, key: string, q: { waiting: SignRequest[]; busy: boolean }) {
+  /** The request that carried payment `paymentId` finished (answered or failed). */
+  finished(paymentId: string): void {
+    for (const [key, q] of this.#queues) {
+      if (!q.outstanding.delete(paymentId)) continue;
+      const [target, token] = key.split(" ") as [string, string];
+      this.#schedule(target, token, q);
+    }
+  }
+
+  /** Sends the waiting payments now, or once the previous call's requests finished (bounded wait). */
+  #schedule(target: string, token: string, q: SignQueue): void {
+    if (q.busy || q.waiting.length === 0) return;
+    if (this.#gather && q.outstanding.size > 0) {
+      q.timer ??= setTimeout(() => {
+        q.timer = null;
+        q.outstanding.clear();
+        this.#schedule(target, token, q);
+      }, SIGN_GATHER_MS);
+      return;
+    }
+    if (q.timer) clearTimeout(q.timer);
+    q.timer = null;
+    void this.#run(target, token, q);
+  }
+
+  async #run(target: string, token: string, q: SignQueue): Promise<void> {
     q.busy = true;
+    const batch = q.waiting.splice(0, SIGN_BATCH_MAX);
     try {
-      while (q.waiting.length > 0) {
-        const batch = q.waiting.splice(0, SIGN_BATCH_MAX);
-        try {
-          const outcomes = await this.#node.signDirectTransfers({ target, token, payments: batch });
-          batch.forEach((r, i) => {
-            const o = outcomes[i];
-            if (o instanceof QrwpError) r.reject(o);
-            else r.resolve(o as NodeSignedTransfer);
-          });
-        } catch (err) {
-          for (const r of batch) r.reject(err);
-        }
-      }
+      const outcomes = await this.#node.signDirectTransfers({ target, token, payments: batch });
+      if (this.#gather) q.outstanding = new Set(batch.map((r) => r.paymentId));
+      batch.forEach((r, i) => {
+        const o = outcomes[i];
+        if (o instanceof QrwpError) r.reject(o);
+        else r.resolve(o as NodeSignedTransfer);
+      });
+    } catch (err) {
+      for (const r of batch) r.reject(err);
     } finally {
       q.busy = false;
-      if (q.waiting.length === 0) this.#queues.delete(key);
+      this.#schedule(target, token, q);
     }
   }
 }
@@ -138,7 +186,15 @@ export class QrwpChannelClientScheme implements SchemeNetworkClient {
   constructor(node: QrwpNodeApi | NodeApiConfig, options: QrwpClientOptions) {
     this.#node = node instanceof QrwpNodeApi ? node : new QrwpNodeApi(node);
     this.#options = options;
-    this.#signer = new SignBatcher(this.#node);
+    this.#signer = new SignBatcher(this.#node, options.reportsFinishedRequests === true);
+  }
+
+  /**
+   * The HTTP request that carried the direct payment `paymentId` finished (see
+   * {@link QrwpClientOptions.reportsFinishedRequests}).
+   */
+  finished(paymentId: string): void {
+    this.#signer.finished(paymentId);
   }
 
   /**
@@ -322,6 +378,7 @@ function fetchClient(options: QrwpFetchOptions, awaitRelay: boolean): QrwpFetchC
     ...(options.maxFee !== undefined ? { maxFee: options.maxFee } : {}),
     ...(options.timeoutSeconds !== undefined ? { timeoutSeconds: options.timeoutSeconds } : {}),
     ...(options.prefer !== undefined ? { prefer: options.prefer } : {}),
+    reportsFinishedRequests: true,
   });
   const cache = new Map<string, CachedRequirement>();
   /** Per channel, the highest nonce an acknowledgement of ours completed; in flight by `channel:nonce`. */
@@ -336,14 +393,23 @@ function fetchClient(options: QrwpFetchOptions, awaitRelay: boolean): QrwpFetchC
 
   /** The fetch `wrapFetchWithPayment` calls: remembers a reusable requirement once it paid directly. */
   const capturing = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
-    const res = await baseFetch(input, init);
-    if (!(input instanceof Request) || (options.prefer ?? "direct") !== "direct") return res;
-    const header = input.headers.get("payment-signature");
+    const header = input instanceof Request ? input.headers.get("payment-signature") : null;
+    if (!header) return baseFetch(input, init);
+    let template: PaymentPayload | null = null;
+    try {
+      template = decodePaymentSignatureHeader(header);
+    } catch {
+      template = null;
+    }
+    const paymentHash = (template?.payload as { paymentHash?: unknown } | undefined)?.paymentHash;
+    const res = await baseFetch(input, init).finally(() => {
+      if (typeof paymentHash === "string") scheme.finished(x402PaymentId(paymentHash));
+    });
     const settledHeader = res.headers.get("payment-response");
-    if (!header || !settledHeader || res.status >= 400) return res;
+    if (!(input instanceof Request) || !template || !settledHeader || res.status >= 400) return res;
+    if ((options.prefer ?? "direct") !== "direct") return res;
     try {
       const settled = decodePaymentResponseHeader(settledHeader);
-      const template = decodePaymentSignatureHeader(header);
       const ticket = parseQrwpRoutedExtra(template.accepted?.extra)?.ticket;
       if (settled.success && settled.extra?.mode === "direct" && ticket?.reusable)
         cache.set(routeKey(input.method, input.url), {
@@ -407,7 +473,8 @@ function fetchClient(options: QrwpFetchOptions, awaitRelay: boolean): QrwpFetchC
         // encodePaymentSignatureHeader's bytes (base64 of the UTF-8 JSON) on Node's codec.
         const payment = { ...cached.template, payload: result.payload };
         headers.set("payment-signature", Buffer.from(JSON.stringify(payment), "utf8").toString("base64"));
-        const res = await baseFetch(url, { ...init, headers });
+        const paymentId = x402PaymentId((result.payload as { paymentHash: string }).paymentHash);
+        const res = await baseFetch(url, { ...init, headers }).finally(() => scheme.finished(paymentId));
         if (res.status === 402) cache.delete(key);
         else await relayInBackgroundOrNot(res);
         return res;
