@@ -12,10 +12,15 @@
  * Direct streaming mode (the payer has an open channel with the merchant's node): the same 402 and
  * requirements (`extra.direct: true` says the merchant takes it); the payer's node signs the next balance
  * proof of that channel for exactly `amount` (a `DirectTransfer` whose payment id is
- * {@link x402PaymentId}`(paymentHash)`, not sent over libp2p) and the retry carries it:
+ * {@link x402PaymentId}`(paymentHash)`, or a `BalanceUpdate` of direct changes that includes it when the
+ * payer's node signed several payments together; not sent over libp2p) and the retry carries it:
  * `PaymentPayload.payload` = {@link QrwpDirectPayload} `{ paymentHash, transfer }` (`transfer`: base64url of
- * the CBOR envelope). The merchant's node verifies and stores it like any DirectTransfer from that partner;
- * `SettleResponse.extra.processed` carries its signed acknowledgement for the payer's node.
+ * the CBOR envelope). `paymentHash` is the invoice's, or, when the requirement carries a stateless
+ * {@link QrwpTicket} (`extra.ticket`), any fresh 32 bytes the payer picks: the ticket is the merchant's HMAC
+ * over the terms, valid for any number of payments until it expires, so a client that paid a route reuses
+ * the requirement without another 402 and the merchant stores nothing per 402. The merchant's node verifies
+ * and stores the proof like any from that partner, each payment id once; `SettleResponse.extra.processed`
+ * carries its signed acknowledgement for the payer's node.
  * - Refusals use the snake_case reasons of {@link X402_REFUSAL_REASONS} (x402's `invalidReason` /
  *   `errorReason`).
  */
@@ -94,6 +99,56 @@ export function isX402RefusalReason(value: unknown): value is X402RefusalReason 
 const bytes32Hex = z.string().regex(BYTES32_RE, "must be 0x-prefixed 32-byte hex");
 const addressHex = z.string().regex(ADDRESS_RE, "must be a 20-byte 0x address");
 
+/**
+ * A stateless direct-mode requirement (`extra.ticket`): `mac` = HMAC-SHA256 under the merchant's ticket key
+ * of {@link x402TicketMessage} (the terms, the route and the expiry). It costs the merchant no write to mint
+ * or to check; replays are refused by the payment id, which the merchant's node stores once.
+ */
+export const qrwpTicketSchema = z
+  .object({
+    /** `"<METHOD> <route pattern>"` the ticket was minted for. */
+    route: z.string().min(1).max(512),
+    /**
+     * The route's price does not depend on the request: the client may pay the route again with this
+     * requirement, without a 402, until it expires (each time under a fresh payment hash).
+     */
+    reusable: z.boolean(),
+    /** Unix seconds after which the merchant refuses it (`invoice_expired`, after its grace). */
+    expiresAtSeconds: z.number().int().positive(),
+    mac: bytes32Hex,
+  })
+  .strict();
+export type QrwpTicket = z.infer<typeof qrwpTicketSchema>;
+
+/** The terms a {@link QrwpTicket}'s MAC covers (addresses any case; amounts decimal base units). */
+export interface QrwpTicketTerms {
+  network: string;
+  payTo: string;
+  hub: string;
+  asset: string;
+  amount: string;
+  maxTimeoutSeconds: number;
+  route: string;
+  reusable: boolean;
+  expiresAtSeconds: number;
+}
+
+/** The canonical bytes a ticket's HMAC covers: one line per field, addresses lower-case. */
+export function x402TicketMessage(t: QrwpTicketTerms): string {
+  return [
+    "qrwp-x402-ticket-v1",
+    t.network,
+    t.payTo.toLowerCase(),
+    t.hub.toLowerCase(),
+    t.asset.toLowerCase(),
+    t.amount,
+    String(t.maxTimeoutSeconds),
+    t.route.replace(/\n/g, " "),
+    t.reusable ? "reusable" : "once",
+    String(t.expiresAtSeconds),
+  ].join("\n");
+}
+
 /** The invoice a 402 names: the merchant node's payment hash and when it expires (unix seconds). */
 export const qrwpInvoiceRefSchema = z.object({
   paymentHash: bytes32Hex,
@@ -102,18 +157,25 @@ export const qrwpInvoiceRefSchema = z.object({
 export type QrwpInvoiceRef = z.infer<typeof qrwpInvoiceRefSchema>;
 
 /**
- * `PaymentRequirements.extra` of routed mode: `{ assetTransferMethod: "invoice", hub: <ChannelHub address>,
- * invoice: { paymentHash, expiresAtSeconds } }`. Unknown keys pass through (x402 reserves some).
+ * `PaymentRequirements.extra` of the scheme: `{ assetTransferMethod: "invoice", hub: <ChannelHub address>,
+ * invoice?: { paymentHash, expiresAtSeconds }, direct?: true, ticket?: QrwpTicket }`: at least one of
+ * `invoice` (routed mode, and direct mode naming it) and `ticket` (direct mode only). Unknown keys pass
+ * through (x402 reserves some).
  */
 export const qrwpRoutedExtraSchema = z
   .object({
     assetTransferMethod: z.literal(QRWP_ROUTED_TRANSFER_METHOD),
     hub: addressHex,
-    invoice: qrwpInvoiceRefSchema,
+    invoice: qrwpInvoiceRefSchema.optional(),
     /** The merchant also takes direct streaming payments on a channel with `payTo`. */
     direct: z.boolean().optional(),
+    /** Stateless direct-mode requirement (needs `direct: true`). */
+    ticket: qrwpTicketSchema.optional(),
   })
-  .loose();
+  .loose()
+  .refine((e) => e.invoice !== undefined || (e.ticket !== undefined && e.direct === true), {
+    message: "needs an invoice, or a ticket with direct: true",
+  });
 export type QrwpRoutedExtra = z.infer<typeof qrwpRoutedExtraSchema>;
 
 /** `PaymentPayload.payload` of routed mode: the invoice's hash and its secret (0x 32-byte hex each). */

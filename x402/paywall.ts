@@ -7,9 +7,10 @@
  * endpoints (`GET /v1/receipts`, `GET /v1/receipts/events`) with their bearer token.
  *
  * Answers (identical in both adapters):
- * - unpaid request to a priced route → 402, header `PAYMENT-REQUIRED` (base64 JSON `PaymentRequired` naming
- *   a fresh invoice of the merchant's node), body `{ error: "missing_payment" }`; beyond the unpaid cap →
- *   429, `Retry-After: <s>`, body `{ error: "rate_limited" }`, no invoice minted;
+ * - unpaid request to a priced route → 402, header `PAYMENT-REQUIRED` (base64 JSON `PaymentRequired` with a
+ *   stateless direct-mode ticket and, unless `routed: false`, a fresh invoice of the merchant's node), body
+ *   `{ error: "missing_payment" }`; beyond the unpaid cap → 429, `Retry-After: <s>`, body
+ *   `{ error: "rate_limited" }`, no invoice minted;
  * - refused payment → 402 with the coded reason of `X402_REFUSAL_REASONS` in the body and in
  *   `PaymentRequired.error`; never the resource, and the merchant's state is unchanged (a direct transfer
  *   the node refused is not stored; one the payer's node later re-sends over libp2p pays the channel like
@@ -53,6 +54,7 @@ import {
   createQrwpMerchant,
   decodesAsPayment,
   qrwpPaymentOption,
+  qrwpTicketRouteHook,
   type QrwpMerchant,
   type X402Logger,
 } from "./server.js";
@@ -145,6 +147,13 @@ export interface QrwpPaywallOptions extends Pick<
   paidRecheckMs?: number;
   /** See `QrwpFacilitatorOptions.directExpiryGraceMs`. */
   directExpiryGraceMs?: number;
+  /**
+   * Routed payments too (default true): every unpaid 402 then also names an invoice minted on the merchant
+   * node (not fsync'd there). `false`: direct streaming only; an unpaid 402 writes nothing anywhere.
+   */
+  routed?: boolean;
+  /** See `QrwpMerchantOptions.ticketKey` (default: a random key kept in the receipts file). */
+  ticketKey?: Uint8Array;
   /**
    * Unpaid requests (no payment header, or one that does not decode) to priced routes per second over all
    * clients; each mints an invoice. `false`: no cap. Default 50.
@@ -387,11 +396,16 @@ export class PaywallCore {
         ...(opts.paidWaitMs !== undefined ? { paidWaitMs: opts.paidWaitMs } : {}),
         ...(opts.paidRecheckMs !== undefined ? { paidRecheckMs: opts.paidRecheckMs } : {}),
         ...(opts.directExpiryGraceMs !== undefined ? { directExpiryGraceMs: opts.directExpiryGraceMs } : {}),
+        ...(opts.routed !== undefined ? { routed: opts.routed } : {}),
+        ...(opts.ticketKey !== undefined ? { ticketKey: opts.ticketKey } : {}),
+        // A fixed price is the same for every request to the route: its tickets may be reused.
+        fixedPriceRoutes: new Set(
+          opts.routes.filter((r) => typeof r.amount === "string").map((r) => r.route),
+        ),
       });
-      const resourceServer = new x402ResourceServer(merchant.facilitator).register(
-        merchant.network,
-        merchant.scheme,
-      );
+      const resourceServer = new x402ResourceServer(merchant.facilitator)
+        .register(merchant.network, merchant.scheme)
+        .onBeforeVerify(qrwpTicketRouteHook());
       const http = new x402HTTPResourceServer(resourceServer, routeTable(merchant, opts.routes));
       await http.initialize();
       const { info, network } = merchant;

@@ -127,6 +127,7 @@ export function invoiceJson(i: InvoiceRecord, payee: string) {
 export function acceptedDirectTransferJson(a: AcceptedDirectTransfer) {
   return {
     paymentId: a.paymentId,
+    payments: a.payments.map((x) => ({ paymentId: x.paymentId, amount: x.amount.toString() })),
     channelId: a.channelId.toString(),
     nonce: a.nonce.toString(),
     amount: a.amount.toString(),

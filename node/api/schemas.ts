@@ -112,6 +112,32 @@ export const directPaymentBody = {
   },
 } as const;
 
+/** `POST /v1/payments/direct-transfers/batch`: several payments to one partner, signed together. */
+export const directPaymentsBatchBody = {
+  type: "object",
+  required: ["target", "token", "payments"],
+  additionalProperties: false,
+  properties: {
+    target: address,
+    token: address,
+    payments: {
+      type: "array",
+      minItems: 1,
+      maxItems: 16,
+      items: {
+        type: "object",
+        required: ["amount", "paymentId"],
+        additionalProperties: false,
+        properties: {
+          amount: positiveAmount,
+          paymentId: paymentIdSchema,
+          notAfterMs: directPaymentBody.properties.notAfterMs,
+        },
+      },
+    },
+  },
+} as const;
+
 /** `POST /v1/channels`. */
 export const openChannelBody = {
   type: "object",

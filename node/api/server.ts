@@ -19,7 +19,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { Logger } from "pino";
-import { QrwpError } from "../../protocol/index.js";
+import { QrwpError, isQrwpError } from "../../protocol/index.js";
 import {
   STRICT_AJV,
   errorBody,
@@ -53,6 +53,7 @@ import {
   depositBody,
   withdrawBody,
   directPaymentBody,
+  directPaymentsBatchBody,
   infoBody,
   invoiceBody,
   listPaymentsQuery,
@@ -102,6 +103,13 @@ export interface ApiServerInit {
    */
   beforeReply?: () => void | Promise<void>;
 }
+
+/**
+ * Log level of the x402 direct-streaming routes (sign, accept, acknowledge): their per-request lines are
+ * dropped below `warn` (at a thousand paid requests a second the two info lines per request were about a
+ * tenth of the node's CPU); failures (5xx) are still logged.
+ */
+const HOT_ROUTE_LOG_LEVEL = "warn";
 
 function requirePayments(payments: PaymentService | undefined): PaymentService {
   if (!payments) throw new QrwpError("NOT_FOUND", "multi-hop payments are not enabled on this node");
@@ -386,11 +394,13 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
           "Sign (do not send) a direct payment to a channel partner for delivery over HTTP (x402 direct streaming)",
         description:
           "201 {payment (status pending), channelId, nonce, transfer}: `transfer` is the unpadded base64url of the " +
-          "stored DirectTransfer envelope; the partner's node accepts it at POST /v1/transfers/direct and the " +
-          "payment completes at POST /v1/payments/:paymentId/processed (or when the libp2p re-send is acknowledged).",
+          "stored envelope (a DirectTransfer, or a BalanceUpdate of direct changes shared by the calls signed " +
+          "together); the partner's node accepts it at POST /v1/transfers/direct and the payment completes at " +
+          "POST /v1/payments/:paymentId/processed (or when the libp2p re-send is acknowledged).",
         body: directPaymentBody,
         querystring: noQuery,
       },
+      logLevel: HOT_ROUTE_LOG_LEVEL,
     },
     async (req, reply) => {
       const b = req.body;
@@ -413,6 +423,70 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
   );
 
   app.post<{
+    Body: {
+      target: string;
+      token: string;
+      payments: { amount: string; paymentId: string; notAfterMs?: number }[];
+    };
+  }>(
+    "/v1/payments/direct-transfers/batch",
+    {
+      schema: {
+        summary:
+          "Sign (do not send) several direct payments to one channel partner, normally under one proof (x402 direct streaming)",
+        description:
+          "201 {transfers: [base64url envelope], results: [{paymentId, transfer: <index in transfers>, channelId, " +
+          "nonce, payment} or {paymentId, error: {code, message, details}}]} in the order asked, as " +
+          "POST /v1/payments/direct-transfers answers each one; when every payment is refused, that refusal of " +
+          "the first is the answer (its HTTP status and coded body).",
+        body: directPaymentsBatchBody,
+        querystring: noQuery,
+      },
+      logLevel: HOT_ROUTE_LOG_LEVEL,
+    },
+    async (req, reply) => {
+      const b = req.body;
+      const outcomes = await service.signDirectTransfers(
+        b.target,
+        b.token,
+        b.payments.map((p, i) => ({
+          amount: parseAmount(p.amount, `payments.${i}.amount`, 1n),
+          paymentId: p.paymentId,
+          ...(p.notAfterMs !== undefined ? { notAfterMs: p.notAfterMs } : {}),
+        })),
+      );
+      if (outcomes.every((o) => o.status === "rejected")) throw (outcomes[0] as PromiseRejectedResult).reason;
+      const transfers: string[] = [];
+      const index = new Map<Uint8Array, number>();
+      const results = outcomes.map((o, i) => {
+        const paymentId = b.payments[i]!.paymentId;
+        if (o.status === "rejected") {
+          const err = o.reason;
+          return {
+            paymentId,
+            error: isQrwpError(err)
+              ? err.toJSON()
+              : { code: "INTERNAL", message: "signing failed", details: {} },
+          };
+        }
+        let at = index.get(o.value.transfer);
+        if (at === undefined) {
+          at = transfers.push(Buffer.from(o.value.transfer).toString("base64url")) - 1;
+          index.set(o.value.transfer, at);
+        }
+        return {
+          paymentId,
+          transfer: at,
+          channelId: o.value.payment.channelId.toString(),
+          nonce: o.value.payment.nonce.toString(),
+          payment: { kind: "direct", fee: "0", ...paymentJson(o.value.payment) },
+        };
+      });
+      return reply.status(201).send({ transfers, results });
+    },
+  );
+
+  app.post<{
     Params: { paymentId: string };
     Body: { processed: { channelId: string; nonce: string; signature: string } };
   }>(
@@ -425,6 +499,7 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
         querystring: noQuery,
         body: processedBody,
       },
+      logLevel: HOT_ROUTE_LOG_LEVEL,
     },
     async (req) => {
       const p = req.body.processed;
@@ -441,13 +516,16 @@ export async function buildApiServer(init: ApiServerInit): Promise<FastifyInstan
     "/v1/transfers/direct",
     {
       schema: {
-        summary: "Accept a partner's DirectTransfer relayed over HTTP (x402 direct streaming)",
+        summary:
+          "Accept a partner's DirectTransfer (or BalanceUpdate of direct payments) relayed over HTTP (x402 direct streaming)",
         description:
-          "200 {paymentId, channelId, nonce, amount, token, partner, processed: {channelId, nonce, signature}}; " +
-          "the identical transfer again gives the same answer and changes nothing.",
+          "200 {paymentId (null for several), payments: [{paymentId, amount}], channelId, nonce, amount (the sum), " +
+          "token, partner, processed: {channelId, nonce, signature}}; the identical transfer again gives the same " +
+          "answer and changes nothing.",
         body: acceptDirectTransferBody,
         querystring: noQuery,
       },
+      logLevel: HOT_ROUTE_LOG_LEVEL,
     },
     async (req) => {
       const b = req.body;

@@ -116,6 +116,7 @@ export class ChannelService {
       outgoing: this.outgoing,
       direct: this.direct,
       incoming: this.incoming,
+      chain: this.chain,
     });
     this.cooperative = new CooperativeSettle({
       ...shared,
@@ -330,6 +331,15 @@ export class ChannelService {
     options: { notAfterMs?: number } = {},
   ): Promise<SignedDirectTransfer> {
     return this.httpRelay.signDirectTransfer(params, options);
+  }
+
+  /** Signs, without sending, several direct payments to one partner, normally under one proof (`HttpRelay`). */
+  signDirectTransfers(
+    target: string,
+    token: string,
+    payments: { amount: bigint; paymentId: string; notAfterMs?: number }[],
+  ): Promise<PromiseSettledResult<SignedDirectTransfer>[]> {
+    return this.httpRelay.signDirectTransfers(target, token, payments);
   }
 
   /** Completes our direct payment with the partner's signed acknowledgement relayed over HTTP. */

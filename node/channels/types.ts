@@ -133,8 +133,9 @@ export interface SignedDirectTransfer {
   /** Our outgoing payment, status `pending` until the partner's acknowledgement (amount in base units). */
   payment: PaymentRecord;
   /**
-   * `encodeEnvelope({id: 0, body: DirectTransfer})` (CBOR, protocol/messages.ts): exactly the bytes stored
-   * with the proof, and what the libp2p re-send carries.
+   * `encodeEnvelope({id: 0, body})` (CBOR, protocol/messages.ts) with `body` a DirectTransfer, or a
+   * BalanceUpdate of direct changes when several payments share the proof: exactly the bytes stored with the
+   * proof, and what the libp2p re-send carries.
    */
   transfer: Uint8Array;
 }
@@ -150,11 +151,15 @@ export interface ProcessedAcknowledgement {
   signature: string;
 }
 
-/** What {@link ChannelService.acceptDirectTransfer} returns (amount in token base units). */
+/** What {@link ChannelService.acceptDirectTransfer} returns (amounts in token base units). */
 export interface AcceptedDirectTransfer {
-  paymentId: string;
+  /** The payment the proof carries, or null when it carries several (see {@link payments}). */
+  paymentId: string | null;
+  /** Every payment the proof carries, in order. */
+  payments: { paymentId: string; amount: bigint }[];
   channelId: bigint;
   nonce: bigint;
+  /** The proof's increment: the sum of {@link payments}. */
   amount: bigint;
   token: string;
   /** The payer: the channel's partner. */

@@ -364,7 +364,10 @@ export class PaymentService {
 
   /**
    * Creates an invoice: a fresh secret whose hash the payer locks to; we reveal it when a lock of at least
-   * `amount` arrives before `expirySeconds`.
+   * `amount` arrives before `expirySeconds`. The insert is not fsync'd (x402 mints one per unpaid 402): an
+   * unpaid invoice lost in a machine crash only makes a payment to it fail cleanly (we cannot reveal a secret
+   * we do not have, so the payer's lock expires back to it); it becomes durable with the node's next durable
+   * commit (WAL order), at the latest the one that accepts the lock paying it.
    */
   createInvoice(params: {
     token: string;
@@ -394,7 +397,7 @@ export class PaymentService {
       expiresAtMs: now + expirySeconds * 1000,
       paidAtMs: null,
     };
-    this.#store.insertInvoice(invoice);
+    this.#store.transaction(() => this.#store.insertInvoice(invoice), { durable: false });
     return invoice;
   }
 

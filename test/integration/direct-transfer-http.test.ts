@@ -6,7 +6,11 @@
  * (`POST /v1/payments/:paymentId/processed`). Checks: a stream of payments one nonce apart, idempotent
  * re-delivery, tampered transfers and acknowledgements refused with coded errors naming the field and no
  * state change, and a transfer never relayed being delivered by alice's libp2p re-send before her next
- * payment. Real processes, real SQLite, real libp2p, no mocks.
+ * payment. Several payments signed together (`POST /v1/payments/direct-transfers/batch`) share one proof, a
+ * BalanceUpdate of direct changes that bob accepts over HTTP as a whole; one acknowledgement completes them
+ * all; a payment refused inside the batch (a repeated id, a deadline past) is refused alone; a relayed
+ * BalanceUpdate carrying anything but direct payments is refused coded. Real processes, real SQLite, real
+ * libp2p, no mocks.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -332,6 +336,99 @@ describe("integration: direct transfers relayed over HTTP (x402 direct streaming
     await expectBob(10);
   });
 
+  it("signs several payments under one BalanceUpdate; bob takes it whole; one acknowledgement completes all", async () => {
+    const before = await channelOf(bob);
+    const count = before.totals.receivedCount;
+    const batch = await alice.api.call<{
+      transfers: string[];
+      results: {
+        paymentId: string;
+        transfer?: number;
+        nonce?: string;
+        payment?: PaymentJson;
+        error?: { code: string; details: { field?: string } };
+      }[];
+    }>("POST", "/v1/payments/direct-transfers/batch", {
+      target: bob.address,
+      token,
+      payments: [
+        { amount: price.toString(), paymentId: "batch-1" },
+        { amount: (2n * price).toString(), paymentId: "batch-2" },
+        { amount: price.toString(), paymentId: "batch-1" }, // the same id again: refused alone
+        { amount: price.toString(), paymentId: "batch-3", notAfterMs: Date.now() + 60_000 },
+      ],
+    });
+    expect(batch.transfers).to.have.length(1);
+    const [r1, r2, dup, r3] = batch.results;
+    expect(dup).to.deep.include({ paymentId: "batch-1" });
+    expect(dup!.error).to.include({ code: "CONFLICT" });
+    for (const r of [r1!, r2!, r3!]) {
+      expect(r).to.include({ transfer: 0, nonce: r1!.nonce });
+      expect(r.payment).to.include({ status: "pending", direction: "outgoing" });
+    }
+    const body = decodeEnvelope(new Uint8Array(Buffer.from(batch.transfers[0]!, "base64url"))).body;
+    if (body.type !== "BalanceUpdate") throw new Error(`expected a BalanceUpdate, got ${body.type}`);
+    expect(body.changes.map((c) => c.kind === "direct" && [c.paymentId, c.amount])).to.deep.equal([
+      ["batch-1", price],
+      ["batch-2", 2n * price],
+      ["batch-3", price],
+    ]);
+    // A relayed update that is not only direct payments is refused before anything is checked.
+    const asLock = tamper(batch.transfers[0]!, (b) =>
+      b.type === "BalanceUpdate"
+        ? { ...b, changes: [...b.changes, { kind: "expire", secretHash: `0x${"11".repeat(32)}` }] }
+        : b,
+    );
+    expect(await refusal(accept(bob, asLock))).to.deep.equal({
+      status: 400,
+      code: "INVALID_MESSAGE",
+      field: "transfer",
+    });
+    // Changes that do not add up to the proof's increment: refused whole, nothing stored.
+    const short = tamper(batch.transfers[0]!, (b) =>
+      b.type === "BalanceUpdate" ? { ...b, changes: b.changes.slice(0, 2) } : b,
+    );
+    expect((await refusal(accept(bob, short))).code).to.equal("INVALID_TRANSFER");
+    await expectBob(count);
+
+    const accepted = await accept(bob, batch.transfers[0]!);
+    paid += 4n * price;
+    expect(accepted).to.include({ paymentId: null, amount: (4n * price).toString(), nonce: r1!.nonce });
+    expect(accepted.payments).to.deep.equal([
+      { paymentId: "batch-1", amount: price.toString() },
+      { paymentId: "batch-2", amount: (2n * price).toString() },
+      { paymentId: "batch-3", amount: price.toString() },
+    ]);
+    await expectBob(count + 3);
+    // The acknowledgement relayed for one payment completes every payment of the proof.
+    expect((await relayProcessed("batch-2", accepted.processed)).status).to.equal("completed");
+    for (const id of ["batch-1", "batch-3"])
+      expect((await paymentOf(alice, id)).status).to.equal("completed");
+    expect((await relayProcessed("batch-3", accepted.processed)).status).to.equal("completed");
+    expect((await channelOf(alice)).totals.sent).to.equal(paid.toString());
+    // Every payment refused: the answer is the first refusal, coded.
+    expect(
+      await refusal(
+        alice.api.call("POST", "/v1/payments/direct-transfers/batch", {
+          target: bob.address,
+          token,
+          payments: [{ amount: price.toString(), paymentId: "batch-1" }],
+        }),
+      ),
+    ).to.deep.include({ status: 409, code: "CONFLICT" });
+    expect(
+      (
+        await refusal(
+          alice.api.call("POST", "/v1/payments/direct-transfers/batch", {
+            target: bob.address,
+            token,
+            payments: [],
+          }),
+        )
+      ).code,
+    ).to.equal("INVALID_ARGUMENT");
+  });
+
   it("a transfer signed but never relayed is delivered over libp2p before alice's next payment; both complete", async () => {
     const lost = await sign(bob, price, "never-relayed");
     expect(lost.payment.status).to.equal("pending");
@@ -345,7 +442,7 @@ describe("integration: direct transfers relayed over HTTP (x402 direct streaming
     expect(next).to.include({ status: "completed", nonce: String(BigInt(lost.nonce) + 1n) });
     expect((await paymentOf(alice, "never-relayed")).status).to.equal("completed");
     expect(await paymentOf(bob, "never-relayed")).to.include({ direction: "incoming", status: "completed" });
-    const b = await expectBob(12);
+    const b = await expectBob(15);
     const a = await channelOf(alice);
     expect(a.ourNonce).to.equal(b.partnerNonce);
     expect(a.ourBalance).to.equal(b.partnerBalance);
@@ -353,6 +450,6 @@ describe("integration: direct transfers relayed over HTTP (x402 direct streaming
     // The transfer relayed late is an idempotent re-delivery now: same answer, no change.
     const late = await accept(bob, lost.transfer);
     expect(late).to.include({ paymentId: "never-relayed", nonce: lost.nonce });
-    await expectBob(12);
+    await expectBob(15);
   });
 });

@@ -6,8 +6,13 @@
  * before the resource is served, receipts say `direct` with alice as payer, the acknowledgement reaches
  * alice's node; replays, concurrent double use, tampered and mismatched transfers are coded 402s that change
  * no balance; the unmodified `@x402/fetch` pays directly too (its transfer is then confirmed by the node's
- * own re-send before the next one).
+ * own re-send before the next one). The fast path: a `qrwpFetchClient` pays a route through one 402 and then
+ * straight with the cached requirement; stateless tickets that are forged, expired or for another route are
+ * refused before carol's node stores anything; a direct payment under a ticket is usable once; a burst of
+ * concurrent payments (signed together by alice's node) leaves every receipt, also after a graceful stop; a
+ * merchant without routed mode answers 402s naming no invoice.
  */
+import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,7 +32,14 @@ import {
   x402Network,
   x402PaymentId,
 } from "../../protocol/index.js";
-import { QrwpChannelClientScheme, price, qrwpFetch, qrwpPaywall } from "../../x402/index.js";
+import {
+  QrwpChannelClientScheme,
+  ReceiptStore,
+  price,
+  qrwpFetch,
+  qrwpFetchClient,
+  qrwpPaywall,
+} from "../../x402/index.js";
 
 const unit = parseUnits("1", 18);
 const deposit = 100n * unit;
@@ -84,6 +96,27 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     return { req, paymentHash, transfer: signed.transfer };
   }
 
+  /** A fresh 402 of `path` (its requirement carries a ticket) and alice's signed transfer under a random hash. */
+  async function signedForTicket(path = "/weather"): Promise<{
+    req: PaymentRequirements;
+    paymentHash: string;
+    transfer: string;
+  }> {
+    const res = await fetch(`${baseUrl}${path}`);
+    expect(res.status).to.equal(402);
+    await res.body?.cancel();
+    const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
+    expect(req.extra.ticket, "the 402 carries a ticket").to.be.an("object");
+    const paymentHash = `0x${randomBytes(32).toString("hex")}`;
+    const signed = await n.alice!.api.call<{ transfer: string }>("POST", "/v1/payments/direct-transfers", {
+      target: n.carol!.address,
+      token,
+      amount: req.amount,
+      paymentId: x402PaymentId(paymentHash),
+    });
+    return { req, paymentHash, transfer: signed.transfer };
+  }
+
   function header(req: PaymentRequirements, payload: Record<string, unknown>): string {
     return encodePaymentSignatureHeader({ x402Version: 2, accepted: req, payload });
   }
@@ -107,6 +140,7 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
       routes: [
         price("GET /weather", weatherPrice, token),
         price("GET /flash", weatherPrice, token, { maxTimeoutSeconds: 1 }), // invoices live one second
+        price("GET /forecast", weatherPrice, token), // the same terms as /weather, another route
       ],
       receiptsPath: join(devnet.dir, "receipts.sqlite"),
       // Every request comes from 127.0.0.1 in quick succession: no unpaid cap here (x402-http tests it).
@@ -121,6 +155,10 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     app.get("/flash", async () => {
       served++;
       return { flash: true };
+    });
+    app.get("/forecast", async () => {
+      served++;
+      return { forecast: "sunny" };
     });
     baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
   });
@@ -355,6 +393,175 @@ describe("integration: x402 direct streaming (alice's channel with carol's merch
     expect(results.filter((r) => r.body.city === "Porto")).to.have.length(1);
     // Both handlers may run (fastify settles in onSend); only one response carries the resource.
     expect(served - before).to.be.within(1, 2);
+  });
+
+  it("a qrwpFetchClient pays a route through one 402, then straight with the cached requirement", async () => {
+    const statuses: number[] = [];
+    const counting: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      statuses.push(res.status);
+      return res;
+    };
+    const client = qrwpFetchClient({ node: aliceNode, maxAmount: unit, fetch: counting });
+    const hashes: string[] = [];
+    for (const city of ["Porto", "Faro", "Braga", "Porto"]) {
+      const res = await client(`${baseUrl}/weather?city=${city}`);
+      expect(res.status).to.equal(200);
+      await res.body?.cancel();
+      const settled = decodePaymentResponseHeader(res.headers.get("payment-response")!);
+      expect(settled.extra).to.include({ mode: "direct" });
+      hashes.push(settled.transaction);
+    }
+    // One 402 for the route (the query is not part of it), then each request paid at once.
+    expect(statuses).to.deep.equal([402, 200, 200, 200, 200]);
+    expect(new Set(hashes).size).to.equal(4);
+    // Another route is not cached: it has its own 402.
+    const other = await client(`${baseUrl}/forecast`);
+    expect(other.status).to.equal(200);
+    await other.body?.cancel();
+    expect(statuses.slice(5)).to.deep.equal([402, 200]);
+    // Every payment was received by carol's node and acknowledged to alice's (relayed in the background).
+    for (const h of hashes) {
+      const path = `/v1/payments/${encodeURIComponent(x402PaymentId(h))}`;
+      expect((await n.carol!.api.call<{ status: string }>("GET", path)).status).to.equal("completed");
+      for (let i = 0; ; i++) {
+        const status = (await n.alice!.api.call<{ status: string }>("GET", path)).status;
+        if (status === "completed") break;
+        if (i > 100) expect.fail(`alice's payment ${h} is still ${status}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  });
+
+  it("a direct payment under a ticket buys once; forged, expired and foreign-route tickets buy nothing", async () => {
+    const refusal = async (path: string, paymentSignature: string): Promise<unknown> => {
+      const res = await fetch(`${baseUrl}${path}`, { headers: { "payment-signature": paymentSignature } });
+      expect(res.status).to.equal(402);
+      return ((await res.json()) as { error: unknown }).error;
+    };
+    // Used once, then replayed: refused, nothing served again.
+    const p = await signedForTicket();
+    const good = header(p.req, { paymentHash: p.paymentHash, transfer: p.transfer });
+    const ok = await fetch(`${baseUrl}/weather`, { headers: { "payment-signature": good } });
+    expect(ok.status).to.equal(200);
+    await ok.body?.cancel();
+    const before = { served, receipts: (await receipts()).count };
+    expect(await refusal("/weather", good)).to.equal("replayed");
+    // The same transfer offered under another payment hash names no payment of its own.
+    const otherHash = `0x${randomBytes(32).toString("hex")}`;
+    expect(
+      await refusal("/weather", header(p.req, { paymentHash: otherHash, transfer: p.transfer })),
+    ).to.equal("unknown_invoice");
+
+    // A forged ticket (one MAC nibble changed).
+    const q = await signedForTicket();
+    const channelBefore = JSON.stringify(await carolChannel());
+    const ticket = q.req.extra.ticket as { mac: string; route: string };
+    const mac = ticket.mac.slice(0, 10) + (ticket.mac[10] === "0" ? "1" : "0") + ticket.mac.slice(11);
+    const forged = { ...q.req, extra: { ...q.req.extra, ticket: { ...ticket, mac } } };
+    expect(
+      await refusal("/weather", header(forged, { paymentHash: q.paymentHash, transfer: q.transfer })),
+    ).to.equal("unknown_invoice");
+    // A ticket of /weather offered on /forecast (same price and terms, another route).
+    expect(
+      await refusal("/forecast", header(q.req, { paymentHash: q.paymentHash, transfer: q.transfer })),
+    ).to.equal("unknown_invoice");
+    // Neither reached carol's node or bought anything; the untampered payment still buys /weather.
+    expect(JSON.stringify(await carolChannel())).to.equal(channelBefore);
+    expect(served).to.equal(before.served);
+    expect((await receipts()).count).to.equal(before.receipts);
+    const res = await fetch(`${baseUrl}/weather`, {
+      headers: { "payment-signature": header(q.req, { paymentHash: q.paymentHash, transfer: q.transfer }) },
+    });
+    expect(res.status).to.equal(200);
+    await res.body?.cancel();
+
+    // A ticket of /flash (one second) used after it expired beyond the grace (2 s here): refused before
+    // carol's node sees the transfer (alice's node delivers it over libp2p before its next one: a payer that
+    // waits that long pays unserved, as with an expired invoice).
+    const flash = await signedForTicket("/flash");
+    await new Promise((r) => setTimeout(r, 3_300));
+    const channelBeforeFlash = JSON.stringify(await carolChannel());
+    expect(
+      await refusal(
+        "/flash",
+        header(flash.req, { paymentHash: flash.paymentHash, transfer: flash.transfer }),
+      ),
+    ).to.equal("invoice_expired");
+    expect(JSON.stringify(await carolChannel())).to.equal(channelBeforeFlash);
+    expect(served).to.equal(before.served + 1);
+    expect((await receipts()).count).to.equal(before.receipts + 1);
+  });
+
+  it("a burst of concurrent payments: every receipt is there, also after a graceful stop", async () => {
+    const file = join(devnet.dir, "burst-receipts.sqlite");
+    const carolNode = { apiUrl: n.carol!.apiUrl, token: readApiToken(n.carol!.dataDir) };
+    const burst = Fastify({ logger: false });
+    await burst.register(qrwpPaywall, {
+      node: carolNode,
+      routes: [price("GET /weather", weatherPrice, token)],
+      receiptsPath: file,
+      maxUnpaidPerSecond: false,
+      maxUnpaidPerIpPerSecond: false,
+    });
+    burst.get("/weather", async () => ({ city: "Porto" }));
+    const url = await burst.listen({ port: 0, host: "127.0.0.1" });
+    const client = qrwpFetchClient({ node: aliceNode, maxAmount: unit });
+    const first = await client(`${url}/weather`);
+    expect(first.status).to.equal(200);
+    await first.body?.cancel();
+    const balanceBefore = BigInt(String((await carolChannel()).ourBalance));
+    const hashes = await Promise.all(
+      Array.from({ length: 24 }, async () => {
+        const res = await client(`${url}/weather`);
+        expect(res.status).to.equal(200);
+        await res.body?.cancel();
+        return decodePaymentResponseHeader(res.headers.get("payment-response")!).transaction;
+      }),
+    );
+    expect(new Set(hashes).size).to.equal(24);
+    await burst.close(); // writes every claimed receipt, then closes the file
+    const stored = new ReceiptStore(file);
+    for (const h of hashes)
+      expect(stored.get(h), h).to.include({ mode: "direct", amount: weatherPrice.toString() });
+    expect(stored.count()).to.equal(25);
+    stored.close();
+    // carol's node holds the 24, to the wei.
+    expect(BigInt(String((await carolChannel()).ourBalance)) - balanceBefore).to.equal(24n * weatherPrice);
+  });
+
+  it("a merchant without routed mode names no invoice; direct payers pay, routed ones cannot", async () => {
+    const carolNode = { apiUrl: n.carol!.apiUrl, token: readApiToken(n.carol!.dataDir) };
+    const directOnly = Fastify({ logger: false });
+    await directOnly.register(qrwpPaywall, {
+      node: carolNode,
+      routes: [price("GET /weather", weatherPrice, token)],
+      receiptsPath: ":memory:",
+      routed: false,
+    });
+    directOnly.get("/weather", async () => ({ city: "Porto" }));
+    const url = await directOnly.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const res = await fetch(`${url}/weather`);
+      expect(res.status).to.equal(402);
+      await res.body?.cancel();
+      const req = decodePaymentRequiredHeader(res.headers.get("payment-required")!).accepts[0]!;
+      expect(req.extra).to.include({ direct: true });
+      expect(req.extra).to.not.have.property("invoice");
+      expect(req.extra.ticket).to.include({ route: "GET /weather", reusable: true });
+      const paid = await qrwpFetch(`${url}/weather`, undefined, { node: aliceNode, maxAmount: unit });
+      expect(paid.status).to.equal(200);
+      await paid.body?.cancel();
+      let error: unknown;
+      try {
+        await qrwpFetch(`${url}/weather`, undefined, { node: aliceNode, maxAmount: unit, prefer: "routed" });
+      } catch (err) {
+        error = err;
+      }
+      expect(String(error)).to.match(/direct payments only/);
+    } finally {
+      await directOnly.close();
+    }
   });
 
   it("the unmodified @x402/fetch pays directly; the next payment confirms it over libp2p first", async () => {

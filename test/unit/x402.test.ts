@@ -1,7 +1,9 @@
 /**
  * The pure parts of the `qrwp-channel` x402 scheme (protocol/x402.ts): CAIP-2 networks, the routed
- * requirements' `extra` and payload schemas, preimage checks, refusal reasons; and the receipts store's
- * insert-once semantics (x402/receipts.ts, in-memory SQLite).
+ * requirements' `extra` and payload schemas, preimage checks, refusal reasons, the stateless ticket's schema
+ * and MAC'd message; the merchant's tickets (x402/server.ts `QrwpTickets`: minted, verified, forged or
+ * altered ones refused); and the receipts store's insert-once semantics with its group commit
+ * (x402/receipts.ts, in-memory and file SQLite).
  */
 import { expect } from "chai";
 import fc from "fast-check";
@@ -22,12 +24,15 @@ import {
   randomSecret,
   secretHashOf,
   x402Network,
+  x402TicketMessage,
+  type QrwpTicketTerms,
 } from "../../protocol/index.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { ReceiptStore } from "../../x402/receipts.js";
+import { QrwpTickets, decodesAsPayment } from "../../x402/server.js";
 
 const hub = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 
@@ -75,6 +80,63 @@ describe("protocol/x402", () => {
     );
     expect(parseQrwpRoutedExtra(null)).to.equal(null);
     expect(parseQrwpRoutedExtra("x")).to.equal(null);
+  });
+
+  it("takes a ticket instead of an invoice only for direct payments, and refuses a malformed ticket", () => {
+    const ticket = {
+      route: "GET /weather",
+      reusable: true,
+      expiresAtSeconds: 1_800_000_000,
+      mac: `0x${"ab".repeat(32)}`,
+    };
+    const extra = { assetTransferMethod: "invoice", hub, direct: true, ticket };
+    expect(parseQrwpRoutedExtra(extra)).to.deep.equal(extra);
+    // Neither an invoice nor a direct ticket: nothing to pay.
+    expect(parseQrwpRoutedExtra({ ...extra, direct: false })).to.equal(null);
+    expect(parseQrwpRoutedExtra({ assetTransferMethod: "invoice", hub, direct: true })).to.equal(null);
+    for (const bad of [
+      { ...ticket, mac: "0x12" },
+      { ...ticket, reusable: "yes" },
+      { ...ticket, expiresAtSeconds: 0 },
+      { ...ticket, route: "" },
+      { ...ticket, extra: 1 },
+    ])
+      expect(parseQrwpRoutedExtra({ ...extra, ticket: bad }), JSON.stringify(bad)).to.equal(null);
+  });
+
+  it("a ticket's MAC'd message names every term, addresses in any case", () => {
+    const terms: QrwpTicketTerms = {
+      network: "eip155:31337",
+      payTo: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+      hub,
+      asset: hub,
+      amount: "1000",
+      maxTimeoutSeconds: 300,
+      route: "GET /weather",
+      reusable: true,
+      expiresAtSeconds: 1_800_000_000,
+    };
+    const message = x402TicketMessage(terms);
+    expect(
+      x402TicketMessage({
+        ...terms,
+        payTo: terms.payTo.toLowerCase(),
+        hub: hub.toUpperCase().replace("0X", "0x"),
+      }),
+    ).to.equal(message);
+    const changes: Partial<QrwpTicketTerms>[] = [
+      { network: "eip155:1" },
+      { payTo: hub },
+      { hub: terms.payTo },
+      { asset: terms.payTo },
+      { amount: "1001" },
+      { maxTimeoutSeconds: 301 },
+      { route: "GET /other" },
+      { reusable: false },
+      { expiresAtSeconds: 1_800_000_001 },
+    ];
+    for (const change of changes)
+      expect(x402TicketMessage({ ...terms, ...change }), JSON.stringify(change)).to.not.equal(message);
   });
 
   it("parses the routed payload strictly and checks sha256(preimage) == paymentHash", () => {
@@ -148,6 +210,50 @@ describe("protocol/x402", () => {
   });
 });
 
+describe("x402/server tickets", () => {
+  const terms: QrwpTicketTerms = {
+    network: "eip155:31337",
+    payTo: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    hub,
+    asset: hub,
+    amount: "1000",
+    maxTimeoutSeconds: 300,
+    route: "GET /weather",
+    reusable: true,
+    expiresAtSeconds: 1_800_000_000,
+  };
+
+  it("verifies its own tickets and refuses forged, altered and foreign ones", () => {
+    const tickets = new QrwpTickets(Buffer.alloc(32, 7));
+    const ticket = tickets.mint(terms);
+    expect(ticket).to.include({ route: "GET /weather", reusable: true, expiresAtSeconds: 1_800_000_000 });
+    expect(ticket.mac).to.match(/^0x[0-9a-f]{64}$/);
+    expect(tickets.verify(terms, ticket.mac)).to.equal(true);
+    expect(tickets.verify(terms, ticket.mac), "remembered").to.equal(true);
+    // Altered terms under the same MAC (a cheaper price, another route, a later expiry, reusable).
+    for (const change of [
+      { amount: "999" },
+      { route: "GET /admin" },
+      { expiresAtSeconds: terms.expiresAtSeconds + 1 },
+      { reusable: false },
+    ])
+      expect(tickets.verify({ ...terms, ...change }, ticket.mac), JSON.stringify(change)).to.equal(false);
+    // A MAC made up, one cut short, and one of another merchant's key.
+    expect(tickets.verify(terms, `0x${"00".repeat(32)}`)).to.equal(false);
+    expect(tickets.verify(terms, ticket.mac.slice(0, 40))).to.equal(false);
+    expect(new QrwpTickets(Buffer.alloc(32, 8)).verify(terms, ticket.mac)).to.equal(false);
+    expect(() => new QrwpTickets(Buffer.alloc(8))).to.throw(/16 bytes/);
+  });
+
+  it("tells payment headers that decode (base64 of JSON) from others", () => {
+    const header = Buffer.from(JSON.stringify({ x402Version: 2 })).toString("base64");
+    expect(decodesAsPayment(header)).to.equal(true);
+    expect(decodesAsPayment(header), "remembered").to.equal(true);
+    for (const bad of [undefined, "", "not base64!", Buffer.from("{not json").toString("base64"), "===="])
+      expect(decodesAsPayment(bad), String(bad)).to.equal(false);
+  });
+});
+
 describe("x402/receipts", () => {
   it("records a payment hash once; later inserts are replays", () => {
     const store = new ReceiptStore(":memory:");
@@ -211,6 +317,55 @@ describe("x402/receipts", () => {
       .that.satisfies((e: QrwpError) => e.code === "INTERNAL" && e.details.field === "mode");
     expect(corrupt.get(direct.paymentHash)).to.deep.equal(direct);
     corrupt.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("group commit: claims are exact at once, written after the turn and by close, readable throughout", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qrwp-receipts-"));
+    const path = join(dir, "receipts.db");
+    const store = new ReceiptStore(path);
+    const receipt = (i: number) => ({
+      paymentHash: `0x${i.toString(16).padStart(64, "0")}`,
+      route: "GET /w",
+      amount: "2",
+      asset: hub,
+      payer: null,
+      mode: "direct" as const,
+      createdAtMs: 1000 + i,
+    });
+    const onDisk = () => {
+      const db = new Database(path, { readonly: true });
+      try {
+        return (db.prepare("SELECT COUNT(*) AS n FROM receipts").get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    };
+    // A burst in one turn: every claim answered at once, a second claim of a hash refused, nothing written yet.
+    for (let i = 1; i <= 50; i++) expect(store.insertOnce(receipt(i))).to.equal(true);
+    expect(store.insertOnce({ ...receipt(7), route: "GET /again" })).to.equal(false);
+    expect(store.get(receipt(7).paymentHash)).to.deep.equal(receipt(7));
+    expect(onDisk()).to.equal(0);
+    // Written in one transaction right after the turn.
+    await new Promise((r) => setImmediate(r));
+    expect(onDisk()).to.equal(50);
+    expect(store.insertOnce(receipt(7))).to.equal(false);
+    // Claimed and not yet written: the reads see it; close writes it.
+    expect(store.insertOnce(receipt(51))).to.equal(true);
+    expect(store.count()).to.equal(51);
+    expect(store.insertOnce(receipt(52))).to.equal(true);
+    store.close();
+    expect(onDisk()).to.equal(52);
+    // The ticket key is kept in the file: the same after a restart.
+    const reopened = new ReceiptStore(path);
+    const key = reopened.secret("x402-ticket-key");
+    expect(key).to.have.length(32);
+    expect(reopened.list(1000).map((r) => r.paymentHash)).to.have.length(52);
+    reopened.close();
+    const again = new ReceiptStore(path);
+    expect(again.secret("x402-ticket-key").equals(key)).to.equal(true);
+    expect(again.secret("other").equals(key)).to.equal(false);
+    again.close();
     rmSync(dir, { recursive: true, force: true });
   });
 });
