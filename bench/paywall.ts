@@ -10,7 +10,8 @@
  * and the merchant app `examples/weather-merchant.ts` as a child process backed by the merchant node's API
  * (`GET /weather` priced, `GET /health` free). The client loop runs in this process. Per concurrency level
  * (`--concurrency`, default "1,4,16"), in this order, so that every paid figure has its unpaid baseline
- * measured moments before on the same machine:
+ * measured moments before on the same machine (the routed levels first, then the direct channel is opened
+ * and the direct levels run):
  *
  * - `baseline`: N unpaid `GET /health` with plain `fetch` (the app's floor: HTTP + fastify, no payment);
  * - `direct`: N `GET /weather` through ONE `qrwpFetchClient` (x402/client.ts) shared by the C workers, as an
@@ -302,7 +303,6 @@ async function run(options: {
         return view.channelId;
       };
       const channelIds: Record<string, string> = {};
-      channelIds["payer-merchant"] = await open(payer!, merchantNode!);
       if (mediator) {
         channelIds["payer-mediator"] = await open(payer!, mediator);
         channelIds["mediator-merchant"] = await open(mediator, merchantNode!);
@@ -335,15 +335,16 @@ async function run(options: {
           await sleep(250);
         }
       }
-      step(`warm-up: ${WARMUP.baseline} unpaid, ${WARMUP.paid} paid per paid mode`);
+      step(`warm-up: ${WARMUP.baseline} unpaid requests`);
       await runConcurrently(WARMUP.baseline, 1, () => healthOnce(merchant));
-      for (const mode of ["direct", "routed"] as const) {
-        if (!options.modes.includes(mode)) continue;
+      /** A probe paid as `mode` says so in its receipt; then the mode's warm-up. */
+      const warmUp = async (mode: "direct" | "routed") => {
+        step(`warm-up: ${WARMUP.paid} paid requests, ${mode}`);
         const probe = await weatherOnce(merchant, clients[mode], 0);
         const seen = receiptsSince(merchant.receiptsFile, 0).find((r) => r.paymentHash === probe.paymentHash);
         if (seen?.mode !== mode) throw new Error(`the ${mode} probe was paid "${seen?.mode}", not "${mode}"`);
         await runConcurrently(WARMUP.paid - 1, 1, (i) => weatherOnce(merchant, clients[mode], i));
-      }
+      };
 
       const pids = {
         merchantNode: merchantNode!.child.pid,
@@ -398,7 +399,7 @@ async function run(options: {
               )
             ).ourNonce,
           );
-        const nonceBefore = await ourNonce();
+        const nonceBefore = mode === "direct" ? await ourNonce() : 0n;
         step(`phase: ${mode}, ${n} paid requests, concurrency ${c}`);
         const sinceMs = Date.now();
         const { out, cpuMsPerRequest } = await measured(`${mode} c=${c}`, n, () =>
@@ -444,43 +445,54 @@ async function run(options: {
         };
       };
 
-      for (const [i, c] of options.concurrency.entries()) {
-        const n = countAt(options.n, i);
-        let baseline: PhaseResult | null = null;
-        if (options.modes.includes("baseline")) {
-          step(`phase: baseline, ${n} unpaid GET /health, concurrency ${c}`);
-          const { out, cpuMsPerRequest } = await measured(`baseline c=${c}`, n, () =>
-            runConcurrently(n, c, () => healthOnce(merchant)),
-          );
-          baseline = {
-            mode: "baseline",
-            concurrency: c,
-            requests: out.results.length,
-            totalSeconds: round2(out.seconds),
-            requestsPerSecond: round2(out.results.length / out.seconds),
-            latencyMs: latencySummary(out.results),
-            cpuMsPerRequest,
-            check: null,
-            load: machineLoad(),
-          };
-          phases.push(baseline);
-          report(baseline);
-        }
-        for (const mode of ["direct", "routed"] as const) {
-          if (!options.modes.includes(mode)) continue;
-          const p = await paidPhase(mode, c, n);
-          phases.push(p);
-          report(p);
-          levels.push({
-            concurrency: c,
-            mode,
-            paidPerSecond: p.requestsPerSecond,
-            unpaidPerSecond: baseline?.requestsPerSecond ?? null,
-            ratio: baseline ? round2(p.requestsPerSecond / baseline.requestsPerSecond) : null,
-            paidLatencyMs: { p50: p.latencyMs.p50, p99: p.latencyMs.p99 },
-            cpuMsPerRequest: p.cpuMsPerRequest,
-            loadAvg1m: p.load.loadAvg1m,
-          });
+      // Routed first: once the direct channel is open, the cheapest route to the merchant is that channel.
+      const paidModes = (["routed", "direct"] as const).filter((m) => options.modes.includes(m));
+      for (const mode of paidModes) {
+        if (mode === "direct") channelIds["payer-merchant"] = await open(payer!, merchantNode!);
+        await warmUp(mode);
+        await levelsOf(mode);
+      }
+      if (paidModes.length === 0) await levelsOf(null);
+
+      /** Per concurrency level: the unpaid baseline, then `mode`'s paid phase. */
+      async function levelsOf(mode: "direct" | "routed" | null): Promise<void> {
+        for (const [i, c] of options.concurrency.entries()) {
+          const n = countAt(options.n, i);
+          let baseline: PhaseResult | null = null;
+          if (options.modes.includes("baseline")) {
+            step(`phase: baseline, ${n} unpaid GET /health, concurrency ${c}`);
+            const { out, cpuMsPerRequest } = await measured(`baseline c=${c}`, n, () =>
+              runConcurrently(n, c, () => healthOnce(merchant)),
+            );
+            baseline = {
+              mode: "baseline",
+              concurrency: c,
+              requests: out.results.length,
+              totalSeconds: round2(out.seconds),
+              requestsPerSecond: round2(out.results.length / out.seconds),
+              latencyMs: latencySummary(out.results),
+              cpuMsPerRequest,
+              check: null,
+              load: machineLoad(),
+            };
+            phases.push(baseline);
+            report(baseline);
+          }
+          if (mode) {
+            const p = await paidPhase(mode, c, n);
+            phases.push(p);
+            report(p);
+            levels.push({
+              concurrency: c,
+              mode,
+              paidPerSecond: p.requestsPerSecond,
+              unpaidPerSecond: baseline?.requestsPerSecond ?? null,
+              ratio: baseline ? round2(p.requestsPerSecond / baseline.requestsPerSecond) : null,
+              paidLatencyMs: { p50: p.latencyMs.p50, p99: p.latencyMs.p99 },
+              cpuMsPerRequest: p.cpuMsPerRequest,
+              loadAvg1m: p.load.loadAvg1m,
+            });
+          }
         }
       }
 
