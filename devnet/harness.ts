@@ -74,7 +74,8 @@ function stopChild(
 }
 
 /**
- * Opt-in CPU profiling of the `qrwp ... start` children (nodes and watchtowers): when `QRWP_CPU_PROF_DIR`
+ * Opt-in CPU profiling of the `qrwp ... start` children (nodes and watchtowers) and of the merchant app
+ * (`startMerchant`): when `QRWP_CPU_PROF_DIR`
  * is set, each child runs with `--cpu-prof --cpu-prof-dir=<dir>/<name>` (NODE_OPTIONS refuses `--cpu-prof`).
  * V8 writes the profile when the process exits normally, which the graceful stop (SIGTERM, then exit 0)
  * does; a SIGKILL'd child writes none. Summarize with `bench/profile-summary.ts`.
@@ -521,6 +522,7 @@ export class Devnet {
     const child = spawn(
       process.execPath,
       [
+        ...cpuProfArgs(name),
         "--import",
         "tsx",
         WEATHER_MERCHANT,

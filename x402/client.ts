@@ -80,27 +80,36 @@ interface SignRequest {
 }
 
 /**
- * How long a payment waits at most for the other payments of the previous call to finish (ms), so that the
- * next call carries them all (see {@link SignBatcher}).
+ * How long a payment waits at most for the other payers to come back (ms) before its node call goes (see
+ * {@link SignBatcher}).
  */
 const SIGN_GATHER_MS = 25;
+/** ... and at most this long once the latest call's requests all finished (the last ones' next payments follow). */
+const SIGN_GATHER_AFTER_FINISHED_MS = 2;
+/** A signed payment whose request was not reported finished after this long (ms) no longer counts as out. */
+const OUTSTANDING_FORGET_MS = 10_000;
 
-/** Per merchant (`payTo asset`): the payments waiting, the call in flight, the previous call's payments. */
+/** Per merchant (`payTo asset`): the payments waiting, the call in flight, the requests out. */
 interface SignQueue {
   waiting: SignRequest[];
   busy: boolean;
-  /** Payment ids of the latest call whose requests have not finished (only while finishes are reported). */
-  outstanding: Set<string>;
+  /** Payments of the latest call whose requests have not finished (id → when signed, ms). */
+  outstanding: Map<string, number>;
+  /** Requests finished since the last call went: how many payers may come back with a next payment. */
+  returned: number;
+  /** When the waiting payments go at the latest (ms), and its timer. */
+  deadline: number;
   timer: NodeJS.Timeout | null;
 }
 
 /**
  * The payer's node signs the direct payments of concurrent requests to one merchant in one call: while a
  * call is in flight, the next ones wait and go together (up to {@link SIGN_BATCH_MAX}) when it returns.
- * When the caller reports finished requests ({@link finished}; `qrwpFetchClient` does), the next call also
- * waits, at most {@link SIGN_GATHER_MS}, until the requests of the previous call have finished: they are
- * the next payers, and the node builds a proof only on an acknowledged one, so going without them would
- * split one round of payments into two proofs in a row.
+ * When the caller reports finished requests ({@link finished}; `qrwpFetchClient` does), a call also waits
+ * until the requests of the latest call have finished and every payer that came back has queued its next
+ * payment, at most {@link SIGN_GATHER_MS} (and {@link SIGN_GATHER_AFTER_FINISHED_MS} once they all
+ * finished). The node builds a proof only on an acknowledged one, so sending the first payers back at once
+ * splits the concurrent requests into two groups whose proofs alternate, each request waiting for both.
  */
 class SignBatcher {
   readonly #node: QrwpNodeApi;
@@ -120,11 +129,13 @@ class SignBatcher {
     const key = `${target.toLowerCase()} ${token.toLowerCase()}`;
     let queue = this.#queues.get(key);
     if (!queue) {
-      queue = { waiting: [], busy: false, outstanding: new Set(), timer: null };
+      queue = { waiting: [], busy: false, outstanding: new Map(), returned: 0, deadline: 0, timer: null };
       this.#queues.set(key, queue);
     }
     const q = queue;
     return new Promise((resolve, reject) => {
+      // While a call is in flight the wait starts when it returns (its payers are the ones to wait for).
+      if (q.waiting.length === 0 && !q.busy) q.deadline = Date.now() + SIGN_GATHER_MS;
       q.waiting.push({ ...request, resolve, reject });
       this.#schedule(target, token, q);
     });
@@ -134,42 +145,55 @@ class SignBatcher {
   finished(paymentId: string): void {
     for (const [key, q] of this.#queues) {
       if (!q.outstanding.delete(paymentId)) continue;
+      q.returned++;
+      if (this.#out(q) === 0) q.deadline = Math.min(q.deadline, Date.now() + SIGN_GATHER_AFTER_FINISHED_MS);
       const [target, token] = key.split(" ") as [string, string];
       this.#schedule(target, token, q);
     }
   }
 
-  /** Sends the waiting payments now, or once the previous call's requests finished (bounded wait). */
+  /** Requests out (signed within {@link OUTSTANDING_FORGET_MS}, not finished). */
+  #out(q: SignQueue): number {
+    const oldest = Date.now() - OUTSTANDING_FORGET_MS;
+    for (const [id, at] of q.outstanding) if (at < oldest) q.outstanding.delete(id);
+    return q.outstanding.size;
+  }
+
+  /** Sends the waiting payments now, or once the round's payers are back (bounded wait). */
   #schedule(target: string, token: string, q: SignQueue): void {
     if (q.busy || q.waiting.length === 0) return;
-    if (this.#gather && q.outstanding.size > 0) {
-      q.timer ??= setTimeout(() => {
-        q.timer = null;
-        q.outstanding.clear();
-        this.#schedule(target, token, q);
-      }, SIGN_GATHER_MS);
-      return;
-    }
     if (q.timer) clearTimeout(q.timer);
     q.timer = null;
+    const wait = q.deadline - Date.now();
+    const roundBack = this.#out(q) === 0 && q.waiting.length >= q.returned;
+    if (this.#gather && !roundBack && q.waiting.length < SIGN_BATCH_MAX && wait > 0) {
+      q.timer = setTimeout(() => {
+        q.timer = null;
+        this.#schedule(target, token, q);
+      }, wait);
+      return;
+    }
     void this.#run(target, token, q);
   }
 
   async #run(target: string, token: string, q: SignQueue): Promise<void> {
     q.busy = true;
     const batch = q.waiting.splice(0, SIGN_BATCH_MAX);
+    q.returned = 0;
     try {
       const outcomes = await this.#node.signDirectTransfers({ target, token, payments: batch });
-      if (this.#gather) q.outstanding = new Set(batch.map((r) => r.paymentId));
       batch.forEach((r, i) => {
         const o = outcomes[i];
         if (o instanceof QrwpError) r.reject(o);
         else r.resolve(o as NodeSignedTransfer);
       });
+      // The payers of this call are the ones to wait for next (the node signs on its proof once acknowledged).
+      if (this.#gather) q.outstanding = new Map(batch.map((r) => [r.paymentId, Date.now()]));
     } catch (err) {
       for (const r of batch) r.reject(err);
     } finally {
       q.busy = false;
+      q.deadline = Date.now() + SIGN_GATHER_MS;
       this.#schedule(target, token, q);
     }
   }

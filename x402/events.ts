@@ -1,6 +1,6 @@
 /**
- * One event per paid request: after a settlement succeeded (the receipt is durable), {@link PaidEvents.emit}
- * hands the {@link Receipt} to
+ * One event per paid request: after a settlement succeeded (the receipt is claimed; x402/receipts.ts writes
+ * it right after), {@link PaidEvents.emit} hands the {@link Receipt} to
  * - the `onPaid(receipt)` callback (a throw or a rejection is logged, never propagated);
  * - every Server-Sent Events subscriber of `GET /v1/receipts/events` (`better-sse`): `event: paid`,
  *   `id: <paymentHash>`, `data: <receipt JSON>`; a keep-alive comment every `keepAliveMs`; a subscriber is
