@@ -47,6 +47,7 @@ import {
   createAppointment,
   createAppointmentSlot,
   generateNodeKeys,
+  secp256k1Backend,
   signAppointmentBatch,
   signBalanceProof,
   type Appointment,
@@ -185,7 +186,13 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = {
     bench: "watchtower",
     date: new Date().toISOString(),
-    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavg: loadavg() },
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      node: process.version,
+      loadavg: loadavg(),
+      secp256k1: secp256k1Backend(),
+    },
     options: opts,
   };
   let tower: Watchtower | undefined;
@@ -194,6 +201,7 @@ async function main(): Promise<void> {
   try {
     const funder = await chain.provider.getSigner(0);
     const deployment = await deployQrwp(funder, { testToken: false });
+    console.log(`secp256k1 backend: ${secp256k1Backend()}`);
     console.log(`keys for ${SIDE} closers and ${SIDE} clients ...`);
     const closers = Array.from({ length: SIDE }, () => generateNodeKeys());
     const clients = Array.from({ length: SIDE }, () => generateNodeKeys());
