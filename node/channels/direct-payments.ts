@@ -99,7 +99,9 @@ export class DirectPayments {
     }
     if ("raced" in result) {
       // A call with the same id got its proof signed first: this one is answered as its retry.
-      const raced = this.#init.store.getPayment(payment.paymentId) as PaymentRecord;
+      const raced = this.#init.store.getPayment(payment.paymentId);
+      // The call it raced with stored nothing (refused, or the partner unreachable): the id is free again.
+      if (raced?.direction !== "outgoing") return this.pay(params);
       return this.#payAgain(raced, params);
     }
     if (!result.ok && this.#init.store.getPayment(payment.paymentId) === null) {

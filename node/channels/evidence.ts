@@ -99,13 +99,15 @@ export class EvidenceSender {
    * Our proof `signed`, now our latest acknowledged one: evidence bookkeeping; without evidence, its
    * signature is started in the worker when due, else the timer is armed.
    */
-  acknowledged(live: Live, signed: SignedBalanceProof): void {
+  acknowledged(live: Live, signed: SignedBalanceProof, createdAtMs: number): void {
     if (hasEvidence(signed)) {
       live.ourEvidencedNonce = signed.proof.nonce;
       live.ourUnevidencedSinceMs = null;
       return;
     }
-    live.ourUnevidencedSinceMs ??= Date.now();
+    // From when the proof was signed: never later than the partner's acceptance, so our clock is not behind
+    // the partner's (a re-delivered or HTTP-held proof may be acknowledged seconds after it was accepted).
+    live.ourUnevidencedSinceMs ??= Math.min(createdAtMs, Date.now());
     if (this.#worker && signed.proof.nonce - live.ourEvidencedNonce >= BigInt(this.policy.everyUpdates)) {
       this.#signInWorker(live);
     } else {
@@ -125,22 +127,23 @@ export class EvidenceSender {
     const stored = this.#init.store.storedProofAt(live.record.channelId, this.#init.address, nonce);
     if (!stored || nonce <= live.ourEvidencedNonce) return;
     this.#signing.add(key);
+    let delivered = false;
     void worker
       .sign(balanceProofDigest(stored.signed.proof), MLDSA_CONTEXT_BALANCE_PROOF)
       .then((pqSignature) => live.queue.add(() => this.#deliver(live, nonce, pqSignature)))
+      .then(() => {
+        delivered = true;
+      })
       .catch((err: unknown) => {
         this.#init.log.warn({ channelId: key, err: errorFields(err) }, "evidence not delivered; will retry");
-        this.#schedule(live, Math.min(MAX_EVIDENCE_RETRY_MS, this.policy.delayMs * 4));
+        // Retried by the timer with back-off, signing in line (the worker may be gone).
+        this.#schedule(live, Math.min(MAX_EVIDENCE_RETRY_MS, this.policy.delayMs * 2), 1);
       })
       .finally(() => {
         this.#signing.delete(key);
-        // More proofs may have been acknowledged meanwhile: their turn.
-        if (
-          !this.#stopped &&
-          live.ourEnd.nonce - live.ourEvidencedNonce >= BigInt(this.policy.everyUpdates)
-        ) {
-          this.#signInWorker(live);
-        }
+        // After a success only: more proofs may have been acknowledged meanwhile, their turn.
+        const behind = live.ourEnd.nonce - live.ourEvidencedNonce >= BigInt(this.policy.everyUpdates);
+        if (delivered && !this.#stopped && behind) this.#signInWorker(live);
       });
   }
 

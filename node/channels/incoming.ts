@@ -398,22 +398,29 @@ export class IncomingProofs {
   #lockRule(change: Extract<BalanceChange, { kind: "lock" }>, signed: SignedBalanceProof): ChangeRule {
     const hooks = this.hooks();
     const nowSeconds = this.#registry.nowSeconds();
-    if (change.lock.expiration <= nowSeconds) {
-      throw new QrwpError("EXPIRY_TOO_SOON", "the lock has already expired", { field: "lock.expiration" });
-    }
-    // A lock outliving the settle window could be unlocked back to its sender before we may register its
-    // secret (ChannelHub.unlock reads the registry when called): refuse it.
-    const live = this.#registry.find(signed.proof.channelId);
-    if (live && change.lock.expiration >= nowSeconds + BigInt(live.record.settleTimeoutSeconds)) {
-      throw new QrwpError("INVALID_TRANSFER", "the lock expires after the channel's settle timeout", {
-        field: "lock.expiration",
-        settleTimeoutSeconds: live.record.settleTimeoutSeconds,
-      });
-    }
+    // The time checks run in `expected`, after the re-delivery check: a proof we already accepted is
+    // acknowledged again even once its lock has expired (refusing it would desync the channel).
+    const checkTimes = () => {
+      if (change.lock.expiration <= nowSeconds) {
+        throw new QrwpError("EXPIRY_TOO_SOON", "the lock has already expired", { field: "lock.expiration" });
+      }
+      // A lock outliving the settle window could be unlocked back to its sender before we may register its
+      // secret (ChannelHub.unlock reads the registry when called): refuse it.
+      const live = this.#registry.find(signed.proof.channelId);
+      if (live && change.lock.expiration >= nowSeconds + BigInt(live.record.settleTimeoutSeconds)) {
+        throw new QrwpError("INVALID_TRANSFER", "the lock expires after the channel's settle timeout", {
+          field: "lock.expiration",
+          settleTimeoutSeconds: live.record.settleTimeoutSeconds,
+        });
+      }
+    };
     const { kind: _kind, ...fields } = change;
     const msg: LockedTransfer = { type: "LockedTransfer", ...fields, balanceProof: signed };
     return {
-      expected: (end) => withLock(end, change.lock),
+      expected: (end) => {
+        checkTimes();
+        return withLock(end, change.lock);
+      },
       persist: (live) =>
         hooks.lockReceived(msg, {
           channelId: live.record.channelId,

@@ -445,7 +445,7 @@ export class OutgoingProofs {
     live.ourPending = live.ourPending.filter((p) => p.signed.proof.nonce !== nonce);
     if (nonce > live.ourEnd.nonce) {
       live.ourEnd = endOf(stored);
-      this.evidence.acknowledged(live, stored.signed);
+      this.evidence.acknowledged(live, stored.signed, stored.createdAtMs);
     }
     for (const id of changed) this.#paymentChanged(id);
   }

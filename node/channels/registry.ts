@@ -91,8 +91,9 @@ export class ChannelRegistry {
     const acked = this.#store.latestStoredProof(record.channelId, this.address, "acked");
     const partner = this.#store.latestStoredProof(record.channelId, record.partner);
     const partnerEvidenced = this.#store.latestEvidencedProof(record.channelId, record.partner);
-    const ourEvidenced = this.#store.latestEvidencedProof(record.channelId, this.address, "acked");
-    const ourEvidencedNonce = ourEvidenced?.signed.proof.nonce ?? 0n;
+    // A stored evidence of ours may never have reached the partner (it is stored before it is sent): after a
+    // load we count none, so the latest acknowledged proof gets its evidence again (the partner answers Ok).
+    const ourEvidencedNonce = 0n;
     const now = Date.now();
     const live: Live = {
       record,
