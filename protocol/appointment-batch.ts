@@ -33,7 +33,7 @@ import {
   blindedBalanceProofUpdateDigest,
   type SignedBalanceProof,
 } from "./balance-proof.js";
-import { appointmentId, type Appointment } from "./appointment.js";
+import { appointmentId, expectSigner, type Appointment } from "./appointment.js";
 import {
   MAX_APPOINTMENT_BATCH_SLOTS,
   MLDSA_CONTEXT_APPOINTMENT,
@@ -46,7 +46,6 @@ import {
   MLDSA65_SIGNATURE_BYTES,
   mldsaSign,
   mldsaVerify,
-  recoverDigestSigner,
   signDigest,
   type NodeKeys,
 } from "./keys.js";
@@ -384,22 +383,6 @@ export function verifyAppointmentSlotEvidence(
   if (!mldsaVerify(s.closingPqSignature, digest, s.closingMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
     throw new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
       field: `${prefix}closingPqSignature`,
-    });
-  }
-}
-
-function expectSigner(digest: Uint8Array, signature: string, expected: string, field: string): void {
-  let recovered: string;
-  try {
-    recovered = recoverDigestSigner(digest, signature);
-  } catch (cause) {
-    throw new QrwpError("INVALID_SIGNATURE", `${field} is not a valid signature`, { field }, { cause });
-  }
-  if (recovered !== expected) {
-    throw new QrwpError("INVALID_SIGNATURE", `${field} is not signed by ${expected}`, {
-      field,
-      expected,
-      recovered,
     });
   }
 }

@@ -228,7 +228,11 @@ export function verifyAppointment(a: Appointment): void {
   }
 }
 
-function expectSigner(digest: Uint8Array, signature: string, expected: string, field: string): void {
+/**
+ * Refuses unless the 65-byte secp256k1 `signature` over `digest` recovers `expected` (EIP-55).
+ * @throws QrwpError INVALID_SIGNATURE naming `field` (malformed, or another signer: `details.recovered`)
+ */
+export function expectSigner(digest: Uint8Array, signature: string, expected: string, field: string): void {
   let recovered: string;
   try {
     recovered = recoverDigestSigner(digest, signature);
