@@ -51,25 +51,22 @@ import {
 } from "./keys.js";
 import { assertBytes, assertBytes32Hex, assertUint256, normalizeAddress } from "./validation.js";
 
-/** One appointment slot inside a batch (see the module doc). */
-export interface AppointmentSlot {
-  /** Channel id on the hub, uint256. */
-  channelId: bigint;
-  /** The partner, who may close with a stale proof: signer of the balance proof. */
-  closingParticipant: string;
-  /** The closer's balance proof nonce, >= 1. */
-  nonce: bigint;
-  /** `keccak256(abi.encode(transferredAmount, lockedAmount, locksRoot))` of the closer's proof, 0x 32 bytes. */
-  balanceHash: string;
-  /** The closer's EIP-712 `BalanceProof` secp256k1 signature, 0x 65 bytes. */
-  closingSignature: string;
-  /** The closer's ML-DSA-65 signature of the same digest (context "qrwp-bp-v1"), 3309 bytes: the evidence. */
-  closingPqSignature: Uint8Array;
-  /** The closer's ML-DSA-65 public key (the one it proved in its session with the client), 1952 bytes. */
-  closingMldsaPublicKey: Uint8Array;
-  /** The client's EIP-712 `BalanceProofUpdate` secp256k1 signature over the closer's proof, 0x 65 bytes. */
-  nonClosingSignature: string;
-}
+/**
+ * One appointment slot inside a batch (see the module doc): an {@link Appointment}'s fields about the closer's
+ * proof and the client's counter-signature; the chain, hub, client and its signatures are the batch's.
+ * `closingPqSignature` is the closer's evidence (ML-DSA-65, context "qrwp-bp-v1", 3309 bytes).
+ */
+export type AppointmentSlot = Pick<
+  Appointment,
+  | "channelId"
+  | "closingParticipant"
+  | "nonce"
+  | "balanceHash"
+  | "closingSignature"
+  | "closingPqSignature"
+  | "closingMldsaPublicKey"
+  | "nonClosingSignature"
+>;
 
 /** A signed batch of slots for one tower (see the module doc). */
 export interface AppointmentBatch {

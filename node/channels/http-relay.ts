@@ -10,7 +10,6 @@ import {
   QrwpError,
   assertArgument,
   decodeEnvelope,
-  distributableAmount,
   isQrwpError,
   processedDigest,
   recoverDigestSigner,
@@ -25,11 +24,10 @@ import {
 import type { RemotePeer } from "../../host/session-transport.js";
 import type { Logger } from "pino";
 import type { NodeStore, PaymentRecord, StoredProof } from "../store/store.js";
-import type { ChainCalls } from "./chain-calls.js";
 import type { IncomingProofs } from "./incoming.js";
 import { directPaymentIdsOf, type OutgoingProofs } from "./outgoing.js";
 import type { DirectPayments } from "./direct-payments.js";
-import { ourFundsOf, type ChannelRegistry } from "./registry.js";
+import type { ChannelRegistry } from "./registry.js";
 import {
   directTransferOf,
   eqAddr,
@@ -84,7 +82,6 @@ export interface HttpRelayInit {
   outgoing: OutgoingProofs;
   direct: DirectPayments;
   incoming: IncomingProofs;
-  chain: ChainCalls;
   log: Logger;
 }
 
@@ -103,7 +100,6 @@ export class HttpRelay {
   readonly #outgoing: OutgoingProofs;
   readonly #direct: DirectPayments;
   readonly #incoming: IncomingProofs;
-  readonly #chain: ChainCalls;
   readonly #log: Logger;
   /** Per channel (id as decimal). */
   readonly #outboxes = new Map<string, HttpOutbox>();
@@ -117,7 +113,6 @@ export class HttpRelay {
     this.#outgoing = init.outgoing;
     this.#direct = init.direct;
     this.#incoming = init.incoming;
-    this.#chain = init.chain;
     this.#log = init.log;
     this.#registry.events.on("payment", (payment) => {
       if (payment.direction !== "outgoing") return;
@@ -260,7 +255,7 @@ export class HttpRelay {
     const now = Date.now();
     const included: WaitingSignature[] = [];
     const ids = new Set<string>();
-    let refreshed = false;
+    const deposits = { refreshed: false };
     for (const item of items) {
       const { paymentId, amount } = item.payment;
       try {
@@ -282,17 +277,7 @@ export class HttpRelay {
             paymentId,
           });
         const next = withDirect(end, amount);
-        if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) < 0n && !refreshed) {
-          refreshed = true;
-          await this.#chain.refreshDeposits(live);
-        }
-        if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) < 0n) {
-          const balance = distributableAmount(ourFundsOf(live), end, live.partnerEnd);
-          throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${balance} is too low for this transfer`, {
-            channelId: live.record.channelId.toString(),
-            balance: balance.toString(),
-          });
-        }
+        await this.#outgoing.assertAffordable(live, end, next, deposits);
         ids.add(paymentId);
         end = next;
         included.push(item);

@@ -273,7 +273,7 @@ export class OutgoingProofs {
     let end = live.ourEnd;
     const included: OutboundChange[] = [];
     const ids = new Set<string>();
-    let refreshed = false;
+    const deposits = { refreshed: false };
     for (const item of pending) {
       const change = item.change;
       try {
@@ -302,17 +302,7 @@ export class OutgoingProofs {
           }
         }
         const next = applyChange(end, change);
-        if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) < 0n && !refreshed) {
-          refreshed = true;
-          await this.#chain.refreshDeposits(live);
-        }
-        if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) < 0n) {
-          const balance = distributableAmount(ourFundsOf(live), end, live.partnerEnd);
-          throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${balance} is too low for this transfer`, {
-            channelId: live.record.channelId.toString(),
-            balance: balance.toString(),
-          });
-        }
+        await this.assertAffordable(live, end, next, deposits);
         if (change.kind === "direct") ids.add(change.paymentId);
         end = next;
         included.push(item);
@@ -344,6 +334,32 @@ export class OutgoingProofs {
     );
     const delivery = await this.#deliver(live, stored, body);
     for (const item of sending) settle(item, delivery);
+  }
+
+  /**
+   * Inside the channel's queue, while folding changes into one update: refuses `next` (our end after one more
+   * change) unless our funds cover it, refreshing the deposits from the chain once per update
+   * (`deposits.refreshed`) when short.
+   * @param end - our end before the change (its balance is named in the refusal), token base units.
+   * @throws QrwpError INSUFFICIENT_CAPACITY (`details.balance`: what `end` leaves us, base units)
+   */
+  async assertAffordable(
+    live: Live,
+    end: ChannelEnd,
+    next: ChannelEnd,
+    deposits: { refreshed: boolean },
+  ): Promise<void> {
+    if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) >= 0n) return;
+    if (!deposits.refreshed) {
+      deposits.refreshed = true;
+      await this.#chain.refreshDeposits(live);
+      if (distributableAmount(ourFundsOf(live), next, live.partnerEnd) >= 0n) return;
+    }
+    const balance = distributableAmount(ourFundsOf(live), end, live.partnerEnd);
+    throw new QrwpError("INSUFFICIENT_CAPACITY", `balance ${balance} is too low for this transfer`, {
+      channelId: live.record.channelId.toString(),
+      balance: balance.toString(),
+    });
   }
 
   /**

@@ -116,7 +116,6 @@ export class ChannelService {
       outgoing: this.outgoing,
       direct: this.direct,
       incoming: this.incoming,
-      chain: this.chain,
     });
     this.cooperative = new CooperativeSettle({
       ...shared,
