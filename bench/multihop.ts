@@ -21,11 +21,13 @@
  *
  *   --n <count>           payments per phase (>= 1, default 200)
  *   --concurrency <list>  comma-separated phases (default "1,4")
+ *   QRWP_CPU_PROF_DIR=<dir>  CPU-profiles the four nodes into <dir>/<name> and writes the phases' time
+ *                         windows to <dir>/phases.json (for bench/profile-summary.ts --phases)
  *   --dir <path>          data directories and logs, kept after the run (default: a new temp directory,
  *                         removed after a successful run and kept after a failure)
  */
 import "core-js/actual/promise/with-resolvers.js";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
@@ -35,6 +37,8 @@ import { ROOT, type NodeProcess } from "../devnet/harness.js";
 import { cpuSample, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
 
 const WARMUP_PAYMENTS = 10;
+/** Now on process.hrtime's clock, in microseconds (the clock of V8's profile timestamps on Linux). */
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const RESULTS_FILE = join(ROOT, "bench", "results", "multihop.json");
 const UNIT = parseUnits("1", 18);
 /** Per-payment amount: 1 QTT plus a few wei, so the ppm fees exercise integer rounding. */
@@ -361,11 +365,13 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
       await runPayments(n.alice, n.dave, token, WARMUP_PAYMENTS, 1, "warmup");
 
       const phases: PhaseResult[] = [];
+      const windows: { name: string; payments: number; startUs: number; endUs: number }[] = [];
       for (const c of options.concurrency) {
         const { snapshot: before } = await settledSnapshot(n);
         step(`phase: ${options.n} payments alice -> dave, concurrency ${c}`);
         const pids = NODES.map((name) => n[name].child.pid ?? 0);
         const cpu0 = cpuSample(pids);
+        const startUs = nowUs();
         const { latencies, payments, seconds } = await runPayments(
           n.alice,
           n.dave,
@@ -375,6 +381,7 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
           `c${c}`,
         );
         const cpu1 = cpuSample(pids);
+        windows.push({ name: `concurrency ${c}`, payments: latencies.length, startUs, endUs: nowUs() });
         const { snapshot: after, waitedMs } = await settledSnapshot(n);
         const feesPaid = payments.reduce((s, p) => s + BigInt(p.fee), 0n);
         const r: PhaseResult = {
@@ -404,6 +411,13 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
         );
       }
       const warnings = logWarnings(dir);
+      const profDir = process.env.QRWP_CPU_PROF_DIR;
+      if (profDir) {
+        const file = join(profDir, "phases.json");
+        mkdirSync(profDir, { recursive: true }); // the nodes write their profiles only when they exit
+        writeFileSync(file, JSON.stringify({ phases: windows }, null, 2) + "\n");
+        step(`profiles in ${profDir}: npx tsx bench/profile-summary.ts ${profDir}/<node> --phases ${file}`);
+      }
 
       console.log(
         `\nQRWP 3-hop payments alice -> bob -> carol -> dave, four node processes over libp2p ` +
