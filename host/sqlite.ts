@@ -63,6 +63,8 @@ export class SqliteDatabase {
   #deferred = false;
   /** `total_changes()` at the last sync: anything above it was committed without an fsync. */
   #syncedChanges = 0;
+  /** {@link onRollback} hooks of the open transaction, outermost first. */
+  readonly #rollbackHooks: (() => void)[] = [];
   #pendingSync: Promise<void> | undefined;
 
   constructor(db: Database.Database, label: string, path: string) {
@@ -89,19 +91,43 @@ export class SqliteDatabase {
    * a proof acknowledged: a re-delivery acknowledges it again).
    */
   transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
-    if (options.durable !== false || this.db.inTransaction) return this.db.transaction(fn)();
+    if (options.durable !== false || this.db.inTransaction) return this.#run(fn);
     if (this.#deferred) {
       // Needs no barrier: its changes count as synced (they become durable with the next sync anyway).
       const before = this.#totalChanges();
-      const result = this.db.transaction(fn)();
+      const result = this.#run(fn);
       this.#syncedChanges += this.#totalChanges() - before;
       return result;
     }
     this.sql("PRAGMA synchronous = NORMAL").run();
     try {
-      return this.db.transaction(fn)();
+      return this.#run(fn);
     } finally {
       this.sql("PRAGMA synchronous = FULL").run();
+    }
+  }
+
+  /**
+   * Runs `fn` after the transaction (or savepoint, when nested) that is open now rolls back, in the reverse
+   * order of registration, once its writes are undone: for an owner's in-memory copy of rows it wrote in
+   * the transaction. A no-op outside a transaction (nothing to roll back); dropped on commit.
+   */
+  onRollback(fn: () => void): void {
+    if (this.db.inTransaction) this.#rollbackHooks.push(fn);
+  }
+
+  /** `fn` in a transaction (a savepoint when nested); on a throw, the hooks registered inside it run. */
+  #run<T>(fn: () => T): T {
+    const outermost = !this.db.inTransaction;
+    const mark = this.#rollbackHooks.length;
+    try {
+      const result = this.db.transaction(fn)();
+      if (outermost) this.#rollbackHooks.length = 0;
+      return result;
+    } catch (err) {
+      const hooks = this.#rollbackHooks.splice(mark);
+      for (const hook of hooks.reverse()) hook();
+      throw err;
     }
   }
 

@@ -18,7 +18,7 @@ import { eqAddr, type Live, type PayParams } from "./types.js";
  * one x402 invoice is paid one way or the other, never both.
  */
 export function assertNewOutgoingId(store: NodeStore, paymentId: string): void {
-  if (store.getPayment(paymentId)?.direction === "outgoing" || store.getMediatedPayment(paymentId) !== null) {
+  if (store.outgoingIdUse(paymentId) !== null) {
     throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, { field: "paymentId", paymentId });
   }
 }
@@ -56,8 +56,7 @@ export class DirectPayments {
 
   /** Our outgoing direct payment with this id (any status), or null. */
   outgoingPayment(paymentId: string): PaymentRecord | null {
-    const p = this.#init.store.getPayment(paymentId);
-    return p?.direction === "outgoing" ? p : null;
+    return this.#init.store.getOutgoingPayment(paymentId);
   }
 
   /**
@@ -75,8 +74,9 @@ export class DirectPayments {
    *   one with another target, token or amount: `details.field` names the differing field)
    */
   async pay(params: PayParams): Promise<PaymentRecord> {
-    const existing = params.paymentId === undefined ? null : this.#init.store.getPayment(params.paymentId);
-    if (existing?.direction === "outgoing") return this.#payAgain(existing, params);
+    const existing =
+      params.paymentId === undefined ? null : this.#init.store.getOutgoingPayment(params.paymentId);
+    if (existing) return this.#payAgain(existing, params);
     const { live, payment } = this.newDirectPayment(params);
     let result: Outcome;
     try {
@@ -87,7 +87,7 @@ export class DirectPayments {
       );
     } catch (err) {
       // Signed and stored, delivery outcome unknown: the payment is pending, not failed.
-      const stored = this.#init.store.getPayment(payment.paymentId);
+      const stored = this.#init.store.getOutgoingPayment(payment.paymentId);
       if (stored?.status === "pending" && isQrwpError(err) && err.details.pending === true) {
         this.#init.log.warn(
           { paymentId: payment.paymentId, code: err.code, reason: err.message },
@@ -99,12 +99,12 @@ export class DirectPayments {
     }
     if ("raced" in result) {
       // A call with the same id got its proof signed first: this one is answered as its retry.
-      const raced = this.#init.store.getPayment(payment.paymentId);
+      const raced = this.#init.store.getOutgoingPayment(payment.paymentId);
       // The call it raced with stored nothing (refused, or the partner unreachable): the id is free again.
-      if (raced?.direction !== "outgoing") return this.pay(params);
+      if (!raced) return this.pay(params);
       return this.#payAgain(raced, params);
     }
-    if (!result.ok && this.#init.store.getPayment(payment.paymentId) === null) {
+    if (!result.ok && this.#init.store.getOutgoingPayment(payment.paymentId) === null) {
       throw new QrwpError(result.code as ErrorCode, result.message, { paymentId: payment.paymentId }); // never sent
     }
     if (!result.ok) {
@@ -117,7 +117,7 @@ export class DirectPayments {
         },
       );
     }
-    return this.#init.store.getPayment(payment.paymentId) as PaymentRecord;
+    return this.#init.store.getOutgoingPayment(payment.paymentId) as PaymentRecord;
   }
 
   /**
@@ -147,7 +147,7 @@ export class DirectPayments {
    * this channel) is still pending and the channel open; returns the payment as it then stands.
    */
   async #redeliverLocked(live: Live, paymentId: string): Promise<PaymentRecord> {
-    const now = this.#init.store.getPayment(paymentId) as PaymentRecord;
+    const now = this.#init.store.getOutgoingPayment(paymentId) as PaymentRecord;
     if (
       now.status === "pending" &&
       now.channelId === live.record.channelId &&
@@ -159,7 +159,7 @@ export class DirectPayments {
         if (!(isQrwpError(err) && err.details.pending === true)) throw err;
       }
     }
-    return this.#init.store.getPayment(paymentId) as PaymentRecord;
+    return this.#init.store.getOutgoingPayment(paymentId) as PaymentRecord;
   }
 
   /** The open channel for a direct payment and its (not yet stored) pending record; CONFLICT on a reused id. */

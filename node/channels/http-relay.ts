@@ -328,7 +328,7 @@ export class HttpRelay {
         value: {
           payment:
             announced.get(item.payment.paymentId) ??
-            (this.#store.getPayment(item.payment.paymentId) as PaymentRecord),
+            (this.#store.getOutgoingPayment(item.payment.paymentId) as PaymentRecord),
           transfer: stored.message as Uint8Array,
         },
       });
@@ -346,8 +346,8 @@ export class HttpRelay {
    *   "processed.nonce") | INVALID_SIGNATURE (field "processed.signature") | CONFLICT (the payment failed)
    */
   async confirmProcessed(paymentId: string, ack: ProcessedAcknowledgement): Promise<PaymentRecord> {
-    const payment = this.#store.getPayment(paymentId);
-    if (!payment || payment.direction !== "outgoing") {
+    const payment = this.#store.getOutgoingPayment(paymentId);
+    if (!payment) {
       throw new QrwpError("PAYMENT_NOT_FOUND", `no outgoing payment ${paymentId}`, { field: "paymentId" });
     }
     assertArgument(
@@ -382,7 +382,7 @@ export class HttpRelay {
           field: "processed.signature",
         });
       }
-      const current = this.#store.getPayment(paymentId) as PaymentRecord;
+      const current = this.#store.getOutgoingPayment(paymentId) as PaymentRecord;
       if (current.status === "completed") return current;
       if (current.status === "failed") {
         throw new QrwpError("CONFLICT", `payment ${paymentId} failed: the partner refused its proof`, {
@@ -397,7 +397,7 @@ export class HttpRelay {
         { channelId: live.record.channelId.toString(), nonce: payment.nonce.toString(), paymentId },
         "balance proof acknowledged over HTTP",
       );
-      return this.#store.getPayment(paymentId) as PaymentRecord;
+      return this.#store.getOutgoingPayment(paymentId) as PaymentRecord;
     })) as PaymentRecord;
   }
 

@@ -279,14 +279,12 @@ export class OutgoingProofs {
       try {
         switch (change.kind) {
           case "direct": {
-            if (
-              ids.has(change.paymentId) ||
-              this.#store.getPayment(change.paymentId)?.direction === "outgoing"
-            ) {
+            const use = ids.has(change.paymentId) ? "direct" : this.#store.outgoingIdUse(change.paymentId);
+            if (use === "direct") {
               raced.push(item);
               continue;
             }
-            assertNewOutgoingId(this.#store, change.paymentId);
+            if (use !== null) assertNewOutgoingId(this.#store, change.paymentId); // routed: CONFLICT
             break;
           }
           case "lock":
@@ -449,12 +447,13 @@ export class OutgoingProofs {
    */
   acknowledged(live: Live, stored: StoredProof, paymentIds: readonly string[]): void {
     const nonce = stored.signed.proof.nonce;
-    const changed = paymentIds.filter((id) => this.#store.getPayment(id)?.status === "pending");
+    const changed: string[] = [];
     // Not fsync'd: lost in a crash, the proof is pending again, re-delivered, and acknowledged again.
     this.#store.transaction(
       () => {
         this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "acked");
-        for (const id of paymentIds) this.#store.finishOutgoingPayment(id, "completed");
+        for (const id of paymentIds)
+          if (this.#store.finishOutgoingPayment(id, "completed")) changed.push(id);
       },
       { durable: false },
     );
@@ -468,8 +467,8 @@ export class OutgoingProofs {
 
   /** Tells the registry's `payment` listeners how our outgoing direct payment `paymentId` now stands. */
   #paymentChanged(paymentId: string): void {
-    const payment = this.#store.getPayment(paymentId);
-    if (payment?.direction === "outgoing") this.#registry.emit("payment", payment);
+    const payment = this.#store.getOutgoingPayment(paymentId);
+    if (payment) this.#registry.emit("payment", payment);
   }
 
   /** Sends one pending proof and records the outcome. Throws (the proof stays pending) if no reply came. */

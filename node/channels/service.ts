@@ -227,6 +227,11 @@ export class ChannelService {
     return this.registry.view(this.registry.get(channelId));
   }
 
+  /** One channel's state and balances without payment totals (cheap). @throws QrwpError CHANNEL_NOT_FOUND */
+  channelSummary(channelId: bigint): ChannelSummary {
+    return this.registry.summary(this.registry.get(channelId));
+  }
+
   /** The open channel (not closing) with `partner` for `token`, or null. */
   openChannelWith(partner: string, token: string): ChannelSummary | null {
     const live = this.registry.findOpen(partner, token);

@@ -163,6 +163,11 @@ export class PaymentService {
   readonly #rerun = new Set<string>();
   readonly #failures = new Map<string, number>();
   readonly #waiters = new Map<string, (outcome: { ok: boolean }) => void>();
+  /**
+   * Every transfer that is not done, as stored (loaded in {@link start}, kept by {@link #put}): the outbox
+   * reads its state here instead of parsing the stored JSON at every step. The store stays the truth.
+   */
+  readonly #open = new Map<string, TransferRecord>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #lastInvoiceSweepMs = 0;
@@ -202,7 +207,8 @@ export class PaymentService {
 
   /** Resumes stored transfers and starts the clock. */
   start(): void {
-    for (const t of this.#store.openTransfers()) this.#drain(t.id);
+    for (const t of this.#store.openTransfers()) this.#open.set(t.id, t);
+    for (const id of [...this.#open.keys()]) this.#drain(id);
     this.#schedule();
   }
 
@@ -477,6 +483,10 @@ export class PaymentService {
 
   // ---- transfer persistence and the outbox ----
 
+  /**
+   * Stores a transfer's state and outbox, and keeps them in {@link #open} while not done. Inside a
+   * transaction that later rolls back, the copy is reloaded from the store after the rollback.
+   */
   #put(id: string, machine: TransferState, outbox: TransferAction[]): void {
     const doc: TransferDoc = { machine, outbox };
     const t: TransferRecord = {
@@ -488,11 +498,32 @@ export class PaymentService {
       done: isTransferDone(machine) && outbox.length === 0,
     };
     this.#store.putTransfer(t);
+    this.#remember(t);
+    this.#store.onRollback(() => this.#remember(this.#store.getTransfer(id), id));
+  }
+
+  /** Keeps `t` in memory if it is open, else forgets `id`. */
+  #remember(t: TransferRecord | null, id = t?.id): void {
+    if (t && !t.done) this.#open.set(t.id, t);
+    else if (id !== undefined) this.#open.delete(id);
+  }
+
+  /** A transfer by id: the in-memory copy of an open one, else the store (a done one). */
+  #record(id: string): TransferRecord | null {
+    return this.#open.get(id) ?? this.#store.getTransfer(id);
   }
 
   #doc(id: string): TransferDoc | null {
-    const t = this.#store.getTransfer(id);
+    const t = this.#record(id);
     return t ? (t.state as TransferDoc) : null;
+  }
+
+  /** Transfers with this secret hash, oldest first (ids from the store, open ones from memory). */
+  #byHash(secretHash: string): TransferRecord[] {
+    return this.#store
+      .transferIdsByHash(secretHash)
+      .map((id) => this.#record(id))
+      .filter((t): t is TransferRecord => t !== null);
   }
 
   /** Applies an event to a stored transfer: new state + appended actions, stored atomically. */
@@ -688,7 +719,7 @@ export class PaymentService {
           return "done";
         }
         case "CloseChannel": {
-          const view = this.#channels.getChannel(action.channelId);
+          const view = this.#channels.channelSummary(action.channelId);
           if (view.state === "opened") await this.#channels.close(action.channelId, { cooperative: false });
           return "done";
         }
@@ -788,7 +819,7 @@ export class PaymentService {
       direction: "incoming",
       channelId: machine.payer.channelId,
       partner: machine.payer.partner,
-      token: this.#channels.getChannel(machine.payer.channelId).token,
+      token: this.#channels.channelSummary(machine.payer.channelId).token,
       amount,
       nonce: 0n,
       status: "completed",
@@ -823,7 +854,7 @@ export class PaymentService {
     const secretHash = secretHashOf(secret);
     const matched: string[] = [];
     this.#store.transaction(() => {
-      for (const t of this.#store.transfersByHash(secretHash)) {
+      for (const t of this.#byHash(secretHash)) {
         if (t.done) continue;
         const m = (t.state as TransferDoc).machine;
         if (m.role === "initiator") {
@@ -899,7 +930,7 @@ export class PaymentService {
         nowSeconds: now,
       });
     }
-    if (this.#store.getTransfer(id)) return () => this.#drain(id);
+    if (this.#record(id)) return () => this.#drain(id);
     this.#put(id, result.state, result.actions);
     return () => this.#drain(id);
   }
@@ -954,7 +985,7 @@ export class PaymentService {
         const secretHash = secretHashOf(body.secret);
         const matched: string[] = [];
         this.#store.transaction(() => {
-          for (const t of this.#store.transfersByHash(secretHash)) {
+          for (const t of this.#byHash(secretHash)) {
             const m = (t.state as TransferDoc).machine;
             if (m.role === "initiator" && eq(m.out.partner, from.address)) {
               this.#step(t.id, (s) =>
@@ -989,7 +1020,7 @@ export class PaymentService {
         return { type: "Ok" };
       }
       case "SecretRequest": {
-        for (const t of this.#store.transfersByHash(body.secretHash.toLowerCase())) {
+        for (const t of this.#byHash(body.secretHash.toLowerCase())) {
           const m = (t.state as TransferDoc).machine;
           if (m.role !== "initiator") continue;
           const secret = initiatorSecretFor(m, {
@@ -1006,7 +1037,7 @@ export class PaymentService {
       }
       case "TransferFailed": {
         const reason = { code: body.code, message: body.message, failedAt: body.failedAt };
-        for (const t of this.#store.transfersByHash(body.secretHash.toLowerCase())) {
+        for (const t of this.#byHash(body.secretHash.toLowerCase())) {
           const m = (t.state as TransferDoc).machine;
           if (m.role === "initiator" && eq(m.out.partner, from.address) && !t.done) {
             this.#step(t.id, (s) =>
@@ -1074,7 +1105,7 @@ export class PaymentService {
       }
     }
     const now = this.#now();
-    for (const t of this.#store.openTransfers()) {
+    for (const t of [...this.#open.values()]) {
       const doc = t.state as TransferDoc;
       const m = doc.machine;
       const stepped =

@@ -65,26 +65,46 @@ export class PaymentTables {
       );
   }
 
+  /** @returns whether a pending payment changed (false: none with this id, or no longer pending). */
   finishOutgoingPayment(
     paymentId: string,
     status: "completed" | "failed",
     error?: { code: string; message: string },
-  ): void {
-    this.#s
+  ): boolean {
+    const { changes } = this.#s
       .sql(
         `UPDATE payments SET status = ?, error_code = ?, error_message = ?, completed_at = ?
          WHERE direction = 'outgoing' AND payment_id = ? AND status = 'pending'`,
       )
       .run(status, error?.code ?? null, error?.message ?? null, Date.now(), paymentId);
+    return changes > 0;
   }
 
   getPayment(paymentId: string): PaymentRecord | null {
+    // Two index lookups (the unique outgoing index, then payments_by_id newest first): no sort per call.
+    const row: unknown =
+      this.#s.sql("SELECT * FROM payments WHERE payment_id = ? AND direction = 'outgoing'").get(paymentId) ??
+      this.#s
+        .sql(
+          "SELECT * FROM payments WHERE payment_id = ? AND direction = 'incoming' ORDER BY created_at DESC LIMIT 1",
+        )
+        .get(paymentId);
+    return row === undefined ? null : toPayment(row);
+  }
+
+  getOutgoingPayment(paymentId: string): PaymentRecord | null {
     const row: unknown = this.#s
-      .sql(
-        "SELECT * FROM payments WHERE payment_id = ? ORDER BY direction = 'outgoing' DESC, created_at DESC LIMIT 1",
-      )
+      .sql("SELECT * FROM payments WHERE payment_id = ? AND direction = 'outgoing'")
       .get(paymentId);
     return row === undefined ? null : toPayment(row);
+  }
+
+  /** What an outgoing payment id is used by: a direct payment, a routed one, or nothing (no row decoded). */
+  outgoingIdUse(paymentId: string): "direct" | "routed" | null {
+    if (this.#s.sql("SELECT 1 FROM payments WHERE payment_id = ? AND direction = 'outgoing'").get(paymentId))
+      return "direct";
+    if (this.#s.sql("SELECT 1 FROM mediated_payments WHERE payment_id = ?").get(paymentId)) return "routed";
+    return null;
   }
 
   getIncomingPayment(channelId: bigint, paymentId: string): PaymentRecord | null {

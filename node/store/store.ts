@@ -86,6 +86,11 @@ export class NodeStore {
     return this.#s.transaction(fn, options);
   }
 
+  /** Runs `fn` if the open transaction rolls back, after its writes are undone (see `SqliteDb.onRollback`). */
+  onRollback(fn: () => void): void {
+    this.#s.onRollback(fn);
+  }
+
   // ---- meta and peers ----
 
   getMeta(key: string): string | null {
@@ -245,6 +250,11 @@ export class NodeStore {
     return this.#transfers.transfersByHash(secretHash);
   }
 
+  /** Ids of the transfers with this secret hash (any role), oldest first. */
+  transferIdsByHash(secretHash: string): string[] {
+    return this.#transfers.transferIdsByHash(secretHash);
+  }
+
   /** Transfers not done yet (resumed after a restart, ticked by the clock). */
   openTransfers(): TransferRecord[] {
     return this.#transfers.openTransfers();
@@ -309,18 +319,31 @@ export class NodeStore {
     this.#payments.insertPayment(p);
   }
 
-  /** Marks an outgoing payment completed or failed. */
+  /**
+   * Marks a pending outgoing payment completed or failed.
+   * @returns whether it was pending (false: no such payment, or already completed or failed).
+   */
   finishOutgoingPayment(
     paymentId: string,
     status: "completed" | "failed",
     error?: { code: string; message: string },
-  ): void {
-    this.#payments.finishOutgoingPayment(paymentId, status, error);
+  ): boolean {
+    return this.#payments.finishOutgoingPayment(paymentId, status, error);
   }
 
   /** An outgoing payment by id, else an incoming one with that id (the most recent). */
   getPayment(paymentId: string): PaymentRecord | null {
     return this.#payments.getPayment(paymentId);
+  }
+
+  /** Our outgoing direct payment with this id, or null. */
+  getOutgoingPayment(paymentId: string): PaymentRecord | null {
+    return this.#payments.getOutgoingPayment(paymentId);
+  }
+
+  /** Whether an outgoing payment id is taken, and by what: a direct payment, a routed one, or nothing. */
+  outgoingIdUse(paymentId: string): "direct" | "routed" | null {
+    return this.#payments.outgoingIdUse(paymentId);
   }
 
   getIncomingPayment(channelId: bigint, paymentId: string): PaymentRecord | null {

@@ -39,6 +39,14 @@ export class TransferTables {
       .map(toTransfer);
   }
 
+  /** Ids of the transfers with this secret hash, oldest first (no state decoded). */
+  transferIdsByHash(secretHash: string): string[] {
+    return this.#s
+      .sql("SELECT id FROM transfers WHERE secret_hash = ? ORDER BY created_at")
+      .pluck()
+      .all(secretHash.toLowerCase()) as string[];
+  }
+
   openTransfers(): TransferRecord[] {
     return this.#s.sql("SELECT * FROM transfers WHERE done = 0 ORDER BY created_at").all().map(toTransfer);
   }
