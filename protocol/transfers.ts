@@ -190,7 +190,10 @@ export function initiatorStep(
       const next: InitiatorState = { ...state, secret: event.secret, status: "succeeded", unlockSent: true };
       return {
         state: next,
+        // Succeeded first: the secret is the proof of payment, and the node runs a transfer's actions one at a
+        // time, so the payer does not wait for the Unlock's round trip (stored with it, the Unlock follows).
         actions: [
+          { type: "PaymentSucceeded", secret: event.secret },
           {
             type: "SendUnlock",
             channelId: state.out.channelId,
@@ -198,7 +201,6 @@ export function initiatorStep(
             secretHash: state.transfer.secretHash,
             secret: event.secret,
           },
-          { type: "PaymentSucceeded", secret: event.secret },
         ],
       };
     }
@@ -384,7 +386,11 @@ export function mediatorStep(
         secret: event.secret,
         secretSentUpstream: state.secretSentUpstream || state.payerStatus === "pending",
       };
+      // The secret goes upstream first (it is on the payer's critical path: every hop back to the initiator
+      // waits for it; the node runs a transfer's actions one at a time), then our Unlock pays the payee.
       const actions: TransferAction[] = [];
+      if (state.payerStatus === "pending")
+        actions.push({ type: "SendRevealSecret", to: state.payer.partner, secret: event.secret });
       if (state.payee && state.payeeStatus === "pending") {
         next.payeeStatus = "unlocked";
         actions.push({
@@ -395,8 +401,6 @@ export function mediatorStep(
           secret: event.secret,
         });
       }
-      if (state.payerStatus === "pending")
-        actions.push({ type: "SendRevealSecret", to: state.payer.partner, secret: event.secret });
       return { state: next, actions };
     }
     case "TransferFailed": {

@@ -1169,7 +1169,8 @@ describe("protocol/transfers", () => {
         secret,
         secretHash: secretHashOf(secret),
       });
-      expect(r.actions.map((a) => a.type)).to.deep.equal(["SendUnlock", "PaymentSucceeded"]);
+      // Succeeded first: the initiator does not wait for its Unlock's round trip.
+      expect(r.actions.map((a) => a.type)).to.deep.equal(["PaymentSucceeded", "SendUnlock"]);
       const m = mediatorStart({
         self: ADDR.M2,
         transfer,
@@ -1185,7 +1186,8 @@ describe("protocol/transfers", () => {
         ADDR.M2,
         TIMING,
       );
-      expect(revealed.actions.map((a) => a.type)).to.deep.equal(["SendUnlock", "SendRevealSecret"]);
+      // Upstream first: the secret is on the payer's critical path, the payee's Unlock is not.
+      expect(revealed.actions.map((a) => a.type)).to.deep.equal(["SendRevealSecret", "SendUnlock"]);
       const t = targetStart({
         self: ADDR.T,
         transfer,
@@ -1231,6 +1233,7 @@ describe("protocol/transfers", () => {
         TIMING,
       );
       expect(r.actions).to.deep.equal([
+        { type: "SendRevealSecret", to: ADDR.I, secret: net.secret },
         {
           type: "SendUnlock",
           channelId: CHANNEL.M1,
@@ -1238,7 +1241,6 @@ describe("protocol/transfers", () => {
           secretHash: net.secretHash,
           secret: net.secret,
         },
-        { type: "SendRevealSecret", to: ADDR.I, secret: net.secret },
       ]);
       expect(r.state.secretSentUpstream).to.equal(true);
     });
