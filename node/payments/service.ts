@@ -564,9 +564,10 @@ export class PaymentService {
       if (!doc || !action) return;
       const result = await this.#execute(id, doc.machine, action);
       if (result === "retry") {
-        // Left in the outbox for the next tick; it must not hold back going on-chain before a lock expires
-        // (e.g. a RevealSecret to an upstream that went offline and will never send its Unlock).
-        await this.#runOnchainActions(id);
+        // Left in the outbox for the next tick; it must not hold back paying our payee or going on-chain
+        // before a lock expires (e.g. a RevealSecret to an upstream that went offline and will never send
+        // its Unlock: the payee is still unlocked, and the secret registered in time).
+        await this.#runUnblockedActions(id);
         return;
       }
       const fresh = this.#doc(id) as TransferDoc;
@@ -575,13 +576,16 @@ export class PaymentService {
     }
   }
 
-  /** Runs the RegisterSecret / CloseChannel actions queued behind an action that waits for a retry. */
-  async #runOnchainActions(id: string): Promise<void> {
+  /**
+   * Runs the SendUnlock / RegisterSecret / CloseChannel actions queued behind an action that waits for a
+   * retry (none of them depends on a message to another peer getting through first).
+   */
+  async #runUnblockedActions(id: string): Promise<void> {
     for (let i = 1; !this.#stopped;) {
       const doc = this.#doc(id);
       const action = doc?.outbox[i];
       if (!doc || !action) return;
-      if (action.type !== "RegisterSecret" && action.type !== "CloseChannel") {
+      if (action.type !== "SendUnlock" && action.type !== "RegisterSecret" && action.type !== "CloseChannel") {
         i++;
         continue;
       }
