@@ -7,7 +7,8 @@
  * - A role's new state and the actions it produced are stored together (the transfer's "outbox") before any
  *   action runs; after a crash the outbox is run again. Actions are idempotent at the channel layer.
  * - One transfer's outbox runs one action at a time, in order. An action whose outcome is unknown (peer
- *   offline mid-request, chain error) stays in the outbox and is retried on the next tick.
+ *   offline mid-request, chain error) stays in the outbox and is retried on the next tick; behind it, only
+ *   SendUnlock, RegisterSecret and CloseChannel run meanwhile (they do not depend on that message).
  * - Every balance-proof change goes through the channel's serialized queue (ChannelService).
  */
 import { randomUUID } from "node:crypto";
