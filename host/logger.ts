@@ -16,9 +16,15 @@ const REDACT = [
  * authorization headers) are redacted by path.
  */
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
-  return pino({
-    name: options.name ?? "qrwp",
-    level: options.level ?? process.env.QRWP_LOG_LEVEL ?? "info",
-    redact: { paths: REDACT, censor: "[redacted]" },
-  });
+  return pino(
+    {
+      name: options.name ?? "qrwp",
+      level: options.level ?? process.env.QRWP_LOG_LEVEL ?? "info",
+      redact: { paths: REDACT, censor: "[redacted]" },
+    },
+    // Asynchronous writes (lines written while one is in flight go out together): a busy node does not
+    // block on stdout once per line. pino flushes what is buffered when the process exits; only a SIGKILL
+    // can lose the last lines (state never lives in logs).
+    pino.destination({ dest: 1, sync: false }),
+  );
 }

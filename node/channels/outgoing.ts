@@ -221,6 +221,9 @@ export class OutgoingProofs {
    * as one update; every item is settled exactly once (an unexpected error rejects those still open).
    */
   async #flush(live: Live): Promise<void> {
+    // Let the event loop's current round of input (HTTP requests, messages read together) reach the outbox
+    // first: one turn of latency for a fuller update (and fewer updates, each one round trip).
+    if (live.outbox.length < MAX_BATCH_CHANGES) await new Promise((resolve) => setImmediate(resolve));
     live.flushQueued = false;
     const items = live.outbox.splice(0, MAX_BATCH_CHANGES);
     if (live.outbox.length > 0) this.#scheduleFlush(live);
