@@ -148,10 +148,10 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
     }
     try {
       if (body.type === "AppointmentBatch") {
-        const r = tower.submitBatch(body.batch, { address: from.address });
+        const r = await tower.submitBatch(body.batch, { address: from.address });
         return { type: "AppointmentBatchAccepted", results: r.results };
       }
-      const r = tower.submit(body.appointment, { address: from.address });
+      const r = await tower.submit(body.appointment, { address: from.address });
       return { type: "AppointmentAccepted", id: r.id, nonce: r.nonce, stored: r.stored };
     } catch (err) {
       const e = isQrwpError(err) ? err : new QrwpError("INTERNAL", "internal error");
