@@ -10,10 +10,13 @@
  * - sign: `mldsaSign` (hedged), for scale.
  * Each figure is the median of `--rounds` rounds, in µs of CPU time per call (user + system of this process:
  * steady when other work shares the 2 cores, which wall time is not), calls per CPU second and wall µs per call.
+ * With `--pool <sizes>`, it also times `MldsaVerifyPool` (host/mldsa-verify-pool.ts): `--n` verifications in
+ * flight at once over that many worker threads, in verifications per wall second (the load is printed with it).
  * Writes bench/results/mldsa.json.
  *
  *   --n <count>        calls per operation and round (default 300)
  *   --rounds <count>   rounds (default 3)
+ *   --pool <sizes>     worker-pool sizes to time, comma-separated (default "1,2"; "0" for none)
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -23,7 +26,8 @@ import { fileURLToPath } from "node:url";
 import { ml_dsa65 } from "@noble/post-quantum/ml-dsa.js";
 import { Command } from "commander";
 import { MLDSA_CONTEXT_BALANCE_PROOF, mldsaSign, mldsaVerify } from "../protocol/index.js";
-import { positiveInt } from "./common.js";
+import { MldsaVerifyPool } from "../host/mldsa-verify-pool.js";
+import { countList, positiveInt } from "./common.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS_FILE = join(ROOT, "bench", "results", "mldsa.json");
@@ -32,8 +36,9 @@ const POOL = 32;
 const opts = new Command("bench:mldsa")
   .option("--n <count>", "calls per operation and round", positiveInt, 300)
   .option("--rounds <count>", "rounds", positiveInt, 3)
+  .option("--pool <sizes>", "worker-pool sizes to time (0: none)", countList, [1, 2])
   .parse()
-  .opts<{ n: number; rounds: number }>();
+  .opts<{ n: number; rounds: number; pool: number[] }>();
 
 const context = new TextEncoder().encode(MLDSA_CONTEXT_BALANCE_PROOF);
 const pool = Array.from({ length: POOL }, () => {
@@ -102,7 +107,37 @@ const rows = ops.map((o) => {
   };
 });
 
+/** Verifications per wall second with `n` in flight over a pool of `size` threads (median of the rounds). */
+async function timePool(
+  size: number,
+): Promise<{ poolSize: number; verifiesPerSecond: number; rounds: number[] }> {
+  const verifier = new MldsaVerifyPool({ size });
+  try {
+    const one = (i: number) =>
+      verifier.verify(
+        pool[i % POOL]!.signature,
+        pool[i % POOL]!.digest,
+        pool[i % POOL]!.publicKey,
+        MLDSA_CONTEXT_BALANCE_PROOF,
+      );
+    await Promise.all(Array.from({ length: 4 * size }, (_, i) => one(i))); // threads started and warm
+    const perSecond: number[] = [];
+    for (let round = 0; round < opts.rounds; round++) {
+      const t0 = performance.now();
+      const ok = await Promise.all(Array.from({ length: opts.n }, (_, i) => one(i)));
+      perSecond.push(Math.round((opts.n * 1000) / (performance.now() - t0)));
+      if (!ok.every(Boolean)) throw new Error("the pool refused a valid signature");
+    }
+    return { poolSize: size, verifiesPerSecond: median(perSecond), rounds: perSecond };
+  } finally {
+    await verifier.stop();
+  }
+}
+const pools = [];
+for (const size of opts.pool.filter((s) => s > 0)) pools.push(await timePool(size));
+
 console.table(rows.map(({ rounds: _rounds, ...r }) => r));
+if (pools.length > 0) console.table(pools.map(({ rounds: _rounds, ...p }) => p));
 console.log(
   `load average ${loadavg()
     .map((l) => l.toFixed(2))
@@ -116,6 +151,7 @@ writeFileSync(
       options: opts,
       library: "@noble/post-quantum ml_dsa65 (pure JS)",
       rows,
+      pools,
       machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavg: loadavg() },
     },
     null,
