@@ -9,6 +9,8 @@
  * keeps the process alive. A thread that fails has its verifications run again on the calling thread and is
  * replaced on the next call, at most {@link MAX_RESTARTS} times per slot; a pool of size 0, a stopped pool or one
  * whose threads keep failing verifies on the calling thread. So `verify` never rejects and never answers wrong.
+ * At most `maxInFlight` verifications wait for the threads; past that the caller's thread verifies at once, which
+ * holds its event loop as before the pool: a flood of appointments is slowed at the socket, not queued in memory.
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -16,10 +18,14 @@ import { mldsaVerify, mldsaVerifyInput, type MldsaVerifier } from "../protocol/i
 
 /** How many times one thread slot is started again after its thread failed. */
 export const MAX_RESTARTS = 3;
+/** Default bound of the verifications waiting for the threads (~5 KiB each): 16 full appointment batches. */
+export const DEFAULT_MAX_IN_FLIGHT = 1024;
 
 export interface MldsaVerifyPoolInit {
   /** Worker threads (default: `os.availableParallelism()`, at least 1). 0: verify on the calling thread. */
   size?: number;
+  /** Verifications waiting for the threads at most; past it the caller's thread verifies (default 1024). */
+  maxInFlight?: number;
 }
 
 type Job = {
@@ -41,6 +47,8 @@ export function defaultVerifyThreads(): number {
 export class MldsaVerifyPool {
   /** Threads the pool runs at most (0: none, every verification on the calling thread). */
   readonly size: number;
+  readonly #maxInFlight: number;
+  #inFlight = 0;
   readonly #threads: Array<Thread | null>;
   readonly #restarts: number[];
   #nextId = 1;
@@ -50,8 +58,17 @@ export class MldsaVerifyPool {
     const size = init.size ?? defaultVerifyThreads();
     if (!Number.isInteger(size) || size < 0) throw new RangeError("size must be a non-negative integer");
     this.size = size;
+    this.#maxInFlight = init.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (!Number.isInteger(this.#maxInFlight) || this.#maxInFlight < 1) {
+      throw new RangeError("maxInFlight must be a positive integer");
+    }
     this.#threads = Array.from({ length: size }, () => null);
     this.#restarts = Array.from({ length: size }, () => 0);
+  }
+
+  /** Verifications waiting for the threads now. */
+  get inFlight(): number {
+    return this.#inFlight;
   }
 
   /** Threads running now (they start on the first verification). */
@@ -66,13 +83,14 @@ export class MldsaVerifyPool {
   readonly verify: MldsaVerifier = (signature, message, publicKey, context) => {
     const input = mldsaVerifyInput(signature, message, publicKey, context);
     if (input === null) return Promise.resolve(false);
-    const thread = this.#pick();
+    const thread = this.#inFlight < this.#maxInFlight ? this.#pick() : null;
     if (thread === null) return Promise.resolve(mldsaVerify(signature, message, publicKey, context));
     return new Promise<boolean>((resolve) => {
       const id = this.#nextId++;
       const job: Job = { resolve, signature, message, publicKey, context: input.context };
       if (thread.pending.size === 0) thread.worker.ref();
       thread.pending.set(id, job);
+      this.#inFlight += 1;
       thread.worker.postMessage({ id, signature, message, publicKey, context: input.context });
     });
   };
@@ -108,6 +126,7 @@ export class MldsaVerifyPool {
       const job = thread.pending.get(m.id);
       if (!job) return;
       thread.pending.delete(m.id);
+      this.#inFlight -= 1;
       if (thread.pending.size === 0) worker.unref();
       job.resolve(m.ok === true);
     });
@@ -127,6 +146,7 @@ export class MldsaVerifyPool {
   #runHere(thread: Thread): void {
     const jobs = [...thread.pending.values()];
     thread.pending.clear();
+    this.#inFlight -= jobs.length;
     thread.worker.unref();
     for (const j of jobs) j.resolve(mldsaVerify(j.signature, j.message, j.publicKey, j.context));
   }

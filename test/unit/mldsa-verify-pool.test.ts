@@ -1,7 +1,7 @@
 /**
  * host/mldsa-verify-pool.ts: ML-DSA-65 verification on worker threads gives exactly `mldsaVerify`'s answers
  * (real keys and signatures, FIPS 204 contexts): valid, tampered, another key, another context, malformed
- * input; many in flight over the threads; and after `stop()` (or with size 0) on the calling thread.
+ * input; many in flight over the threads, and past the in-flight bound; and after `stop()` (or with size 0) on the calling thread.
  */
 import { expect } from "chai";
 import {
@@ -85,6 +85,21 @@ describe("host/mldsa-verify-pool", function () {
     }
   });
 
+  it("past maxInFlight the calling thread verifies; every answer is still right", async () => {
+    const pool = new MldsaVerifyPool({ size: 1, maxInFlight: 2 });
+    try {
+      const jobs = [signature, tampered, signature, tampered, signature];
+      const answers = jobs.map((s) =>
+        pool.verify(s, message, alice.mldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF),
+      );
+      expect(pool.inFlight).to.equal(2);
+      expect(await Promise.all(answers)).to.deep.equal(jobs.map((s) => s === signature));
+      expect(pool.inFlight).to.equal(0);
+    } finally {
+      await pool.stop();
+    }
+  });
+
   it("verifies on the calling thread after stop() and with size 0", async () => {
     const stopped = new MldsaVerifyPool({ size: 1 });
     await stopped.verify(signature, message, alice.mldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF);
@@ -105,5 +120,6 @@ describe("host/mldsa-verify-pool", function () {
     expect(defaultVerifyThreads()).to.be.at.least(1);
     expect(() => new MldsaVerifyPool({ size: -1 })).to.throw(RangeError);
     expect(() => new MldsaVerifyPool({ size: 1.5 })).to.throw(RangeError);
+    expect(() => new MldsaVerifyPool({ maxInFlight: 0 })).to.throw(RangeError);
   });
 });
