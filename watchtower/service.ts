@@ -2,12 +2,15 @@
  * The watchtower: accepts appointments, follows the ChannelHub, and contests stale closes.
  *
  * Accepting (`submit`): cheap checks first (chain and hub, the channel and its participants, the channel's
- * state, the stored nonce), then every signature (`verifyAppointment`), then the client's pinned ML-DSA
+ * state, the stored nonce), then every signature (`verifyAppointmentWith`), then the client's pinned ML-DSA
  * key; only the highest nonce per slot (channel, non-closing participant) is kept, a replay of the stored
  * appointment changes nothing, and a refusal is a coded `QrwpError` that changed no state. `submitBatch` takes
  * up to 64 slots signed once by the client: per slot the two secp256k1 signatures, the closer's ML-DSA-65
  * evidence once per channel (on the highest nonce, which is stored; lower ones are superseded), the client's
- * batch signatures once, and one SQLite transaction (PROTOCOL.md §10.5).
+ * batch signatures once, and one SQLite transaction (PROTOCOL.md §10.5). The ML-DSA-65 checks run on worker
+ * threads (`host/mldsa-verify-pool.ts`) while this thread recovers the secp256k1 signers; the first failure is
+ * reported in the sequential order, and after the checks the slots are planned again from the store (it may have
+ * moved meanwhile) in the same synchronous step as the write.
  *
  * Watching: a `ChainEventFollower` delivers the hub's events `confirmations` blocks below the head, in
  * ranges; each range is applied and the cursor persisted in one SQLite transaction, so a restarted tower
@@ -241,9 +244,10 @@ export class Watchtower {
    * field fails at its own check); the slot then goes through the same rules and the same one-transaction write
    * as a batch of one.
    * @param from - the session-authenticated sender (libp2p), which must be the non-closing participant.
-   * Makes no chain call and does not await: the channel must be known from the followed events
-   * (`CHANNEL_NOT_FOUND` for one opened less than `confirmations` blocks ago — the node retries), so junk
-   * cannot spend the tower's RPC quota, and no chain batch interleaves with the checks and the write.
+   * Makes no chain call: the channel must be known from the followed events (`CHANNEL_NOT_FOUND` for one opened
+   * less than `confirmations` blocks ago — the node retries), so junk cannot spend the tower's RPC quota. It awaits
+   * only the ML-DSA-65 threads; the store is read again after them, and no chain batch interleaves with that
+   * read and the write.
    * @throws QrwpError UNKNOWN_HUB (field chainId | hub), NOT_PARTICIPANT (field nonClosingParticipant |
    *   closingParticipant), CHANNEL_NOT_FOUND, CHANNEL_STATE, STALE_NONCE, INVALID_ARGUMENT,
    *   INVALID_SIGNATURE (field names the signature or key).
@@ -323,8 +327,8 @@ export class Watchtower {
 
   /**
    * Accepts a batch of appointment slots signed once by the client (`protocol/appointment-batch.ts`): the path
-   * of `POST /v1/appointment-batches` and the libp2p `AppointmentBatch` message. Synchronous like
-   * {@link submit}, and durable in ONE SQLite transaction.
+   * of `POST /v1/appointment-batches` and the libp2p `AppointmentBatch` message. Like {@link submit}, it
+   * awaits only the ML-DSA-65 threads, and is durable in ONE SQLite transaction.
    *
    * Order: the batch's shape (1..64 slots, every field, no two slots of a channel with one nonce), chain and
    * hub, `tower` = this tower, `client` = the session's sender; per slot, the channel (unknown →
