@@ -259,7 +259,7 @@ async function main(): Promise<void> {
     t0 = performance.now();
     for (const a of signed) {
       const s = performance.now();
-      const r = tower.submit(a);
+      const r = await tower.submit(a);
       lat.push(ms(s));
       if (!r.stored) throw new Error("appointment not stored");
     }
@@ -341,7 +341,7 @@ async function main(): Promise<void> {
       }
       return batches;
     };
-    const runBatches = (batches: AppointmentBatch[], label: string) => {
+    const runBatches = async (batches: AppointmentBatch[], label: string) => {
       const batchLat: number[] = [];
       let accepted = 0;
       let stored = 0;
@@ -349,7 +349,7 @@ async function main(): Promise<void> {
       const start = performance.now();
       for (const b of batches) {
         const s0 = performance.now();
-        const r = tower!.submitBatch(b, { address: b.client });
+        const r = await tower!.submitBatch(b, { address: b.client });
         batchLat.push(ms(s0));
         if (r.refused > 0 || r.replayed > 0) throw new Error(`${label}: a slot was not accepted`);
         accepted += r.stored + r.superseded;
@@ -368,12 +368,12 @@ async function main(): Promise<void> {
       };
     };
     console.log(`signing ${opts.batchSample} slots (one per channel) in batches of ${size} ...`);
-    const distinct = runBatches(batchesOf(opts.batchSample, 1, 3n), "one slot per channel");
+    const distinct = await runBatches(batchesOf(opts.batchSample, 1, 3n), "one slot per channel");
     console.log(
       `signing ${opts.batchSample} slots (${perChannel} nonces per channel) in batches of ${size} ...`,
     );
     const multiNonce = {
-      ...runBatches(batchesOf(opts.batchSample, perChannel, 11n), "several nonces per channel"),
+      ...(await runBatches(batchesOf(opts.batchSample, perChannel, 11n), "several nonces per channel")),
       noncesPerChannel: perChannel,
     };
     console.log(`signing ${opts.httpBatchSample} slots for HTTP batches ...`);
@@ -475,7 +475,7 @@ async function main(): Promise<void> {
       const a = appointmentFor(deployment, channelId, closer, client, 5n);
       // The tower accepts appointments for channels its follower has seen.
       while (!store.channel(channelId)) await new Promise((r) => setTimeout(r, 20));
-      tower.submit(a);
+      await tower.submit(a);
       const closeTx = await hub.closeChannel(channelId, client.address, 0n, `0x${"00".repeat(32)}`, "0x", {
         nonce: 1,
       });

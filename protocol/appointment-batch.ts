@@ -47,6 +47,7 @@ import {
   mldsaSign,
   mldsaVerify,
   signDigest,
+  type MldsaVerifier,
   type NodeKeys,
 } from "./keys.js";
 import { assertBytes, assertBytes32Hex, assertUint256, normalizeAddress } from "./validation.js";
@@ -338,12 +339,17 @@ export function verifyAppointmentBatchSignatures(b: AppointmentBatch, digest: Ui
  * Verifies one slot's two secp256k1 signatures: the closer's `BalanceProof` signature and the client's
  * `BalanceProofUpdate` counter-signature — exactly what the hub checks on a contest.
  * @param prefix - prefix of the field names in errors (e.g. `slots.3.`).
+ * @param bpDigest - the slot's blinded `BalanceProof` digest, if at hand (computed otherwise).
  * @returns the slot's EIP-712 `BalanceProof` digest (what {@link verifyAppointmentSlotEvidence} checks).
  * @throws QrwpError INVALID_SIGNATURE with `details.field` naming the first signature that fails.
  */
-export function verifyAppointmentSlot(ctx: SlotContext, s: AppointmentSlot, prefix = ""): Uint8Array {
+export function verifyAppointmentSlot(
+  ctx: SlotContext,
+  s: AppointmentSlot,
+  prefix = "",
+  bpDigest: Uint8Array = slotBalanceProofDigest(ctx, s),
+): Uint8Array {
   const blinded = { chainId: ctx.chainId, hub: ctx.hub, channelId: s.channelId, nonce: s.nonce };
-  const bpDigest = blindedBalanceProofDigest(blinded, s.balanceHash);
   expectSigner(
     bpDigest,
     s.closingSignature,
@@ -371,16 +377,70 @@ export function verifyAppointmentSlotEvidence(
   prefix = "",
   bpDigest?: Uint8Array,
 ): void {
-  const digest =
-    bpDigest ??
-    blindedBalanceProofDigest(
-      { chainId: ctx.chainId, hub: ctx.hub, channelId: s.channelId, nonce: s.nonce },
-      s.balanceHash,
-    );
+  const digest = bpDigest ?? slotBalanceProofDigest(ctx, s);
   if (!mldsaVerify(s.closingPqSignature, digest, s.closingMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
-    throw new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
-      field: `${prefix}closingPqSignature`,
+    throw badEvidence(prefix);
+  }
+}
+
+/** The slot's blinded EIP-712 `BalanceProof` digest: what the closer signed, twice. */
+function slotBalanceProofDigest(ctx: SlotContext, s: AppointmentSlot): Uint8Array {
+  return blindedBalanceProofDigest(
+    { chainId: ctx.chainId, hub: ctx.hub, channelId: s.channelId, nonce: s.nonce },
+    s.balanceHash,
+  );
+}
+
+function badEvidence(prefix: string): QrwpError {
+  return new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
+    field: `${prefix}closingPqSignature`,
+  });
+}
+
+/**
+ * Every signature check of a batch that stores slots, as {@link verifyAppointmentBatchSignatures},
+ * {@link verifyAppointmentSlot} and {@link verifyAppointmentSlotEvidence} run them one after the other, with the
+ * ML-DSA-65 verifications handed to `verifyMldsa` (a pool of worker threads: host/mldsa-verify-pool.ts). The
+ * client's secp256k1 batch signature is checked first (a forged batch costs no ML-DSA-65); then the co-signature
+ * and every evidence are handed out at once, and this thread recovers the slots' secp256k1 signers meanwhile.
+ * Whichever check finishes first, the error is the one the sequential order meets first: batchSignature,
+ * coSignature, each slot's closingSignature and nonClosingSignature, each stored slot's closingPqSignature.
+ * @param digest - {@link appointmentBatchDigest} of `b`.
+ * @param checked - the slots to check, in order: index into `b.slots`, and whether its evidence is checked
+ *   (the slot is the one stored for its channel).
+ * @throws QrwpError INVALID_SIGNATURE with `details.field` `batchSignature`, `coSignature` or
+ *   `slots.<i>.closingSignature | nonClosingSignature | closingPqSignature`.
+ */
+export async function verifyAppointmentBatchChecks(
+  ctx: SlotContext,
+  b: AppointmentBatch,
+  digest: Uint8Array,
+  checked: ReadonlyArray<{ i: number; evidence: boolean }>,
+  verifyMldsa: MldsaVerifier,
+): Promise<void> {
+  expectSigner(digest, b.batchSignature, normalizeAddress(b.client, "client"), "batchSignature");
+  const coSignature = verifyMldsa(b.coSignature, digest, b.clientMldsaPublicKey, MLDSA_CONTEXT_APPOINTMENT);
+  const bpDigests = checked.map(({ i }) => slotBalanceProofDigest(ctx, b.slots[i]!));
+  const evidence = checked.map(({ i, evidence }, k) => {
+    const s = b.slots[i]!;
+    return evidence
+      ? verifyMldsa(s.closingPqSignature, bpDigests[k]!, s.closingMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)
+      : null;
+  });
+  let slotError: unknown = null;
+  try {
+    checked.forEach(({ i }, k) => verifyAppointmentSlot(ctx, b.slots[i]!, `slots.${i}.`, bpDigests[k]));
+  } catch (err) {
+    slotError = err;
+  }
+  if (!(await coSignature)) {
+    throw new QrwpError("INVALID_SIGNATURE", "the batch's ML-DSA-65 co-signature is invalid", {
+      field: "coSignature",
     });
+  }
+  if (slotError !== null) throw slotError;
+  for (const [k, { i }] of checked.entries()) {
+    if (evidence[k] !== null && !(await evidence[k])) throw badEvidence(`slots.${i}.`);
   }
 }
 

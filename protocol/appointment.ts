@@ -38,6 +38,7 @@ import {
   mldsaVerify,
   recoverDigestSigner,
   signDigest,
+  type MldsaVerifier,
   type NodeKeys,
 } from "./keys.js";
 import { assertBytes, assertBytes32Hex, assertUint256, normalizeAddress } from "./validation.js";
@@ -222,6 +223,56 @@ export function verifyAppointment(a: Appointment): void {
   }
   expectSigner(digest, a.appointmentSignature, client, "appointmentSignature");
   if (!mldsaVerify(a.coSignature, digest, a.nonClosingMldsaPublicKey, MLDSA_CONTEXT_APPOINTMENT)) {
+    throw new QrwpError("INVALID_SIGNATURE", "the ML-DSA-65 co-signature is invalid", {
+      field: "coSignature",
+    });
+  }
+}
+
+/**
+ * {@link verifyAppointment} with its two ML-DSA-65 verifications handed to `verifyMldsa` (a pool of worker
+ * threads: host/mldsa-verify-pool.ts), both at once, after the two secp256k1 signatures of the proof (a forged
+ * proof costs no ML-DSA-65) and while this thread checks the client's secp256k1 signature. The error is the one
+ * {@link verifyAppointment}'s order meets first, whichever check finishes first.
+ * @throws QrwpError as {@link verifyAppointment}.
+ */
+export async function verifyAppointmentWith(a: Appointment, verifyMldsa: MldsaVerifier): Promise<void> {
+  const digest = appointmentDigest(a);
+  const closer = normalizeAddress(a.closingParticipant, "closingParticipant");
+  const client = normalizeAddress(a.nonClosingParticipant, "nonClosingParticipant");
+  const bpDigest = blindedBalanceProofDigest(a, a.balanceHash);
+  expectSigner(bpDigest, a.closingSignature, closer, "closingSignature");
+  expectSigner(
+    blindedBalanceProofUpdateDigest(a, a.balanceHash, a.closingSignature),
+    a.nonClosingSignature,
+    client,
+    "nonClosingSignature",
+  );
+  const evidence = verifyMldsa(
+    a.closingPqSignature,
+    bpDigest,
+    a.closingMldsaPublicKey,
+    MLDSA_CONTEXT_BALANCE_PROOF,
+  );
+  const coSignature = verifyMldsa(
+    a.coSignature,
+    digest,
+    a.nonClosingMldsaPublicKey,
+    MLDSA_CONTEXT_APPOINTMENT,
+  );
+  let clientError: unknown = null;
+  try {
+    expectSigner(digest, a.appointmentSignature, client, "appointmentSignature");
+  } catch (err) {
+    clientError = err;
+  }
+  if (!(await evidence)) {
+    throw new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
+      field: "closingPqSignature",
+    });
+  }
+  if (clientError !== null) throw clientError;
+  if (!(await coSignature)) {
     throw new QrwpError("INVALID_SIGNATURE", "the ML-DSA-65 co-signature is invalid", {
       field: "coSignature",
     });

@@ -267,6 +267,36 @@ export function mldsaSign(
 }
 
 /**
+ * An ML-DSA-65 verification with {@link mldsaVerify}'s contract (same arguments, `false` for any malformed
+ * input), possibly run elsewhere: host/mldsa-verify-pool.ts runs it on worker threads. Never rejects.
+ */
+export type MldsaVerifier = (
+  signature: Uint8Array,
+  message: Uint8Array,
+  publicKey: Uint8Array,
+  context?: string | Uint8Array,
+) => Promise<boolean>;
+
+/**
+ * The input checks of {@link mldsaVerify}: lengths (FIPS 204 table 2) and a context of at most 255 bytes.
+ * @returns the context's bytes (undefined for none), or null when the input is malformed (verification is false).
+ */
+export function mldsaVerifyInput(
+  signature: unknown,
+  message: unknown,
+  publicKey: unknown,
+  context: unknown,
+): { context: Uint8Array | undefined } | null {
+  if (!(signature instanceof Uint8Array) || signature.length !== MLDSA65_SIGNATURE_BYTES) return null;
+  if (!(message instanceof Uint8Array)) return null;
+  if (!(publicKey instanceof Uint8Array) || publicKey.length !== MLDSA65_PUBLIC_KEY_BYTES) return null;
+  if (context !== undefined && typeof context !== "string" && !(context instanceof Uint8Array)) return null;
+  const bytes = typeof context === "string" ? utf8ToBytes(context) : context;
+  if (bytes !== undefined && bytes.length > 255) return null;
+  return { context: bytes };
+}
+
+/**
  * ML-DSA-65 verification (FIPS 204 ML-DSA.Verify) with the same optional context as {@link mldsaSign}.
  * Never throws: any malformed input (wrong lengths, non-bytes, bad context) returns `false`.
  * @returns true only for a valid signature.
@@ -278,10 +308,9 @@ export function mldsaVerify(
   context?: string | Uint8Array,
 ): boolean {
   try {
-    if (!(signature instanceof Uint8Array) || signature.length !== MLDSA65_SIGNATURE_BYTES) return false;
-    if (!(message instanceof Uint8Array)) return false;
-    if (!(publicKey instanceof Uint8Array) || publicKey.length !== MLDSA65_PUBLIC_KEY_BYTES) return false;
-    const ctx = contextBytes(context);
+    const input = mldsaVerifyInput(signature, message, publicKey, context);
+    if (input === null) return false;
+    const ctx = input.context;
     return ml_dsa65.verify(signature, message, publicKey, ctx === undefined ? undefined : { context: ctx });
   } catch {
     return false;

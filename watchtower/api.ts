@@ -222,7 +222,7 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
     },
     async (req, reply) => {
       const appointment = appointmentFromJson(req.body);
-      const r = tower.submit(appointment);
+      const r = await tower.submit(appointment);
       void reply.status(r.stored ? 201 : 200);
       return { id: r.id, nonce: r.nonce.toString(), stored: r.stored, status: r.status };
     },
@@ -242,7 +242,7 @@ export async function buildTowerApi(init: TowerApiInit): Promise<FastifyInstance
     },
     async (req) => {
       const batch = appointmentBatchFromJson(req.body);
-      const r = tower.submitBatch(batch);
+      const r = await tower.submitBatch(batch);
       return {
         ...r,
         results: r.results.map((x) => ({ ...x, nonce: x.nonce.toString() })),

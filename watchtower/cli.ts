@@ -90,6 +90,12 @@ export function addWatchtowerCommands(program: Command): Command {
         .env("QRWP_TOWER_CONTEST_SPREAD_PCT")
         .argParser(parsePct)
         .default(40),
+    )
+    .addOption(
+      new Option("--mldsa-threads <n>", "worker threads verifying ML-DSA-65 signatures (0: the main thread)")
+        .env("QRWP_TOWER_MLDSA_THREADS")
+        .argParser(parseNonNegativeInt)
+        .default(undefined, "the available cores"),
     );
   addPeerLimitOptions(start);
   start
@@ -112,6 +118,7 @@ export function addWatchtowerCommands(program: Command): Command {
           rpcTimeoutMs: number;
           contestStartPct: number;
           contestSpreadPct: number;
+          mldsaThreads?: number;
           logLevel: string;
         } & PeerLimitOptions,
       ) => {
@@ -130,6 +137,7 @@ export function addWatchtowerCommands(program: Command): Command {
             contestStartPct: opts.contestStartPct,
             peerLimits: peerLimitsFromOptions(opts),
             contestSpreadPct: opts.contestSpreadPct,
+            ...(opts.mldsaThreads !== undefined ? { mldsaVerifyThreads: opts.mldsaThreads } : {}),
           },
           log,
         );

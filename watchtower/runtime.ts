@@ -43,6 +43,8 @@ export interface WatchtowerConfig {
   rpcTimeoutMs?: number;
   contestStartPct?: number;
   contestSpreadPct?: number;
+  /** Worker threads verifying ML-DSA-65 signatures (default: the available cores; 0: the main thread). */
+  mldsaVerifyThreads?: number;
   /** What strangers may cost (puzzle, connection and session budgets); defaults `DEFAULT_PEER_LIMITS`. */
   peerLimits?: Partial<PeerLimits>;
 }
@@ -113,6 +115,7 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
     ...(config.rpcTimeoutMs !== undefined ? { rpcTimeoutMs: config.rpcTimeoutMs } : {}),
     ...(config.contestStartPct !== undefined ? { contestStartPct: config.contestStartPct } : {}),
     ...(config.contestSpreadPct !== undefined ? { contestSpreadPct: config.contestSpreadPct } : {}),
+    ...(config.mldsaVerifyThreads !== undefined ? { mldsaVerifyThreads: config.mldsaVerifyThreads } : {}),
   });
   const closeEarly = () => {
     chain.destroy();
@@ -148,10 +151,10 @@ export async function startWatchtower(config: WatchtowerConfig, log: Logger): Pr
     }
     try {
       if (body.type === "AppointmentBatch") {
-        const r = tower.submitBatch(body.batch, { address: from.address });
+        const r = await tower.submitBatch(body.batch, { address: from.address });
         return { type: "AppointmentBatchAccepted", results: r.results };
       }
-      const r = tower.submit(body.appointment, { address: from.address });
+      const r = await tower.submit(body.appointment, { address: from.address });
       return { type: "AppointmentAccepted", id: r.id, nonce: r.nonce, stored: r.stored };
     } catch (err) {
       const e = isQrwpError(err) ? err : new QrwpError("INTERNAL", "internal error");

@@ -2,12 +2,15 @@
  * The watchtower: accepts appointments, follows the ChannelHub, and contests stale closes.
  *
  * Accepting (`submit`): cheap checks first (chain and hub, the channel and its participants, the channel's
- * state, the stored nonce), then every signature (`verifyAppointment`), then the client's pinned ML-DSA
+ * state, the stored nonce), then every signature (`verifyAppointmentWith`), then the client's pinned ML-DSA
  * key; only the highest nonce per slot (channel, non-closing participant) is kept, a replay of the stored
  * appointment changes nothing, and a refusal is a coded `QrwpError` that changed no state. `submitBatch` takes
  * up to 64 slots signed once by the client: per slot the two secp256k1 signatures, the closer's ML-DSA-65
  * evidence once per channel (on the highest nonce, which is stored; lower ones are superseded), the client's
- * batch signatures once, and one SQLite transaction (PROTOCOL.md §10.5).
+ * batch signatures once, and one SQLite transaction (PROTOCOL.md §10.5). The ML-DSA-65 checks run on worker
+ * threads (`host/mldsa-verify-pool.ts`) while this thread recovers the secp256k1 signers; the first failure is
+ * reported in the sequential order, and after the checks the slots are planned again from the store (it may have
+ * moved meanwhile) in the same synchronous step as the write.
  *
  * Watching: a `ChainEventFollower` delivers the hub's events `confirmations` blocks below the head, in
  * ranges; each range is applied and the cursor persisted in one SQLite transaction, so a restarted tower
@@ -53,16 +56,15 @@ import {
   isQrwpError,
   normalizeAddress,
   slotOfAppointment,
-  verifyAppointment,
-  verifyAppointmentBatchSignatures,
-  verifyAppointmentSlot,
-  verifyAppointmentSlotEvidence,
+  verifyAppointmentBatchChecks,
+  verifyAppointmentWith,
   type Appointment,
   type AppointmentBatch,
   type AppointmentSlot,
   type AppointmentSlotOutcome,
   type AppointmentSlotResult,
 } from "../protocol/index.js";
+import { MldsaVerifyPool } from "../host/mldsa-verify-pool.js";
 import type { TowerChain } from "./chain.js";
 import {
   newStoredAppointment,
@@ -124,6 +126,11 @@ export interface WatchtowerInit {
   rpcTimeoutMs?: number;
   /** How long a sent contest may stay unmined before it is replaced with higher fees, ms (default 60000). */
   mineTimeoutMs?: number;
+  /**
+   * Worker threads that verify the appointments' ML-DSA-65 signatures (default: the available cores, at
+   * least 1; 0: on the main thread). They start with the first appointment and stop with the tower.
+   */
+  mldsaVerifyThreads?: number;
   log: Logger;
 }
 
@@ -152,6 +159,7 @@ export class Watchtower {
   readonly #mineTimeoutMs: number;
   /** Per appointment: earliest next contest attempt (ms, wall clock) after a failure. */
   readonly #retryAt = new Map<string, number>();
+  readonly #mldsa: MldsaVerifyPool;
 
   constructor(init: WatchtowerInit) {
     this.#store = init.store;
@@ -169,6 +177,9 @@ export class Watchtower {
     this.#tickMs = init.tickMs ?? 1000;
     this.#mineTimeoutMs = init.mineTimeoutMs ?? 60_000;
     this.confirmations = init.confirmations ?? 0;
+    this.#mldsa = new MldsaVerifyPool(
+      init.mldsaVerifyThreads !== undefined ? { size: init.mldsaVerifyThreads } : {},
+    );
     const last = this.#store.lastProcessedBlock();
     this.#follower = new ChainEventFollower({
       rpcUrls: init.rpcUrls,
@@ -220,6 +231,7 @@ export class Watchtower {
     if (this.#timer) clearTimeout(this.#timer);
     await this.#follower.stop();
     await this.#ticking;
+    await this.#mldsa.stop();
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -232,16 +244,17 @@ export class Watchtower {
    * field fails at its own check); the slot then goes through the same rules and the same one-transaction write
    * as a batch of one.
    * @param from - the session-authenticated sender (libp2p), which must be the non-closing participant.
-   * Makes no chain call and does not await: the channel must be known from the followed events
-   * (`CHANNEL_NOT_FOUND` for one opened less than `confirmations` blocks ago — the node retries), so junk
-   * cannot spend the tower's RPC quota, and no chain batch interleaves with the checks and the write.
+   * Makes no chain call: the channel must be known from the followed events (`CHANNEL_NOT_FOUND` for one opened
+   * less than `confirmations` blocks ago — the node retries), so junk cannot spend the tower's RPC quota. It awaits
+   * only the ML-DSA-65 threads; the store is read again after them, and no chain batch interleaves with that
+   * read and the write.
    * @throws QrwpError UNKNOWN_HUB (field chainId | hub), NOT_PARTICIPANT (field nonClosingParticipant |
    *   closingParticipant), CHANNEL_NOT_FOUND, CHANNEL_STATE, STALE_NONCE, INVALID_ARGUMENT,
    *   INVALID_SIGNATURE (field names the signature or key).
    */
-  submit(a: Appointment, from?: { address: string }): SubmitResult {
+  async submit(a: Appointment, from?: { address: string }): Promise<SubmitResult> {
     try {
-      return this.#submit(a, from);
+      return await this.#submit(a, from);
     } catch (err) {
       this.#store.bump("count:refused");
       const e = isQrwpError(err) ? err : new QrwpError("INTERNAL", "appointment could not be processed");
@@ -254,7 +267,31 @@ export class Watchtower {
     }
   }
 
-  #submit(a: Appointment, from?: { address: string }): SubmitResult {
+  async #submit(a: Appointment, from?: { address: string }): Promise<SubmitResult> {
+    let plan = this.#planAppointment(a, from);
+    if ("replay" in plan) return plan.replay;
+    await verifyAppointmentWith(a, this.#mldsa.verify);
+    // The store may have moved while the threads checked the signatures (a submission, a chain range): again.
+    plan = this.#planAppointment(a, from);
+    if ("replay" in plan) return plan.replay;
+    const { id, closer, client, digestHex, channel } = plan;
+    const pin = this.#checkPinnedKey(client, a.nonClosingMldsaPublicKey, "nonClosingMldsaPublicKey");
+    const record = this.#record(id, a.channelId, closer, client, a, digestHex, channel);
+    this.#store.acceptBatch({ appointments: [record], pin });
+    this.#log.debug(
+      { id, channelId: a.channelId.toString(), nonce: a.nonce.toString() },
+      "appointment stored",
+    );
+    return { id, nonce: a.nonce, stored: true, status: record.status };
+  }
+
+  /** `submit`'s checks before the signatures: the appointment's slot, or the answer to a replay. */
+  #planAppointment(
+    a: Appointment,
+    from?: { address: string },
+  ):
+    | { replay: SubmitResult }
+    | { id: string; closer: string; client: string; digestHex: string; channel: TowerChannel } {
     if (typeof a !== "object" || a === null) {
       throw new QrwpError("INVALID_ARGUMENT", "appointment must be an object", { field: "appointment" });
     }
@@ -282,24 +319,16 @@ export class Watchtower {
       const same = existing.digest === digestHex || existing.digest === legacyDigestHex;
       if (existing.nonce > a.nonce || (existing.nonce === a.nonce && !same)) throw staleNonce(existing.nonce);
       if (existing.nonce === a.nonce) {
-        return { id, nonce: existing.nonce, stored: false, status: existing.status };
+        return { replay: { id, nonce: existing.nonce, stored: false, status: existing.status } };
       }
     }
-    verifyAppointment(a);
-    const pin = this.#checkPinnedKey(client, a.nonClosingMldsaPublicKey, "nonClosingMldsaPublicKey");
-    const record = this.#record(id, a.channelId, closer, client, a, digestHex, where.channel);
-    this.#store.acceptBatch({ appointments: [record], pin });
-    this.#log.debug(
-      { id, channelId: a.channelId.toString(), nonce: a.nonce.toString() },
-      "appointment stored",
-    );
-    return { id, nonce: a.nonce, stored: true, status: record.status };
+    return { id, closer, client, digestHex, channel: where.channel };
   }
 
   /**
    * Accepts a batch of appointment slots signed once by the client (`protocol/appointment-batch.ts`): the path
-   * of `POST /v1/appointment-batches` and the libp2p `AppointmentBatch` message. Synchronous like
-   * {@link submit}, and durable in ONE SQLite transaction.
+   * of `POST /v1/appointment-batches` and the libp2p `AppointmentBatch` message. Like {@link submit}, it
+   * awaits only the ML-DSA-65 threads, and is durable in ONE SQLite transaction.
    *
    * Order: the batch's shape (1..64 slots, every field, no two slots of a channel with one nonce), chain and
    * hub, `tower` = this tower, `client` = the session's sender; per slot, the channel (unknown →
@@ -317,9 +346,9 @@ export class Watchtower {
    *   `slots.<i>.closingParticipant`), INVALID_SIGNATURE (clientMldsaPublicKey | batchSignature | coSignature |
    *   `slots.<i>.closingSignature` | `slots.<i>.nonClosingSignature` | `slots.<i>.closingPqSignature`).
    */
-  submitBatch(b: AppointmentBatch, from?: { address: string }): BatchSubmitResult {
+  async submitBatch(b: AppointmentBatch, from?: { address: string }): Promise<BatchSubmitResult> {
     try {
-      return this.#submitBatch(b, from);
+      return await this.#submitBatch(b, from);
     } catch (err) {
       const slots = Array.isArray(b?.slots) ? b.slots.length : 0;
       this.#store.bump("count:refused", Math.max(1, Math.min(slots, MAX_APPOINTMENT_BATCH_SLOTS)));
@@ -332,7 +361,7 @@ export class Watchtower {
     }
   }
 
-  #submitBatch(b: AppointmentBatch, from?: { address: string }): BatchSubmitResult {
+  async #submitBatch(b: AppointmentBatch, from?: { address: string }): Promise<BatchSubmitResult> {
     assertAppointmentBatchShape(b);
     const hub = this.#checkHub(b.chainId, b.hub);
     if (lower(b.tower) !== lower(this.#address)) {
@@ -345,13 +374,78 @@ export class Watchtower {
     }
     const ctx = { chainId: b.chainId, hub, client };
     const ids = b.slots.map((s) => appointmentId(b.chainId, hub, s.channelId, client));
+    const digests = b.slots.map((s, i) => appointmentSlotDigest(ctx, s, ids[i]));
+    /** Slots whose secp256k1 signatures (`i`) and evidence (`i` + "e") passed. */
+    const passed = new Set<string>();
+    const toCheck = (checked: Array<{ p: SlotPlan; i: number }>) =>
+      checked
+        .map(({ p, i }) => ({ i, evidence: p.outcome === "stored" }))
+        .filter(({ i, evidence }) => !passed.has(`${i}`) || (evidence && !passed.has(`${i}e`)));
+    let { plans, toStore, checked } = this.#planBatch(b, client, ids, digests);
+    for (let todo = toCheck(checked); todo.length > 0; todo = toCheck(checked)) {
+      this.#checkPinnedKey(client, b.clientMldsaPublicKey, "clientMldsaPublicKey");
+      await verifyAppointmentBatchChecks(
+        ctx,
+        b,
+        appointmentBatchDigest(b, digests),
+        todo,
+        this.#mldsa.verify,
+      );
+      for (const { i, evidence } of todo) passed.add(evidence ? `${i}e` : `${i}`).add(`${i}`);
+      // The store may have moved while the threads checked the signatures (a submission, a chain range): again.
+      ({ plans, toStore, checked } = this.#planBatch(b, client, ids, digests));
+    }
+    const pin =
+      toStore.size > 0 ? this.#checkPinnedKey(client, b.clientMldsaPublicKey, "clientMldsaPublicKey") : null;
+    const records: StoredAppointment[] = [];
+    const results: AppointmentSlotResult[] = plans.map((p, i) => {
+      const s = b.slots[i]!;
+      if (p.outcome === "stored") {
+        records.push(
+          this.#record(p.id, s.channelId, s.closingParticipant, client, s, p.digestHex, p.channel!),
+        );
+      }
+      const r: AppointmentSlotResult = { id: p.id, nonce: s.nonce, outcome: p.outcome };
+      if (p.refusal) {
+        r.code = p.refusal.code;
+        r.message = p.refusal.message.slice(0, 256);
+      }
+      return r;
+    });
+    const count = (o: AppointmentSlotOutcome) => results.filter((r) => r.outcome === o).length;
+    const summary = {
+      stored: records.length,
+      superseded: count("superseded"),
+      replayed: count("replayed"),
+      refused: count("refused"),
+    };
+    if (records.length > 0 || summary.refused > 0) {
+      this.#store.acceptBatch({
+        appointments: records,
+        pin: records.length > 0 ? pin : null,
+        // Accepted (checked) under a stored slot; a replayed channel's lower slots are not counted.
+        superseded: checked.length - records.length,
+        refused: summary.refused,
+        batch: records.length > 0,
+      });
+    }
+    this.#log.debug({ client, slots: b.slots.length, ...summary }, "appointment batch processed");
+    return { results, ...summary };
+  }
+
+  /** `submitBatch`'s per-slot outcome from the store as it is now, and the slots whose signatures count. */
+  #planBatch(
+    b: AppointmentBatch,
+    client: string,
+    ids: string[],
+    digests: Uint8Array[],
+  ): { plans: SlotPlan[]; toStore: Set<string>; checked: Array<{ p: SlotPlan; i: number }> } {
     /** Index of the highest-nonce slot of each slot id (channel) in the batch. */
     const highest = new Map<string, number>();
     ids.forEach((id, i) => {
       const h = highest.get(id);
       if (h === undefined || b.slots[h]!.nonce < b.slots[i]!.nonce) highest.set(id, i);
     });
-    const digests = b.slots.map((s, i) => appointmentSlotDigest(ctx, s, ids[i]));
     const plans = b.slots.map((s, i): SlotPlan => {
       const id = ids[i]!;
       const digestHex = `0x${bytesToHex(digests[i]!)}`;
@@ -389,51 +483,7 @@ export class Watchtower {
     const toStore = new Set(plans.filter((p) => p.outcome === "stored").map((p) => p.id));
     // Every slot of a channel whose highest slot is stored is checked; the others change nothing.
     const checked = plans.flatMap((p, i) => (toStore.has(p.id) ? [{ p, i }] : []));
-    let pin: { client: string; keyHash: string } | null = null;
-    if (toStore.size > 0) {
-      pin = this.#checkPinnedKey(client, b.clientMldsaPublicKey, "clientMldsaPublicKey");
-      verifyAppointmentBatchSignatures(b, appointmentBatchDigest(b, digests));
-      const bpDigests = checked.map(({ i }) => verifyAppointmentSlot(ctx, b.slots[i]!, `slots.${i}.`));
-      checked.forEach(({ p, i }, k) => {
-        if (p.outcome === "stored") {
-          verifyAppointmentSlotEvidence(ctx, b.slots[i]!, `slots.${i}.`, bpDigests[k]);
-        }
-      });
-    }
-    const records: StoredAppointment[] = [];
-    const results: AppointmentSlotResult[] = plans.map((p, i) => {
-      const s = b.slots[i]!;
-      if (p.outcome === "stored") {
-        records.push(
-          this.#record(p.id, s.channelId, s.closingParticipant, client, s, p.digestHex, p.channel!),
-        );
-      }
-      const r: AppointmentSlotResult = { id: p.id, nonce: s.nonce, outcome: p.outcome };
-      if (p.refusal) {
-        r.code = p.refusal.code;
-        r.message = p.refusal.message.slice(0, 256);
-      }
-      return r;
-    });
-    const count = (o: AppointmentSlotOutcome) => results.filter((r) => r.outcome === o).length;
-    const summary = {
-      stored: records.length,
-      superseded: count("superseded"),
-      replayed: count("replayed"),
-      refused: count("refused"),
-    };
-    if (records.length > 0 || summary.refused > 0) {
-      this.#store.acceptBatch({
-        appointments: records,
-        pin: records.length > 0 ? pin : null,
-        // Accepted (checked) under a stored slot; a replayed channel's lower slots are not counted.
-        superseded: checked.length - records.length,
-        refused: summary.refused,
-        batch: records.length > 0,
-      });
-    }
-    this.#log.debug({ client, slots: b.slots.length, ...summary }, "appointment batch processed");
-    return { results, ...summary };
+    return { plans, toStore, checked };
   }
 
   /** @returns the hub (EIP-55) if `chainId` and `hub` are the tower's. @throws QrwpError UNKNOWN_HUB */

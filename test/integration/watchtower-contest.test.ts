@@ -134,7 +134,7 @@ describe("integration: watchtower contest transactions", function () {
 
   it("replaces a dropped contest transaction (same account nonce, higher fees) and the replacement lands", async () => {
     const { closer, client, channelId, wallet } = await channel();
-    tower.submit(appointment(closer, client, channelId, 5n));
+    await tower.submit(appointment(closer, client, channelId, 5n));
     const hub = ChannelHub__factory.connect(deployment.hub, wallet);
     await (
       await hub.closeChannel(channelId, client.address, 0n, `0x${"00".repeat(32)}`, "0x", { nonce: 1 })
@@ -172,7 +172,7 @@ describe("integration: watchtower contest transactions", function () {
 
   it("a newer appointment accepted while a contest is pending wins; the newer nonce is contested", async () => {
     const { closer, client, channelId, wallet } = await channel();
-    tower.submit(appointment(closer, client, channelId, 3n));
+    await tower.submit(appointment(closer, client, channelId, 3n));
     const hub = ChannelHub__factory.connect(deployment.hub, wallet);
     await (
       await hub.closeChannel(channelId, client.address, 0n, `0x${"00".repeat(32)}`, "0x", { nonce: 1 })
@@ -184,7 +184,7 @@ describe("integration: watchtower contest transactions", function () {
         store.appointment(id)?.status === "contest_sent" ? true : undefined,
       );
       // The client (late) hands over a newer proof while the contest for nonce 3 is pending.
-      const r = tower.submit(appointment(closer, client, channelId, 4n));
+      const r = await tower.submit(appointment(closer, client, channelId, 4n));
       expect(r.stored).to.equal(true);
       // Mine the pending contest for nonce 3, then let blocks come with transactions again.
       await chain.provider.send("evm_mine", []);
@@ -217,7 +217,7 @@ describe("integration: watchtower contest transactions", function () {
       [slot(2n), slot(7n), slot(4n)],
       client,
     );
-    const r = tower.submitBatch(batch, { address: client.address });
+    const r = await tower.submitBatch(batch, { address: client.address });
     expect(r.results.map((x) => x.outcome)).to.deep.equal(["superseded", "stored", "superseded"]);
     const id = slotOf(channelId, client);
     expect(store.appointment(id)?.nonce).to.equal(7n);

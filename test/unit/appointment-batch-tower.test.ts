@@ -32,7 +32,7 @@ import { buildTowerApi } from "../../watchtower/api.js";
 import type { TowerChain } from "../../watchtower/chain.js";
 import { Watchtower } from "../../watchtower/service.js";
 import { WatchtowerStore } from "../../watchtower/store.js";
-import { expectCode } from "./helpers.js";
+import { expectRejectCode } from "./helpers.js";
 
 const log = pino({ level: "silent" });
 const deployment: Deployment = {
@@ -76,7 +76,10 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
     });
   });
 
-  afterEach(() => store.close());
+  afterEach(async () => {
+    await tower.stop(); // its ML-DSA-65 threads
+    store.close();
+  });
 
   /** A channel closer <-> alice, known to the tower. */
   function channel(closer: NodeKeys, state: "opened" | "settled" = "opened"): bigint {
@@ -135,11 +138,11 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
     expect(store.stats().appointmentsAccepted).to.equal(0);
   }
 
-  it("stores the highest nonce of each channel in one transaction; the lower slots are superseded", () => {
+  it("stores the highest nonce of each channel in one transaction; the lower slots are superseded", async () => {
     const c1 = channel(bob);
     const c2 = channel(carol);
     const b = sign([slot(bob, c1, 1n), slot(carol, c2, 4n), slot(bob, c1, 3n), slot(bob, c1, 2n)]);
-    const r = tower.submitBatch(b, { address: alice.address });
+    const r = await tower.submitBatch(b, { address: alice.address });
     expect(r.results.map((x) => x.outcome)).to.deep.equal(["superseded", "stored", "stored", "superseded"]);
     expect(r).to.deep.include({ stored: 2, superseded: 2, replayed: 0, refused: 0 });
     expect(held(c1)).to.equal(3n);
@@ -158,13 +161,13 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
     expect(row.status).to.equal("watching");
   });
 
-  it("a replayed batch changes nothing: the same slots are answered replayed or superseded", () => {
+  it("a replayed batch changes nothing: the same slots are answered replayed or superseded", async () => {
     const c1 = channel(bob);
     const c2 = channel(carol);
     const b = sign([slot(bob, c1, 1n), slot(bob, c1, 2n), slot(carol, c2, 1n)]);
-    tower.submitBatch(b);
+    await tower.submitBatch(b);
     const before = store.stats();
-    const again = tower.submitBatch(b);
+    const again = await tower.submitBatch(b);
     expect(again.results.map((x) => x.outcome)).to.deep.equal(["superseded", "replayed", "replayed"]);
     expect(again).to.deep.include({ stored: 0, replayed: 2 });
     expect(store.stats()).to.deep.equal(before);
@@ -174,10 +177,10 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
       { address: carol.address, mldsaPublicKey: carol.mldsaPublicKey },
       alice,
     );
-    expect(tower.submit(single).stored).to.equal(false);
+    expect((await tower.submit(single)).stored).to.equal(false);
   });
 
-  it("a bad slot refuses the whole batch, naming the slot; nothing is stored", () => {
+  it("a bad slot refuses the whole batch, naming the slot; nothing is stored", async () => {
     const c1 = channel(bob);
     const c2 = channel(carol);
     const c3 = channel(bob);
@@ -188,63 +191,69 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
       balanceProofDigest(proof(bob, c3, 1n).proof),
       mallory.secp256k1PrivateKey,
     );
-    let err = expectCode(() => tower.submitBatch(sign([...good, forged])), "INVALID_SIGNATURE");
+    let err = await expectRejectCode(() => tower.submitBatch(sign([...good, forged])), "INVALID_SIGNATURE");
     expect(err.details.field).to.equal("slots.2.closingSignature");
     // Bad evidence on the slot to store: the closer's ML-DSA-65 signature.
     const badEvidence = { ...slot(bob, c3, 1n) };
     badEvidence.closingPqSignature = Uint8Array.from(badEvidence.closingPqSignature);
     badEvidence.closingPqSignature[5]! ^= 1;
-    err = expectCode(() => tower.submitBatch(sign([...good, badEvidence])), "INVALID_SIGNATURE");
+    err = await expectRejectCode(() => tower.submitBatch(sign([...good, badEvidence])), "INVALID_SIGNATURE");
     expect(err.details.field).to.equal("slots.2.closingPqSignature");
     // A closer who is not the client's partner in that channel.
     const stranger = { ...slot(bob, c3, 1n), closingParticipant: carol.address };
-    err = expectCode(() => tower.submitBatch(sign([...good, stranger])), "NOT_PARTICIPANT");
+    err = await expectRejectCode(() => tower.submitBatch(sign([...good, stranger])), "NOT_PARTICIPANT");
     expect(err.details.field).to.equal("slots.2.closingParticipant");
     expectNothingStored([c1, c2, c3]);
     expect(store.stats().appointmentsRefused).to.equal(9);
   });
 
-  it("the evidence is checked once per channel: on the slot the tower stores, not on superseded ones", () => {
+  it("the evidence is checked once per channel: on the slot the tower stores, not on superseded ones", async () => {
     const c1 = channel(bob);
     const lower = { ...slot(bob, c1, 1n) };
     lower.closingPqSignature = new Uint8Array(lower.closingPqSignature.length); // no evidence checked here
-    const r = tower.submitBatch(sign([lower, slot(bob, c1, 2n)]));
+    const r = await tower.submitBatch(sign([lower, slot(bob, c1, 2n)]));
     expect(r.results.map((x) => x.outcome)).to.deep.equal(["superseded", "stored"]);
     // Its secp256k1 signatures are checked like every slot's.
     const c2 = channel(bob);
     const badLower = { ...slot(bob, c2, 1n), nonClosingSignature: slot(bob, c2, 2n).nonClosingSignature };
-    const err = expectCode(() => tower.submitBatch(sign([badLower, slot(bob, c2, 2n)])), "INVALID_SIGNATURE");
+    const err = await expectRejectCode(
+      () => tower.submitBatch(sign([badLower, slot(bob, c2, 2n)])),
+      "INVALID_SIGNATURE",
+    );
     expect(err.details.field).to.equal("slots.0.nonClosingSignature");
     expect(held(c2)).to.equal(null);
   });
 
-  it("a forged co-signature refuses the batch (coSignature); nothing is stored", () => {
+  it("a forged co-signature refuses the batch (coSignature); nothing is stored", async () => {
     const c1 = channel(bob);
     const b = sign([slot(bob, c1, 1n)]);
     const mallorys = sign(b.slots, mallory);
-    let err = expectCode(
+    let err = await expectRejectCode(
       () => tower.submitBatch({ ...b, coSignature: mallorys.coSignature }),
       "INVALID_SIGNATURE",
     );
     expect(err.details.field).to.equal("coSignature");
-    err = expectCode(
+    err = await expectRejectCode(
       () => tower.submitBatch({ ...b, batchSignature: mallorys.batchSignature }),
       "INVALID_SIGNATURE",
     );
     expect(err.details.field).to.equal("batchSignature");
     // Once alice's key is pinned, a batch under another ML-DSA key (self-consistently signed) is refused.
-    tower.submitBatch(b);
+    await tower.submitBatch(b);
     const other: NodeKeys = {
       ...alice,
       mldsaPublicKey: mallory.mldsaPublicKey,
       mldsaSecretKey: mallory.mldsaSecretKey,
     };
-    err = expectCode(() => tower.submitBatch(sign([slot(bob, c1, 2n)], other)), "INVALID_SIGNATURE");
+    err = await expectRejectCode(
+      () => tower.submitBatch(sign([slot(bob, c1, 2n)], other)),
+      "INVALID_SIGNATURE",
+    );
     expect(err.details.field).to.equal("clientMldsaPublicKey");
     expect(held(c1)).to.equal(1n);
   });
 
-  it("boundary refusals: oversized, another tower's, another sender's, another hub's batch", () => {
+  it("boundary refusals: oversized, another tower's, another sender's, another hub's batch", async () => {
     const c1 = channel(bob);
     const s = slot(bob, c1, 1n);
     const b = sign([s]);
@@ -255,28 +264,29 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
         nonce: BigInt(i + 1),
       })),
     };
-    expect(expectCode(() => tower.submitBatch(oversized), "INVALID_ARGUMENT").details.field).to.equal(
-      "slots",
-    );
     expect(
-      expectCode(() => tower.submitBatch(sign([s], alice, mallory.address)), "INVALID_ARGUMENT").details
-        .field,
+      (await expectRejectCode(() => tower.submitBatch(oversized), "INVALID_ARGUMENT")).details.field,
+    ).to.equal("slots");
+    expect(
+      (await expectRejectCode(() => tower.submitBatch(sign([s], alice, mallory.address)), "INVALID_ARGUMENT"))
+        .details.field,
     ).to.equal("tower");
     expect(
-      expectCode(() => tower.submitBatch(b, { address: mallory.address }), "NOT_PARTICIPANT").details.field,
+      (await expectRejectCode(() => tower.submitBatch(b, { address: mallory.address }), "NOT_PARTICIPANT"))
+        .details.field,
     ).to.equal("client");
-    expect(expectCode(() => tower.submitBatch({ ...b, chainId: 1n }), "UNKNOWN_HUB").details.field).to.equal(
-      "chainId",
-    );
+    expect(
+      (await expectRejectCode(() => tower.submitBatch({ ...b, chainId: 1n }), "UNKNOWN_HUB")).details.field,
+    ).to.equal("chainId");
     expectNothingStored([c1]);
   });
 
-  it("stale, unknown-channel and settled-channel slots are refused on their own; the others are stored", () => {
+  it("stale, unknown-channel and settled-channel slots are refused on their own; the others are stored", async () => {
     const c1 = channel(bob);
     const c2 = channel(carol);
     const settled = channel(bob, "settled");
-    tower.submitBatch(sign([slot(bob, c1, 5n)]));
-    const r = tower.submitBatch(
+    await tower.submitBatch(sign([slot(bob, c1, 5n)]));
+    const r = await tower.submitBatch(
       sign([
         slot(bob, c1, 3n),
         slot(bob, c1, 4n),
@@ -296,6 +306,57 @@ describe("watchtower: appointment batches (Watchtower.submitBatch, POST /v1/appo
     expect(held(c1)).to.equal(5n);
     expect(held(c2)).to.equal(1n);
     expect(store.stats()).to.deep.include({ appointmentsAccepted: 2, appointmentsRefused: 4 });
+  });
+
+  it("the store is read again after the ML-DSA-65 checks: a channel settled meanwhile is refused, the other slot stored", async () => {
+    const c1 = channel(bob);
+    const c2 = channel(carol);
+    const pending = tower.submitBatch(sign([slot(bob, c1, 1n), slot(carol, c2, 1n)]));
+    // While the worker threads check the evidence, the follower applies c1's settlement.
+    store.putChannel({ ...store.channel(c1)!, state: "settled" });
+    const r = await pending;
+    expect(r.results.map((x) => [x.outcome, x.code])).to.deep.equal([
+      ["refused", "CHANNEL_STATE"],
+      ["stored", undefined],
+    ]);
+    expect(held(c1)).to.equal(null);
+    expect(held(c2)).to.equal(1n);
+  });
+
+  it("batches in flight at once for one channel: the highest nonce is held, an identical batch is stored once", async () => {
+    const c1 = channel(bob);
+    const [high, low] = await Promise.allSettled([
+      tower.submitBatch(sign([slot(bob, c1, 5n)])),
+      tower.submitBatch(sign([slot(bob, c1, 3n)])),
+    ]);
+    expect(high.status).to.equal("fulfilled");
+    expect(low.status).to.equal("fulfilled");
+    expect(held(c1)).to.equal(5n);
+    const c2 = channel(carol);
+    const b = sign([slot(carol, c2, 1n), slot(carol, c2, 2n)]);
+    const both = await Promise.all([tower.submitBatch(b), tower.submitBatch(b)]);
+    expect(both.map((r) => r.stored).sort()).to.deep.equal([0, 1]);
+    expect(both.map((r) => r.replayed).sort()).to.deep.equal([0, 1]);
+    expect(held(c2)).to.equal(2n);
+  });
+
+  it("the same coded errors with the ML-DSA-65 checks on the main thread (mldsaVerifyThreads 0)", async () => {
+    const inline = new Watchtower({
+      store,
+      deployment,
+      chain: {} as TowerChain,
+      address: towerKeys.address,
+      rpcUrls: ["http://127.0.0.1:9"],
+      mldsaVerifyThreads: 0,
+      log,
+    });
+    const c1 = channel(bob);
+    const badEvidence = { ...slot(bob, c1, 1n) };
+    badEvidence.closingPqSignature = Uint8Array.from(badEvidence.closingPqSignature);
+    badEvidence.closingPqSignature[9]! ^= 1;
+    const err = await expectRejectCode(() => inline.submitBatch(sign([badEvidence])), "INVALID_SIGNATURE");
+    expect(err.details.field).to.equal("slots.0.closingPqSignature");
+    expect((await inline.submitBatch(sign([slot(bob, c1, 1n)]))).stored).to.equal(1);
   });
 
   describe("POST /v1/appointment-batches", () => {

@@ -13,3 +13,15 @@ export function expectCode(fn: () => unknown, code: string): QrwpError {
   }
   return expect.fail(`expected ${code}`);
 }
+
+/** Asserts that `fn`'s promise rejects with a QrwpError with `code` and returns it. */
+export async function expectRejectCode(fn: () => Promise<unknown>, code: string): Promise<QrwpError> {
+  try {
+    await fn();
+  } catch (e) {
+    expect(isQrwpError(e), `expected QrwpError, got ${String(e)}`).to.equal(true);
+    expect((e as QrwpError).code).to.equal(code);
+    return e as QrwpError;
+  }
+  return expect.fail(`expected ${code}`);
+}
