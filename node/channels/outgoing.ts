@@ -455,8 +455,7 @@ export class OutgoingProofs {
     this.#store.transaction(
       () => {
         this.#store.setProofStatus(live.record.channelId, this.#registry.address, nonce, "acked");
-        for (const id of paymentIds)
-          if (this.#store.finishOutgoingPayment(id, "completed")) changed.push(id);
+        for (const id of paymentIds) if (this.#store.finishOutgoingPayment(id, "completed")) changed.push(id);
       },
       { durable: false },
     );

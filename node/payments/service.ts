@@ -586,7 +586,11 @@ export class PaymentService {
       const doc = this.#doc(id);
       const action = doc?.outbox[i];
       if (!doc || !action) return;
-      if (action.type !== "SendUnlock" && action.type !== "RegisterSecret" && action.type !== "CloseChannel") {
+      if (
+        action.type !== "SendUnlock" &&
+        action.type !== "RegisterSecret" &&
+        action.type !== "CloseChannel"
+      ) {
         i++;
         continue;
       }
