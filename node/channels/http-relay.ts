@@ -213,6 +213,8 @@ export class HttpRelay {
       try {
         while (box.waiting.length > 0) {
           await this.#awaitRelayedAck(live, box);
+          // As the libp2p outbox does: the requests read in this round of the event loop join this proof.
+          if (box.waiting.length < HTTP_BATCH_MAX_PAYMENTS) await new Promise((r) => setImmediate(r));
           const items = box.waiting.splice(0, HTTP_BATCH_MAX_PAYMENTS);
           try {
             await live.queue.add(() => this.#signBatch(live, box, items));
