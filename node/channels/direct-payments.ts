@@ -4,9 +4,14 @@
  * or `failed` with the partner's answer. Retries under the same payment id never sign twice.
  */
 import { randomUUID } from "node:crypto";
-import { getAddress } from "ethers";
 import type { Logger } from "pino";
-import { QrwpError, assertArgument, isQrwpError, type ErrorCode } from "../../protocol/index.js";
+import {
+  QrwpError,
+  assertArgument,
+  isQrwpError,
+  normalizeAddress,
+  type ErrorCode,
+} from "../../protocol/index.js";
 import { assertSamePayment } from "../payment-retry.js";
 import type { NodeStore, PaymentRecord } from "../store/store.js";
 import type { Outcome, OutgoingProofs } from "./outgoing.js";
@@ -136,8 +141,8 @@ export class DirectPayments {
   /** CONFLICT (field "target" | "token" | "amount") unless `params` ask for the payment `existing` is. */
   #assertSamePayment(existing: PaymentRecord, params: PayParams): void {
     assertSamePayment(existing.paymentId, [
-      ["target", eqAddr(existing.partner, getAddress(params.target))],
-      ["token", eqAddr(existing.token, getAddress(params.token))],
+      ["target", eqAddr(existing.partner, normalizeAddress(params.target, "target"))],
+      ["token", eqAddr(existing.token, normalizeAddress(params.token, "token"))],
       ["amount", existing.amount === params.amount],
     ]);
   }
@@ -164,8 +169,8 @@ export class DirectPayments {
 
   /** The open channel for a direct payment and its (not yet stored) pending record; CONFLICT on a reused id. */
   newDirectPayment(params: PayParams): { live: Live; payment: PaymentRecord } {
-    const target = getAddress(params.target);
-    const token = getAddress(params.token);
+    const target = normalizeAddress(params.target, "target");
+    const token = normalizeAddress(params.token, "token");
     assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
     const paymentId = params.paymentId ?? randomUUID();
     const live = [...this.#init.registry.all()].find(

@@ -25,6 +25,7 @@ import {
   isTransferDone,
   mediatorStart,
   mediatorStep,
+  normalizeAddress,
   randomSecret,
   secretHashOf,
   targetStart,
@@ -236,8 +237,8 @@ export class PaymentService {
    *   another target, token, amount or paymentHash: `details.field` names it)
    */
   async pay(params: MediatedPayParams): Promise<MediatedPaymentRecord> {
-    const target = getAddress(params.target);
-    const token = getAddress(params.token);
+    const target = normalizeAddress(params.target, "target");
+    const token = normalizeAddress(params.token, "token");
     assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
     assertArgument(!eq(target, this.#self), "cannot pay ourselves", "target", target);
     if (params.maxFee !== undefined) assertArgument(params.maxFee >= 0n, "maxFee must be >= 0", "maxFee");
@@ -358,8 +359,8 @@ export class PaymentService {
   findRoutes(target: string, token: string, amount: bigint, maxFee: bigint | null, k = 3): RouteCandidate[] {
     return this.#routes.findRoutes({
       source: this.#self,
-      target: getAddress(target),
-      token: getAddress(token),
+      target: normalizeAddress(target, "target"),
+      token: normalizeAddress(token, "token"),
       amount,
       maxFee,
       nowSeconds: this.#now(),
@@ -395,7 +396,7 @@ export class PaymentService {
     const invoice: InvoiceRecord = {
       paymentHash: secretHashOf(secret),
       secret,
-      token: getAddress(params.token),
+      token: normalizeAddress(params.token, "token"),
       amount: params.amount,
       description: params.description ?? "",
       status: "open",

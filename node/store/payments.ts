@@ -101,10 +101,14 @@ export class PaymentTables {
 
   /** What an outgoing payment id is used by: a direct payment, a routed one, or nothing (no row decoded). */
   outgoingIdUse(paymentId: string): "direct" | "routed" | null {
-    if (this.#s.sql("SELECT 1 FROM payments WHERE payment_id = ? AND direction = 'outgoing'").get(paymentId))
-      return "direct";
-    if (this.#s.sql("SELECT 1 FROM mediated_payments WHERE payment_id = ?").get(paymentId)) return "routed";
-    return null;
+    // One statement, two index probes (a statement's call costs more than its probe here).
+    const row = this.#s
+      .sql(
+        `SELECT EXISTS(SELECT 1 FROM payments WHERE payment_id = @id AND direction = 'outgoing') AS direct,
+                EXISTS(SELECT 1 FROM mediated_payments WHERE payment_id = @id) AS routed`,
+      )
+      .get({ id: paymentId }) as { direct: number; routed: number };
+    return row.direct === 1 ? "direct" : row.routed === 1 ? "routed" : null;
   }
 
   getIncomingPayment(channelId: bigint, paymentId: string): PaymentRecord | null {
