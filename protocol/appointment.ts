@@ -197,14 +197,11 @@ export function createAppointment(
 }
 
 /**
- * Verifies every signature of an appointment (tower side): the closer's secp256k1 balance proof signature
- * and the client's secp256k1 counter-signature (exactly what the hub will check), the closer's ML-DSA-65
- * signature, then the client's secp256k1 and ML-DSA-65 signatures of the appointment digest (which covers
- * every field but the co-signature, so a tampered field fails at its own check first).
- * @throws QrwpError INVALID_ARGUMENT on malformed fields; INVALID_SIGNATURE with `details.field` naming the
- *   first signature that fails.
+ * The appointment's digest, the client's address and the blinded proof digest, after checking the proof's
+ * two secp256k1 signatures (the closer's, then the client's counter-signature), as the hub will.
+ * @throws QrwpError INVALID_ARGUMENT | INVALID_SIGNATURE (field "closingSignature" / "nonClosingSignature")
  */
-export function verifyAppointment(a: Appointment): void {
+function checkProofSignatures(a: Appointment): { digest: Uint8Array; client: string; bpDigest: Uint8Array } {
   const digest = appointmentDigest(a);
   const closer = normalizeAddress(a.closingParticipant, "closingParticipant");
   const client = normalizeAddress(a.nonClosingParticipant, "nonClosingParticipant");
@@ -216,6 +213,19 @@ export function verifyAppointment(a: Appointment): void {
     client,
     "nonClosingSignature",
   );
+  return { digest, client, bpDigest };
+}
+
+/**
+ * Verifies every signature of an appointment (tower side): the closer's secp256k1 balance proof signature
+ * and the client's secp256k1 counter-signature (exactly what the hub will check), the closer's ML-DSA-65
+ * signature, then the client's secp256k1 and ML-DSA-65 signatures of the appointment digest (which covers
+ * every field but the co-signature, so a tampered field fails at its own check first).
+ * @throws QrwpError INVALID_ARGUMENT on malformed fields; INVALID_SIGNATURE with `details.field` naming the
+ *   first signature that fails.
+ */
+export function verifyAppointment(a: Appointment): void {
+  const { digest, client, bpDigest } = checkProofSignatures(a);
   if (!mldsaVerify(a.closingPqSignature, bpDigest, a.closingMldsaPublicKey, MLDSA_CONTEXT_BALANCE_PROOF)) {
     throw new QrwpError("INVALID_SIGNATURE", "the closer's ML-DSA-65 signature is invalid", {
       field: "closingPqSignature",
@@ -237,17 +247,7 @@ export function verifyAppointment(a: Appointment): void {
  * @throws QrwpError as {@link verifyAppointment}.
  */
 export async function verifyAppointmentWith(a: Appointment, verifyMldsa: MldsaVerifier): Promise<void> {
-  const digest = appointmentDigest(a);
-  const closer = normalizeAddress(a.closingParticipant, "closingParticipant");
-  const client = normalizeAddress(a.nonClosingParticipant, "nonClosingParticipant");
-  const bpDigest = blindedBalanceProofDigest(a, a.balanceHash);
-  expectSigner(bpDigest, a.closingSignature, closer, "closingSignature");
-  expectSigner(
-    blindedBalanceProofUpdateDigest(a, a.balanceHash, a.closingSignature),
-    a.nonClosingSignature,
-    client,
-    "nonClosingSignature",
-  );
+  const { digest, client, bpDigest } = checkProofSignatures(a);
   const evidence = verifyMldsa(
     a.closingPqSignature,
     bpDigest,
