@@ -1,7 +1,9 @@
 /**
  * host/session-transport.ts between two real libp2p hosts on 127.0.0.1: a stranger solves the puzzle and
  * gets a session; when both sides dial each other, the replaced session closes once quiet and requests keep
- * working; a stranger's quiet session closes at its idle deadline while a protected peer's stays.
+ * working; a burst of requests on one session is answered request by request, in order, its frames coalesced
+ * into a few stream writes; a stranger's quiet session closes at its idle deadline while a protected peer's
+ * stays.
  */
 import { expect } from "chai";
 import { generateKeyPair } from "@libp2p/crypto/keys";
@@ -87,6 +89,32 @@ describe("host/session-transport", function () {
     expect((await a.transport.request(b.keys.address, { type: "Ok" }, target(b))).type).to.equal("Ok");
     expect((await b.transport.request(a.keys.address, { type: "Ok" }, target(a))).type).to.equal("Ok");
     expect(a.requests + b.requests).to.equal(before + 2);
+  });
+
+  it("a burst of 200 requests on one session: each answered with its own reply, handled in send order, written in a few stream writes", async () => {
+    const [a, b] = [await side({ protect: () => true }), await side({ protect: () => true })];
+    sides.push(a, b);
+    const seen: string[] = [];
+    b.transport.setHandler(async (_from, body): Promise<ChannelMessage> => {
+      if (body.type !== "RevealSecret") return { type: "Ok" };
+      seen.push(body.secret);
+      return { type: "RevealSecret", secret: body.secret };
+    });
+    await a.transport.request(b.keys.address, { type: "Ok" }, target(b)); // the session exists from here
+    let barriers = 0;
+    a.transport.beforeSend = () => {
+      barriers++;
+    };
+    const secrets = Array.from({ length: 200 }, (_, i) => `0x${i.toString(16).padStart(64, "0")}`);
+    const replies = await Promise.all(
+      secrets.map((secret) =>
+        a.transport.request(b.keys.address, { type: "RevealSecret", secret }, target(b)),
+      ),
+    );
+    expect(replies.map((r) => (r.type === "RevealSecret" ? r.secret : r.type))).to.deep.equal(secrets);
+    expect(seen).to.deep.equal(secrets);
+    // Queued together, they went out in batches of at most 64 frames (one barrier each), not one by one.
+    expect(barriers).to.be.within(1, 10);
   });
 
   it("closes a stranger's quiet session at its idle deadline; a protected peer's session stays", async () => {
