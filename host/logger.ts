@@ -23,8 +23,8 @@ export function createLogger(options: { level?: string; name?: string } = {}): L
       redact: { paths: REDACT, censor: "[redacted]" },
     },
     // Asynchronous writes (lines written while one is in flight go out together): a busy node does not
-    // block on stdout once per line. pino flushes what is buffered when the process exits; only a SIGKILL
-    // can lose the last lines (state never lives in logs).
+    // block on stdout once per line. The node flushes before it exits on a signal (host/process.ts); a
+    // crash or a SIGKILL can lose the last lines (state never lives in logs).
     pino.destination({ dest: 1, sync: false }),
   );
 }

@@ -29,14 +29,26 @@ export function serveUntilSignal(running: RunningProcess, log: Logger): void {
 }
 
 /** On the first SIGINT/SIGTERM: logs it, awaits `stop()`, exits 0 (1 if stopping failed). */
-export function stopOnSignal(stop: () => Promise<void>, log: Pick<Logger, "info" | "error">): void {
+export function stopOnSignal(
+  stop: () => Promise<void>,
+  log: Pick<Logger, "info" | "error"> & { flush?: (cb?: (err?: Error) => void) => void },
+): void {
+  // Logs are written asynchronously (host/logger.ts): let the last lines out before exiting.
+  const exit = (code: number) => {
+    if (!log.flush) process.exit(code);
+    const timer = setTimeout(() => process.exit(code), 2000);
+    log.flush(() => {
+      clearTimeout(timer);
+      process.exit(code);
+    });
+  };
   const shutdown = (signal: string) => {
     log.info({ signal }, "shutting down");
     stop().then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         log.error({ err }, "shutdown failed");
-        process.exit(1);
+        exit(1);
       },
     );
   };

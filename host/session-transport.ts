@@ -251,12 +251,34 @@ class PeerSession {
           if (this.closed)
             throw new QrwpError("PEER_OFFLINE", "session closed", { peer: this.remoteAddress });
           await this.ctx.beforeSend();
-          const frames = batch.map((w) => this.session.seal(encodeEnvelope(w.envelope)));
-          await this.frames.writeMany(frames);
-          for (const w of batch) w.resolve();
         } catch (err) {
-          const error = err instanceof Error ? err : new Error(String(err));
-          for (const w of batch) w.reject(error);
+          for (const w of batch) w.reject(asError(err));
+          continue;
+        }
+        // Each envelope alone: one that cannot be encoded or sealed (too large) fails by itself. `seal`
+        // checks before it takes a counter, so the frames that were sealed stay consecutive.
+        const sealed: { w: (typeof batch)[number]; frame: Uint8Array }[] = [];
+        for (const w of batch) {
+          try {
+            sealed.push({ w, frame: this.session.seal(encodeEnvelope(w.envelope)) });
+          } catch (err) {
+            w.reject(asError(err));
+          }
+        }
+        if (sealed.length === 0) continue;
+        try {
+          await this.frames.writeMany(sealed.map((x) => x.frame));
+          for (const x of sealed) x.w.resolve();
+        } catch (err) {
+          // Frames that took counters may not have reached the peer: the session cannot go on.
+          const error = new QrwpError(
+            "PEER_OFFLINE",
+            "session write failed",
+            { peer: this.remoteAddress, cause: asError(err).message },
+            { cause: err },
+          );
+          for (const x of sealed) x.w.reject(error);
+          this.close();
         }
       }
     } finally {
@@ -391,6 +413,10 @@ class PeerSession {
     this.stream.abort(new Error("session closed"));
     this.ctx.onClose(this);
   }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 function errorReply(err: unknown): ChannelMessage {

@@ -126,7 +126,14 @@ export class SqliteDatabase {
       return result;
     } catch (err) {
       const hooks = this.#rollbackHooks.splice(mark);
-      for (const hook of hooks.reverse()) hook();
+      // Every hook runs, and the transaction's own error is the one thrown (a hook's failure is secondary).
+      for (const hook of hooks.reverse()) {
+        try {
+          hook();
+        } catch {
+          // ignored: the owner's next read goes to the store
+        }
+      }
       throw err;
     }
   }

@@ -501,7 +501,13 @@ export class PaymentService {
     };
     this.#store.putTransfer(t);
     this.#remember(t);
-    this.#store.onRollback(() => this.#remember(this.#store.getTransfer(id), id));
+    this.#store.onRollback(() => {
+      try {
+        this.#remember(this.#store.getTransfer(id), id);
+      } catch {
+        this.#open.delete(id); // unreadable now: reads go to the store (and fail there, coded)
+      }
+    });
   }
 
   /** Keeps `t` in memory if it is open, else forgets `id`. */

@@ -169,11 +169,18 @@ describe("integration: multi-hop payments over five nodes", function () {
       amount + carolFee,
       amount,
     ]);
-    // Unlocks travel back asynchronously; wait until the last hop's lock is gone.
+    // `completed` means alice knows the secret; the Unlocks follow on every hop: wait until each
+    // receiving end (bob from alice, carol from bob, dave from carol) holds no lock any more.
     const deadline = Date.now() + 30_000;
-    while ((await balances(n.dave!)).get(n.carol!.address.toLowerCase())?.partnerLocked !== "0") {
-      if (Date.now() > deadline) throw new Error("dave's incoming lock was not unlocked");
-      await new Promise((r) => setTimeout(r, 200));
+    for (const [receiver, sender] of [
+      [n.bob!, n.alice!],
+      [n.carol!, n.bob!],
+      [n.dave!, n.carol!],
+    ] as const) {
+      while ((await balances(receiver)).get(sender.address.toLowerCase())?.partnerLocked !== "0") {
+        if (Date.now() > deadline) throw new Error("an incoming lock was not unlocked");
+        await new Promise((r) => setTimeout(r, 200));
+      }
     }
     expect(before.aliceBob - (await ourBalance(n.alice!, n.bob!))).to.equal(amount + carolFee + bobFee);
     expect(before.bobCarol - (await ourBalance(n.bob!, n.carol!))).to.equal(amount + carolFee);

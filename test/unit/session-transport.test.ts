@@ -117,6 +117,23 @@ describe("host/session-transport", function () {
     expect(barriers).to.be.within(1, 10);
   });
 
+  it("an envelope too large to seal fails alone: the rest of its burst is answered and the session goes on", async () => {
+    const [a, b] = [await side({ protect: () => true }), await side({ protect: () => true })];
+    sides.push(a, b);
+    await a.transport.request(b.keys.address, { type: "Ok" }, target(b));
+    const huge: ChannelMessage = { type: "Error", code: "INTERNAL", message: "x".repeat(2 * 1024 * 1024) };
+    const results = await Promise.allSettled([
+      a.transport.request(b.keys.address, { type: "Ok" }, target(b)),
+      a.transport.request(b.keys.address, huge, target(b)),
+      a.transport.request(b.keys.address, { type: "Ok" }, target(b)),
+    ]);
+    expect(results.map((r) => r.status)).to.deep.equal(["fulfilled", "rejected", "fulfilled"]);
+    const refused = results[1] as PromiseRejectedResult;
+    expect((refused.reason as { code?: string }).code).to.equal("INVALID_ARGUMENT");
+    // The frame counters stayed in step: the same session answers the next request.
+    expect((await a.transport.request(b.keys.address, { type: "Ok" }, target(b))).type).to.equal("Ok");
+  });
+
   it("closes a stranger's quiet session at its idle deadline; a protected peer's session stays", async () => {
     const victim = await side({ strangerIdleMs: 1_000, protect: () => false });
     const friendVictim = await side({ strangerIdleMs: 1_000, protect: () => true });
