@@ -271,7 +271,7 @@ export class OutgoingProofs {
       });
     let pending = refuseByState(items);
     if (pending.length === 0) return;
-    await this.resendPending(live);
+    await this.#resendBeforeNew(live);
     pending = refuseByState(pending);
     let end = live.ourEnd;
     const included: OutboundChange[] = [];
@@ -376,7 +376,7 @@ export class OutgoingProofs {
   ): Promise<ChannelEnd> {
     if (live.record.state !== "opened" || (live.closing && !allowClosing))
       throw this.#registry.stateError(live, "opened");
-    await this.resendPending(live);
+    await this.#resendBeforeNew(live);
     let end = next(live.ourEnd);
     if (distributableAmount(ourFundsOf(live), end, live.partnerEnd) < 0n) {
       await this.#chain.refreshDeposits(live);
@@ -536,6 +536,22 @@ export class OutgoingProofs {
         "re-sending unacknowledged balance proof",
       );
       await this.#deliver(live, stored, body);
+    }
+  }
+
+  /**
+   * Re-delivers the channel's pending proofs before a new one is built on them. If that fails, the earlier
+   * proofs stay pending (their outcome is unknown), but nothing new was signed: the error is rethrown
+   * without `details.pending`, so the new changes fail definitively (a mediator declines upstream with the
+   * code, a payment is refused) instead of being taken for sent.
+   */
+  async #resendBeforeNew(live: Live): Promise<void> {
+    try {
+      await this.resendPending(live);
+    } catch (err) {
+      if (!(isQrwpError(err) && err.details.pending === true)) throw err;
+      const { pending: _pending, ...details } = err.details;
+      throw new QrwpError(err.code, err.message, details, { cause: err });
     }
   }
 
