@@ -220,6 +220,7 @@ describe("integration: x402 node:http middleware (metered prices, paid events, u
   });
 
   it("a payment for units=1 cannot buy units=5 (coded 402, not served, not consumed); it still buys units=1", async () => {
+    await sleep(1100); // a full unpaid bucket: the test before used most of it
     const required = await unpaid("/meter?units=1");
     const accepted = required.accepts[0]!;
     const scheme = new QrwpChannelClientScheme(net.aliceNode, { maxAmount: perUnit, maxFee: unit });
@@ -268,6 +269,7 @@ describe("integration: x402 node:http middleware (metered prices, paid events, u
   });
 
   it("the same middleware mounted in express with app.use sells /weather", async () => {
+    await sleep(1100); // a full unpaid bucket (10 per second per IP; the two tests before used 6)
     const app = express();
     app.use(mw);
     app.get("/weather", (_req, res) => {
