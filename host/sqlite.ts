@@ -11,6 +11,7 @@
  *
  * Imports `protocol/` only.
  */
+import { closeSync, fdatasync, fdatasyncSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import { z } from "zod";
 import { QrwpError } from "../protocol/index.js";
@@ -65,7 +66,20 @@ export class SqliteDatabase {
   #syncedChanges = 0;
   /** {@link onRollback} hooks of the open transaction, outermost first. */
   readonly #rollbackHooks: (() => void)[] = [];
-  #pendingSync: Promise<void> | undefined;
+  /**
+   * A descriptor of the `-wal` file, opened by {@link deferSyncToBarrier}: a barrier is one `fdatasync` of it
+   * (fsync works on the inode, so it flushes every frame SQLite appended through its own descriptor), run on
+   * libuv's thread pool by {@link syncBarrierSoon} so the event loop goes on while the disk works. Undefined
+   * when there is no WAL file (":memory:"): barriers then commit under `synchronous = FULL` instead.
+   */
+  #walFd: number | undefined;
+  /** The barrier whose fdatasync is running: it covers every change up to `target`. */
+  #inFlight: { target: number; promise: Promise<void> } | undefined;
+  /** Changes committed with `durable: false` while {@link #inFlight} runs (they count as synced with it). */
+  #creditsInFlight = 0;
+  /** The next barrier, shared by everyone who asks while one runs or before it starts. */
+  #next: { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } | undefined;
+  #closed = false;
 
   constructor(db: Database.Database, label: string, path: string) {
     this.db = db;
@@ -96,7 +110,9 @@ export class SqliteDatabase {
       // Needs no barrier: its changes count as synced (they become durable with the next sync anyway).
       const before = this.#totalChanges();
       const result = this.#run(fn);
-      this.#syncedChanges += this.#totalChanges() - before;
+      const credits = this.#totalChanges() - before;
+      this.#syncedChanges += credits;
+      if (this.#inFlight) this.#creditsInFlight += credits;
       return result;
     }
     this.sql("PRAGMA synchronous = NORMAL").run();
@@ -140,25 +156,134 @@ export class SqliteDatabase {
 
   /**
    * From now on commits are atomic and ordered (WAL) but not fsync'd (`synchronous = NORMAL`); the owner
-   * must call {@link syncBarrier} before anything that depends on a write leaves the process (the node does
-   * it before every libp2p frame, HTTP response and chain transaction): group commit across everything
-   * written in between.
+   * must call {@link syncBarrier} or {@link syncBarrierSoon} before anything that depends on a write leaves
+   * the process (the node does it before every libp2p frame, HTTP response and chain transaction): group
+   * commit across everything written in between.
+   *
+   * Why an fdatasync of the WAL is enough: a commit in WAL mode only appends frames to the `-wal` file; once
+   * they are on disk the commit survives a crash (recovery replays them). A checkpoint fsyncs the WAL before
+   * copying frames into the database file and fsyncs that file before the WAL is reused, so frames that a
+   * checkpoint moved are durable whether or not our fdatasync saw them. SQLite keeps its locks on the
+   * database and `-shm` files, never on the `-wal` file, so our descriptor cannot release one; it is closed
+   * after the database ({@link close}).
    */
   deferSyncToBarrier(): void {
+    // Makes sure the -wal file exists and everything so far is durable (a FULL commit) before we rely on our
+    // descriptor.
+    this.sql(
+      "INSERT INTO meta(key, value) VALUES ('sync-barrier', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+    ).run();
+    const mode: unknown = this.db.pragma("journal_mode", { simple: true });
+    if (mode === "wal" && this.path !== ":memory:" && this.path !== "") {
+      try {
+        this.#walFd = openSync(`${this.path}-wal`, "r+");
+      } catch {
+        this.#walFd = undefined; // no WAL file: barriers fall back to a FULL commit
+      }
+    }
     this.db.pragma("synchronous = NORMAL");
     this.#deferred = true;
     this.#syncedChanges = this.#totalChanges();
   }
 
   /**
-   * Makes every commit so far durable (one fsync of the WAL), if anything was written since the last one. A
-   * no-op unless {@link deferSyncToBarrier} was called or when nothing changed (one cheap query).
+   * Makes every commit so far durable (one fdatasync of the WAL, on this thread), if anything was written
+   * since the last one. A no-op unless {@link deferSyncToBarrier} was called or when nothing changed (one
+   * cheap query).
    * @returns whether it synced.
    */
   syncBarrier(): boolean {
     if (!this.#deferred || this.db.inTransaction) return false;
-    if (this.#totalChanges() === this.#syncedChanges) return false;
-    // A commit under `synchronous = FULL` fsyncs the WAL, and with it every frame appended before it.
+    const target = this.#totalChanges();
+    if (target <= this.#syncedChanges) return false;
+    if (this.#walFd === undefined) this.#commitFull();
+    else fdatasyncSync(this.#walFd);
+    this.#syncedChanges = Math.max(
+      this.#syncedChanges,
+      this.#walFd === undefined ? this.#totalChanges() : target,
+    );
+    return true;
+  }
+
+  /**
+   * Resolves once every commit made before the call is durable: group commit. The fdatasync starts on the
+   * next turn of the event loop, so everything about to leave in this turn (frames of several sessions, HTTP
+   * replies) shares it, and runs on libuv's thread pool, so the event loop keeps working (and committing)
+   * meanwhile; commits made while one runs wait for the next, which starts when it ends.
+   * @throws (rejects) the fdatasync's error: nothing that depends on the writes may leave.
+   */
+  syncBarrierSoon(): Promise<void> {
+    if (!this.#deferred) return Promise.resolve();
+    const total = this.#totalChanges();
+    if (total <= this.#syncedChanges) return Promise.resolve();
+    const running = this.#inFlight;
+    if (running && total <= running.target + this.#creditsInFlight) return running.promise;
+    if (!this.#next) {
+      let resolve!: () => void;
+      let reject!: (err: Error) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.#next = { promise, resolve, reject };
+      if (!running) setImmediate(() => this.#startSync());
+    }
+    return this.#next.promise;
+  }
+
+  /** Starts the fdatasync that {@link #next}'s callers wait for. */
+  #startSync(): void {
+    const waiters = this.#next;
+    this.#next = undefined;
+    if (!waiters) return;
+    if (this.#closed) {
+      waiters.resolve(); // close() checkpointed and synced everything
+      return;
+    }
+    let target: number;
+    try {
+      target = this.#totalChanges();
+      if (target <= this.#syncedChanges) {
+        waiters.resolve();
+        return;
+      }
+      if (this.#walFd === undefined) {
+        this.syncBarrier();
+        waiters.resolve();
+        return;
+      }
+    } catch (err) {
+      waiters.reject(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    const fd = this.#walFd;
+    this.#creditsInFlight = 0;
+    this.#inFlight = { target, promise: waiters.promise };
+    fdatasync(fd, (err) => {
+      const credits = this.#creditsInFlight;
+      this.#inFlight = undefined;
+      this.#creditsInFlight = 0;
+      if (this.#closed) {
+        closeSync(fd);
+        this.#walFd = undefined;
+        if (err) waiters.reject(err);
+        else waiters.resolve();
+        this.#next?.resolve();
+        this.#next = undefined;
+        return;
+      }
+      if (err) {
+        waiters.reject(err);
+      } else {
+        this.#syncedChanges = Math.max(this.#syncedChanges, target + credits);
+        waiters.resolve();
+      }
+      if (this.#next) setImmediate(() => this.#startSync());
+    });
+  }
+
+  /** A commit under `synchronous = FULL` fsyncs the WAL, and with it every frame appended before it. */
+  #commitFull(): void {
     this.sql("PRAGMA synchronous = FULL").run();
     try {
       this.sql(
@@ -167,29 +292,6 @@ export class SqliteDatabase {
     } finally {
       this.sql("PRAGMA synchronous = NORMAL").run();
     }
-    this.#syncedChanges = this.#totalChanges();
-    return true;
-  }
-
-  /**
-   * {@link syncBarrier} on the next turn of the event loop, shared by every caller until then: everything
-   * about to leave in this turn (frames of several sessions, HTTP replies) waits for ONE fsync. Resolves
-   * once every commit made before the call is durable.
-   */
-  syncBarrierSoon(): Promise<void> {
-    if (!this.#deferred || this.#totalChanges() === this.#syncedChanges) return Promise.resolve();
-    this.#pendingSync ??= new Promise<void>((resolve, reject) => {
-      setImmediate(() => {
-        this.#pendingSync = undefined;
-        try {
-          this.syncBarrier();
-          resolve();
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)));
-        }
-      });
-    });
-    return this.#pendingSync;
   }
 
   #totalChanges(): number {
@@ -214,7 +316,15 @@ export class SqliteDatabase {
   /** Closes the database (checkpointing the WAL). */
   close(): void {
     this.#statements.clear();
-    this.db.close();
+    this.db.close(); // checkpoints the WAL into the database file, synced
+    this.#closed = true;
+    // A running fdatasync still uses the descriptor: its callback closes it.
+    if (this.#walFd !== undefined && !this.#inFlight) {
+      closeSync(this.#walFd);
+      this.#walFd = undefined;
+    }
+    this.#next?.resolve();
+    this.#next = undefined;
   }
 }
 
