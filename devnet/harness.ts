@@ -76,13 +76,21 @@ function stopChild(
 /**
  * Opt-in CPU profiling of the `qrwp ... start` children (nodes and watchtowers) and of the merchant app
  * (`startMerchant`): when `QRWP_CPU_PROF_DIR`
- * is set, each child runs with `--cpu-prof --cpu-prof-dir=<dir>/<name>` (NODE_OPTIONS refuses `--cpu-prof`).
+ * is set, each child runs with `--cpu-prof --cpu-prof-dir=<dir>/<name>` (NODE_OPTIONS refuses `--cpu-prof`),
+ * sampling every `QRWP_CPU_PROF_INTERVAL_US` microseconds when set (V8's default is 1000; a longer interval
+ * slows the process less, at the price of fewer samples).
  * V8 writes the profile when the process exits normally, which the graceful stop (SIGTERM, then exit 0)
  * does; a SIGKILL'd child writes none. Summarize with `bench/profile-summary.ts`.
  */
 function cpuProfArgs(name: string): string[] {
   const dir = process.env.QRWP_CPU_PROF_DIR;
-  return dir ? ["--cpu-prof", `--cpu-prof-dir=${join(resolve(dir), name)}`] : [];
+  if (!dir) return [];
+  const interval = process.env.QRWP_CPU_PROF_INTERVAL_US;
+  return [
+    "--cpu-prof",
+    `--cpu-prof-dir=${join(resolve(dir), name)}`,
+    ...(interval && /^[1-9][0-9]{0,6}$/.test(interval) ? [`--cpu-prof-interval=${interval}`] : []),
+  ];
 }
 
 /** A `hardhat node` JSON-RPC chain in a child process. */

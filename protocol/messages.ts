@@ -265,6 +265,29 @@ export interface TransferFailed {
   message: string;
   failedAt: string;
 }
+/** Requests that may travel in a {@link MessageBatch}: the per-payment messages between nodes on a route. */
+export type BatchableRequest = SecretRequest | RevealSecret | TransferFailed;
+/** Replies inside a {@link MessageBatchReply}. */
+export type BatchedReply = RevealSecret | Ok | ErrorReply;
+/** Most messages in one {@link MessageBatch}. */
+export const MAX_MESSAGE_BATCH = 128;
+
+/**
+ * Several {@link BatchableRequest}s to one peer in one request (1..{@link MAX_MESSAGE_BATCH}): the receiver
+ * handles them in order exactly as if they came one by one, and answers one {@link MessageBatchReply}
+ * (docs/PROTOCOL.md §9, "Batches"). A node under load sends the SecretRequests, RevealSecrets and TransferFailed of
+ * many payments to the same peer this way: one frame, one reply, instead of one round trip per payment.
+ */
+export interface MessageBatch {
+  type: "MessageBatch";
+  messages: BatchableRequest[];
+}
+/** The reply to a {@link MessageBatch}: one reply per message, in the batch's order. */
+export interface MessageBatchReply {
+  type: "MessageBatchReply";
+  replies: BatchedReply[];
+}
+
 /** Generic success reply. */
 export interface Ok {
   type: "Ok";
@@ -322,6 +345,8 @@ export type ChannelMessage =
   | AppointmentAccepted
   | AppointmentBatchRequest
   | AppointmentBatchAccepted
+  | MessageBatch
+  | MessageBatchReply
   | Ok
   | ErrorReply;
 
@@ -333,6 +358,25 @@ export interface Envelope {
 }
 
 const errorCode = z.string().regex(/^[A-Z_]{2,40}$/) as unknown as z.ZodType<ErrorCode>;
+
+const secretRequestSchema = z.object({
+  type: z.literal("SecretRequest"),
+  paymentId,
+  secretHash: secretHash32,
+  amount: uint256,
+  expiration: uint256,
+});
+const revealSecretSchema = z.object({ type: z.literal("RevealSecret"), secret: secret32 });
+const transferFailedSchema = z.object({
+  type: z.literal("TransferFailed"),
+  paymentId,
+  secretHash: secretHash32,
+  code: errorCode,
+  message: z.string().max(1024),
+  failedAt: address,
+});
+const okSchema = z.object({ type: z.literal("Ok") });
+const errorSchema = z.object({ type: z.literal("Error"), code: errorCode, message: z.string().max(1024) });
 
 const bodySchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ChannelAnnounce"), channelId: uint256, multiaddrs }),
@@ -356,14 +400,8 @@ const bodySchema = z.discriminatedUnion("type", [
     balanceProof: signedBalanceProofSchema,
   }),
   z.object({ type: z.literal("LockedTransfer"), ...lockFields, balanceProof: signedBalanceProofSchema }),
-  z.object({
-    type: z.literal("SecretRequest"),
-    paymentId,
-    secretHash: secretHash32,
-    amount: uint256,
-    expiration: uint256,
-  }),
-  z.object({ type: z.literal("RevealSecret"), secret: secret32 }),
+  secretRequestSchema,
+  revealSecretSchema,
   z.object({
     type: z.literal("Unlock"),
     paymentId,
@@ -375,14 +413,7 @@ const bodySchema = z.discriminatedUnion("type", [
     secretHash: secretHash32,
     balanceProof: signedBalanceProofSchema,
   }),
-  z.object({
-    type: z.literal("TransferFailed"),
-    paymentId,
-    secretHash: secretHash32,
-    code: errorCode,
-    message: z.string().max(1024),
-    failedAt: address,
-  }),
+  transferFailedSchema,
   z.object({ type: z.literal("Processed"), channelId: uint256, nonce: uint256 }),
   z.object({
     type: z.literal("CooperativeSettleRequest"),
@@ -418,8 +449,22 @@ const bodySchema = z.discriminatedUnion("type", [
     type: z.literal("AppointmentBatchAccepted"),
     results: z.array(appointmentSlotResultWireSchema).max(MAX_APPOINTMENT_BATCH_SLOTS),
   }),
-  z.object({ type: z.literal("Ok") }),
-  z.object({ type: z.literal("Error"), code: errorCode, message: z.string().max(1024) }),
+  z.object({
+    type: z.literal("MessageBatch"),
+    messages: z
+      .array(z.discriminatedUnion("type", [secretRequestSchema, revealSecretSchema, transferFailedSchema]))
+      .min(1)
+      .max(MAX_MESSAGE_BATCH),
+  }),
+  z.object({
+    type: z.literal("MessageBatchReply"),
+    replies: z
+      .array(z.discriminatedUnion("type", [revealSecretSchema, okSchema, errorSchema]))
+      .min(1)
+      .max(MAX_MESSAGE_BATCH),
+  }),
+  okSchema,
+  errorSchema,
 ]);
 
 const envelopeSchema = z.object({

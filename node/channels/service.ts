@@ -25,8 +25,12 @@
 import type { Logger } from "pino";
 import {
   QrwpError,
+  isQrwpError,
+  type BatchedReply,
   type ChannelMessage,
   type Lock,
+  type MessageBatch,
+  type MessageBatchReply,
   type NodeKeys,
   type TransferDescription,
 } from "../../protocol/index.js";
@@ -174,6 +178,39 @@ export class ChannelService {
     }
   }
 
+  /**
+   * The messages of a batch, in order, each exactly as if it came alone: a refused one gets its `Error`
+   * reply in its place and the others go on (docs/PROTOCOL.md §9, "Batches").
+   */
+  async #handleBatch(from: RemotePeer, batch: MessageBatch): Promise<MessageBatchReply> {
+    const replies: BatchedReply[] = [];
+    let refused = 0;
+    let firstRefusal: { type: string; err: { code?: string; message: string } } | undefined;
+    for (const message of batch.messages) {
+      let reply: ChannelMessage;
+      try {
+        reply = await this.incoming.hooks().request(from, message);
+      } catch (err) {
+        refused++;
+        firstRefusal ??= { type: message.type, err: errorFields(err) };
+        reply = isQrwpError(err)
+          ? { type: "Error", code: err.code, message: err.message.slice(0, 1000) }
+          : { type: "Error", code: "INTERNAL", message: "internal error" };
+      }
+      if (reply.type !== "RevealSecret" && reply.type !== "Ok" && reply.type !== "Error") {
+        throw new QrwpError("INTERNAL", `unexpected reply ${reply.type} in a batch`);
+      }
+      replies.push(reply);
+    }
+    if (firstRefusal) {
+      this.#log.warn(
+        { peer: from.address, refused, of: batch.messages.length, first: firstRefusal },
+        "refused peer requests in a batch",
+      );
+    }
+    return { type: "MessageBatchReply", replies };
+  }
+
   async #handleRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
     switch (body.type) {
       case "BalanceUpdate":
@@ -192,6 +229,8 @@ export class ChannelService {
       case "SecretRequest":
       case "TransferFailed":
         return this.incoming.hooks().request(from, body);
+      case "MessageBatch":
+        return this.#handleBatch(from, body);
       case "ChannelAnnounce":
         return this.manager.onChannelAnnounce(from, body.channelId, body.multiaddrs);
       case "CooperativeSettleRequest":

@@ -30,6 +30,7 @@ import {
   secretHashOf,
   targetStart,
   targetStep,
+  type BatchableRequest,
   type ChannelMessage,
   type ErrorCode,
   type FeeSchedule,
@@ -56,6 +57,7 @@ import type {
   TransferRecord,
 } from "../store/store.js";
 import { assertSamePayment } from "../payment-retry.js";
+import { MessageBatcher } from "./message-batcher.js";
 
 /** A route as the router proposes it: the lock each hop receives (the last hop is the target). */
 export interface RouteCandidate {
@@ -152,7 +154,8 @@ export const INVOICE_SWEEP_INTERVAL_MS = 60_000;
 export class PaymentService {
   readonly #store: NodeStore;
   readonly #channels: ChannelService;
-  readonly #transport: SessionTransport;
+  /** SecretRequest, RevealSecret and TransferFailed leave through it, batched per peer. */
+  readonly #batcher: MessageBatcher;
   readonly #hub: PooledHubClient;
   readonly #self: string;
   readonly #log: Logger;
@@ -179,7 +182,7 @@ export class PaymentService {
   constructor(init: PaymentServiceInit) {
     this.#store = init.store;
     this.#channels = init.channels;
-    this.#transport = init.transport;
+    this.#batcher = new MessageBatcher(init.transport);
     this.#hub = init.hub;
     this.#self = getAddress(init.address);
     this.#log = init.log;
@@ -690,7 +693,7 @@ export class PaymentService {
         }
         case "SendSecretRequest": {
           const target = parseTarget(action.multiaddrs);
-          const reply = await this.#transport.request(
+          const reply = await this.#batcher.request(
             action.to,
             {
               type: "SecretRequest",
@@ -774,9 +777,9 @@ export class PaymentService {
     }
   }
 
-  async #requestOk(to: string, body: ChannelMessage): Promise<void> {
+  async #requestOk(to: string, body: BatchableRequest): Promise<void> {
     const peer = this.#store.getPeer(to);
-    const reply = await this.#transport.request(
+    const reply = await this.#batcher.request(
       to,
       body,
       peer ? { peerId: peer.peerId, multiaddrs: peer.multiaddrs } : null,

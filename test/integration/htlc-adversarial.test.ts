@@ -441,6 +441,34 @@ describe("integration: adversarial and failing HTLCs between node processes", fu
       expect(valueOf(await bobView())).to.deep.equal(valueOf(full));
     });
 
+    it("answers a MessageBatch of messages about unknown payments with one coded Error each, in order, and changes nothing", async () => {
+      const before = valueOf(await bobView());
+      const hash = randomHash();
+      const reply = await rogue.request({
+        type: "MessageBatch",
+        messages: [
+          { type: "RevealSecret", secret: `0x${randomBytes(32).toString("hex")}` },
+          {
+            type: "TransferFailed",
+            paymentId: "rogue-unknown",
+            secretHash: hash,
+            code: "NO_ROUTE",
+            message: "no route",
+            failedAt: rogue.address,
+          },
+          { type: "SecretRequest", paymentId: "rogue-unknown", secretHash: hash, amount: 1n, expiration: 1n },
+        ],
+      });
+      expect(reply.type).to.equal("MessageBatchReply");
+      const replies = (reply as Extract<ChannelMessage, { type: "MessageBatchReply" }>).replies;
+      expect(replies.map((r) => (r.type === "Error" ? r.code : r.type))).to.deep.equal([
+        "PAYMENT_NOT_FOUND",
+        "PAYMENT_NOT_FOUND",
+        "PAYMENT_NOT_FOUND",
+      ]);
+      expect(valueOf(await bobView())).to.deep.equal(before);
+    });
+
     it("keeps working: a valid direct payment each way goes through with the 160 locks pending", async () => {
       const before = await bobView();
       const amount = unit / 4n;

@@ -190,6 +190,51 @@ describe("integration: multi-hop payments over five nodes", function () {
     expect((await ourBalance(n.bob!, n.alice!)) - deposit).to.equal(amount + carolFee + bobFee);
   });
 
+  it("pays 40 concurrent 3-hop payments to the wei (their SecretRequests and RevealSecrets travel in MessageBatches)", async () => {
+    const amount = unit / 10n + 777n;
+    const count = 40;
+    const carolFee = 2000n + (amount * 250n) / 1_000_000n;
+    const bobFee = 1000n + ((amount + carolFee) * 100n) / 1_000_000n;
+    const before = {
+      aliceBob: await ourBalance(n.alice!, n.bob!),
+      bobFromAlice: await ourBalance(n.bob!, n.alice!),
+      carolDave: await ourBalance(n.carol!, n.dave!),
+      daveFromCarol: await ourBalance(n.dave!, n.carol!),
+    };
+    // Only the 3-hop route via bob and carol (erin's fee is far above this cap).
+    const maxFee = (carolFee + bobFee) * 2n;
+    const payments = await Promise.all(
+      Array.from({ length: count }, () =>
+        n.alice!.api.call<RoutedPayment>("POST", "/v1/payments", {
+          target: n.dave!.address,
+          token,
+          amount: amount.toString(),
+          maxFee: maxFee.toString(),
+        }),
+      ),
+    );
+    for (const p of payments) {
+      expect(p.status).to.equal("completed");
+      expect(BigInt(p.fee)).to.equal(carolFee + bobFee);
+    }
+    const deadline = Date.now() + 60_000;
+    for (const [receiver, sender] of [
+      [n.bob!, n.alice!],
+      [n.carol!, n.bob!],
+      [n.dave!, n.carol!],
+    ] as const) {
+      while ((await balances(receiver)).get(sender.address.toLowerCase())?.partnerLocked !== "0") {
+        if (Date.now() > deadline) throw new Error("an incoming lock was not unlocked");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const each = amount + carolFee + bobFee;
+    expect(before.aliceBob - (await ourBalance(n.alice!, n.bob!))).to.equal(BigInt(count) * each);
+    expect((await ourBalance(n.bob!, n.alice!)) - before.bobFromAlice).to.equal(BigInt(count) * each);
+    expect(before.carolDave - (await ourBalance(n.carol!, n.dave!))).to.equal(BigInt(count) * amount);
+    expect((await ourBalance(n.dave!, n.carol!)) - before.daveFromCarol).to.equal(BigInt(count) * amount);
+  });
+
   it("pays an invoice: the target reveals its own secret; the invoice is paid", async () => {
     const invoice = await n.dave!.api.call<{ paymentHash: string; status: string }>("POST", "/v1/invoices", {
       token,

@@ -15,6 +15,7 @@ import type {
 import {
   EMPTY_CHANNEL_END,
   MAX_FRAME_BYTES,
+  MAX_MESSAGE_BATCH,
   MAX_ROUTE_HOPS,
   UINT256_MAX,
   balanceDataOf,
@@ -426,6 +427,84 @@ describe("protocol/messages: mediated-transfer messages", () => {
       } catch (e) {
         expect((e as { details: { field: string } }).details.field).to.equal("frame");
       }
+    });
+  });
+
+  describe("MessageBatch and MessageBatchReply (docs/PROTOCOL.md §9, Batches)", () => {
+    const batchOf = (): ChannelMessage => ({
+      type: "MessageBatch",
+      messages: all.filter(
+        (m): m is Extract<ChannelMessage, { type: "SecretRequest" | "RevealSecret" | "TransferFailed" }> =>
+          m.type === "SecretRequest" || m.type === "RevealSecret" || m.type === "TransferFailed",
+      ),
+    });
+
+    it("round-trips a batch of the three batchable messages and a reply of the three reply kinds", () => {
+      const batch = batchOf();
+      expect((batch as { messages: unknown[] }).messages).to.have.length(3);
+      roundTrip({ id: 5, body: batch });
+      roundTrip({
+        id: 0,
+        replyTo: 5,
+        body: {
+          type: "MessageBatchReply",
+          replies: [
+            { type: "RevealSecret", secret },
+            { type: "Ok" },
+            { type: "Error", code: "PAYMENT_NOT_FOUND", message: "no transfer" },
+          ],
+        },
+      });
+      const full = {
+        type: "MessageBatch",
+        messages: Array.from({ length: MAX_MESSAGE_BATCH }, () => ({ type: "RevealSecret", secret })),
+      } as ChannelMessage;
+      roundTrip({ id: 6, body: full });
+    });
+
+    it("refuses an empty or oversized batch, a message that may not be batched and a bad inner field, naming the field", () => {
+      expectInvalid({ type: "MessageBatch", messages: [] }, "body.messages");
+      expectInvalid(
+        {
+          type: "MessageBatch",
+          messages: Array.from({ length: MAX_MESSAGE_BATCH + 1 }, () => ({ type: "RevealSecret", secret })),
+        },
+        "body.messages",
+      );
+      // Balance proofs never travel in a MessageBatch, nor does a batch nest.
+      expectInvalid({ type: "MessageBatch", messages: [lockedTransfer] }, "body.messages.0.type");
+      expectInvalid({ type: "MessageBatch", messages: [batchOf()] }, "body.messages.0.type");
+      expectInvalid(
+        {
+          type: "MessageBatch",
+          messages: [
+            { type: "RevealSecret", secret },
+            { type: "RevealSecret", secret: "0x11" },
+          ],
+        },
+        "body.messages.1.secret",
+      );
+      expectInvalid({ type: "MessageBatchReply", replies: [] }, "body.replies");
+      expectInvalid(
+        { type: "MessageBatchReply", replies: [{ type: "Processed", channelId: 1n, nonce: 1n }] },
+        "body.replies.0.type",
+      );
+    });
+
+    it("property: random mutations of a batch encoding are refused with a field or decode to a batch that re-encodes to itself", () => {
+      const encoding = encodeEnvelope({ id: 3, body: batchOf() });
+      fc.assert(
+        fc.property(
+          fc.array(fc.record({ at: fc.nat(), byte: fc.nat({ max: 255 }) }), { minLength: 1, maxLength: 8 }),
+          (edits) => {
+            const bytes = Uint8Array.from(encoding);
+            for (const { at, byte } of edits) bytes[at % bytes.length] = byte;
+            const decoded = decodeOrRefuse(bytes);
+            if (decoded) expect(decodeEnvelope(encodeEnvelope(decoded))).to.deep.equal(decoded);
+          },
+        ),
+        { numRuns: 500 },
+      );
     });
   });
 
