@@ -146,6 +146,12 @@ const RETRYABLE: ReadonlySet<string> = new Set([
   "CHAIN_ERROR",
 ]);
 const MAX_ATTEMPTS = 8;
+
+/** How an attempt ended, for the `pay` call waiting on it: the payment record as stored then. */
+interface AttemptEnd {
+  ok: boolean;
+  record: MediatedPaymentRecord | null;
+}
 /** Unpaid invoices are deleted this long after their expiry (ms). */
 export const INVOICE_RETENTION_AFTER_EXPIRY_MS = 60_000;
 /** How often expired unpaid invoices are swept (ms, on the service's clock). */
@@ -167,7 +173,7 @@ export class PaymentService {
   readonly #running = new Map<string, Promise<void>>();
   readonly #rerun = new Set<string>();
   readonly #failures = new Map<string, number>();
-  readonly #waiters = new Map<string, (outcome: { ok: boolean }) => void>();
+  readonly #waiters = new Map<string, (end: AttemptEnd) => void>();
   /**
    * Every transfer that is not done, as stored (loaded in {@link start}, kept by {@link #put}): the outbox
    * reads its state here instead of parsing the stored JSON at every step. The store stays the truth.
@@ -252,10 +258,14 @@ export class PaymentService {
       "timeoutSeconds",
       timeoutSeconds,
     );
+    // A generated id (random UUID) is new; a given one may be a retry.
     const paymentId = params.paymentId ?? randomUUID();
-    const existing = this.#store.getMediatedPayment(paymentId);
-    if (existing) return this.#payAgain(existing, target, token, params);
-    if (this.#store.getPayment(paymentId)?.direction === "outgoing") {
+    const use = params.paymentId === undefined ? null : this.#store.outgoingIdUse(paymentId);
+    if (use === "routed") {
+      const existing = this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+      return this.#payAgain(existing, target, token, params);
+    }
+    if (use === "direct") {
       throw new QrwpError("CONFLICT", `payment ${paymentId} already exists`, { field: "paymentId" });
     }
     const secret = params.paymentHash ? null : randomSecret();
@@ -278,8 +288,8 @@ export class PaymentService {
       completedAtMs: null,
       deadlineMs: now + timeoutSeconds * 1000,
     };
-    this.#store.insertMediatedPayment(record);
-    this.#emit({ direction: "outgoing", payment: { ...record } });
+    // Stored with its first attempt (one transaction), or alone if no route is found.
+    let stored = false;
     const excluded = new Set<string>();
     let lastFailure: { code: string; message: string } = {
       code: "NO_ROUTE",
@@ -299,15 +309,17 @@ export class PaymentService {
       });
       const route = routes[0];
       if (!route) break;
-      const outcome = await this.#attempt(record, route, secret);
-      if (outcome === "succeeded") return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
-      if (outcome === "pending") return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
-      const failed = (this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord).attempts.at(-1);
+      const { outcome, updated } = await this.#attempt(record, route, secret, !stored);
+      stored = true;
+      // The record as the attempt's end stored it (read again only when it ended otherwise, e.g. a timeout).
+      const now = updated ?? (this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord);
+      if (outcome === "succeeded" || outcome === "pending") return now;
+      const failed = now.attempts.at(-1);
       lastFailure = {
         code: failed?.errorCode ?? "PEER_REJECTED",
         message: failed?.errorMessage ?? "attempt failed",
       };
-      record.attempts = (this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord).attempts;
+      record.attempts = now.attempts;
       const hopIndex = route.hops.findIndex((h) => eq(h.address, failed?.failedAt ?? ""));
       if (failed?.failedAt && eq(failed.failedAt, target) && hopIndex === route.hops.length - 1) break; // target refused
       // The failing channel is the one the failing node should have forwarded over (or our first hop).
@@ -321,6 +333,10 @@ export class PaymentService {
       } else {
         break;
       }
+    }
+    if (!stored) {
+      this.#store.insertMediatedPayment(record);
+      this.#emit({ direction: "outgoing", payment: { ...record } });
     }
     const final = this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
     if (final.status === "pending" && !final.attempts.some((a) => a.status === "pending")) {
@@ -428,11 +444,17 @@ export class PaymentService {
 
   // ---- attempts ----
 
+  /**
+   * Starts an attempt over `route` and waits for its end (or the payment's deadline: "pending"). `isNew`: the
+   * record is not stored yet and is inserted with the attempt. `updated`: the record as the attempt's end
+   * stored it (null on "pending").
+   */
   async #attempt(
     record: MediatedPaymentRecord,
     route: RouteCandidate,
     secret: string | null,
-  ): Promise<"succeeded" | "failed" | "pending"> {
+    isNew: boolean,
+  ): Promise<{ outcome: "succeeded" | "failed" | "pending"; updated: MediatedPaymentRecord | null }> {
     const attemptIndex = record.attempts.length;
     const transfer: TransferDescription = {
       paymentId: record.paymentId,
@@ -459,11 +481,13 @@ export class PaymentService {
     record.fee = route.fee;
     const id = `i:${record.paymentId}:${attemptIndex}`;
     const { state, actions } = initiatorStart(transfer, secret, first.channelId);
-    const done = new Promise<{ ok: boolean }>((resolve) => this.#waiters.set(id, resolve));
+    const done = new Promise<AttemptEnd>((resolve) => this.#waiters.set(id, resolve));
     this.#store.transaction(() => {
-      this.#store.updateMediatedPayment(record);
+      if (isNew) this.#store.insertMediatedPayment(record);
+      else this.#store.updateMediatedPayment(record);
       this.#put(id, state, actions);
     });
+    if (isNew) this.#emit({ direction: "outgoing", payment: { ...record, attempts: [...record.attempts] } });
     this.#log.info(
       {
         paymentId: record.paymentId,
@@ -482,8 +506,8 @@ export class PaymentService {
     const outcome = await Promise.race([done, timeout]);
     clearTimeout(timer);
     this.#waiters.delete(id);
-    if (outcome === null) return "pending";
-    return outcome.ok ? "succeeded" : "failed";
+    if (outcome === null) return { outcome: "pending", updated: null };
+    return { outcome: outcome.ok ? "succeeded" : "failed", updated: outcome.record };
   }
 
   // ---- transfer persistence and the outbox ----
@@ -826,7 +850,7 @@ export class PaymentService {
       this.#store.updateMediatedPayment(record);
       if (ok) this.#emit({ direction: "outgoing", payment: record });
     }
-    this.#waiters.get(id)?.({ ok });
+    this.#waiters.get(id)?.({ ok, record });
   }
 
   #received(machine: TargetState, amount: bigint): void {
