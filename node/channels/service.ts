@@ -183,25 +183,28 @@ export class ChannelService {
    * reply in its place and the others go on (docs/PROTOCOL.md §9, "Batches").
    */
   async #handleBatch(from: RemotePeer, batch: MessageBatch): Promise<MessageBatchReply> {
+    const outcomes = await this.incoming.hooks().requestBatch(from, batch.messages);
     const replies: BatchedReply[] = [];
     let refused = 0;
     let firstRefusal: { type: string; err: { code?: string; message: string } } | undefined;
-    for (const message of batch.messages) {
-      let reply: ChannelMessage;
-      try {
-        reply = await this.incoming.hooks().request(from, message);
-      } catch (err) {
+    outcomes.forEach((outcome, i) => {
+      if ("error" in outcome) {
+        const err = outcome.error;
         refused++;
-        firstRefusal ??= { type: message.type, err: errorFields(err) };
-        reply = isQrwpError(err)
-          ? { type: "Error", code: err.code, message: err.message.slice(0, 1000) }
-          : { type: "Error", code: "INTERNAL", message: "internal error" };
+        firstRefusal ??= { type: batch.messages[i]?.type ?? "?", err: errorFields(err) };
+        replies.push(
+          isQrwpError(err)
+            ? { type: "Error", code: err.code, message: err.message.slice(0, 1000) }
+            : { type: "Error", code: "INTERNAL", message: "internal error" },
+        );
+        return;
       }
+      const reply = outcome.reply;
       if (reply.type !== "RevealSecret" && reply.type !== "Ok" && reply.type !== "Error") {
         throw new QrwpError("INTERNAL", `unexpected reply ${reply.type} in a batch`);
       }
       replies.push(reply);
-    }
+    });
     if (firstRefusal) {
       this.#log.warn(
         { peer: from.address, refused, of: batch.messages.length, first: firstRefusal },

@@ -6,6 +6,7 @@ import { getAddress } from "ethers";
 import type { Queue } from "@libp2p/utils";
 import type {
   BalanceChange,
+  BatchableRequest,
   ChannelEnd,
   ChannelMessage,
   DirectTransfer,
@@ -49,7 +50,16 @@ export interface TransferHooks {
   mayRemoveLock(channelId: bigint, partner: string, lock: Lock, nowSeconds: bigint): boolean;
   /** Handles RevealSecret / SecretRequest / TransferFailed requests. */
   request(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage>;
+  /**
+   * Handles the messages of a MessageBatch in order, each exactly as {@link request} would, in one store
+   * transaction (a savepoint per message, so a refused one leaves nothing behind). One outcome per message:
+   * its reply, or the error it was refused with.
+   */
+  requestBatch(from: RemotePeer, messages: BatchableRequest[]): Promise<BatchOutcome[]>;
 }
+
+/** What {@link TransferHooks.requestBatch} made of one message. */
+export type BatchOutcome = { reply: ChannelMessage } | { error: unknown };
 
 /**
  * The partner's latest accepted balance proof on an unsettled channel, with the ML-DSA-65 key that verified

@@ -14,6 +14,8 @@ import {
 
 /** Where to reach a peer without an open session (as `SessionTransport.request` takes it). */
 export type PeerTarget = { peerId?: string; multiaddrs: string[] } | null;
+/** A target, or how to look it up (called once per batch, when the batch leaves). */
+export type PeerTargetSource = PeerTarget | (() => PeerTarget);
 
 /** What the batcher needs of the session transport. */
 export interface BatchTransport {
@@ -30,7 +32,7 @@ interface Queued {
 export class MessageBatcher {
   readonly #transport: BatchTransport;
   /** Per peer (lower-cased address): what waits for the next turn, and the freshest dial target given. */
-  readonly #queues = new Map<string, { address: string; target: PeerTarget; items: Queued[] }>();
+  readonly #queues = new Map<string, { address: string; target: PeerTargetSource; items: Queued[] }>();
 
   constructor(transport: BatchTransport) {
     this.#transport = transport;
@@ -41,7 +43,7 @@ export class MessageBatcher {
    * @throws (rejects) what `SessionTransport.request` throws (PEER_OFFLINE, HANDSHAKE_FAILED, TIMEOUT) for
    *   every message of the batch; INVALID_MESSAGE when the peer's batch reply does not match the batch.
    */
-  request(address: string, body: BatchableRequest, target: PeerTarget): Promise<ChannelMessage> {
+  request(address: string, body: BatchableRequest, target: PeerTargetSource): Promise<ChannelMessage> {
     const key = address.toLowerCase();
     let queue = this.#queues.get(key);
     if (!queue) {
@@ -59,8 +61,16 @@ export class MessageBatcher {
     const queue = this.#queues.get(key);
     this.#queues.delete(key);
     if (!queue) return;
+    let target: PeerTarget;
+    try {
+      target = typeof queue.target === "function" ? queue.target() : queue.target;
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      for (const x of queue.items) x.reject(error);
+      return;
+    }
     for (let i = 0; i < queue.items.length; i += MAX_MESSAGE_BATCH) {
-      void this.#send(queue.address, queue.target, queue.items.slice(i, i + MAX_MESSAGE_BATCH));
+      void this.#send(queue.address, target, queue.items.slice(i, i + MAX_MESSAGE_BATCH));
     }
   }
 

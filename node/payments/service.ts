@@ -45,7 +45,7 @@ import {
   type TransferState,
 } from "../../protocol/index.js";
 import type { PooledHubClient } from "../../chain/index.js";
-import type { ChannelService, TransferHooks } from "../channels/service.js";
+import type { BatchOutcome, ChannelService, TransferHooks } from "../channels/service.js";
 import type { SessionTransport, RemotePeer } from "../../host/session-transport.js";
 import { errorFields } from "../../host/session-transport.js";
 import type {
@@ -213,6 +213,7 @@ export class PaymentService {
       lockExpiredReceived: (channelId, _partner, secretHash) => this.#onLockExpired(channelId, secretHash),
       mayRemoveLock: (channelId, _partner, lock, now) => this.#mayRemoveLock(channelId, lock, now),
       request: (from, body) => this.#onRequest(from, body),
+      requestBatch: (from, messages) => Promise.resolve(this.#onRequestBatch(from, messages)),
     };
   }
 
@@ -607,7 +608,9 @@ export class PaymentService {
       }
       const fresh = this.#doc(id) as TransferDoc;
       // Remove the action we ran (it is still first: events append at the end).
-      this.#put(id, fresh.machine, fresh.outbox.slice(1));
+      const rest = fresh.outbox.slice(1);
+      this.#put(id, fresh.machine, rest);
+      if (rest.length === 0) return; // a later event starts another pass (#drain)
     }
   }
 
@@ -802,12 +805,10 @@ export class PaymentService {
   }
 
   async #requestOk(to: string, body: BatchableRequest): Promise<void> {
-    const peer = this.#store.getPeer(to);
-    const reply = await this.#batcher.request(
-      to,
-      body,
-      peer ? { peerId: peer.peerId, multiaddrs: peer.multiaddrs } : null,
-    );
+    const reply = await this.#batcher.request(to, body, () => {
+      const peer = this.#store.getPeer(to);
+      return peer ? { peerId: peer.peerId, multiaddrs: peer.multiaddrs } : null;
+    });
     if (reply.type === "Error") {
       throw new QrwpError("PEER_REJECTED", `${body.type} refused: ${reply.code}: ${reply.message}`, {
         peerCode: reply.code,
@@ -1022,7 +1023,45 @@ export class PaymentService {
     return t?.status === "declined";
   }
 
-  async #onRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
+  /** A RevealSecret / SecretRequest / TransferFailed from a peer (see {@link #handleMessage}). */
+  #onRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
+    try {
+      const { reply, drain } = this.#handleMessage(from, body);
+      for (const id of drain) this.#drain(id);
+      return Promise.resolve(reply);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /**
+   * The messages of a MessageBatch in order, in one store transaction with a savepoint each: a refused
+   * message's writes are undone alone, and the pages the others touch are written once per batch.
+   */
+  #onRequestBatch(from: RemotePeer, messages: BatchableRequest[]): BatchOutcome[] {
+    const outcomes: BatchOutcome[] = [];
+    const drain: string[] = [];
+    this.#store.transaction(() => {
+      for (const message of messages) {
+        try {
+          const r = this.#store.transaction(() => this.#handleMessage(from, message));
+          outcomes.push({ reply: r.reply });
+          drain.push(...r.drain);
+        } catch (error) {
+          outcomes.push({ error });
+        }
+      }
+    });
+    for (const id of drain) this.#drain(id);
+    return outcomes;
+  }
+
+  /**
+   * Applies one request to the transfers it concerns (synchronously: its writes land in the caller's
+   * transaction when there is one) and says which transfers' outboxes to run once they are committed.
+   * @throws QrwpError PAYMENT_NOT_FOUND | INVALID_MESSAGE (nothing changed)
+   */
+  #handleMessage(from: RemotePeer, body: ChannelMessage): { reply: ChannelMessage; drain: string[] } {
     switch (body.type) {
       case "RevealSecret": {
         const secretHash = secretHashOf(body.secret);
@@ -1059,8 +1098,7 @@ export class PaymentService {
             field: "secret",
           });
         }
-        for (const id of matched) this.#drain(id);
-        return { type: "Ok" };
+        return { reply: { type: "Ok" }, drain: matched };
       }
       case "SecretRequest": {
         for (const t of this.#byHash(body.secretHash.toLowerCase())) {
@@ -1072,7 +1110,7 @@ export class PaymentService {
             amount: body.amount,
             expiration: body.expiration,
           });
-          if (secret) return { type: "RevealSecret", secret };
+          if (secret) return { reply: { type: "RevealSecret", secret }, drain: [] };
         }
         throw new QrwpError("PAYMENT_NOT_FOUND", "no pending payment of ours matches this request", {
           field: "secretHash",
@@ -1086,8 +1124,7 @@ export class PaymentService {
             this.#step(t.id, (s) =>
               initiatorStep(s as InitiatorState, { type: "TransferFailed", from: from.address, reason }),
             );
-            this.#drain(t.id);
-            return { type: "Ok" };
+            return { reply: { type: "Ok" }, drain: [t.id] };
           }
           if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address) && !t.done) {
             this.#step(t.id, (s) =>
@@ -1098,8 +1135,7 @@ export class PaymentService {
                 this.#timing,
               ),
             );
-            this.#drain(t.id);
-            return { type: "Ok" };
+            return { reply: { type: "Ok" }, drain: [t.id] };
           }
         }
         throw new QrwpError("PAYMENT_NOT_FOUND", "no transfer to this peer with this secret hash", {
