@@ -55,6 +55,19 @@ export async function createHost(init: HostInit): Promise<Libp2p> {
   });
 }
 
+/**
+ * {@link dialableMultiaddrs} for hot paths (every routed payment carries them): computed once and again
+ * only after the host's own addresses changed (libp2p's `self:peer:update` event). Each call returns a
+ * fresh copy of the array.
+ */
+export function cachedDialableMultiaddrs(libp2p: Libp2p): () => string[] {
+  let cached: string[] | undefined;
+  libp2p.addEventListener("self:peer:update", () => {
+    cached = undefined;
+  });
+  return () => [...(cached ??= dialableMultiaddrs(libp2p))];
+}
+
 /** The host's multiaddrs as strings, each ending in `/p2p/<peerId>` (what another process dials). */
 export function dialableMultiaddrs(libp2p: Libp2p): string[] {
   const peerId = libp2p.peerId.toString();

@@ -25,7 +25,7 @@ import type { EvidencePolicy } from "./channels/evidence.js";
 import { loadIdentity, readApiToken, KEYS_FILE } from "../host/keystore.js";
 import { SessionTransport } from "../host/session-transport.js";
 import { listenApi } from "../host/http.js";
-import { createHost, dialableMultiaddrs } from "../host/libp2p.js";
+import { cachedDialableMultiaddrs, createHost } from "../host/libp2p.js";
 import { PeerGuard, type PeerLimits } from "../host/peer-guard.js";
 import { NodeStore } from "./store/store.js";
 import { PaymentService } from "./payments/service.js";
@@ -193,7 +193,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     timing,
     fees,
     routes: routing,
-    listenAddrs: () => dialableMultiaddrs(libp2p),
+    listenAddrs: cachedDialableMultiaddrs(libp2p),
   });
   service.setTransferHooks(payments.hooks());
   const watchtowers =
