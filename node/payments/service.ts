@@ -1,15 +1,16 @@
 /**
- * Multi-hop payments: drives the pure initiator / mediator / target state machines of
- * protocol/transfers.ts on top of the channel layer (node/channels), finds routes through a
- * {@link RouteProvider}, retries on other routes, and keeps invoices.
+ * Multi-hop payments: the `PaymentService` pays through the network (finds routes through a
+ * {@link RouteProvider}, starts attempts, retries on other routes), keeps invoices and reports routed
+ * payments as events. It is built from:
  *
- * Rules this file keeps:
- * - A role's new state and the actions it produced are stored together (the transfer's "outbox") before any
- *   action runs; after a crash the outbox is run again. Actions are idempotent at the channel layer.
- * - One transfer's outbox runs one action at a time, in order. An action whose outcome is unknown (peer
- *   offline mid-request, chain error) stays in the outbox and is retried on the next tick; behind it, only
- *   SendUnlock, RegisterSecret and CloseChannel run meanwhile (they do not depend on that message).
- * - Every balance-proof change goes through the channel's serialized queue (ChannelService).
+ * - transfer-book.ts: each transfer's state machine (protocol/transfers.ts) and outbox, stored together;
+ * - outbox.ts: runs the outboxes (one action at a time per transfer, re-run after a crash; actions are
+ *   idempotent at the channel layer);
+ * - transfer-events.ts: what the channel layer, the chain and peers report, applied to the transfers;
+ * - message-batcher.ts: SecretRequest, RevealSecret and TransferFailed leave in per-peer batches.
+ *
+ * A role's new state and the actions it produced are stored together before any action runs; every
+ * balance-proof change goes through the channel's serialized queue (ChannelService).
  */
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
@@ -18,35 +19,20 @@ import type { Logger } from "pino";
 import {
   QrwpError,
   assertArgument,
-  initiatorSecretFor,
   initiatorStart,
   initiatorStep,
-  isQrwpError,
-  isTransferDone,
-  mediatorStart,
   mediatorStep,
   normalizeAddress,
   randomSecret,
   secretHashOf,
-  targetStart,
   targetStep,
-  type BatchableRequest,
-  type ChannelMessage,
-  type ErrorCode,
   type FeeSchedule,
   type InitiatorState,
-  type Lock,
   type LockTiming,
-  type LockedTransfer,
-  type MediatorState,
   type TargetState,
-  type TransferAction,
   type TransferDescription,
-  type TransferState,
 } from "../../protocol/index.js";
-import type { PooledHubClient } from "../../chain/index.js";
-import type { BatchOutcome, ChannelService, TransferHooks } from "../channels/service.js";
-import type { SessionTransport, RemotePeer } from "../../host/session-transport.js";
+import type { ChannelService, TransferHooks } from "../channels/service.js";
 import { errorFields } from "../../host/session-transport.js";
 import type {
   InvoiceRecord,
@@ -54,97 +40,32 @@ import type {
   NodeStore,
   PaymentAttempt,
   PaymentRecord,
-  TransferRecord,
 } from "../store/store.js";
 import { assertSamePayment } from "../payment-retry.js";
 import { MessageBatcher } from "./message-batcher.js";
+import { TransferOutbox } from "./outbox.js";
+import { TransferBook, type TransferDoc } from "./transfer-book.js";
+import { TransferEvents } from "./transfer-events.js";
+import type {
+  MediatedPayParams,
+  PaymentEventMap,
+  PaymentServiceInit,
+  RouteCandidate,
+  RouteProvider,
+  RoutedPaymentEvent,
+} from "./types.js";
 
-/** A route as the router proposes it: the lock each hop receives (the last hop is the target). */
-export interface RouteCandidate {
-  hops: { address: string; channelId: bigint; amount: bigint; expiration: bigint; fee: bigint }[];
-  /** Total fees: first hop's amount minus the amount the target receives (token base units). */
-  fee: bigint;
-}
-
-/** Query for {@link RouteProvider.findRoutes}. Amounts in token base units, times in unix seconds. */
-export interface RouteQuery {
-  source: string;
-  target: string;
-  token: string;
-  amount: bigint;
-  maxFee: bigint | null;
-  nowSeconds: bigint;
-  finalExpiryDeltaSeconds: number;
-  excludeChannels: Set<string>;
-  k: number;
-}
-
-/** Where routes come from (router/ behind it); results sorted best first. */
-export interface RouteProvider {
-  findRoutes(query: RouteQuery): RouteCandidate[];
-  /** Tells the scorer a channel failed to forward `amount` (or succeeded). */
-  reportFailure?(channelId: bigint, from: string, amount: bigint): void;
-  reportSuccess?(channelId: bigint, from: string, amount: bigint): void;
-}
-
-export interface PaymentServiceInit {
-  store: NodeStore;
-  channels: ChannelService;
-  transport: SessionTransport;
-  hub: PooledHubClient;
-  address: string;
-  log: Logger;
-  timing: LockTiming;
-  fees: FeeSchedule;
-  routes: RouteProvider;
-  listenAddrs: () => string[];
-  /** How often lock expiries and retries are checked (ms). Default 1000. */
-  tickMs?: number;
-}
-
-/** What {@link PaymentService.pay} takes. */
-export interface MediatedPayParams {
-  target: string;
-  token: string;
-  /** What the target receives, token base units. */
-  amount: bigint;
-  /** Most the payer accepts to pay in fees (base units); default: no limit. */
-  maxFee?: bigint;
-  /** Give up starting new attempts after this many seconds (default 60). */
-  timeoutSeconds?: number;
-  paymentId?: string;
-  /** Pay an invoice: the target holds the secret of this hash. Otherwise a spontaneous payment. */
-  paymentHash?: string;
-}
-
-/**
- * A routed payment as {@link PaymentEventMap} reports it, after the write committed:
- * - `outgoing`: one of ours, when created (`pending`) and when it reached `completed` or `failed`;
- * - `incoming`: one paid to us (we were the target), once, when stored (`completed`); `paymentHash` is the
- *   lock's secret hash (an invoice's payment hash when it paid one; the invoice is `paid` by then).
- */
-export type RoutedPaymentEvent =
-  | { direction: "outgoing"; payment: MediatedPaymentRecord }
-  | { direction: "incoming"; payment: PaymentRecord; paymentHash: string };
-
-/** The payments layer's events (Node's typed EventEmitter); listeners must not throw (throws are logged). */
-export interface PaymentEventMap {
-  payment: [event: RoutedPaymentEvent];
-}
-
-/** Stored form of a transfer: the role's state and the actions still to run. */
-interface TransferDoc {
-  machine: TransferState;
-  outbox: TransferAction[];
-}
+export type {
+  MediatedPayParams,
+  PaymentEventMap,
+  PaymentServiceInit,
+  RouteCandidate,
+  RouteProvider,
+  RouteQuery,
+  RoutedPaymentEvent,
+} from "./types.js";
 
 const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
-const RETRYABLE: ReadonlySet<string> = new Set([
-  "PEER_OFFLINE",
-  "HANDSHAKE_FAILED",
-  "TIMEOUT",
-  "CHAIN_ERROR",
-]);
 const MAX_ATTEMPTS = 8;
 
 /** How an attempt ended, for the `pay` call waiting on it: the payment record as stored then. */
@@ -162,7 +83,6 @@ export class PaymentService {
   readonly #channels: ChannelService;
   /** SecretRequest, RevealSecret and TransferFailed leave through it, batched per peer. */
   readonly #batcher: MessageBatcher;
-  readonly #hub: PooledHubClient;
   readonly #self: string;
   readonly #log: Logger;
   readonly #timing: LockTiming;
@@ -170,15 +90,13 @@ export class PaymentService {
   readonly #routes: RouteProvider;
   readonly #listenAddrs: () => string[];
   readonly #tickMs: number;
-  readonly #running = new Map<string, Promise<void>>();
-  readonly #rerun = new Set<string>();
-  readonly #failures = new Map<string, number>();
   readonly #waiters = new Map<string, (end: AttemptEnd) => void>();
-  /**
-   * Every transfer that is not done, as stored (loaded in {@link start}, kept by {@link #put}): the outbox
-   * reads its state here instead of parsing the stored JSON at every step. The store stays the truth.
-   */
-  readonly #open = new Map<string, TransferRecord>();
+  /** Transfers (state + outbox), in memory while open. */
+  readonly #book: TransferBook;
+  /** Runs the transfers' outboxes. */
+  readonly #outbox: TransferOutbox;
+  /** Applies what the channel layer, the chain and peers report to the transfers. */
+  readonly #events: TransferEvents;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #lastInvoiceSweepMs = 0;
@@ -189,7 +107,6 @@ export class PaymentService {
     this.#store = init.store;
     this.#channels = init.channels;
     this.#batcher = new MessageBatcher(init.transport);
-    this.#hub = init.hub;
     this.#self = getAddress(init.address);
     this.#log = init.log;
     this.#timing = init.timing;
@@ -197,6 +114,39 @@ export class PaymentService {
     this.#routes = init.routes;
     this.#listenAddrs = init.listenAddrs;
     this.#tickMs = init.tickMs ?? 1000;
+    this.#book = new TransferBook(init.store);
+    this.#outbox = new TransferOutbox({
+      book: this.#book,
+      store: init.store,
+      channels: init.channels,
+      batcher: this.#batcher,
+      hub: init.hub,
+      self: this.#self,
+      timing: init.timing,
+      log: init.log,
+      listener: {
+        attemptFinished: (id, machine, ok, secret, failure) =>
+          this.#finishAttempt(id, machine, ok, secret, failure),
+        received: (machine, amount) => this.#received(machine, amount),
+      },
+    });
+    this.#events = new TransferEvents({
+      book: this.#book,
+      store: init.store,
+      channels: init.channels,
+      self: this.#self,
+      timing: init.timing,
+      fees: init.fees,
+      drain: (id) => this.#drain(id),
+    });
+  }
+
+  /**
+   * A secret was registered in the SecretRegistry: every initiator and mediator waiting for it uses it
+   * (see {@link TransferEvents.secretRevealedOnChain}).
+   */
+  secretRevealedOnChain(secret: string): void {
+    this.#events.secretRevealedOnChain(secret);
   }
 
   /** The node's fee schedule and lock timing (published in channel updates). */
@@ -207,27 +157,32 @@ export class PaymentService {
   /** Hooks the channel layer calls; install with `channels.setTransferHooks(payments.hooks())`. */
   hooks(): TransferHooks {
     return {
-      lockReceived: (msg, channel) => this.#onLockReceived(msg, channel),
+      lockReceived: (msg, channel) => this.#events.lockReceived(msg, channel),
       unlockReceived: (channelId, _partner, secretHash, secret) =>
-        this.#onUnlocked(channelId, secretHash, secret),
-      lockExpiredReceived: (channelId, _partner, secretHash) => this.#onLockExpired(channelId, secretHash),
-      mayRemoveLock: (channelId, _partner, lock, now) => this.#mayRemoveLock(channelId, lock, now),
-      request: (from, body) => this.#onRequest(from, body),
-      requestBatch: (from, messages) => Promise.resolve(this.#onRequestBatch(from, messages)),
+        this.#events.unlocked(channelId, secretHash, secret),
+      lockExpiredReceived: (channelId, _partner, secretHash) =>
+        this.#events.lockExpired(channelId, secretHash),
+      mayRemoveLock: (channelId, _partner, lock, now) => this.#events.mayRemoveLock(channelId, lock, now),
+      request: (from, body) => this.#events.request(from, body),
+      requestBatch: (from, messages) => Promise.resolve(this.#events.requestBatch(from, messages)),
     };
   }
 
   /** Resumes stored transfers and starts the clock. */
   start(): void {
-    for (const t of this.#store.openTransfers()) this.#open.set(t.id, t);
-    for (const id of [...this.#open.keys()]) this.#drain(id);
+    for (const id of this.#book.load()) this.#drain(id);
     this.#schedule();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
-    await Promise.allSettled([...this.#running.values()]);
+    await this.#outbox.stop();
+  }
+
+  /** Runs a transfer's outbox (see {@link TransferOutbox.drain}). */
+  #drain(id: string): void {
+    this.#outbox.drain(id);
   }
 
   #now(): bigint {
@@ -486,7 +441,7 @@ export class PaymentService {
     this.#store.transaction(() => {
       if (isNew) this.#store.insertMediatedPayment(record);
       else this.#store.updateMediatedPayment(record);
-      this.#put(id, state, actions);
+      this.#book.put(id, state, actions);
     });
     if (isNew) this.#emit({ direction: "outgoing", payment: { ...record, attempts: [...record.attempts] } });
     this.#log.info(
@@ -509,311 +464,6 @@ export class PaymentService {
     this.#waiters.delete(id);
     if (outcome === null) return { outcome: "pending", updated: null };
     return { outcome: outcome.ok ? "succeeded" : "failed", updated: outcome.record };
-  }
-
-  // ---- transfer persistence and the outbox ----
-
-  /**
-   * Stores a transfer's state and outbox, and keeps them in {@link #open} while not done. Inside a
-   * transaction that later rolls back, the copy is reloaded from the store after the rollback.
-   */
-  #put(id: string, machine: TransferState, outbox: TransferAction[]): void {
-    const doc: TransferDoc = { machine, outbox };
-    const t: TransferRecord = {
-      id,
-      role: machine.role,
-      secretHash: machine.transfer.secretHash,
-      paymentId: machine.transfer.paymentId,
-      state: doc,
-      done: isTransferDone(machine) && outbox.length === 0,
-    };
-    this.#store.putTransfer(t);
-    this.#remember(t);
-    this.#store.onRollback(() => {
-      try {
-        this.#remember(this.#store.getTransfer(id), id);
-      } catch {
-        this.#open.delete(id); // unreadable now: reads go to the store (and fail there, coded)
-      }
-    });
-  }
-
-  /** Keeps `t` in memory if it is open, else forgets `id`. */
-  #remember(t: TransferRecord | null, id = t?.id): void {
-    if (t && !t.done) this.#open.set(t.id, t);
-    else if (id !== undefined) this.#open.delete(id);
-  }
-
-  /** A transfer by id: the in-memory copy of an open one, else the store (a done one). */
-  #record(id: string): TransferRecord | null {
-    return this.#open.get(id) ?? this.#store.getTransfer(id);
-  }
-
-  #doc(id: string): TransferDoc | null {
-    const t = this.#record(id);
-    return t ? (t.state as TransferDoc) : null;
-  }
-
-  /** Transfers with this secret hash, oldest first (ids from the store, open ones from memory). */
-  #byHash(secretHash: string): TransferRecord[] {
-    return this.#store
-      .transferIdsByHash(secretHash)
-      .map((id) => this.#record(id))
-      .filter((t): t is TransferRecord => t !== null);
-  }
-
-  /** Applies an event to a stored transfer: new state + appended actions, stored atomically. */
-  #step(
-    id: string,
-    fn: (machine: TransferState) => { state: TransferState; actions: TransferAction[] },
-  ): void {
-    const doc = this.#doc(id);
-    if (!doc) return;
-    const { state, actions } = fn(doc.machine);
-    this.#put(id, state, [...doc.outbox, ...actions]);
-  }
-
-  /** Runs a transfer's outbox (one runner per transfer; a request during a run triggers another pass). */
-  #drain(id: string): void {
-    if (this.#running.has(id)) {
-      this.#rerun.add(id);
-      return;
-    }
-    const run = (async () => {
-      do {
-        this.#rerun.delete(id);
-        await this.#runOutbox(id);
-      } while (this.#rerun.has(id) && !this.#stopped);
-    })()
-      .catch((err: unknown) =>
-        this.#log.warn({ transfer: id, err: errorFields(err) }, "transfer outbox failed"),
-      )
-      .finally(() => this.#running.delete(id));
-    this.#running.set(id, run);
-  }
-
-  async #runOutbox(id: string): Promise<void> {
-    for (;;) {
-      if (this.#stopped) return;
-      const doc = this.#doc(id);
-      const action = doc?.outbox[0];
-      if (!doc || !action) return;
-      const result = await this.#execute(id, doc.machine, action);
-      if (result === "retry") {
-        // Left in the outbox for the next tick; it must not hold back paying our payee or going on-chain
-        // before a lock expires (e.g. a RevealSecret to an upstream that went offline and will never send
-        // its Unlock: the payee is still unlocked, and the secret registered in time).
-        await this.#runUnblockedActions(id);
-        return;
-      }
-      const fresh = this.#doc(id) as TransferDoc;
-      // Remove the action we ran (it is still first: events append at the end).
-      const rest = fresh.outbox.slice(1);
-      this.#put(id, fresh.machine, rest);
-      if (rest.length === 0) return; // a later event starts another pass (#drain)
-    }
-  }
-
-  /**
-   * Runs the SendUnlock / RegisterSecret / CloseChannel actions queued behind an action that waits for a
-   * retry (none of them depends on a message to another peer getting through first).
-   */
-  async #runUnblockedActions(id: string): Promise<void> {
-    for (let i = 1; !this.#stopped;) {
-      const doc = this.#doc(id);
-      const action = doc?.outbox[i];
-      if (!doc || !action) return;
-      if (
-        action.type !== "SendUnlock" &&
-        action.type !== "RegisterSecret" &&
-        action.type !== "CloseChannel"
-      ) {
-        i++;
-        continue;
-      }
-      if ((await this.#execute(id, doc.machine, action)) === "retry") return;
-      const fresh = this.#doc(id) as TransferDoc;
-      // Only this runner removes actions and events append at the end, so the action is still at `i`.
-      this.#put(
-        id,
-        fresh.machine,
-        fresh.outbox.filter((_, j) => j !== i),
-      );
-    }
-  }
-
-  async #execute(id: string, machine: TransferState, action: TransferAction): Promise<"done" | "retry"> {
-    try {
-      switch (action.type) {
-        case "SendLockedTransfer": {
-          let delivery: { ok: boolean; code?: string; message?: string };
-          try {
-            delivery = await this.#channels.sendLockedTransfer(
-              action.channelId,
-              action.lock,
-              action.transfer,
-            );
-          } catch (err) {
-            if (isQrwpError(err) && err.details.pending === true) {
-              // Outcome unknown: the channel layer re-sends it; expiry handles a partner that never answers.
-              this.#log.warn({ transfer: id, err: errorFields(err) }, "LockedTransfer not acknowledged yet");
-              return "done";
-            }
-            if (!isQrwpError(err)) throw err;
-            delivery = { ok: false, code: err.code, message: err.message };
-          }
-          if (!delivery.ok) {
-            const code = (delivery.code ?? "PEER_REJECTED") as ErrorCode;
-            const message = delivery.message ?? "refused";
-            if (machine.role === "initiator") {
-              this.#step(id, (m) =>
-                initiatorStep(m as InitiatorState, {
-                  type: "TransferFailed",
-                  from: action.partner,
-                  reason: { code, message, failedAt: RETRYABLE.has(code) ? this.#self : action.partner },
-                }),
-              );
-            } else {
-              this.#step(id, (m) =>
-                mediatorStep(
-                  m as MediatorState,
-                  { type: "ForwardFailed", code, message },
-                  this.#self,
-                  this.#timing,
-                ),
-              );
-            }
-          }
-          return "done";
-        }
-        case "SendUnlock": {
-          const r = await this.#channels.sendUnlock(
-            action.channelId,
-            action.secret,
-            machine.transfer.paymentId,
-          );
-          if (!r.ok) this.#log.error({ transfer: id, peerCode: r.code }, "partner refused our Unlock");
-          return "done";
-        }
-        case "SendLockExpired": {
-          const r = await this.#channels.sendLockExpired(action.channelId, action.secretHash);
-          if (!r.ok) {
-            this.#log.warn({ transfer: id, peerCode: r.code }, "partner refused LockExpired; will retry");
-            return "retry";
-          }
-          return "done";
-        }
-        case "SendRevealSecret": {
-          await this.#requestOk(action.to, { type: "RevealSecret", secret: action.secret });
-          return "done";
-        }
-        case "SendTransferFailed": {
-          await this.#requestOk(action.to, {
-            type: "TransferFailed",
-            paymentId: action.paymentId,
-            secretHash: action.secretHash,
-            code: action.code,
-            message: action.message.slice(0, 1000),
-            failedAt: action.failedAt,
-          });
-          return "done";
-        }
-        case "SendSecretRequest": {
-          const target = parseTarget(action.multiaddrs);
-          const reply = await this.#batcher.request(
-            action.to,
-            {
-              type: "SecretRequest",
-              paymentId: action.paymentId,
-              secretHash: action.secretHash,
-              amount: action.amount,
-              expiration: action.expiration,
-            },
-            target,
-          );
-          if (reply.type === "RevealSecret" && secretHashOf(reply.secret) === action.secretHash) {
-            this.#store.transaction(() => {
-              this.#store.putSecret(action.secretHash, reply.secret);
-              this.#step(id, (m) =>
-                targetStep(
-                  m as TargetState,
-                  { type: "SecretRevealed", secret: reply.secret, secretHash: action.secretHash },
-                  this.#self,
-                  this.#timing,
-                ),
-              );
-            });
-          } else {
-            const code = (reply.type === "Error" ? reply.code : "INVALID_MESSAGE") as ErrorCode;
-            this.#step(id, (m) =>
-              targetStep(
-                m as TargetState,
-                { type: "SecretRequestFailed", code, message: "initiator did not reveal the secret" },
-                this.#self,
-                this.#timing,
-              ),
-            );
-          }
-          return "done";
-        }
-        case "RegisterSecret": {
-          await this.#hub.registerSecret(action.secret);
-          this.#log.warn(
-            { transfer: id, secretHash: machine.transfer.secretHash },
-            "registered secret on-chain",
-          );
-          return "done";
-        }
-        case "CloseChannel": {
-          const view = this.#channels.channelSummary(action.channelId);
-          if (view.state === "opened") await this.#channels.close(action.channelId, { cooperative: false });
-          return "done";
-        }
-        case "PaymentSucceeded":
-          this.#finishAttempt(id, machine as InitiatorState, true, action.secret);
-          return "done";
-        case "AttemptFailed":
-          this.#finishAttempt(id, machine as InitiatorState, false, null, action);
-          return "done";
-        case "PaymentReceived":
-          this.#received(machine as TargetState, action.amount);
-          return "done";
-      }
-    } catch (err) {
-      const code = isQrwpError(err) ? err.code : "INTERNAL";
-      const failures = (this.#failures.get(id) ?? 0) + 1;
-      this.#failures.set(id, failures);
-      // Log the first failure and then every 60th, not every tick.
-      if (failures === 1 || failures % 60 === 0) {
-        this.#log.warn(
-          { transfer: id, action: action.type, failures, err: errorFields(err) },
-          "transfer action failed",
-        );
-      }
-      // On-chain actions protect funds: retry them whatever the error (HubCallError, RPC down, ...).
-      if (action.type === "RegisterSecret" || action.type === "CloseChannel") return "retry";
-      // Messages about a lock stop being useful once it expired: give up instead of retrying forever.
-      const lock = machine.role === "initiator" ? machine.out.lock : machine.payer.lock;
-      const message =
-        action.type === "SendRevealSecret" ||
-        action.type === "SendSecretRequest" ||
-        action.type === "SendTransferFailed";
-      if (message && this.#now() > lock.expiration) return "done";
-      if (RETRYABLE.has(code) || code === "PEER_REJECTED") return "retry";
-      return "done";
-    }
-  }
-
-  async #requestOk(to: string, body: BatchableRequest): Promise<void> {
-    const reply = await this.#batcher.request(to, body, () => {
-      const peer = this.#store.getPeer(to);
-      return peer ? { peerId: peer.peerId, multiaddrs: peer.multiaddrs } : null;
-    });
-    if (reply.type === "Error") {
-      throw new QrwpError("PEER_REJECTED", `${body.type} refused: ${reply.code}: ${reply.message}`, {
-        peerCode: reply.code,
-      });
-    }
   }
 
   #finishAttempt(
@@ -890,263 +540,6 @@ export class PaymentService {
     }
   }
 
-  /**
-   * A secret was registered in the SecretRegistry: every initiator and mediator waiting for it uses it
-   * (Raiden's ContractReceiveSecretReveal), so a downstream that went on-chain is still paid through.
-   */
-  secretRevealedOnChain(secret: string): void {
-    const secretHash = secretHashOf(secret);
-    const matched: string[] = [];
-    this.#store.transaction(() => {
-      for (const t of this.#byHash(secretHash)) {
-        if (t.done) continue;
-        const m = (t.state as TransferDoc).machine;
-        if (m.role === "initiator") {
-          this.#step(t.id, (s) =>
-            initiatorStep(s as InitiatorState, { type: "RevealSecret", from: "chain", secret, secretHash }),
-          );
-        } else if (m.role === "mediator") {
-          this.#step(t.id, (s) =>
-            mediatorStep(
-              s as MediatorState,
-              { type: "RevealSecret", from: "chain", secret, secretHash },
-              this.#self,
-              this.#timing,
-            ),
-          );
-        } else continue;
-        matched.push(t.id);
-      }
-      if (matched.length > 0) this.#store.putSecret(secretHash, secret);
-    });
-    for (const id of matched) this.#drain(id);
-  }
-
-  // ---- events from the channel layer ----
-
-  #onLockReceived(
-    msg: LockedTransfer,
-    channel: { channelId: bigint; partner: string; token: string },
-  ): () => void {
-    const payer = { channelId: channel.channelId, partner: channel.partner, lock: msg.lock };
-    const transfer: TransferDescription = {
-      paymentId: msg.paymentId,
-      initiator: msg.initiator,
-      target: msg.target,
-      secretHash: msg.lock.secretHash.toLowerCase(),
-      route: msg.route,
-      initiatorMultiaddrs: msg.initiatorMultiaddrs,
-    };
-    const now = this.#now();
-    let id: string;
-    let result: { state: TransferState; actions: TransferAction[] };
-    if (eq(msg.target, this.#self)) {
-      id = `t:${transfer.secretHash}:${channel.channelId}`;
-      const invoice = this.#store.getInvoice(transfer.secretHash);
-      const usable =
-        invoice &&
-        invoice.status === "open" &&
-        Date.now() <= invoice.expiresAtMs &&
-        eq(invoice.token, channel.token)
-          ? { secret: invoice.secret, amount: invoice.amount }
-          : null;
-      result = targetStart({
-        self: this.#self,
-        transfer,
-        payer,
-        invoice: usable,
-        timing: this.#timing,
-        nowSeconds: now,
-      });
-      if (usable) this.#store.putSecret(transfer.secretHash, usable.secret);
-    } else {
-      id = `m:${transfer.secretHash}:${channel.channelId}`;
-      const index = msg.route.findIndex((h) => eq(h.address, this.#self));
-      const nextAddress = index >= 0 ? msg.route[index + 1]?.address : undefined;
-      const next = nextAddress ? this.#channels.openChannelWith(nextAddress, channel.token) : null;
-      result = mediatorStart({
-        self: this.#self,
-        transfer,
-        payer,
-        next: { channelId: next?.channelId ?? null, distributable: next?.ourBalance ?? 0n, online: true },
-        fees: this.#fees,
-        timing: this.#timing,
-        nowSeconds: now,
-      });
-    }
-    if (this.#record(id)) return () => this.#drain(id);
-    this.#put(id, result.state, result.actions);
-    return () => this.#drain(id);
-  }
-
-  #onUnlocked(channelId: bigint, secretHash: string, secret: string): () => void {
-    const ids = [`m:${secretHash}:${channelId}`, `t:${secretHash}:${channelId}`];
-    for (const id of ids) {
-      const doc = this.#doc(id);
-      if (!doc) continue;
-      if (doc.machine.role === "target") {
-        this.#step(id, (m) =>
-          targetStep({ ...(m as TargetState), secret }, { type: "Unlocked" }, this.#self, this.#timing),
-        );
-      } else {
-        this.#step(id, (m) =>
-          mediatorStep(m as MediatorState, { type: "Unlocked" }, this.#self, this.#timing),
-        );
-      }
-      return () => this.#drain(id);
-    }
-    return () => undefined;
-  }
-
-  #onLockExpired(channelId: bigint, secretHash: string): () => void {
-    for (const id of [`m:${secretHash}:${channelId}`, `t:${secretHash}:${channelId}`]) {
-      const doc = this.#doc(id);
-      if (!doc) continue;
-      this.#step(id, (m) =>
-        m.role === "target"
-          ? targetStep(m, { type: "LockExpiredReceived" }, this.#self, this.#timing)
-          : mediatorStep(m as MediatorState, { type: "LockExpiredReceived" }, this.#self, this.#timing),
-      );
-      return () => this.#drain(id);
-    }
-    return () => undefined;
-  }
-
-  #mayRemoveLock(channelId: bigint, lock: Lock, now: bigint): boolean {
-    if (now >= lock.expiration) return true;
-    const m = this.#doc(`m:${lock.secretHash}:${channelId}`)?.machine as MediatorState | undefined;
-    // Early removal only once our own outgoing lock is gone: else a colluding payee could still claim it.
-    if (m && m.payerStatus === "declined") {
-      return !m.payee || this.#channels.ourLock(m.payee.channelId, lock.secretHash) === undefined;
-    }
-    const t = this.#doc(`t:${lock.secretHash}:${channelId}`)?.machine as TargetState | undefined;
-    return t?.status === "declined";
-  }
-
-  /** A RevealSecret / SecretRequest / TransferFailed from a peer (see {@link #handleMessage}). */
-  #onRequest(from: RemotePeer, body: ChannelMessage): Promise<ChannelMessage> {
-    try {
-      const { reply, drain } = this.#handleMessage(from, body);
-      for (const id of drain) this.#drain(id);
-      return Promise.resolve(reply);
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-  }
-
-  /**
-   * The messages of a MessageBatch in order, in one store transaction with a savepoint each: a refused
-   * message's writes are undone alone, and the pages the others touch are written once per batch.
-   */
-  #onRequestBatch(from: RemotePeer, messages: BatchableRequest[]): BatchOutcome[] {
-    const outcomes: BatchOutcome[] = [];
-    const drain: string[] = [];
-    this.#store.transaction(() => {
-      for (const message of messages) {
-        try {
-          const r = this.#store.transaction(() => this.#handleMessage(from, message));
-          outcomes.push({ reply: r.reply });
-          drain.push(...r.drain);
-        } catch (error) {
-          outcomes.push({ error });
-        }
-      }
-    });
-    for (const id of drain) this.#drain(id);
-    return outcomes;
-  }
-
-  /**
-   * Applies one request to the transfers it concerns (synchronously: its writes land in the caller's
-   * transaction when there is one) and says which transfers' outboxes to run once they are committed.
-   * @throws QrwpError PAYMENT_NOT_FOUND | INVALID_MESSAGE (nothing changed)
-   */
-  #handleMessage(from: RemotePeer, body: ChannelMessage): { reply: ChannelMessage; drain: string[] } {
-    switch (body.type) {
-      case "RevealSecret": {
-        const secretHash = secretHashOf(body.secret);
-        const matched: string[] = [];
-        this.#store.transaction(() => {
-          for (const t of this.#byHash(secretHash)) {
-            const m = (t.state as TransferDoc).machine;
-            if (m.role === "initiator" && eq(m.out.partner, from.address)) {
-              this.#step(t.id, (s) =>
-                initiatorStep(s as InitiatorState, {
-                  type: "RevealSecret",
-                  from: from.address,
-                  secret: body.secret,
-                  secretHash,
-                }),
-              );
-              matched.push(t.id);
-            } else if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address)) {
-              this.#step(t.id, (s) =>
-                mediatorStep(
-                  s as MediatorState,
-                  { type: "RevealSecret", from: from.address, secret: body.secret, secretHash },
-                  this.#self,
-                  this.#timing,
-                ),
-              );
-              matched.push(t.id);
-            }
-          }
-          if (matched.length > 0) this.#store.putSecret(secretHash, body.secret);
-        });
-        if (matched.length === 0) {
-          throw new QrwpError("PAYMENT_NOT_FOUND", "no transfer of ours waits for this secret", {
-            field: "secret",
-          });
-        }
-        return { reply: { type: "Ok" }, drain: matched };
-      }
-      case "SecretRequest": {
-        for (const t of this.#byHash(body.secretHash.toLowerCase())) {
-          const m = (t.state as TransferDoc).machine;
-          if (m.role !== "initiator") continue;
-          const secret = initiatorSecretFor(m, {
-            type: "SecretRequest",
-            from: from.address,
-            amount: body.amount,
-            expiration: body.expiration,
-          });
-          if (secret) return { reply: { type: "RevealSecret", secret }, drain: [] };
-        }
-        throw new QrwpError("PAYMENT_NOT_FOUND", "no pending payment of ours matches this request", {
-          field: "secretHash",
-        });
-      }
-      case "TransferFailed": {
-        const reason = { code: body.code, message: body.message, failedAt: body.failedAt };
-        for (const t of this.#byHash(body.secretHash.toLowerCase())) {
-          const m = (t.state as TransferDoc).machine;
-          if (m.role === "initiator" && eq(m.out.partner, from.address) && !t.done) {
-            this.#step(t.id, (s) =>
-              initiatorStep(s as InitiatorState, { type: "TransferFailed", from: from.address, reason }),
-            );
-            return { reply: { type: "Ok" }, drain: [t.id] };
-          }
-          if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address) && !t.done) {
-            this.#step(t.id, (s) =>
-              mediatorStep(
-                s as MediatorState,
-                { type: "TransferFailed", from: from.address, reason },
-                this.#self,
-                this.#timing,
-              ),
-            );
-            return { reply: { type: "Ok" }, drain: [t.id] };
-          }
-        }
-        throw new QrwpError("PAYMENT_NOT_FOUND", "no transfer to this peer with this secret hash", {
-          field: "secretHash",
-        });
-      }
-      default:
-        throw new QrwpError("INVALID_MESSAGE", `unexpected request ${body.type}`, { field: "type" });
-    }
-  }
-
   // ---- clock ----
 
   #schedule(): void {
@@ -1184,7 +577,7 @@ export class PaymentService {
       }
     }
     const now = this.#now();
-    for (const t of [...this.#open.values()]) {
+    for (const t of this.#book.openTransfers()) {
       const doc = t.state as TransferDoc;
       const m = doc.machine;
       const stepped =
@@ -1194,18 +587,8 @@ export class PaymentService {
             ? mediatorStep(m, { type: "Tick", nowSeconds: now }, this.#self, this.#timing)
             : targetStep(m, { type: "Tick", nowSeconds: now }, this.#self, this.#timing);
       if (stepped.actions.length > 0 || stepped.state !== m)
-        this.#put(t.id, stepped.state, [...doc.outbox, ...stepped.actions]);
+        this.#book.put(t.id, stepped.state, [...doc.outbox, ...stepped.actions]);
       if (stepped.actions.length > 0 || doc.outbox.length > 0) this.#drain(t.id);
     }
   }
-}
-
-/** `{peerId, multiaddrs}` for the transport from multiaddrs ending in /p2p/<peerId>. */
-function parseTarget(multiaddrs: string[]): { peerId?: string; multiaddrs: string[] } | null {
-  const withPeer = multiaddrs.find((m) => m.includes("/p2p/"));
-  if (!withPeer) return null;
-  return {
-    peerId: withPeer.split("/p2p/")[1] as string,
-    multiaddrs: multiaddrs.map((m) => m.split("/p2p/")[0] as string),
-  };
 }
