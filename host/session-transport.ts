@@ -153,6 +153,17 @@ const MAX_FRAMES_PER_WRITE = 64;
 /** Requests of one session queued or running at once; beyond it a request is answered RATE_LIMITED unread. */
 const MAX_QUEUED_REQUESTS = 64;
 
+/**
+ * Messages of one session queued or running at once, a `MessageBatch` counting as its messages (each is
+ * handled like a request of its own); beyond it a request is answered RATE_LIMITED unread.
+ */
+const MAX_QUEUED_MESSAGES = 512;
+
+/** How many messages a request stands for in the queue (see {@link MAX_QUEUED_MESSAGES}). */
+function messageWeight(body: ChannelMessage): number {
+  return body.type === "MessageBatch" ? body.messages.length : 1;
+}
+
 /** One authenticated, encrypted session with a peer over one libp2p stream. */
 class PeerSession {
   readonly remoteAddress: string;
@@ -164,6 +175,7 @@ class PeerSession {
   #retired = false;
   #idleTimer: NodeJS.Timeout | undefined;
   #queuedRequests = 0;
+  #queuedMessages = 0;
   #nextId = 1;
   #pending = new Map<number, Pending>();
   /** Envelopes waiting to be sealed and written (see {@link #write}). */
@@ -366,7 +378,8 @@ class PeerSession {
    */
   #enqueueRequest(envelope: Envelope): void {
     const requestId = envelope.id;
-    if (this.#queuedRequests >= MAX_QUEUED_REQUESTS) {
+    const weight = messageWeight(envelope.body);
+    if (this.#queuedRequests >= MAX_QUEUED_REQUESTS || this.#queuedMessages + weight > MAX_QUEUED_MESSAGES) {
       this.#warn({ type: envelope.body.type }, "too many queued requests; refused");
       const body: ChannelMessage = {
         type: "Error",
@@ -377,6 +390,7 @@ class PeerSession {
       return;
     }
     this.#queuedRequests++;
+    this.#queuedMessages += weight;
     this.#requestChain = this.#requestChain.then(async () => {
       let reply: ChannelMessage;
       try {
@@ -393,6 +407,7 @@ class PeerSession {
         this.#warn({ type: envelope.body.type, err: errorFields(err) }, "refused peer request");
       } finally {
         this.#queuedRequests--;
+        this.#queuedMessages -= weight;
       }
       this.refreshProtection();
       await this.#write({ id: 0, replyTo: requestId, body: reply }).catch(() => undefined);
@@ -470,6 +485,14 @@ export class SessionTransport {
     this.#ownsGuard = init.guard === undefined;
     this.#guard = init.guard ?? new PeerGuard(libp2p, log);
     this.#isProtected = init.isProtected ?? (() => false);
+  }
+
+  /**
+   * Logs a warning caused by the peer `peerId`, rate-limited per peer like the transport's own (the host's
+   * `PeerGuard.warn`): for handlers that refuse part of a request without throwing.
+   */
+  warnPeer(peerId: string, fields: Record<string, unknown>, message: string): void {
+    this.#guard.warn(peerId, fields, message);
   }
 
   /** Sets the function that answers peers' requests (one at a time per session, in arrival order). */

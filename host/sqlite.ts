@@ -11,7 +11,7 @@
  *
  * Imports `protocol/` only.
  */
-import { closeSync, fdatasync, fdatasyncSync, openSync } from "node:fs";
+import { closeSync, fdatasync, fdatasyncSync, openSync, realpathSync } from "node:fs";
 import Database from "better-sqlite3";
 import { z } from "zod";
 import { QrwpError } from "../protocol/index.js";
@@ -80,6 +80,12 @@ export class SqliteDatabase {
   /** The next barrier, shared by everyone who asks while one runs or before it starts. */
   #next: { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } | undefined;
   #closed = false;
+  /**
+   * The first failed sync, sticky: Linux reports a failed writeback once and marks the pages clean, so a
+   * later fdatasync can succeed without the lost frames ever reaching the disk. After one failure no barrier
+   * passes again (nothing that depends on a write may leave); the process must restart and recover.
+   */
+  #syncError: Error | undefined;
 
   constructor(db: Database.Database, label: string, path: string) {
     this.db = db;
@@ -176,7 +182,8 @@ export class SqliteDatabase {
     const mode: unknown = this.db.pragma("journal_mode", { simple: true });
     if (mode === "wal" && this.path !== ":memory:" && this.path !== "") {
       try {
-        this.#walFd = openSync(`${this.path}-wal`, "r+");
+        // SQLite names the WAL after the database file's real path (symlinks resolved).
+        this.#walFd = openSync(`${realpathSync(this.path)}-wal`, "r+");
       } catch {
         this.#walFd = undefined; // no WAL file: barriers fall back to a FULL commit
       }
@@ -194,10 +201,16 @@ export class SqliteDatabase {
    */
   syncBarrier(): boolean {
     if (!this.#deferred || this.db.inTransaction) return false;
+    if (this.#syncError) throw this.#syncError;
     const target = this.#totalChanges();
     if (target <= this.#syncedChanges) return false;
-    if (this.#walFd === undefined) this.#commitFull();
-    else fdatasyncSync(this.#walFd);
+    try {
+      if (this.#walFd === undefined) this.#commitFull();
+      else fdatasyncSync(this.#walFd);
+    } catch (err) {
+      this.#syncError = err instanceof Error ? err : new Error(String(err));
+      throw this.#syncError;
+    }
     this.#syncedChanges = Math.max(
       this.#syncedChanges,
       this.#walFd === undefined ? this.#totalChanges() : target,
@@ -214,6 +227,7 @@ export class SqliteDatabase {
    */
   syncBarrierSoon(): Promise<void> {
     if (!this.#deferred) return Promise.resolve();
+    if (this.#syncError) return Promise.reject(this.#syncError);
     const total = this.#totalChanges();
     if (total <= this.#syncedChanges) return Promise.resolve();
     const running = this.#inFlight;
@@ -238,6 +252,10 @@ export class SqliteDatabase {
     if (!waiters) return;
     if (this.#closed) {
       waiters.resolve(); // close() checkpointed and synced everything
+      return;
+    }
+    if (this.#syncError) {
+      waiters.reject(this.#syncError);
       return;
     }
     let target: number;
@@ -273,11 +291,14 @@ export class SqliteDatabase {
         return;
       }
       if (err) {
+        this.#syncError ??= err;
         waiters.reject(err);
-      } else {
-        this.#syncedChanges = Math.max(this.#syncedChanges, target + credits);
-        waiters.resolve();
+        this.#next?.reject(err);
+        this.#next = undefined;
+        return;
       }
+      this.#syncedChanges = Math.max(this.#syncedChanges, target + credits);
+      waiters.resolve();
       if (this.#next) setImmediate(() => this.#startSync());
     });
   }

@@ -206,7 +206,9 @@ export class ChannelService {
       replies.push(reply);
     });
     if (firstRefusal) {
-      this.#log.warn(
+      // Rate-limited per peer, as the transport's own warnings: a batch cannot multiply a peer's log lines.
+      this.#transport.warnPeer(
+        from.peerId,
         { peer: from.address, refused, of: batch.messages.length, first: firstRefusal },
         "refused peer requests in a batch",
       );

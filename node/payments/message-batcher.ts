@@ -5,12 +5,7 @@
  * still gets its own reply, as if it had sent its message alone. Under load this turns one round trip per
  * payment per hop into one per batch (docs/PROTOCOL.md §9, "Batches").
  */
-import {
-  MAX_MESSAGE_BATCH,
-  QrwpError,
-  type BatchableRequest,
-  type ChannelMessage,
-} from "../../protocol/index.js";
+import { MAX_MESSAGE_BATCH, type BatchableRequest, type ChannelMessage } from "../../protocol/index.js";
 
 /** Where to reach a peer without an open session (as `SessionTransport.request` takes it). */
 export type PeerTarget = { peerId?: string; multiaddrs: string[] } | null;
@@ -40,8 +35,10 @@ export class MessageBatcher {
 
   /**
    * Sends `body` to `address` (with the next batch for that peer) and resolves with its own reply.
+   * A peer's reply that does not match the batch answers each message `Error INVALID_MESSAGE`; a refusal of
+   * the whole batch answers each message with it.
    * @throws (rejects) what `SessionTransport.request` throws (PEER_OFFLINE, HANDSHAKE_FAILED, TIMEOUT) for
-   *   every message of the batch; INVALID_MESSAGE when the peer's batch reply does not match the batch.
+   *   every message of the batch.
    */
   request(address: string, body: BatchableRequest, target: PeerTargetSource): Promise<ChannelMessage> {
     const key = address.toLowerCase();
@@ -50,7 +47,11 @@ export class MessageBatcher {
       queue = { address, target, items: [] };
       this.#queues.set(key, queue);
       setImmediate(() => this.#flush(key));
-    } else if (target) {
+    } else if (
+      target &&
+      (typeof target !== "function" || typeof queue.target === "function" || !queue.target)
+    ) {
+      // A concrete target (a transfer's own dial addresses) is kept over a lookup.
       queue.target = target;
     }
     const items = queue.items;
@@ -93,10 +94,14 @@ export class MessageBatcher {
         return;
       }
       if (reply.type !== "MessageBatchReply" || reply.replies.length !== items.length) {
-        throw new QrwpError("INVALID_MESSAGE", "the reply does not match the batch", {
-          field: "replies",
-          peer: address,
-        });
+        // Each message gets the refusal it would have got alone from a peer answering nonsense.
+        const refusal: ChannelMessage = {
+          type: "Error",
+          code: "INVALID_MESSAGE",
+          message: "the peer's reply does not match the batch",
+        };
+        for (const x of items) x.resolve(refusal);
+        return;
       }
       items.forEach((x, i) => x.resolve(reply.replies[i] as ChannelMessage));
     } catch (err) {

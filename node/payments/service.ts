@@ -501,7 +501,8 @@ export class PaymentService {
       this.#store.updateMediatedPayment(record);
       if (ok) this.#emit({ direction: "outgoing", payment: record });
     }
-    this.#waiters.get(id)?.({ ok, record });
+    // A copy: the record emitted above belongs to the listeners.
+    this.#waiters.get(id)?.({ ok, record: record ? { ...record, attempts: [...record.attempts] } : null });
   }
 
   #received(machine: TargetState, amount: bigint): void {

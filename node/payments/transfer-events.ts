@@ -9,6 +9,7 @@
 import {
   QrwpError,
   initiatorSecretFor,
+  isQrwpError,
   initiatorStep,
   mediatorStart,
   mediatorStep,
@@ -227,6 +228,9 @@ export class TransferEvents {
           outcomes.push({ reply: r.reply });
           drain.push(...r.drain);
         } catch (error) {
+          // A refusal (coded) is this message's answer; anything else (a store failure, after which SQLite
+          // may have rolled back the whole transaction) fails the whole batch, undone in memory too.
+          if (!isQrwpError(error) || error.code === "INTERNAL") throw error;
           outcomes.push({ error });
         }
       }

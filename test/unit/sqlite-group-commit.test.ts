@@ -5,7 +5,7 @@
  * runs waits for the next one; `durable: false` commits need no barrier; `syncBarrier` does the same on the
  * calling thread; `close` during a running barrier neither throws nor leaks the WAL descriptor.
  */
-import { mkdtempSync, readdirSync, readlinkSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -56,6 +56,25 @@ describe("sqlite: group commit (deferSyncToBarrier, syncBarrierSoon)", () => {
     expect(openDescriptors(`${db.path}-wal`)).to.equal(2);
     expect(db.syncBarrier()).to.equal(false);
     await db.syncBarrierSoon();
+  });
+
+  it("syncs the real WAL of a database opened through a symlink", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qrwp-group-commit-link-"));
+    const real = join(dir, "real.db");
+    openSqlite(real, { label: "test", schema: SCHEMA }).close();
+    const link = join(dir, "link.db");
+    symlinkSync(real, link);
+    const viaLink = openSqlite(link, { label: "test", schema: SCHEMA });
+    try {
+      viaLink.deferSyncToBarrier();
+      // SQLite's descriptor of real.db-wal and ours; none of a link.db-wal.
+      expect(openDescriptors(`${real}-wal`)).to.equal(2);
+      insert(viaLink, "a");
+      await viaLink.syncBarrierSoon();
+      expect(viaLink.syncBarrier()).to.equal(false);
+    } finally {
+      viaLink.close();
+    }
   });
 
   it("one barrier covers every commit and every caller of the same turn", async () => {
