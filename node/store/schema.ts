@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS transfers (
   updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transfers_by_hash ON transfers(secret_hash);
-CREATE INDEX IF NOT EXISTS transfers_open ON transfers(done);
+DROP INDEX IF EXISTS transfers_open;
+CREATE INDEX IF NOT EXISTS transfers_done_updated ON transfers(done, updated_at);
 CREATE TABLE IF NOT EXISTS secrets (
   secret_hash TEXT PRIMARY KEY,
   secret TEXT NOT NULL,

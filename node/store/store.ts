@@ -255,6 +255,14 @@ export class NodeStore {
     return this.#transfers.transferIdsByHash(secretHash);
   }
 
+  /**
+   * Deletes the finished transfers (state machine and empty outbox) last written before `updatedBeforeMs`;
+   * the payment records, secrets and invoices stay. @returns how many were deleted.
+   */
+  deleteDoneTransfers(updatedBeforeMs: number): number {
+    return this.#transfers.deleteDoneTransfers(updatedBeforeMs);
+  }
+
   /** Transfers not done yet (resumed after a restart, ticked by the clock). */
   openTransfers(): TransferRecord[] {
     return this.#transfers.openTransfers();

@@ -47,6 +47,12 @@ export class TransferTables {
       .all(secretHash.toLowerCase()) as string[];
   }
 
+  /** Deletes the finished transfers last written before `updatedBeforeMs` (one statement). @returns how many. */
+  deleteDoneTransfers(updatedBeforeMs: number): number {
+    return this.#s.sql("DELETE FROM transfers WHERE done = 1 AND updated_at < ?").run(updatedBeforeMs)
+      .changes;
+  }
+
   openTransfers(): TransferRecord[] {
     return this.#s.sql("SELECT * FROM transfers WHERE done = 0 ORDER BY created_at").all().map(toTransfer);
   }

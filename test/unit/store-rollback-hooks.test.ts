@@ -3,7 +3,8 @@
  * transaction registered run after it rolls back, once its writes are undone, newest first; a committed
  * transaction drops them; a nested transaction (savepoint) that throws runs only its own hooks; outside a
  * transaction nothing is registered. The payments layer relies on it to keep its in-memory transfers equal to
- * the store's. Also `outgoingIdUse` and `finishOutgoingPayment`'s answer, which the direct-payment path uses.
+ * the store's. Also `outgoingIdUse` and `finishOutgoingPayment`'s answer, which the direct-payment path uses,
+ * and the sweep of finished transfers.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -127,6 +128,20 @@ describe("store: rollback hooks and payment-id lookups", () => {
     store.putTransfer(transfer("b", {}));
     expect(store.transferIdsByHash(`0x${"ab".repeat(32)}`)).to.deep.equal(["a", "b"]);
     expect(store.transferIdsByHash(`0x${"cd".repeat(32)}`)).to.deep.equal([]);
+  });
+
+  it("deleteDoneTransfers deletes only finished transfers last written before the cutoff", () => {
+    const hash = `0x${"ab".repeat(32)}`;
+    store.putTransfer(transfer("open-1", { n: 1 }));
+    store.putTransfer({ ...transfer("done-1", { n: 2 }), done: true });
+    store.putTransfer({ ...transfer("done-2", { n: 3 }), done: true });
+    // A cutoff in the past deletes nothing; one in the future deletes the finished ones only.
+    expect(store.deleteDoneTransfers(Date.now() - 60_000)).to.equal(0);
+    expect(store.deleteDoneTransfers(Date.now() + 60_000)).to.equal(2);
+    expect(store.getTransfer("done-1")).to.equal(null);
+    expect(store.getTransfer("open-1")?.state).to.deep.equal({ n: 1 });
+    expect(store.transferIdsByHash(hash)).to.deep.equal(["open-1"]);
+    expect(store.openTransfers().map((t) => t.id)).to.deep.equal(["open-1"]);
   });
 
   it("finishOutgoingPayment says whether the payment was pending", () => {
