@@ -52,6 +52,21 @@ describe("integration: multi-hop payments over five nodes", function () {
   const ourBalance = async (a: NodeProcess, b: NodeProcess) =>
     BigInt((await balances(a)).get(b.address.toLowerCase())?.ourBalance ?? "0");
 
+  /** Waits until each receiving end of alice -> bob -> carol -> dave (bob, carol, dave) holds no lock. */
+  async function waitForUnlocks(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const [receiver, sender] of [
+      [n.bob!, n.alice!],
+      [n.carol!, n.bob!],
+      [n.dave!, n.carol!],
+    ] as const) {
+      while ((await balances(receiver)).get(sender.address.toLowerCase())?.partnerLocked !== "0") {
+        if (Date.now() > deadline) throw new Error("an incoming lock was not unlocked");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
   async function open(a: string, b: string): Promise<void> {
     const view = await n[a]!.api.call<{ channelId: string }>("POST", "/v1/channels", {
       partner: n[b]!.address,
@@ -169,19 +184,8 @@ describe("integration: multi-hop payments over five nodes", function () {
       amount + carolFee,
       amount,
     ]);
-    // `completed` means alice knows the secret; the Unlocks follow on every hop: wait until each
-    // receiving end (bob from alice, carol from bob, dave from carol) holds no lock any more.
-    const deadline = Date.now() + 30_000;
-    for (const [receiver, sender] of [
-      [n.bob!, n.alice!],
-      [n.carol!, n.bob!],
-      [n.dave!, n.carol!],
-    ] as const) {
-      while ((await balances(receiver)).get(sender.address.toLowerCase())?.partnerLocked !== "0") {
-        if (Date.now() > deadline) throw new Error("an incoming lock was not unlocked");
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+    // `completed` means alice knows the secret; the Unlocks follow on every hop.
+    await waitForUnlocks(30_000);
     expect(before.aliceBob - (await ourBalance(n.alice!, n.bob!))).to.equal(amount + carolFee + bobFee);
     expect(before.bobCarol - (await ourBalance(n.bob!, n.carol!))).to.equal(amount + carolFee);
     expect(before.carolDave - (await ourBalance(n.carol!, n.dave!))).to.equal(amount);
@@ -217,17 +221,7 @@ describe("integration: multi-hop payments over five nodes", function () {
       expect(p.status).to.equal("completed");
       expect(BigInt(p.fee)).to.equal(carolFee + bobFee);
     }
-    const deadline = Date.now() + 60_000;
-    for (const [receiver, sender] of [
-      [n.bob!, n.alice!],
-      [n.carol!, n.bob!],
-      [n.dave!, n.carol!],
-    ] as const) {
-      while ((await balances(receiver)).get(sender.address.toLowerCase())?.partnerLocked !== "0") {
-        if (Date.now() > deadline) throw new Error("an incoming lock was not unlocked");
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+    await waitForUnlocks(60_000);
     const each = amount + carolFee + bobFee;
     expect(before.aliceBob - (await ourBalance(n.alice!, n.bob!))).to.equal(BigInt(count) * each);
     expect((await ourBalance(n.bob!, n.alice!)) - before.bobFromAlice).to.equal(BigInt(count) * each);
