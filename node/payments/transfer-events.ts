@@ -104,6 +104,11 @@ export class TransferEvents {
     for (const id of matched) this.#drain(id);
   }
 
+  /**
+   * The payer's LockedTransfer `msg` was accepted on `channel` (inside the update's transaction): starts a
+   * target (we are `msg.target`; id `t:<secretHash>:<channelId>`) or a mediator (`m:…`) transfer, once.
+   * @returns what to run after the commit (the transfer's outbox).
+   */
   lockReceived(
     msg: LockedTransfer,
     channel: { channelId: bigint; partner: string; token: string },
@@ -159,6 +164,10 @@ export class TransferEvents {
     return () => this.#drain(id);
   }
 
+  /**
+   * The payer unlocked its lock for `secretHash` on `channelId` with `secret` (inside the update's
+   * transaction): the mediator or target transfer learns it is paid. @returns what to run after the commit.
+   */
   unlocked(channelId: bigint, secretHash: string, secret: string): () => void {
     const ids = [`m:${secretHash}:${channelId}`, `t:${secretHash}:${channelId}`];
     for (const id of ids) {
@@ -178,6 +187,10 @@ export class TransferEvents {
     return () => undefined;
   }
 
+  /**
+   * The payer removed its lock for `secretHash` on `channelId` (LockExpired, inside the update's transaction).
+   * @returns what to run after the commit.
+   */
   lockExpired(channelId: bigint, secretHash: string): () => void {
     for (const id of [`m:${secretHash}:${channelId}`, `t:${secretHash}:${channelId}`]) {
       const doc = this.#book.doc(id);
@@ -192,6 +205,11 @@ export class TransferEvents {
     return () => undefined;
   }
 
+  /**
+   * May the payer remove its `lock` on `channelId` before we know the secret: once expired (`now`, unix
+   * seconds, at or past `lock.expiration`), or early when we declined it and our own outgoing lock for the
+   * same hash is gone (else a colluding payee could still claim it).
+   */
   mayRemoveLock(channelId: bigint, lock: Lock, now: bigint): boolean {
     if (now >= lock.expiration) return true;
     const m = this.#book.doc(`m:${lock.secretHash}:${channelId}`)?.machine as MediatorState | undefined;
