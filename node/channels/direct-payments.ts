@@ -59,6 +59,11 @@ export class DirectPayments {
     return p;
   }
 
+  /** What an outgoing payment id is used by: a direct payment, a routed one, or nothing (one statement). */
+  outgoingIdUse(paymentId: string): "direct" | "routed" | null {
+    return this.#init.store.outgoingIdUse(paymentId);
+  }
+
   /** Our outgoing direct payment with this id (any status), or null. */
   outgoingPayment(paymentId: string): PaymentRecord | null {
     return this.#init.store.getOutgoingPayment(paymentId);
@@ -78,11 +83,15 @@ export class DirectPayments {
    *   when nothing was signed for this payment) | CONFLICT (paymentId used by a routed payment, or by a direct
    *   one with another target, token or amount: `details.field` names the differing field)
    */
-  async pay(params: PayParams): Promise<PaymentRecord> {
+  async pay(params: PayParams, options: { newId?: boolean } = {}): Promise<PaymentRecord> {
+    // `newId`: the caller has just seen that the id names no outgoing payment (payAny); a concurrent call
+    // with the same id is still caught where the payment is stored, in the proof's transaction.
     const existing =
-      params.paymentId === undefined ? null : this.#init.store.getOutgoingPayment(params.paymentId);
+      params.paymentId === undefined || options.newId === true
+        ? null
+        : this.#init.store.getOutgoingPayment(params.paymentId);
     if (existing) return this.#payAgain(existing, params);
-    const { live, payment } = this.newDirectPayment(params);
+    const { live, payment } = this.newDirectPayment(params, options);
     let result: Outcome;
     try {
       result = await this.#init.outgoing.enqueue(
@@ -168,7 +177,10 @@ export class DirectPayments {
   }
 
   /** The open channel for a direct payment and its (not yet stored) pending record; CONFLICT on a reused id. */
-  newDirectPayment(params: PayParams): { live: Live; payment: PaymentRecord } {
+  newDirectPayment(
+    params: PayParams,
+    options: { newId?: boolean } = {},
+  ): { live: Live; payment: PaymentRecord } {
     const target = normalizeAddress(params.target, "target");
     const token = normalizeAddress(params.token, "token");
     assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
@@ -182,7 +194,8 @@ export class DirectPayments {
         token,
       });
     }
-    assertNewOutgoingId(this.#init.store, paymentId);
+    if (options.newId !== true && params.paymentId !== undefined)
+      assertNewOutgoingId(this.#init.store, paymentId);
     const payment: PaymentRecord = {
       paymentId,
       direction: "outgoing",

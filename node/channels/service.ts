@@ -344,8 +344,13 @@ export class ChannelService {
   // ---- payments (outgoing proofs, HTTP relay) ----
 
   /** Pays a channel partner directly, `amount` base units (see `OutgoingProofs.pay` for outcomes and errors). */
-  pay(params: PayParams): Promise<PaymentRecord> {
-    return this.direct.pay(params);
+  pay(params: PayParams, options: { newId?: boolean } = {}): Promise<PaymentRecord> {
+    return this.direct.pay(params, options);
+  }
+
+  /** What an outgoing payment id is used by: a direct payment, a routed one, or nothing (one statement). */
+  outgoingIdUse(paymentId: string): "direct" | "routed" | null {
+    return this.direct.outgoingIdUse(paymentId);
   }
 
   /** A direct payment by id. @throws QrwpError PAYMENT_NOT_FOUND */

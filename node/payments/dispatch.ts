@@ -32,8 +32,9 @@ export type PaymentOutcome =
 
 /** What {@link payAny} needs of the channel layer (direct payments). */
 export interface DirectPayer {
-  pay(params: PayParams): Promise<PaymentRecord>;
-  outgoingPayment(paymentId: string): PaymentRecord | null;
+  pay(params: PayParams, options?: { newId?: boolean }): Promise<PaymentRecord>;
+  /** What an outgoing payment id is used by (one store statement). */
+  outgoingIdUse(paymentId: string): "direct" | "routed" | null;
   openChannelWith(partner: string, token: string): unknown;
 }
 
@@ -55,26 +56,30 @@ export async function payAny(
   req: PaymentRequest,
 ): Promise<PaymentOutcome> {
   const mode = req.mode ?? "auto";
-  const earlierRouted = req.paymentId !== undefined ? (routed?.getPayment(req.paymentId) ?? null) : null;
-  const earlierDirect =
-    req.paymentId !== undefined && earlierRouted === null && direct.outgoingPayment(req.paymentId) !== null;
+  const use = req.paymentId !== undefined ? direct.outgoingIdUse(req.paymentId) : null;
+  const earlierRouted = use === "routed" && routed !== undefined;
+  const earlierDirect = use === "direct";
   const goDirect =
     mode === "direct" ||
     (mode === "auto" &&
       !req.paymentHash &&
-      earlierRouted === null &&
+      !earlierRouted &&
       (earlierDirect || direct.openChannelWith(req.target, req.token) !== null));
   if (goDirect) {
     if (req.paymentHash)
       throw new QrwpError("INVALID_ARGUMENT", "a paymentHash needs a routed payment", {
         field: "paymentHash",
       });
-    const payment = await direct.pay({
-      target: req.target,
-      token: req.token,
-      amount: req.amount,
-      ...(req.paymentId !== undefined ? { paymentId: req.paymentId } : {}),
-    });
+    const payment = await direct.pay(
+      {
+        target: req.target,
+        token: req.token,
+        amount: req.amount,
+        ...(req.paymentId !== undefined ? { paymentId: req.paymentId } : {}),
+      },
+      // The id was just looked up (or will be generated): the direct layer skips its own lookups.
+      { newId: use === null },
+    );
     if (payment.status === "failed")
       throw new QrwpError(
         "PEER_REJECTED",
