@@ -33,6 +33,7 @@ import {
   isQrwpError,
   type ChannelMessage,
   type Envelope,
+  type ErrorReply,
   type NodeKeys,
   type HandshakeChallenge,
   type Session,
@@ -434,7 +435,11 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-function errorReply(err: unknown): ChannelMessage {
+/**
+ * The `Error` reply for a refused request: a QrwpError's code and message (at most 1,000 characters), else
+ * `INTERNAL "internal error"` (nothing of an unexpected error leaves the process). PROTOCOL.md §6.
+ */
+export function errorReply(err: unknown): ErrorReply {
   if (isQrwpError(err)) return { type: "Error", code: err.code, message: err.message.slice(0, 1000) };
   return { type: "Error", code: "INTERNAL", message: "internal error" };
 }

@@ -82,10 +82,11 @@ export class DirectPayments {
    *   PEER_REJECTED (the partner refused it: status failed) | PEER_OFFLINE | HANDSHAKE_FAILED | TIMEOUT (only
    *   when nothing was signed for this payment) | CONFLICT (paymentId used by a routed payment, or by a direct
    *   one with another target, token or amount: `details.field` names the differing field)
+   * `options.newId`: the caller has just seen that `params.paymentId` names no outgoing payment (`payAny`), so
+   * the retry lookups are skipped; a reused id is still refused (CONFLICT) where the payment is stored, in
+   * the proof's transaction.
    */
   async pay(params: PayParams, options: { newId?: boolean } = {}): Promise<PaymentRecord> {
-    // `newId`: the caller has just seen that the id names no outgoing payment (payAny); a concurrent call
-    // with the same id is still caught where the payment is stored, in the proof's transaction.
     const existing =
       params.paymentId === undefined || options.newId === true
         ? null

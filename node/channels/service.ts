@@ -25,7 +25,6 @@
 import type { Logger } from "pino";
 import {
   QrwpError,
-  isQrwpError,
   type BatchedReply,
   type ChannelMessage,
   type Lock,
@@ -36,7 +35,7 @@ import {
 } from "../../protocol/index.js";
 import type { Deployment } from "../../chain/index.js";
 import type { RemotePeer, SessionTransport } from "../../host/session-transport.js";
-import { errorFields } from "../../host/session-transport.js";
+import { errorFields, errorReply } from "../../host/session-transport.js";
 import type { NodeStore, PaymentRecord } from "../store/store.js";
 import { ChainCalls, type HubOperations } from "./chain-calls.js";
 import { CooperativeSettle } from "./cooperative-settle.js";
@@ -192,11 +191,7 @@ export class ChannelService {
         const err = outcome.error;
         refused++;
         firstRefusal ??= { type: batch.messages[i]?.type ?? "?", err: errorFields(err) };
-        replies.push(
-          isQrwpError(err)
-            ? { type: "Error", code: err.code, message: err.message.slice(0, 1000) }
-            : { type: "Error", code: "INTERNAL", message: "internal error" },
-        );
+        replies.push(errorReply(err));
         return;
       }
       const reply = outcome.reply;

@@ -32,7 +32,7 @@ import {
   type TargetState,
   type TransferDescription,
 } from "../../protocol/index.js";
-import type { ChannelService, TransferHooks } from "../channels/service.js";
+import { eqAddr, type ChannelService, type TransferHooks } from "../channels/service.js";
 import { errorFields } from "../../host/session-transport.js";
 import type {
   InvoiceRecord,
@@ -65,7 +65,6 @@ export type {
   RoutedPaymentEvent,
 } from "./types.js";
 
-const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 const MAX_ATTEMPTS = 8;
 
 /** How an attempt ended, for the `pay` call waiting on it: the payment record as stored then. */
@@ -212,7 +211,7 @@ export class PaymentService {
     const target = normalizeAddress(params.target, "target");
     const token = normalizeAddress(params.token, "token");
     assertArgument(params.amount > 0n, "amount must be > 0", "amount", params.amount);
-    assertArgument(!eq(target, this.#self), "cannot pay ourselves", "target", target);
+    assertArgument(!eqAddr(target, this.#self), "cannot pay ourselves", "target", target);
     if (params.maxFee !== undefined) assertArgument(params.maxFee >= 0n, "maxFee must be >= 0", "maxFee");
     const timeoutSeconds = params.timeoutSeconds ?? 60;
     assertArgument(
@@ -283,8 +282,8 @@ export class PaymentService {
         message: failed?.errorMessage ?? "attempt failed",
       };
       record.attempts = now.attempts;
-      const hopIndex = route.hops.findIndex((h) => eq(h.address, failed?.failedAt ?? ""));
-      if (failed?.failedAt && eq(failed.failedAt, target) && hopIndex === route.hops.length - 1) break; // target refused
+      const hopIndex = route.hops.findIndex((h) => eqAddr(h.address, failed?.failedAt ?? ""));
+      if (failed?.failedAt && eqAddr(failed.failedAt, target) && hopIndex === route.hops.length - 1) break; // target refused
       // The failing channel is the one the failing node should have forwarded over (or our first hop).
       const bad = hopIndex >= 0 ? route.hops[hopIndex + 1] : route.hops[0];
       const from = hopIndex >= 0 ? (route.hops[hopIndex]?.address ?? this.#self) : this.#self;
@@ -308,9 +307,9 @@ export class PaymentService {
       final.errorMessage = lastFailure.message;
       final.completedAtMs = Date.now();
       this.#store.updateMediatedPayment(final);
-      this.#emit({ direction: "outgoing", payment: final });
+      this.#emit({ direction: "outgoing", payment: { ...final, attempts: [...final.attempts] } });
     }
-    return this.#store.getMediatedPayment(paymentId) as MediatedPaymentRecord;
+    return final;
   }
 
   /** A retry of the routed payment `existing`: CONFLICT naming the first differing field, else it as it stands. */
@@ -321,8 +320,8 @@ export class PaymentService {
     params: MediatedPayParams,
   ): MediatedPaymentRecord {
     assertSamePayment(existing.paymentId, [
-      ["target", eq(existing.target, target)],
-      ["token", eq(existing.token, token)],
+      ["target", eqAddr(existing.target, target)],
+      ["token", eqAddr(existing.token, token)],
       ["amount", existing.amount === params.amount],
       [
         "paymentHash",

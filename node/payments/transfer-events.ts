@@ -29,12 +29,10 @@ import {
   type TransferDescription,
   type TransferState,
 } from "../../protocol/index.js";
-import type { BatchOutcome, ChannelService } from "../channels/service.js";
+import { eqAddr, type BatchOutcome, type ChannelService } from "../channels/service.js";
 import type { RemotePeer } from "../../host/session-transport.js";
 import type { NodeStore } from "../store/store.js";
 import type { TransferBook, TransferDoc } from "./transfer-book.js";
-
-const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
 
 export interface TransferEventsInit {
   book: TransferBook;
@@ -125,14 +123,14 @@ export class TransferEvents {
     const now = this.#now();
     let id: string;
     let result: { state: TransferState; actions: TransferAction[] };
-    if (eq(msg.target, this.#self)) {
+    if (eqAddr(msg.target, this.#self)) {
       id = `t:${transfer.secretHash}:${channel.channelId}`;
       const invoice = this.#store.getInvoice(transfer.secretHash);
       const usable =
         invoice &&
         invoice.status === "open" &&
         Date.now() <= invoice.expiresAtMs &&
-        eq(invoice.token, channel.token)
+        eqAddr(invoice.token, channel.token)
           ? { secret: invoice.secret, amount: invoice.amount }
           : null;
       result = targetStart({
@@ -146,7 +144,7 @@ export class TransferEvents {
       if (usable) this.#store.putSecret(transfer.secretHash, usable.secret);
     } else {
       id = `m:${transfer.secretHash}:${channel.channelId}`;
-      const index = msg.route.findIndex((h) => eq(h.address, this.#self));
+      const index = msg.route.findIndex((h) => eqAddr(h.address, this.#self));
       const nextAddress = index >= 0 ? msg.route[index + 1]?.address : undefined;
       const next = nextAddress ? this.#channels.openChannelWith(nextAddress, channel.token) : null;
       result = mediatorStart({
@@ -270,7 +268,7 @@ export class TransferEvents {
         this.#store.transaction(() => {
           for (const t of this.#book.byHash(secretHash)) {
             const m = (t.state as TransferDoc).machine;
-            if (m.role === "initiator" && eq(m.out.partner, from.address)) {
+            if (m.role === "initiator" && eqAddr(m.out.partner, from.address)) {
               this.#book.step(t.id, (s) =>
                 initiatorStep(s as InitiatorState, {
                   type: "RevealSecret",
@@ -280,7 +278,7 @@ export class TransferEvents {
                 }),
               );
               matched.push(t.id);
-            } else if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address)) {
+            } else if (m.role === "mediator" && m.payee && eqAddr(m.payee.partner, from.address)) {
               this.#book.step(t.id, (s) =>
                 mediatorStep(
                   s as MediatorState,
@@ -321,13 +319,13 @@ export class TransferEvents {
         const reason = { code: body.code, message: body.message, failedAt: body.failedAt };
         for (const t of this.#book.byHash(body.secretHash.toLowerCase())) {
           const m = (t.state as TransferDoc).machine;
-          if (m.role === "initiator" && eq(m.out.partner, from.address) && !t.done) {
+          if (m.role === "initiator" && eqAddr(m.out.partner, from.address) && !t.done) {
             this.#book.step(t.id, (s) =>
               initiatorStep(s as InitiatorState, { type: "TransferFailed", from: from.address, reason }),
             );
             return { reply: { type: "Ok" }, drain: [t.id] };
           }
-          if (m.role === "mediator" && m.payee && eq(m.payee.partner, from.address) && !t.done) {
+          if (m.role === "mediator" && m.payee && eqAddr(m.payee.partner, from.address) && !t.done) {
             this.#book.step(t.id, (s) =>
               mediatorStep(
                 s as MediatorState,
