@@ -98,7 +98,7 @@ export class DirectPayments {
       result = await this.#init.outgoing.enqueue(
         live,
         { kind: "direct", paymentId: payment.paymentId, amount: payment.amount },
-        payment,
+        { payment },
       );
     } catch (err) {
       // Signed and stored, delivery outcome unknown: the payment is pending, not failed.

@@ -158,7 +158,8 @@ export class OutgoingProofs {
   }
 
   /**
-   * Adds `lock` on the channel in our next balance update (a LockedTransfer change).
+   * Adds `lock` on the channel in our next balance update (a LockedTransfer change). `persist` runs inside
+   * the transaction that stores the proof carrying the lock (see `OutboundChange.persist`).
    * @returns the delivery outcome; `ok: false` means the partner refused it (no lock exists).
    * @throws QrwpError CHANNEL_NOT_FOUND | CHANNEL_STATE | INSUFFICIENT_CAPACITY | TOO_MANY_LOCKS before
    *   anything is sent; PEER_OFFLINE | HANDSHAKE_FAILED | TIMEOUT when the outcome is unknown (the proof
@@ -168,9 +169,10 @@ export class OutgoingProofs {
     channelId: bigint,
     lock: Lock,
     transfer: TransferDescription,
+    persist?: () => void,
   ): Promise<ProofDelivery> {
     const live = this.#registry.get(channelId);
-    return (await this.enqueue(live, lockChangeOf(transfer, lock))) as ProofDelivery;
+    return (await this.enqueue(live, lockChangeOf(transfer, lock), { persist })) as ProofDelivery;
   }
 
   /**
@@ -191,12 +193,18 @@ export class OutgoingProofs {
 
   /**
    * Puts a change in the channel's outbox and makes sure a flush is queued; settles with its update's
-   * outcome (see `OutboundChange`). A direct payment gives its pending `payment` record (stored with the proof).
+   * outcome (see `OutboundChange`). A direct payment gives its pending `payment` record (stored with the
+   * proof); `persist` runs in the proof's transaction.
    */
-  enqueue(live: Live, change: BalanceChange, payment?: PaymentRecord): Promise<Outcome> {
+  enqueue(
+    live: Live,
+    change: BalanceChange,
+    options: { payment?: PaymentRecord; persist?: (() => void) | undefined } = {},
+  ): Promise<Outcome> {
     const promise = new Promise<Outcome>((resolve, reject) => {
       const item: OutboundChange = { change, resolve, reject };
-      if (payment) item.payment = payment;
+      if (options.payment) item.payment = options.payment;
+      if (options.persist) item.persist = options.persist;
       live.outbox.push(item);
     });
     this.#scheduleFlush(live);
@@ -330,7 +338,10 @@ export class OutgoingProofs {
       end,
       (balanceProof) => ({ type: "BalanceUpdate", changes, balanceProof }),
       (nonce) => {
-        for (const item of sending) if (item.payment) insertDirectPayment(this.#store, item.payment, nonce);
+        for (const item of sending) {
+          if (item.payment) insertDirectPayment(this.#store, item.payment, nonce);
+          item.persist?.();
+        }
       },
     );
     const delivery = await this.#deliver(live, stored, body);

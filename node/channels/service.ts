@@ -358,9 +358,17 @@ export class ChannelService {
     return this.direct.outgoingPayment(paymentId);
   }
 
-  /** Adds `lock` on the channel with a LockedTransfer (see `OutgoingProofs.sendLockedTransfer`). */
-  sendLockedTransfer(channelId: bigint, lock: Lock, transfer: TransferDescription): Promise<ProofDelivery> {
-    return this.outgoing.sendLockedTransfer(channelId, lock, transfer);
+  /**
+   * Adds `lock` on the channel with a LockedTransfer; `persist` runs in the transaction that stores its proof
+   * (see `OutgoingProofs.sendLockedTransfer`).
+   */
+  sendLockedTransfer(
+    channelId: bigint,
+    lock: Lock,
+    transfer: TransferDescription,
+    persist?: () => void,
+  ): Promise<ProofDelivery> {
+    return this.outgoing.sendLockedTransfer(channelId, lock, transfer, persist);
   }
 
   /** Pays our pending lock for `sha256(secret)` off-chain (Unlock). */

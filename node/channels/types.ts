@@ -83,6 +83,12 @@ export interface OutboundChange {
   change: BalanceChange;
   /** Direct payments: the pending record stored with the proof. */
   payment?: PaymentRecord;
+  /**
+   * Runs inside the transaction that stores the proof carrying this change (never if the change is refused
+   * before signing): the caller's own writes that must commit with it, e.g. removing the transfer action
+   * that asked for it, so a crash cannot leave the proof stored and the action to run again.
+   */
+  persist?: () => void;
   resolve: (result: ProofDelivery | { raced: true }) => void;
   reject: (err: unknown) => void;
 }

@@ -3,7 +3,10 @@
  * stored with the state that produced them (node/payments/transfer-book.ts) before any of them runs.
  *
  * - One transfer's outbox runs one action at a time, in order; an action is removed once it ran. After a
- *   crash the outbox runs again, so actions must be idempotent at the channel layer.
+ *   crash the outbox runs again, so actions must be idempotent at the channel layer. SendLockedTransfer is
+ *   not (a second lock with the same secret hash is refused), so it leaves the outbox in the transaction
+ *   that stores the proof carrying its lock: a crash leaves either both or neither, and a stored lock's
+ *   proof is re-delivered by the channel layer, never signed again.
  * - An action whose outcome is unknown (peer offline mid-request, chain error) stays in the outbox and is
  *   retried on the next tick; behind it, only SendUnlock, RegisterSecret and CloseChannel run meanwhile
  *   (none of them depends on that message getting through first).
@@ -133,6 +136,11 @@ export class TransferOutbox {
       const action = doc?.outbox[0];
       if (!doc || !action) return;
       const result = await this.#execute(id, doc.machine, action);
+      if (result === "removed") {
+        // Already removed, with the proof it produced (SendLockedTransfer).
+        if ((this.#book.doc(id)?.outbox.length ?? 0) === 0) return;
+        continue;
+      }
       if (result === "retry") {
         // Left in the outbox for the next tick; it must not hold back paying our payee or going on-chain
         // before a lock expires (e.g. a RevealSecret to an upstream that went offline and will never send
@@ -176,22 +184,45 @@ export class TransferOutbox {
     }
   }
 
-  async #execute(id: string, machine: TransferState, action: TransferAction): Promise<"done" | "retry"> {
+  /**
+   * Runs one action. @returns `done` (the caller removes it), `retry` (it stays for the next tick) or
+   * `removed` (it left the outbox already, in the transaction that stored its proof).
+   */
+  async #execute(
+    id: string,
+    machine: TransferState,
+    action: TransferAction,
+  ): Promise<"done" | "retry" | "removed"> {
+    let removed = false;
     try {
       switch (action.type) {
         case "SendLockedTransfer": {
+          // Inside the transaction that stores the proof carrying the lock (see the module doc).
+          const removeWithProof = () => {
+            const fresh = this.#book.doc(id) as TransferDoc;
+            const at = fresh.outbox.indexOf(action);
+            if (at < 0) return;
+            this.#book.put(
+              id,
+              fresh.machine,
+              fresh.outbox.filter((_, j) => j !== at),
+            );
+            removed = true;
+            this.#store.onRollback(() => (removed = false));
+          };
           let delivery: { ok: boolean; code?: string; message?: string };
           try {
             delivery = await this.#channels.sendLockedTransfer(
               action.channelId,
               action.lock,
               action.transfer,
+              removeWithProof,
             );
           } catch (err) {
             if (isQrwpError(err) && err.details.pending === true) {
               // Outcome unknown: the channel layer re-sends it; expiry handles a partner that never answers.
               this.#log.warn({ transfer: id, err: errorFields(err) }, "LockedTransfer not acknowledged yet");
-              return "done";
+              return removed ? "removed" : "done";
             }
             if (!isQrwpError(err)) throw err;
             delivery = { ok: false, code: err.code, message: err.message };
@@ -218,7 +249,7 @@ export class TransferOutbox {
               );
             }
           }
-          return "done";
+          return removed ? "removed" : "done";
         }
         case "SendUnlock": {
           const r = await this.#channels.sendUnlock(
@@ -315,6 +346,11 @@ export class TransferOutbox {
       }
     } catch (err) {
       const code = isQrwpError(err) ? err.code : "INTERNAL";
+      if (removed) {
+        // The lock's proof is stored: the channel layer delivers it; nothing here may run again.
+        this.#log.warn({ transfer: id, action: action.type, err: errorFields(err) }, "transfer action failed");
+        return "removed";
+      }
       const failures = (this.#failures.get(id) ?? 0) + 1;
       this.#failures.set(id, failures);
       // Log the first failure and then every 60th, not every tick.

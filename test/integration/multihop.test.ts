@@ -12,6 +12,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { expect } from "chai";
 import { parseUnits } from "ethers";
 import { Devnet, runCli, type NodeProcess } from "../../devnet/harness.js";
@@ -271,6 +272,78 @@ describe("integration: multi-hop payments over five nodes", function () {
       }
       if (Date.now() > deadline) throw new Error("invoice not marked paid");
       await new Promise((r) => setTimeout(r, 200));
+    }
+  });
+
+  it("kill -9 of a mediator with its forwarded lock stored and unanswered: after its restart the lock is re-delivered, never forwarded twice; the payment completes to the wei", async () => {
+    const amount = unit / 4n + 4321n;
+    const carolFee = 2000n + (amount * 250n) / 1_000_000n;
+    const bobFee = 1000n + ((amount + carolFee) * 100n) / 1_000_000n;
+    const paymentId = "mediator-crash-1";
+    const before = {
+      aliceBob: await ourBalance(n.alice!, n.bob!),
+      bobFromAlice: await ourBalance(n.bob!, n.alice!),
+      bobCarol: await ourBalance(n.bob!, n.carol!),
+      daveFromCarol: await ourBalance(n.dave!, n.carol!),
+    };
+    // carol reads nothing while stopped: bob's LockedTransfer to her is stored, sent and never answered.
+    process.kill(n.carol!.child.pid!, "SIGSTOP");
+    let carolStopped = true;
+    try {
+      const paying = n.alice!.api.call<RoutedPayment>("POST", "/v1/payments", {
+        target: n.dave!.address,
+        token,
+        amount: amount.toString(),
+        paymentId,
+        maxFee: ((carolFee + bobFee) * 2n).toString(), // only the route via bob and carol
+        timeoutSeconds: 120,
+      });
+      const bobDb = new Database(join(n.bob!.dataDir, "node.db"), { readonly: true });
+      try {
+        const pendingToCarol = bobDb.prepare(
+          `SELECT COUNT(*) AS c FROM balance_proofs WHERE status = 'pending' AND lower(signer) = ?
+             AND channel_id IN (SELECT channel_id FROM channels WHERE lower(partner) = ?)`,
+        );
+        const deadline = Date.now() + 30_000;
+        while (
+          (pendingToCarol.get(n.bob!.address.toLowerCase(), n.carol!.address.toLowerCase()) as { c: number })
+            .c === 0
+        ) {
+          if (Date.now() > deadline) throw new Error("bob stored no lock for carol");
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        // The forwarding action left bob's transfer outbox in the transaction that stored the lock's proof.
+        const row = bobDb
+          .prepare(`SELECT state FROM transfers WHERE role = 'mediator' AND payment_id = ?`)
+          .get(paymentId) as { state: string } | undefined;
+        expect(row, "bob's mediator transfer").to.not.equal(undefined);
+        expect(row!.state).to.not.include('"SendLockedTransfer"');
+      } finally {
+        bobDb.close();
+      }
+      const listenPort = Number(n.bob!.multiaddr.split("/tcp/")[1]?.split("/")[0]);
+      await n.bob!.kill();
+      process.kill(n.carol!.child.pid!, "SIGCONT");
+      carolStopped = false;
+      n.bob = await devnet.startNode("bob", { listenPort, feeFlat: 1000n, feePpm: 100, chainPollMs: 250 });
+      let p = await paying;
+      const deadline = Date.now() + 90_000;
+      while (p.status === "pending" && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        p = await n.alice!.api.call<RoutedPayment>("GET", `/v1/payments/${paymentId}`);
+      }
+      // One attempt: bob did not decline the transfer whose lock it had already forwarded.
+      expect(p.status).to.equal("completed");
+      expect(p.attempts.length).to.equal(1);
+      expect(BigInt(p.fee)).to.equal(carolFee + bobFee);
+      await waitForUnlocks(60_000);
+      const each = amount + carolFee + bobFee;
+      expect(before.aliceBob - (await ourBalance(n.alice!, n.bob!))).to.equal(each);
+      expect((await ourBalance(n.bob!, n.alice!)) - before.bobFromAlice).to.equal(each);
+      expect(before.bobCarol - (await ourBalance(n.bob!, n.carol!))).to.equal(amount + carolFee);
+      expect((await ourBalance(n.dave!, n.carol!)) - before.daveFromCarol).to.equal(amount);
+    } finally {
+      if (carolStopped) process.kill(n.carol!.child.pid!, "SIGCONT");
     }
   });
 
