@@ -348,7 +348,10 @@ export class TransferOutbox {
       const code = isQrwpError(err) ? err.code : "INTERNAL";
       if (removed) {
         // The lock's proof is stored: the channel layer delivers it; nothing here may run again.
-        this.#log.warn({ transfer: id, action: action.type, err: errorFields(err) }, "transfer action failed");
+        this.#log.warn(
+          { transfer: id, action: action.type, err: errorFields(err) },
+          "transfer action failed",
+        );
         return "removed";
       }
       const failures = (this.#failures.get(id) ?? 0) + 1;
