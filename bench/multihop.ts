@@ -6,7 +6,9 @@
  *   alice --- bob --- carol --- dave        (bob: 1000 + 100 ppm, carol: 2000 + 250 ppm)
  *
  * with every channel funded on both sides (enough for the whole run), waits until alice's router returns the
- * 3-hop route (on-chain channel events plus gossiped channel updates), warms up with a few payments, then runs
+ * 3-hop route (on-chain channel events plus gossiped channel updates), warms up (default 2,000 payments, 16 in
+ * flight, unmeasured: freshly started nodes run their first thousands of payments markedly slower while V8
+ * compiles the hot paths, as bench:payments shows in 1,000-payment steps), then runs
  * one phase of N routed payments alice -> dave per concurrency level (`--concurrency`, default "1,4") through
  * `POST /v1/payments` on alice's HTTP API. Each request returns when the payment completed (alice learned the
  * secret), so a payment's latency, from the request being sent to its 201, covers three LockedTransfers
@@ -21,6 +23,7 @@
  *
  *   --n <count>           payments per phase (>= 1, default 200)
  *   --concurrency <list>  comma-separated phases (default "1,4")
+ *   --warmup <count>      payments before the first phase, 16 in flight, not measured (default 2000)
  *   QRWP_CPU_PROF_DIR=<dir>  CPU-profiles the four nodes into <dir>/<name> and writes the phases' time
  *                         windows to <dir>/phases.json (for bench/profile-summary.ts --phases)
  *   --dir <path>          data directories and logs, kept after the run (default: a new temp directory,
@@ -36,7 +39,9 @@ import { parseUnits } from "ethers";
 import { ROOT, type NodeProcess } from "../devnet/harness.js";
 import { cpuSample, runDevnetBench, sleep, step, writeResults } from "./devnet-bench.js";
 
-const WARMUP_PAYMENTS = 10;
+const DEFAULT_WARMUP_PAYMENTS = 2000;
+/** Requests in flight during the warm-up. */
+const WARMUP_CONCURRENCY = 16;
 /** Now on process.hrtime's clock, in microseconds (the clock of V8's profile timestamps on Linux). */
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const RESULTS_FILE = join(ROOT, "bench", "results", "multihop.json");
@@ -297,9 +302,14 @@ function logWarnings(dir: string): Record<string, Record<string, number>> {
   return out;
 }
 
-async function run(options: { n: number; concurrency: number[]; dir?: string }): Promise<number> {
+async function run(options: {
+  n: number;
+  concurrency: number[];
+  warmup: number;
+  dir?: string;
+}): Promise<number> {
   // Each side of each channel holds twice what the whole run can move through it, in whole QTT.
-  const paymentsTotal = BigInt(WARMUP_PAYMENTS + options.n * options.concurrency.length);
+  const paymentsTotal = BigInt(options.warmup + options.n * options.concurrency.length);
   const deposit = ((paymentsTotal * (AMOUNT + MAX_FEE) * 2n) / UNIT + 1n) * UNIT;
   const summary =
     `${options.n} payments per phase, concurrency ${options.concurrency.join(", ")}; ` +
@@ -361,12 +371,12 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
       if (BigInt(routeFee) !== FEE_PER_PAYMENT)
         throw new Error(`the route's fee ${routeFee} differs from the fee schedule's ${FEE_PER_PAYMENT}`);
 
-      step(`warm-up: ${WARMUP_PAYMENTS} payments`);
-      await runPayments(n.alice, n.dave, token, WARMUP_PAYMENTS, 1, "warmup");
+      step(`warm-up: ${options.warmup} payments, ${WARMUP_CONCURRENCY} in flight`);
+      await runPayments(n.alice, n.dave, token, options.warmup, WARMUP_CONCURRENCY, "warmup");
 
       const phases: PhaseResult[] = [];
       const windows: { name: string; payments: number; startUs: number; endUs: number }[] = [];
-      for (const c of options.concurrency) {
+      for (const [phase, c] of options.concurrency.entries()) {
         const { snapshot: before } = await settledSnapshot(n);
         step(`phase: ${options.n} payments alice -> dave, concurrency ${c}`);
         const pids = NODES.map((name) => n[name].child.pid ?? 0);
@@ -378,7 +388,7 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
           token,
           options.n,
           c,
-          `c${c}`,
+          `p${phase}-c${c}`,
         );
         const cpu1 = cpuSample(pids);
         windows.push({ name: `concurrency ${c}`, payments: latencies.length, startUs, endUs: nowUs() });
@@ -446,7 +456,7 @@ async function run(options: { n: number; concurrency: number[]; dir?: string }):
           channelIds,
           paymentsPerPhase: options.n,
           concurrency: options.concurrency,
-          warmupPayments: WARMUP_PAYMENTS,
+          warmupPayments: options.warmup,
           amountPerPaymentBaseUnits: AMOUNT.toString(),
           maxFeeBaseUnits: MAX_FEE.toString(),
           depositPerSideBaseUnits: deposit.toString(),
@@ -470,8 +480,14 @@ const program = new Command("bench:multihop")
   .description("3-hop routed payments per second across four QRWP node processes over libp2p")
   .option("--n <count>", "payments per phase (>= 1)", positiveInt, 200)
   .option("--concurrency <list>", "comma-separated requests in flight per phase", concurrencyList, [1, 4])
+  .option(
+    "--warmup <count>",
+    "payments before the first phase, not measured",
+    positiveInt,
+    DEFAULT_WARMUP_PAYMENTS,
+  )
   .option("--dir <path>", "directory for data and logs, kept after the run (default: a temp directory)")
-  .action(async (opts: { n: number; concurrency: number[]; dir?: string }) => {
+  .action(async (opts: { n: number; concurrency: number[]; warmup: number; dir?: string }) => {
     process.exitCode = await run(opts);
   });
 await program.parseAsync(process.argv);

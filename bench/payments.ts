@@ -2,7 +2,9 @@
  * Direct-payment throughput between two `qrwp node start` PROCESSES over libp2p (`npm run bench:payments`).
  *
  * Starts a Hardhat chain and two nodes (alice, bob) with `devnet/harness.ts`, opens a channel alice -> bob,
- * warms up with 20 payments, then runs one phase per concurrency level (default 1, 8 and 64) through
+ * warms up (default 3,000 payments one at a time, unmeasured: a freshly started node runs its first ~2,000
+ * payments at up to 1.7x the latency and CPU of its steady state, measured in 1,000-payment steps), then
+ * runs one phase per concurrency level (default 1, 8 and 64) through
  * `POST /v1/payments` on alice's HTTP API:
  *
  * - concurrency 1: one request at a time, so a payment's latency is the full path (HTTP, the channel's
@@ -18,6 +20,7 @@
  *
  *   --n <list>            payments per phase, comma-separated by phase, the last repeats (default "2000,5000,20000")
  *   --concurrency <list>  comma-separated phases (default "1,8,64")
+ *   --warmup <n>          payments before the first phase, one at a time, not measured (default 3000)
  *   --dir <path>          data directories and logs (default: a new temp directory)
  *   --cpu-prof [dir]      CPU-profile both nodes (`npm run bench:profile`; also when QRWP_CPU_PROF_DIR is
  *                         set, with that directory): profiles in <dir>/alice and
@@ -45,7 +48,7 @@ import { parseUnits } from "ethers";
 import { Devnet, ROOT, type NodeProcess } from "../devnet/harness.js";
 import { formatSummary, loadProfiles, summarize as summarizeProfile, type Phase } from "./profile-summary.js";
 
-const WARMUP_PAYMENTS = 20;
+const DEFAULT_WARMUP_PAYMENTS = 3000;
 const RESULTS_FILE = join(ROOT, "bench", "results", "payments.json");
 
 interface ChannelJson {
@@ -150,6 +153,7 @@ type ProfiledPhase = Phase & { cpuMs: Record<string, { all: number; main: number
 async function run(options: {
   n: number[];
   concurrency: number[];
+  warmup: number;
   dir?: string;
   cpuProf?: string | true;
 }): Promise<number> {
@@ -200,9 +204,9 @@ async function run(options: {
     const channelId = opened.channelId;
     const bobBefore = await bob.api.call<ChannelJson>("GET", `/v1/channels/${channelId}`);
 
-    step(`warm-up: ${WARMUP_PAYMENTS} payments`);
-    await runPayments(alice, bob, token, WARMUP_PAYMENTS, 1, "warmup");
-    let made = WARMUP_PAYMENTS;
+    step(`warm-up: ${options.warmup} payments`);
+    await runPayments(alice, bob, token, options.warmup, 1, "warmup");
+    let made = options.warmup;
 
     const phases: PhaseResult[] = [];
     for (const [i, c] of options.concurrency.entries()) {
@@ -210,7 +214,7 @@ async function run(options: {
       step(`phase: ${n} payments, concurrency ${c}`);
       const startUs = nowUs();
       const cpu0 = [alice, bob].map((node) => processCpuMs(node.child.pid));
-      const { latencies, seconds } = await runPayments(alice, bob, token, n, c, `c${c}`);
+      const { latencies, seconds } = await runPayments(alice, bob, token, n, c, `p${i}-c${c}`);
       const [aliceCpu, bobCpu] = [alice, bob].map((node, i) => {
         const now = processCpuMs(node.child.pid);
         return { all: now.all - cpu0[i]!.all, main: now.main - cpu0[i]!.main };
@@ -250,7 +254,7 @@ async function run(options: {
           benchmark: "payments",
           date: new Date().toISOString(),
           machine,
-          warmupPayments: WARMUP_PAYMENTS,
+          warmupPayments: options.warmup,
           amountPerPaymentBaseUnits: "1",
           phases,
           verified: { receivedCount: received, paymentsMade: made },
@@ -306,9 +310,23 @@ const program = new Command("bench:payments")
     [2000, 5000, 20000],
   )
   .option("--concurrency <list>", "comma-separated requests in flight per phase", concurrencyList, [1, 8, 64])
+  .option(
+    "--warmup <n>",
+    "payments before the first phase, one at a time, not measured",
+    (v: string) => countList(v)[0] as number,
+    DEFAULT_WARMUP_PAYMENTS,
+  )
   .option("--dir <path>", "directory for data and logs (default: a new temp directory)")
   .option("--cpu-prof [dir]", "CPU-profile both nodes and print CPU per payment by category")
-  .action(async (opts: { n: number[]; concurrency: number[]; dir?: string; cpuProf?: string | true }) => {
-    process.exitCode = await run(opts);
-  });
+  .action(
+    async (opts: {
+      n: number[];
+      concurrency: number[];
+      warmup: number;
+      dir?: string;
+      cpuProf?: string | true;
+    }) => {
+      process.exitCode = await run(opts);
+    },
+  );
 await program.parseAsync(process.argv);

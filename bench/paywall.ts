@@ -31,6 +31,8 @@
  *
  *   --n <list>            requests per phase by concurrency level, the last repeats (default "300,1000,3000")
  *   --concurrency <list>  comma-separated requests in flight per level (default "1,4,16")
+ *   --warmup <n>          unpaid requests, then paid requests per mode, before the phases, 16 in flight, not
+ *                         measured (default 2000)
  *   --modes <list>        baseline,direct,routed (default baseline,direct; env QRWP_BENCH_MODES)
  *   --cpu-prof [dir]      CPU-profile the payer node, the merchant node, the merchant app (`--cpu-prof`, via
  *                         QRWP_CPU_PROF_DIR, which also works alone) and this process (inspector) into <dir>
@@ -50,6 +52,7 @@ import { decodePaymentResponseHeader } from "@x402/core/http";
 import {
   countAt,
   countList,
+  positiveInt,
   latencySummary,
   concurrencyList,
   machineLoad,
@@ -71,7 +74,14 @@ const MEDIATOR_FEE = { feeFlat: 1000n, feePpm: 100 };
 const ROUTED_FEE = MEDIATOR_FEE.feeFlat + (PRICE * BigInt(MEDIATOR_FEE.feePpm)) / 1_000_000n;
 const MAX_FEE = PRICE / 100n;
 const DEPOSIT = 100n * UNIT;
-const WARMUP = { baseline: 50, paid: 20 };
+/**
+ * Default requests before the measured phases, per kind, 16 in flight, not measured: freshly started
+ * processes serve their first thousands of requests markedly slower while V8 compiles the hot paths (see
+ * bench:payments' warm-up).
+ */
+const DEFAULT_WARMUP = 2000;
+/** Requests in flight during the warm-up. */
+const WARMUP_CONCURRENCY = 16;
 const ROUTE_WAIT_MS = 90_000;
 const LOCK_WAIT_MS = 60_000;
 
@@ -255,6 +265,7 @@ async function run(options: {
   n: number[];
   concurrency: number[];
   modes: Mode[];
+  warmup: number;
   dir?: string;
   cpuProf?: string | true;
 }): Promise<number> {
@@ -335,15 +346,18 @@ async function run(options: {
           await sleep(250);
         }
       }
-      step(`warm-up: ${WARMUP.baseline} unpaid requests`);
-      await runConcurrently(WARMUP.baseline, 1, () => healthOnce(merchant));
+      const warmup = { baseline: options.warmup, paid: options.warmup };
+      step(`warm-up: ${warmup.baseline} unpaid requests, ${WARMUP_CONCURRENCY} in flight`);
+      await runConcurrently(warmup.baseline, WARMUP_CONCURRENCY, () => healthOnce(merchant));
       /** A probe paid as `mode` says so in its receipt; then the mode's warm-up. */
       const warmUp = async (mode: "direct" | "routed") => {
-        step(`warm-up: ${WARMUP.paid} paid requests, ${mode}`);
+        step(`warm-up: ${warmup.paid} paid requests, ${mode}, ${WARMUP_CONCURRENCY} in flight`);
         const probe = await weatherOnce(merchant, clients[mode], 0);
         const seen = receiptsSince(merchant.receiptsFile, 0).find((r) => r.paymentHash === probe.paymentHash);
         if (seen?.mode !== mode) throw new Error(`the ${mode} probe was paid "${seen?.mode}", not "${mode}"`);
-        await runConcurrently(WARMUP.paid - 1, 1, (i) => weatherOnce(merchant, clients[mode], i));
+        await runConcurrently(warmup.paid - 1, WARMUP_CONCURRENCY, (i) =>
+          weatherOnce(merchant, clients[mode], i),
+        );
       };
 
       const pids = {
@@ -532,7 +546,7 @@ async function run(options: {
           requestsPerPhase: options.concurrency.map((_, i) => countAt(options.n, i)),
           concurrency: options.concurrency,
           modes: options.modes,
-          warmup: WARMUP,
+          warmup,
           priceBaseUnits: PRICE.toString(),
           ...(routed
             ? {
@@ -599,6 +613,12 @@ const program = new Command("bench:paywall")
       .argParser(modeList)
       .default(["baseline", "direct"], "baseline,direct"),
   )
+  .option(
+    "--warmup <n>",
+    "unpaid, then paid requests per mode, before the phases",
+    positiveInt,
+    DEFAULT_WARMUP,
+  )
   .option("--cpu-prof [dir]", "CPU-profile the payer node, merchant node, merchant app and this process")
   .option("--dir <path>", "directory for data and logs, kept after the run (default: a temp directory)")
   .action(
@@ -606,6 +626,7 @@ const program = new Command("bench:paywall")
       n: number[];
       concurrency: number[];
       modes: Mode[];
+      warmup: number;
       dir?: string;
       cpuProf?: string | true;
     }) => {
