@@ -28,10 +28,15 @@ export function assertNewOutgoingId(store: NodeStore, paymentId: string): void {
   }
 }
 
-/** Stores a pending direct payment with its proof's nonce (inside the proof's transaction). */
-export function insertDirectPayment(store: NodeStore, payment: PaymentRecord, nonce: bigint): void {
+/**
+ * Stores a pending direct payment with its proof's nonce (inside the proof's transaction).
+ * @returns the record as stored. @throws QrwpError CONFLICT when the payment id is taken
+ */
+export function insertDirectPayment(store: NodeStore, payment: PaymentRecord, nonce: bigint): PaymentRecord {
   assertNewOutgoingId(store, payment.paymentId); // a concurrent call with the same id may have got here first
-  store.insertPayment({ ...payment, nonce, createdAtMs: Date.now() });
+  const stored = { ...payment, nonce, createdAtMs: Date.now() };
+  store.insertPayment(stored);
+  return stored;
 }
 
 /** What {@link DirectPayments} needs. */
@@ -214,8 +219,8 @@ export class DirectPayments {
     return { live, payment };
   }
 
-  /** Stores a pending direct payment with its proof's nonce (inside the proof's transaction). */
-  insertDirectPayment(payment: PaymentRecord, nonce: bigint): void {
-    insertDirectPayment(this.#init.store, payment, nonce);
+  /** Stores a pending direct payment with its proof's nonce (see the module function); returns it as stored. */
+  insertDirectPayment(payment: PaymentRecord, nonce: bigint): PaymentRecord {
+    return insertDirectPayment(this.#init.store, payment, nonce);
   }
 }

@@ -103,8 +103,6 @@ export class HttpRelay {
   readonly #log: Logger;
   /** Per channel (id as decimal). */
   readonly #outboxes = new Map<string, HttpOutbox>();
-  /** While a flush persists its proof: the pending payments the registry announced, by id. */
-  #announced: Map<string, PaymentRecord> | null = null;
 
   constructor(init: HttpRelayInit) {
     this.#store = init.store;
@@ -115,11 +113,8 @@ export class HttpRelay {
     this.#incoming = init.incoming;
     this.#log = init.log;
     this.#registry.events.on("payment", (payment) => {
-      if (payment.direction !== "outgoing") return;
-      // The records a flush just stored, as the registry announces them after the commit.
-      if (payment.status === "pending") this.#announced?.set(payment.paymentId, payment);
       // An acknowledgement by any path (a libp2p re-send too) wakes the calls waiting on the channel.
-      else this.#wake(payment.channelId);
+      if (payment.direction === "outgoing" && payment.status !== "pending") this.#wake(payment.channelId);
     });
   }
 
@@ -296,24 +291,15 @@ export class HttpRelay {
       paymentId: i.payment.paymentId,
       amount: i.payment.amount,
     }));
-    const announced = new Map<string, PaymentRecord>();
-    this.#announced = announced;
-    let stored: StoredProof;
-    try {
-      ({ stored } = this.#outgoing.signAndPersist(
-        live,
-        end,
-        (balanceProof) =>
-          included.length === 1
-            ? directTransferOf(first.payment, balanceProof)
-            : { type: "BalanceUpdate", changes, balanceProof },
-        (nonce) => {
-          for (const item of included) this.#direct.insertDirectPayment(item.payment, nonce);
-        },
-      ));
-    } finally {
-      this.#announced = null;
-    }
+    const { stored, payments } = this.#outgoing.signAndPersist(
+      live,
+      end,
+      (balanceProof) =>
+        included.length === 1
+          ? directTransferOf(first.payment, balanceProof)
+          : { type: "BalanceUpdate", changes, balanceProof },
+      (nonce) => included.map((item) => this.#direct.insertDirectPayment(item.payment, nonce)),
+    );
     this.#log.debug(
       {
         channelId: live.record.channelId.toString(),
@@ -325,16 +311,11 @@ export class HttpRelay {
     this.#outgoing.holdForHttp(stored);
     box.lastSigned = stored;
 
-    for (const item of included) {
+    included.forEach((item, i) =>
       settle(item, {
-        value: {
-          payment:
-            announced.get(item.payment.paymentId) ??
-            (this.#store.getOutgoingPayment(item.payment.paymentId) as PaymentRecord),
-          transfer: stored.message as Uint8Array,
-        },
-      });
-    }
+        value: { payment: payments[i] as PaymentRecord, transfer: stored.message as Uint8Array },
+      }),
+    );
   }
 
   /**

@@ -338,10 +338,12 @@ export class OutgoingProofs {
       end,
       (balanceProof) => ({ type: "BalanceUpdate", changes, balanceProof }),
       (nonce) => {
+        const payments: PaymentRecord[] = [];
         for (const item of sending) {
-          if (item.payment) insertDirectPayment(this.#store, item.payment, nonce);
+          if (item.payment) payments.push(insertDirectPayment(this.#store, item.payment, nonce));
           item.persist?.();
         }
+        return payments;
       },
     );
     const delivery = await this.#deliver(live, stored, body);
@@ -410,14 +412,16 @@ export class OutgoingProofs {
    * Signs our next balance proof (nonce = highest signed + 1) committing to `end`, with ML-DSA-65 evidence
    * when due (`EvidenceSender.due`), and persists it, pending, with the encoded envelope
    * `{id: 0, body: message(proof)}` that carries it and `persist`'s writes, in one transaction (durable
-   * before anything is sent); then records it as pending in memory. Synchronous.
+   * before anything is sent); then records it as pending in memory and announces the direct payments
+   * `persist` stored (the payment records it returns, as stored) to the registry's `payment` listeners.
+   * Synchronous. @returns the stored proof, the message and those payments
    */
   signAndPersist(
     live: Live,
     next: ChannelEnd,
     message: (balanceProof: SignedBalanceProof) => ChannelMessage,
-    persist?: (nonce: bigint) => void,
-  ): { stored: StoredProof; body: ChannelMessage } {
+    persist?: (nonce: bigint) => PaymentRecord[] | void,
+  ): { stored: StoredProof; body: ChannelMessage; payments: PaymentRecord[] } {
     const nonce = live.ourLatestNonce + 1n;
     const end = { ...next, nonce };
     const proof: BalanceProof = {
@@ -432,16 +436,16 @@ export class OutgoingProofs {
     const encoded = encodeEnvelope({ id: 0, body });
     const createdAtMs = Date.now();
     // Durable before send: the proof, its locks, the message and the caller's records commit together.
-    this.#store.transaction(() => {
+    const payments = this.#store.transaction(() => {
       this.#store.insertBalanceProof(this.#registry.address, signed, {
         locks: end.locks,
         status: "pending",
         message: encoded,
         createdAtMs,
       });
-      persist?.(nonce);
+      return persist?.(nonce) ?? [];
     });
-    for (const id of directPaymentIdsOf(body)) this.#paymentChanged(id);
+    for (const payment of payments) this.#registry.emit("payment", payment);
     const stored: StoredProof = {
       signed,
       locks: end.locks,
@@ -451,7 +455,7 @@ export class OutgoingProofs {
     };
     live.ourLatestNonce = nonce;
     live.ourPending.push(stored);
-    return { stored, body };
+    return { stored, body, payments };
   }
 
   /**
