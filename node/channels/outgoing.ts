@@ -445,7 +445,6 @@ export class OutgoingProofs {
       });
       return persist?.(nonce) ?? [];
     });
-    for (const payment of payments) this.#registry.emit("payment", payment);
     const stored: StoredProof = {
       signed,
       locks: end.locks,
@@ -455,6 +454,7 @@ export class OutgoingProofs {
     };
     live.ourLatestNonce = nonce;
     live.ourPending.push(stored);
+    for (const payment of payments) this.#registry.emit("payment", payment);
     return { stored, body, payments };
   }
 

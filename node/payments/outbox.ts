@@ -200,7 +200,14 @@ export class TransferOutbox {
           // Inside the transaction that stores the proof carrying the lock (see the module doc).
           const removeWithProof = () => {
             const fresh = this.#book.doc(id) as TransferDoc;
-            const at = fresh.outbox.indexOf(action);
+            // By identity, or by value when a rolled-back write of this transfer reloaded it from the store.
+            const at = fresh.outbox.findIndex(
+              (a) =>
+                a === action ||
+                (a.type === "SendLockedTransfer" &&
+                  a.channelId === action.channelId &&
+                  a.lock.secretHash === action.lock.secretHash),
+            );
             if (at < 0) return;
             this.#book.put(
               id,
@@ -219,8 +226,9 @@ export class TransferOutbox {
               removeWithProof,
             );
           } catch (err) {
-            if (isQrwpError(err) && err.details.pending === true) {
-              // Outcome unknown: the channel layer re-sends it; expiry handles a partner that never answers.
+            if (removed || (isQrwpError(err) && err.details.pending === true)) {
+              // Stored (and maybe sent): the channel layer (re-)delivers the proof; the lock's expiry handles a
+              // partner that never answers. Never a failed forward: the lock may be live downstream.
               this.#log.warn({ transfer: id, err: errorFields(err) }, "LockedTransfer not acknowledged yet");
               return removed ? "removed" : "done";
             }
