@@ -27,13 +27,17 @@ import { keccak_256 } from "@noble/hashes/sha3.js";
 import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import { z } from "zod";
 import {
-  balanceHash as computeBalanceHash,
-  balanceProofUpdateDigest,
   blindedBalanceProofDigest,
   blindedBalanceProofUpdateDigest,
   type SignedBalanceProof,
 } from "./balance-proof.js";
-import { appointmentId, expectSigner, type Appointment } from "./appointment.js";
+import {
+  appointmentId,
+  counterSignedProofFields,
+  expectSigner,
+  type Appointment,
+  type CounterSignedProofFields,
+} from "./appointment.js";
 import {
   MAX_APPOINTMENT_BATCH_SLOTS,
   MLDSA_CONTEXT_APPOINTMENT,
@@ -57,17 +61,7 @@ import { assertBytes, assertBytes32Hex, assertUint256, normalizeAddress } from "
  * proof and the client's counter-signature; the chain, hub, client and its signatures are the batch's.
  * `closingPqSignature` is the closer's evidence (ML-DSA-65, context "qrwp-bp-v1", 3309 bytes).
  */
-export type AppointmentSlot = Pick<
-  Appointment,
-  | "channelId"
-  | "closingParticipant"
-  | "nonce"
-  | "balanceHash"
-  | "closingSignature"
-  | "closingPqSignature"
-  | "closingMldsaPublicKey"
-  | "nonClosingSignature"
->;
+export type AppointmentSlot = CounterSignedProofFields;
 
 /** A signed batch of slots for one tower (see the module doc). */
 export interface AppointmentBatch {
@@ -274,20 +268,7 @@ export function createAppointmentSlot(
   partner: { address: string; mldsaPublicKey: Uint8Array },
   keys: NodeKeys,
 ): AppointmentSlot {
-  const p = partnerProof.proof;
-  const slot: AppointmentSlot = {
-    channelId: p.channelId,
-    closingParticipant: normalizeAddress(partner.address, "partner"),
-    nonce: p.nonce,
-    balanceHash: computeBalanceHash(p),
-    closingSignature: partnerProof.signature,
-    closingPqSignature: partnerProof.pqSignature,
-    closingMldsaPublicKey: partner.mldsaPublicKey,
-    nonClosingSignature: signDigest(
-      balanceProofUpdateDigest(p, partnerProof.signature),
-      keys.secp256k1PrivateKey,
-    ),
-  };
+  const slot: AppointmentSlot = counterSignedProofFields(partnerProof, partner, keys);
   assertAppointmentSlotShape(slot, keys.address);
   return slot;
 }

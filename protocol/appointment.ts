@@ -155,6 +155,49 @@ function assertAppointmentShape(a: Appointment): void {
   assertBytes(a.nonClosingMldsaPublicKey, "nonClosingMldsaPublicKey", MLDSA65_PUBLIC_KEY_BYTES);
 }
 
+/** What an appointment and a batch slot (appointment-batch.ts) both take from the partner's proof. */
+export type CounterSignedProofFields = Pick<
+  Appointment,
+  | "channelId"
+  | "closingParticipant"
+  | "nonce"
+  | "balanceHash"
+  | "closingSignature"
+  | "closingPqSignature"
+  | "closingMldsaPublicKey"
+  | "nonClosingSignature"
+>;
+
+/**
+ * The partner's proof as a tower holds it (balance hash, the partner's two signatures and ML-DSA-65 key),
+ * with the client's counter-signature over it (`BalanceProofUpdate`, secp256k1): the fields an appointment
+ * and a batch slot share (node side).
+ * @param partnerProof - the partner's signed balance proof as the node accepted it (nonce >= 1).
+ * @param partner - the partner's address and the ML-DSA-65 key it proved in the session handshake.
+ * @param keys - the node's keys (the non-closing participant).
+ * @throws QrwpError INVALID_ARGUMENT on a malformed partner address.
+ */
+export function counterSignedProofFields(
+  partnerProof: SignedBalanceProof,
+  partner: { address: string; mldsaPublicKey: Uint8Array },
+  keys: NodeKeys,
+): CounterSignedProofFields {
+  const p = partnerProof.proof;
+  return {
+    channelId: p.channelId,
+    closingParticipant: normalizeAddress(partner.address, "partner"),
+    nonce: p.nonce,
+    balanceHash: computeBalanceHash(p),
+    closingSignature: partnerProof.signature,
+    closingPqSignature: partnerProof.pqSignature,
+    closingMldsaPublicKey: partner.mldsaPublicKey,
+    nonClosingSignature: signDigest(
+      balanceProofUpdateDigest(p, partnerProof.signature),
+      keys.secp256k1PrivateKey,
+    ),
+  };
+}
+
 /**
  * Builds and signs the appointment for the partner's latest balance proof (node side).
  * @param partnerProof - the partner's signed balance proof as the node accepted it (nonce >= 1).
@@ -171,23 +214,12 @@ export function createAppointment(
   const unsigned: Appointment = {
     chainId: p.chainId,
     hub: normalizeAddress(p.hub, "hub"),
-    channelId: p.channelId,
-    closingParticipant: normalizeAddress(partner.address, "partner"),
     nonClosingParticipant: keys.address,
-    nonce: p.nonce,
-    balanceHash: computeBalanceHash(p),
-    closingSignature: partnerProof.signature,
-    closingPqSignature: partnerProof.pqSignature,
-    closingMldsaPublicKey: partner.mldsaPublicKey,
-    nonClosingSignature: "",
     nonClosingMldsaPublicKey: keys.mldsaPublicKey,
+    ...counterSignedProofFields(partnerProof, partner, keys),
     appointmentSignature: `0x${"00".repeat(ECDSA_SIGNATURE_BYTES)}`,
     coSignature: new Uint8Array(MLDSA65_SIGNATURE_BYTES),
   };
-  unsigned.nonClosingSignature = signDigest(
-    balanceProofUpdateDigest(p, partnerProof.signature),
-    keys.secp256k1PrivateKey,
-  );
   const digest = appointmentDigest(unsigned);
   return {
     ...unsigned,
