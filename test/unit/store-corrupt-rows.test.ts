@@ -11,6 +11,7 @@ import Database from "better-sqlite3";
 import { expect } from "chai";
 import { QrwpError, type SignedBalanceProof } from "../../protocol/index.js";
 import { NodeStore } from "../../node/store/store.js";
+import { mediatedPayment } from "./helpers.js";
 import { WatchtowerStore, newStoredAppointment } from "../../watchtower/store.js";
 
 const PARTNER = "0x2222222222222222222222222222222222222222";
@@ -157,23 +158,15 @@ describe("unit: corrupt rows are refused by the store codecs", () => {
   it("a mediated payment whose attempts are not JSON attempts is INTERNAL naming attempts", () => {
     const path = nodeStoreFile();
     const store = new NodeStore(path);
-    store.insertMediatedPayment({
-      paymentId: "p1",
-      target: PARTNER,
-      token: TOKEN,
-      amount: 5n,
-      maxFee: null,
-      secretHash: `0x${"cd".repeat(32)}`,
-      secret: null,
-      status: "pending",
-      fee: 0n,
-      attempts: [],
-      errorCode: null,
-      errorMessage: null,
-      createdAtMs: 1,
-      completedAtMs: null,
-      deadlineMs: 2,
-    });
+    store.insertMediatedPayment(
+      mediatedPayment({
+        paymentId: "p1",
+        target: PARTNER,
+        token: TOKEN,
+        amount: 5n,
+        secretHash: `0x${"cd".repeat(32)}`,
+      }),
+    );
     store.close();
     rawWrite(path, `UPDATE mediated_payments SET attempts = '[{"route": 1}]'`);
     const again = new NodeStore(path);

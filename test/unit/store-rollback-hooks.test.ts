@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { NodeStore, type PaymentRecord, type TransferRecord } from "../../node/store/store.js";
+import { mediatedPayment } from "./helpers.js";
 
 function transfer(id: string, state: unknown): TransferRecord {
   return { id, role: "mediator", secretHash: `0x${"ab".repeat(32)}`, paymentId: "p", state, done: false };
@@ -106,23 +107,7 @@ describe("store: rollback hooks and payment-id lookups", () => {
     expect(store.outgoingIdUse("direct-1")).to.equal("direct");
     expect(store.outgoingIdUse("incoming-1")).to.equal(null);
     expect(store.outgoingIdUse("free")).to.equal(null);
-    store.insertMediatedPayment({
-      paymentId: "routed-1",
-      target: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
-      token: "0x5FbDB2315678afecb367f032d93F642f64180aa3",
-      amount: 10n,
-      maxFee: null,
-      secretHash: `0x${"ef".repeat(32)}`,
-      secret: null,
-      status: "pending",
-      fee: 0n,
-      attempts: [],
-      errorCode: null,
-      errorMessage: null,
-      createdAtMs: 1,
-      completedAtMs: null,
-      deadlineMs: 2,
-    });
+    store.insertMediatedPayment(mediatedPayment({ paymentId: "routed-1" }));
     expect(store.outgoingIdUse("routed-1")).to.equal("routed");
     store.putTransfer(transfer("a", {}));
     store.putTransfer(transfer("b", {}));
