@@ -322,6 +322,9 @@ describe("integration: multi-hop payments over five nodes", function () {
       } finally {
         bobDb.close();
       }
+      // Let bob's frame reach carol's socket buffer (the row is stored before the send): carol then forwards
+      // as soon as she runs again, well before dave's lock would expire too soon, however slow bob's restart.
+      await new Promise((r) => setTimeout(r, 300));
       const listenPort = Number(n.bob!.multiaddr.split("/tcp/")[1]?.split("/")[0]);
       bobDown = listenPort;
       await n.bob!.kill();
