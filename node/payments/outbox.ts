@@ -193,29 +193,17 @@ export class TransferOutbox {
     machine: TransferState,
     action: TransferAction,
   ): Promise<"done" | "retry" | "removed"> {
-    let removed = false;
+    // SendLockedTransfer only: whether it left the outbox with its proof (read from the outbox itself, so a
+    // rolled-back transaction that reloaded the transfer counts right).
+    const removedWithProof = () => action.type === "SendLockedTransfer" && this.#indexOfSend(id, action) < 0;
     try {
       switch (action.type) {
         case "SendLockedTransfer": {
-          // Inside the transaction that stores the proof carrying the lock (see the module doc).
+          // Runs inside the transaction that stores the proof carrying the lock (see the module doc).
           const removeWithProof = () => {
             const fresh = this.#book.doc(id) as TransferDoc;
-            // By identity, or by value when a rolled-back write of this transfer reloaded it from the store.
-            const at = fresh.outbox.findIndex(
-              (a) =>
-                a === action ||
-                (a.type === "SendLockedTransfer" &&
-                  a.channelId === action.channelId &&
-                  a.lock.secretHash === action.lock.secretHash),
-            );
-            if (at < 0) return;
-            this.#book.put(
-              id,
-              fresh.machine,
-              fresh.outbox.filter((_, j) => j !== at),
-            );
-            removed = true;
-            this.#store.onRollback(() => (removed = false));
+            const at = this.#indexOfSend(id, action);
+            if (at >= 0) this.#book.put(id, fresh.machine, fresh.outbox.toSpliced(at, 1));
           };
           let delivery: { ok: boolean; code?: string; message?: string };
           try {
@@ -226,6 +214,7 @@ export class TransferOutbox {
               removeWithProof,
             );
           } catch (err) {
+            const removed = removedWithProof();
             if (removed || (isQrwpError(err) && err.details.pending === true)) {
               // Stored (and maybe sent): the channel layer (re-)delivers the proof; the lock's expiry handles a
               // partner that never answers. Never a failed forward: the lock may be live downstream.
@@ -257,7 +246,7 @@ export class TransferOutbox {
               );
             }
           }
-          return removed ? "removed" : "done";
+          return removedWithProof() ? "removed" : "done";
         }
         case "SendUnlock": {
           const r = await this.#channels.sendUnlock(
@@ -354,7 +343,7 @@ export class TransferOutbox {
       }
     } catch (err) {
       const code = isQrwpError(err) ? err.code : "INTERNAL";
-      if (removed) {
+      if (removedWithProof()) {
         // The lock's proof is stored: the channel layer delivers it; nothing here may run again.
         this.#log.warn(
           { transfer: id, action: action.type, err: errorFields(err) },
@@ -383,6 +372,21 @@ export class TransferOutbox {
       if (RETRYABLE.has(code) || code === "PEER_REJECTED") return "retry";
       return "done";
     }
+  }
+
+  /**
+   * Where `action` (a SendLockedTransfer) stands in transfer `id`'s outbox, -1 if it left: by identity, or by
+   * value (channel and secret hash) when a rolled-back write of the transfer reloaded it from the store.
+   */
+  #indexOfSend(id: string, action: Extract<TransferAction, { type: "SendLockedTransfer" }>): number {
+    const outbox = this.#book.doc(id)?.outbox ?? [];
+    return outbox.findIndex(
+      (a) =>
+        a === action ||
+        (a.type === "SendLockedTransfer" &&
+          a.channelId === action.channelId &&
+          a.lock.secretHash === action.lock.secretHash),
+    );
   }
 
   async #requestOk(to: string, body: BatchableRequest): Promise<void> {

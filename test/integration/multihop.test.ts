@@ -280,6 +280,10 @@ describe("integration: multi-hop payments over five nodes", function () {
     const carolFee = 2000n + (amount * 250n) / 1_000_000n;
     const bobFee = 1000n + ((amount + carolFee) * 100n) / 1_000_000n;
     const paymentId = "mediator-crash-1";
+    // Let the earlier tests' unlocks and the evidence that follows them 250 ms later (sent in the channel's
+    // queue, docs/PROTOCOL.md §7.4) reach carol first: a request to a stopped carol would hold the queue.
+    await waitForUnlocks(30_000);
+    await new Promise((r) => setTimeout(r, 1500));
     const before = {
       aliceBob: await ourBalance(n.alice!, n.bob!),
       bobFromAlice: await ourBalance(n.bob!, n.alice!),
